@@ -1,0 +1,31 @@
+"""The application factory: settings, logging, database, blueprints, error handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from config import load_settings
+from db import Database, resolve_database_url
+from logging_setup import configure_logging
+from routes import register_blueprints
+from routes.errors import register_error_handlers
+from services.calls import Runtime
+
+
+def create_app(
+    overrides: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Flask:
+    """Build the app from defaults, then `.env` and the environment, then `overrides`."""
+    settings = load_settings(environ, overrides)
+    configure_logging(secrets=[settings.cron_secret, settings.strava_client_secret,
+                               settings.supabase_jwt_secret])
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    db = Database(resolve_database_url(settings), max_size=settings.sync_workers + 4)
+    app.extensions["strava_sync"] = Runtime(settings=settings, db=db)
+    register_blueprints(app)
+    register_error_handlers(app)
+    return app

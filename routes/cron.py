@@ -1,0 +1,20 @@
+"""The cron endpoints: bearer, `limit`, one service call, the contract's JSON."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from routes.guards import parse_limit, require_cron_secret, runtime
+from services.sync import run_sync
+
+bp = Blueprint("cron", __name__, url_prefix="/api/cron")
+
+# GET is for Vercel Cron, which can only send GET with the bearer header.
+CRON_METHODS = ["GET", "POST"]
+
+
+@bp.route("/sync-strava", methods=CRON_METHODS)
+def sync_strava():  # type: ignore[no-untyped-def]
+    require_cron_secret()
+    limit = parse_limit(default=50)
+    return jsonify(run_sync(runtime(), limit=limit))

@@ -1,0 +1,56 @@
+"""One JSON error shape for every failure: {"error": {"code", "message"[, "field"]}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the client can act on, with its HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+def error_body(code: str, message: str, **more: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **{k: v for k, v in more.items() if v is not None}}}
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):  # type: ignore[no-untyped-def]
+        response = jsonify(error_body(exc.code, exc.message, field=exc.field, **exc.extra))
+        return response, exc.status, exc.headers
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        code = (exc.name or "error").lower().replace(" ", "_")
+        response = jsonify(error_body(code, exc.description or exc.name or "error"))
+        return response, exc.code or 500
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+        # The database work of the request was rolled back by its connection block.
+        log.error("unhandled error", exc_info=exc)
+        return jsonify(error_body("internal_error", "internal error")), 500

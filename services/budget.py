@@ -1,0 +1,251 @@
+"""The club's Strava rate budget, shared by every call through one row in Postgres.
+
+Strava's limits belong to the application, so overlapping calls must draw on one
+budget. Each request is reserved atomically before it is sent; Strava's headers then
+correct the counts (limits differ between applications: the headers are trusted, the
+documented defaults only stand in until the first answer). Cron work keeps a reserve
+free for riders' Sync now. Nothing ever sleeps waiting for a window: a call that meets
+the limit stops and says when it resets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from threading import Lock
+from typing import TYPE_CHECKING, Any
+
+import models
+from services.strava import (
+    RateLimited,
+    RateLimitSnapshot,
+    next_day_reset,
+    next_window_reset,
+)
+
+if TYPE_CHECKING:
+    from db import Database
+
+INACTIVE_APP_PAUSE = timedelta(hours=1)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- pure decisions ------------------------------------------------------------------
+
+
+def window_start(now: datetime) -> datetime:
+    """The start of the 15-minute window holding `now`."""
+    return next_window_reset(now) - timedelta(minutes=15)
+
+
+def day_start(now: datetime) -> datetime:
+    """Midnight UTC of `now`'s day."""
+    return next_day_reset(now) - timedelta(days=1)
+
+
+def roll_windows(budget: models.BudgetRow, now: datetime) -> models.BudgetRow:
+    """Zero the counts of windows that have reset since the row was written."""
+    current_window, current_day = window_start(now), day_start(now)
+    if budget.window_start < current_window:
+        budget = replace(budget, usage_15min=0, read_usage_15min=0, window_start=current_window)
+    if budget.day_start < current_day:
+        budget = replace(budget, usage_daily=0, read_usage_daily=0, day_start=current_day)
+    if budget.blocked_until is not None and budget.blocked_until <= now:
+        budget = replace(budget, blocked_until=None, blocked_reason=None)
+    return budget
+
+
+def reserve_size(budget: models.BudgetRow, fraction: float) -> int:
+    """Requests held back for Sync now: a fraction of the 15-minute read window."""
+    return math.ceil(fraction * min(budget.limit_15min, budget.read_limit_15min))
+
+
+def headroom(budget: models.BudgetRow) -> tuple[int, int]:
+    """Requests left in the 15-minute and daily windows (overall and read, the lower)."""
+    window = min(
+        budget.limit_15min - budget.usage_15min, budget.read_limit_15min - budget.read_usage_15min
+    )
+    day = min(
+        budget.limit_daily - budget.usage_daily, budget.read_limit_daily - budget.read_usage_daily
+    )
+    return window, day
+
+
+def try_reserve(
+    budget: models.BudgetRow, now: datetime, *, held_back: int
+) -> tuple[models.BudgetRow, RateLimited | None]:
+    """Take one request, keeping `held_back` free in both windows; or say why not."""
+    budget = roll_windows(budget, now)
+    if budget.blocked_until is not None:
+        reason = budget.blocked_reason or "blocked"
+        return budget, RateLimited(f"Strava calls paused ({reason})", resets_at=budget.blocked_until)
+    window, day = headroom(budget)
+    if day - 1 < held_back:
+        return budget, RateLimited(
+            "daily Strava budget spent", resets_at=next_day_reset(now), window="daily"
+        )
+    if window - 1 < held_back:
+        return budget, RateLimited("15-minute Strava budget spent", resets_at=next_window_reset(now))
+    return (
+        replace(
+            budget,
+            usage_15min=budget.usage_15min + 1,
+            usage_daily=budget.usage_daily + 1,
+            read_usage_15min=budget.read_usage_15min + 1,
+            read_usage_daily=budget.read_usage_daily + 1,
+        ),
+        None,
+    )
+
+
+def apply_snapshot(
+    budget: models.BudgetRow, snapshot: RateLimitSnapshot | None, *, status: int, now: datetime
+) -> models.BudgetRow:
+    """Correct the budget from what Strava's headers said; a 429 blocks until the reset.
+
+    Usage only ever goes up within a window: requests reserved by other calls may still be
+    in flight, and Strava's count lags them.
+    """
+    budget = roll_windows(budget, now)
+    if snapshot is not None:
+        read_limit_15 = snapshot.read_limit_15min or budget.read_limit_15min
+        read_limit_day = snapshot.read_limit_daily or budget.read_limit_daily
+        budget = replace(
+            budget,
+            limit_15min=snapshot.limit_15min,
+            limit_daily=snapshot.limit_daily,
+            read_limit_15min=read_limit_15,
+            read_limit_daily=read_limit_day,
+            usage_15min=max(budget.usage_15min, snapshot.usage_15min),
+            usage_daily=max(budget.usage_daily, snapshot.usage_daily),
+            read_usage_15min=max(budget.read_usage_15min, snapshot.read_usage_15min or 0),
+            read_usage_daily=max(budget.read_usage_daily, snapshot.read_usage_daily or 0),
+            headers_seen_at=now,
+        )
+    if status == 429:
+        daily = snapshot is not None and snapshot.daily_exhausted()
+        budget = replace(
+            budget,
+            blocked_until=next_day_reset(now) if daily else next_window_reset(now),
+            blocked_reason="strava_429_daily" if daily else "strava_429",
+        )
+    return budget
+
+
+def resets_at(budget: models.BudgetRow, now: datetime, *, held_back: int = 0) -> datetime:
+    """When the binding window resets: a block's end, midnight if the day is spent, else
+    the next quarter hour."""
+    budget = roll_windows(budget, now)
+    if budget.blocked_until is not None:
+        return budget.blocked_until
+    if headroom(budget)[1] <= held_back:
+        return next_day_reset(now)
+    return next_window_reset(now)
+
+
+def describe(budget: models.BudgetRow, now: datetime, *, held_back: int = 0) -> dict[str, Any]:
+    """The contract's `rate_limit` object."""
+    budget = roll_windows(budget, now)
+    return {
+        "usage_15min": budget.usage_15min,
+        "limit_15min": budget.limit_15min,
+        "usage_daily": budget.usage_daily,
+        "limit_daily": budget.limit_daily,
+        "read_usage_15min": budget.read_usage_15min,
+        "read_limit_15min": budget.read_limit_15min,
+        "read_usage_daily": budget.read_usage_daily,
+        "read_limit_daily": budget.read_limit_daily,
+        "resets_at": _iso(resets_at(budget, now, held_back=held_back)),
+        "window_resets_at": _iso(next_window_reset(now)),
+        "daily_resets_at": _iso(next_day_reset(now)),
+        "blocked_until": _iso(budget.blocked_until) if budget.blocked_until else None,
+        "blocked_reason": budget.blocked_reason,
+        "sync_now_reserve": held_back,
+    }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- the Postgres-backed gate --------------------------------------------------------
+
+
+class RateBudget:
+    """The RateGate one call hands its StravaClient.
+
+    Once the budget refuses, the call remembers it and stops asking the database: every
+    thread of the call then stops before its next request.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        reserve_fraction: float,
+        for_sync_now: bool = False,
+        clock: Clock = utcnow,
+    ) -> None:
+        self._db = db
+        self._reserve_fraction = reserve_fraction
+        self._for_sync_now = for_sync_now
+        self._clock = clock
+        self._lock = Lock()
+        self.refusal: RateLimited | None = None
+
+    def _held_back(self, budget: models.BudgetRow) -> int:
+        return 0 if self._for_sync_now else reserve_size(budget, self._reserve_fraction)
+
+    def reserve(self) -> None:
+        """Take one request from the shared budget, or raise RateLimited."""
+        if self.refusal is not None:
+            raise self.refusal
+        with self._db.connection() as conn:
+            budget = models.read_rate_budget(conn, for_update=True)
+            budget, refusal = try_reserve(
+                budget, self._clock(), held_back=self._held_back(budget)
+            )
+            models.save_rate_budget(conn, budget)
+        if refusal is not None:
+            with self._lock:
+                self.refusal = self.refusal or refusal
+            raise refusal
+
+    def record(self, snapshot: RateLimitSnapshot | None, *, status: int) -> None:
+        """Fold an answer's headers (and a 429) into the shared budget."""
+        now = self._clock()
+        with self._db.connection() as conn:
+            budget = models.read_rate_budget(conn, for_update=True)
+            budget = apply_snapshot(budget, snapshot, status=status, now=now)
+            models.save_rate_budget(conn, budget)
+        if status == 429:
+            with self._lock:
+                self.refusal = self.refusal or RateLimited(
+                    "Strava rate limit reached",
+                    resets_at=budget.blocked_until or next_window_reset(now),
+                )
+
+    def pause_for_inactive_application(self) -> None:
+        """Strava called the application inactive: stop everyone, probe again in an hour."""
+        now = self._clock()
+        with self._db.connection() as conn:
+            budget = roll_windows(models.read_rate_budget(conn, for_update=True), now)
+            budget = replace(
+                budget,
+                blocked_until=now + INACTIVE_APP_PAUSE,
+                blocked_reason="application_inactive",
+            )
+            models.save_rate_budget(conn, budget)
+
+    def describe(self) -> dict[str, Any]:
+        """The contract's `rate_limit` object as the budget stands now."""
+        with self._db.connection() as conn:
+            budget = models.read_rate_budget(conn)
+        return describe(budget, self._clock(), held_back=self._held_back(budget))

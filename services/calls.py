@@ -1,0 +1,224 @@
+"""What every bounded call shares: its deadline, budget, Strava client, a small worker
+pool, the per-item outcome and the contract's answer, and the run log."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID, uuid4
+
+import models
+from config import Settings
+from services.budget import Clock, RateBudget, utcnow
+from services.strava import (
+    ApplicationBlocked,
+    ApplicationInactive,
+    DeadlineReached,
+    RateLimited,
+    StravaClient,
+    StravaError,
+    TokenRejected,
+)
+from services.tokens import NeedsReauth, NotConnected, TokenKeeper
+
+if TYPE_CHECKING:
+    from db import Database
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Time kept back from the budget for writing back and answering.
+_WRITE_BACK_S = 0.25
+
+SUCCEEDED, FAILED, SKIPPED = "succeeded", "failed", "skipped"
+
+
+class LeaseLost(Exception):
+    """Another call holds this work now; ours must not write."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the app builds once: settings, the database and a clock."""
+
+    settings: Settings
+    db: Database
+    clock: Clock = utcnow
+
+
+@dataclass
+class Outcome:
+    """One rider or race taken by a call."""
+
+    key: str  # "rider_id" or "activity_id"
+    id: int
+    status: str  # succeeded, failed, skipped
+    detail: str | None = None  # why skipped or failed, as a short machine word
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {self.key: self.id, "status": self.status, **self.counts}
+        if self.detail:
+            item["reason"] = self.detail
+        if self.error:
+            item["error"] = self.error
+        return item
+
+
+class Call:
+    """One bounded call: deadline, lease token, budget, Strava client, tokens."""
+
+    def __init__(
+        self, runtime: Runtime, *, kind: str, for_sync_now: bool = False, budget_s: float | None = None
+    ) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.kind = kind
+        self.started = time.monotonic()
+        budget_s = settings.cron_time_budget_s if budget_s is None else budget_s
+        self.deadline = self.started + max(0.05, budget_s - min(_WRITE_BACK_S, budget_s * 0.1))
+        self.lease_token: UUID = uuid4()
+        self.budget = RateBudget(
+            runtime.db,
+            reserve_fraction=settings.sync_now_reserve,
+            for_sync_now=for_sync_now,
+            clock=runtime.clock,
+        )
+        self.strava = StravaClient(
+            api_url=settings.strava_api_url,
+            oauth_url=settings.strava_oauth_url,
+            client_id=settings.strava_client_id,
+            client_secret=settings.strava_client_secret,
+            rate_gate=self.budget,
+            deadline=self.deadline,
+            timeout_s=settings.strava_timeout_s,
+            pool_size=max(4, settings.sync_workers * 2),
+        )
+        self.tokens = TokenKeeper(runtime.db, self.strava, runtime.clock)
+        self.stopped_by: StravaError | None = None
+        self._stop = threading.Event()
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def db(self) -> Database:
+        return self.runtime.db
+
+    def time_left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def should_stop(self) -> bool:
+        """No new work once the budget of time or of Strava requests is spent."""
+        return self._stop.is_set() or self.time_left() <= 0 or self.budget.refusal is not None
+
+    def stop(self, reason: StravaError) -> None:
+        if self.stopped_by is None:
+            self.stopped_by = reason
+        self._stop.set()
+
+    def close(self) -> None:
+        self.strava.close()
+
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+    def run(
+        self, items: Sequence[T], work: Callable[[T], Outcome], not_started: Callable[[T], Outcome]
+    ) -> list[Outcome]:
+        """Work through items on a small pool; items reached after a stop are not started."""
+
+        def one(item: T) -> Outcome:
+            if self.should_stop():
+                return not_started(item)
+            return work(item)
+
+        if not items:
+            return []
+        workers = max(1, min(self.settings.sync_workers, len(items)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=self.kind) as pool:
+            return list(pool.map(one, items))
+
+    def failure(self, key: str, item_id: int, exc: BaseException) -> tuple[Outcome, str | None]:
+        """Classify an exception from one item's work; returns the outcome and, for an
+        item-level failure that should back off, its error class."""
+        if isinstance(exc, RateLimited):
+            self.stop(exc)
+            return Outcome(key, item_id, SKIPPED, "rate_limited"), None
+        if isinstance(exc, DeadlineReached):
+            return Outcome(key, item_id, SKIPPED, "time_budget"), None
+        if isinstance(exc, LeaseLost):
+            return Outcome(key, item_id, SKIPPED, "lease_lost"), None
+        if isinstance(exc, ApplicationBlocked):
+            if isinstance(exc, ApplicationInactive):
+                self.budget.pause_for_inactive_application()
+            self.stop(exc)
+            return Outcome(key, item_id, SKIPPED, exc.code, error=exc.message), None
+        if isinstance(exc, NeedsReauth | TokenRejected):
+            return Outcome(key, item_id, FAILED, "needs_reauth", error="rider must reconnect Strava"), None
+        if isinstance(exc, NotConnected):
+            return Outcome(key, item_id, SKIPPED, "not_connected"), None
+        if isinstance(exc, StravaError):
+            return Outcome(key, item_id, FAILED, exc.code, error=exc.message), exc.code
+        log.error(
+            "unexpected error", exc_info=exc, extra={"kind": self.kind, key: item_id}
+        )
+        return Outcome(key, item_id, FAILED, "internal", error=type(exc).__name__), "internal"
+
+    def answer(self, outcomes: list[Outcome], *, remaining: int) -> dict[str, Any]:
+        """The contract's JSON for this call."""
+        rate_limited = isinstance(self.stopped_by, RateLimited) or self.budget.refusal is not None
+        answer: dict[str, Any] = {
+            "processed": len(outcomes),
+            "succeeded": sum(o.status == SUCCEEDED for o in outcomes),
+            "failed": sum(o.status == FAILED for o in outcomes),
+            "skipped": sum(o.status == SKIPPED for o in outcomes),
+            "remaining": remaining,
+            "done": remaining == 0,
+            "rate_limited": rate_limited,
+            "rate_limit": self.budget.describe(),
+            "strava_requests": self.strava.requests_made,
+            "duration_ms": self.elapsed_ms(),
+            "items": [o.as_item() for o in outcomes],
+        }
+        if self.stopped_by is not None:
+            answer["stopped_by"] = self.stopped_by.code
+        return answer
+
+
+def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a call with a row in cron_runs: written at start, completed at the end."""
+    with runtime.db.connection() as conn:
+        run_id = models.start_run(conn, kind=kind)
+    try:
+        answer = body()
+    except Exception as exc:
+        with runtime.db.connection() as conn:
+            models.fail_run(conn, run_id=run_id, error_summary=type(exc).__name__)
+        raise
+    errors = sorted({i["reason"] for i in answer["items"] if i["status"] == FAILED and "reason" in i})
+    with runtime.db.connection() as conn:
+        models.finish_run(
+            conn,
+            run_id=run_id,
+            summary={**answer, "error_summary": ", ".join(errors) or None},
+        )
+    log.info(
+        "call finished",
+        extra={
+            "kind": kind,
+            **{k: answer[k] for k in ("processed", "succeeded", "failed", "skipped", "remaining")},
+            "rate_limited": answer["rate_limited"],
+            "duration_ms": answer["duration_ms"],
+            "strava_requests": answer["strava_requests"],
+        },
+    )
+    return answer

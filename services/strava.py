@@ -1,0 +1,478 @@
+"""A small Strava API client: one requests.Session, typed errors, rate-limit headers.
+
+It knows nothing of the database. Callers pass a `RateGate` (the shared budget) that is
+asked before every API request and told what Strava's headers said after it, and a
+deadline (monotonic seconds) that no request, retry or backoff may run past.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry, Timeout
+
+log = logging.getLogger(__name__)
+
+PER_PAGE_MAX = 200
+RETRY_STATUSES = (500, 502, 503, 504)
+
+
+# --- rate limits ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateLimitSnapshot:
+    """What one answer's X-RateLimit-* and X-ReadRateLimit-* headers said."""
+
+    limit_15min: int
+    limit_daily: int
+    usage_15min: int
+    usage_daily: int
+    read_limit_15min: int | None = None
+    read_limit_daily: int | None = None
+    read_usage_15min: int | None = None
+    read_usage_daily: int | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Any) -> RateLimitSnapshot | None:
+        """Parse the headers; None when the overall pair is missing or malformed."""
+        overall = _pair(headers.get("X-RateLimit-Limit")), _pair(headers.get("X-RateLimit-Usage"))
+        if overall[0] is None or overall[1] is None:
+            return None
+        read_limit = _pair(headers.get("X-ReadRateLimit-Limit"))
+        read_usage = _pair(headers.get("X-ReadRateLimit-Usage"))
+        return cls(
+            limit_15min=overall[0][0],
+            limit_daily=overall[0][1],
+            usage_15min=overall[1][0],
+            usage_daily=overall[1][1],
+            read_limit_15min=read_limit[0] if read_limit else None,
+            read_limit_daily=read_limit[1] if read_limit else None,
+            read_usage_15min=read_usage[0] if read_usage else None,
+            read_usage_daily=read_usage[1] if read_usage else None,
+        )
+
+    def daily_exhausted(self) -> bool:
+        """True when the daily limit (overall or read) is used up."""
+        if self.usage_daily >= self.limit_daily:
+            return True
+        return (
+            self.read_usage_daily is not None
+            and self.read_limit_daily is not None
+            and self.read_usage_daily >= self.read_limit_daily
+        )
+
+
+def _pair(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    parts = value.split(",")
+    if len(parts) != 2:
+        return None
+    try:
+        return int(parts[0].strip()), int(parts[1].strip())
+    except ValueError:
+        return None
+
+
+def next_window_reset(now: datetime) -> datetime:
+    """The next 15-minute boundary (:00, :15, :30, :45 UTC) after `now`."""
+    now = now.astimezone(UTC)
+    start = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+    return start + timedelta(minutes=15)
+
+
+def next_day_reset(now: datetime) -> datetime:
+    """The next midnight UTC after `now`."""
+    now = now.astimezone(UTC)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+
+
+class RateGate(Protocol):
+    """The shared budget: asked before each API request, told what came back."""
+
+    def reserve(self) -> None:
+        """Take one request from the budget or raise RateLimited."""
+
+    def record(self, snapshot: RateLimitSnapshot | None, *, status: int) -> None:
+        """Update the budget from an answer's headers (and a 429 or 403)."""
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+class StravaError(Exception):
+    """Strava answered with an error (or not at all). `code` is a short machine word."""
+
+    code = "strava_error"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+    @classmethod
+    def from_response(cls, response: requests.Response, *, now: datetime | None = None) -> StravaError:
+        """The typed error for an unsuccessful answer."""
+        status = response.status_code
+        message = _error_text(response)
+        if status == 429:
+            snapshot = RateLimitSnapshot.from_headers(response.headers)
+            now = now or datetime.now(UTC)
+            daily = snapshot is not None and snapshot.daily_exhausted()
+            resets_at = next_day_reset(now) if daily else next_window_reset(now)
+            return RateLimited(
+                "Strava rate limit reached", resets_at=resets_at, window="daily" if daily else "15min"
+            )
+        if status == 401:
+            return Unauthorized(message or "authorization error", status=status)
+        if status == 403 and "inactive" in message.lower():
+            return ApplicationInactive(
+                "Strava says this API application is inactive", status=status
+            )
+        if status == 404:
+            return NotFound(message or "not found", status=status)
+        if status >= 500:
+            return StravaUnavailable(f"Strava answered {status}", status=status)
+        return cls(message or f"Strava answered {status}", status=status)
+
+
+class RateLimited(StravaError):
+    """Strava's (or our shared budget's) limit is reached until `resets_at`."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, resets_at: datetime, window: str = "15min") -> None:
+        super().__init__(message, status=429)
+        self.resets_at = resets_at
+        self.window = window
+
+
+class Unauthorized(StravaError):
+    """The access token was refused (expired or revoked): refresh once, then give up."""
+
+    code = "unauthorized"
+
+
+class TokenRejected(StravaError):
+    """The refresh token or authorization code was refused (invalid_grant)."""
+
+    code = "token_rejected"
+
+
+class ApplicationBlocked(StravaError):
+    """The API application itself cannot call Strava: stop all calls."""
+
+    code = "application_blocked"
+
+
+class ApplicationInactive(ApplicationBlocked):
+    """403: the application's developer-program status has lapsed."""
+
+    code = "application_inactive"
+
+
+class InvalidClient(ApplicationBlocked):
+    """The token endpoint refused STRAVA_CLIENT_ID / STRAVA_CLIENT_SECRET."""
+
+    code = "invalid_client"
+
+
+class NotFound(StravaError):
+    """404: deleted, or not visible to this grant."""
+
+    code = "not_found"
+
+
+class StravaUnavailable(StravaError):
+    """5xx, timeouts and connection errors, after the retries."""
+
+    code = "strava_unavailable"
+
+
+class BadPayload(StravaError):
+    """The answer was not the JSON we expect."""
+
+    code = "bad_payload"
+
+
+class DeadlineReached(Exception):
+    """The call's time budget is spent; the work is handed back, not failed."""
+
+
+def _error_text(response: requests.Response) -> str:
+    """A short, token-free description from Strava's JSON error body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    parts = [str(body.get("message", ""))]
+    for error in body.get("errors") or []:
+        if isinstance(error, dict):
+            parts.append(
+                "/".join(str(error.get(k, "")) for k in ("resource", "field", "code"))
+            )
+    return "; ".join(p for p in parts if p)[:200]
+
+
+# --- deadline-aware transport --------------------------------------------------------
+
+
+class _DeadlineTimeout(Timeout):
+    """A urllib3 Timeout whose every attempt ends by the deadline."""
+
+    def __init__(self, *, connect: float, read: float, deadline: float) -> None:
+        super().__init__(connect=connect, read=read)
+        self._deadline = deadline
+
+    def clone(self) -> _DeadlineTimeout:
+        return _DeadlineTimeout(connect=self._connect, read=self._read, deadline=self._deadline)  # type: ignore[arg-type]
+
+    def _left(self) -> float:
+        return max(0.001, self._deadline - time.monotonic())
+
+    @property
+    def connect_timeout(self) -> float:  # type: ignore[override]
+        return min(float(self._connect), self._left())  # type: ignore[arg-type]
+
+    @property
+    def read_timeout(self) -> float:  # type: ignore[override]
+        return min(float(self._read), self._left())  # type: ignore[arg-type]
+
+
+class _DeadlineRetry(Retry):
+    """urllib3's Retry that gives up rather than back off past the deadline."""
+
+    deadline: float | None = None
+
+    def new(self, **kw: Any) -> _DeadlineRetry:
+        retry = super().new(**kw)
+        retry.deadline = self.deadline  # type: ignore[attr-defined]
+        return retry  # type: ignore[return-value]
+
+    def is_exhausted(self) -> bool:
+        if self.deadline is not None and time.monotonic() + self.get_backoff_time() >= self.deadline:
+            return True
+        return super().is_exhausted()
+
+
+# --- the client ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """An answer of POST /oauth/token."""
+
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+    athlete: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:  # never print tokens
+        return f"TokenGrant(expires_at={self.expires_at.isoformat()}, athlete={bool(self.athlete)})"
+
+
+class StravaClient:
+    """Strava's API for one call of the service: list, get, refresh, exchange, deauthorize."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        oauth_url: str,
+        client_id: str | None,
+        client_secret: str | None,
+        rate_gate: RateGate | None = None,
+        deadline: float | None = None,
+        timeout_s: float = 10.0,
+        connect_timeout_s: float = 3.05,
+        retries: int = 2,
+        pool_size: int = 16,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.oauth_url = oauth_url.rstrip("/")
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self.rate_gate = rate_gate
+        self.deadline = deadline
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.requests_made = 0
+        retry = _DeadlineRetry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            other=0,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"GET"}),  # token POSTs rotate tokens: never resend
+            backoff_factor=0.25,
+            backoff_max=2.0,
+            raise_on_status=False,
+            respect_retry_after_header=False,  # a 429 is never retried
+        )
+        retry.deadline = deadline
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=2, pool_maxsize=pool_size)
+        self.session = requests.Session()
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.headers["User-Agent"] = "club-strava-sync/1.0"
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> StravaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # API calls ---------------------------------------------------------------------
+
+    def list_activities(
+        self,
+        access_token: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        page: int | None = None,
+        per_page: int = PER_PAGE_MAX,
+    ) -> list[dict[str, Any]]:
+        """One page of GET /athlete/activities (summaries). Order is not relied upon."""
+        params: dict[str, int] = {"per_page": min(per_page, PER_PAGE_MAX)}
+        if after is not None:
+            params["after"] = after
+        if before is not None:
+            params["before"] = before
+        if page is not None:
+            params["page"] = page
+        body = self._api_get("/athlete/activities", access_token, params)
+        if not isinstance(body, list) or not all(isinstance(a, dict) for a in body):
+            raise BadPayload("activity list was not a JSON array of objects")
+        return body
+
+    def get_activity(self, access_token: str, activity_id: int) -> dict[str, Any]:
+        """GET /activities/{id}: the detailed activity."""
+        body = self._api_get(f"/activities/{int(activity_id)}", access_token, {})
+        if not isinstance(body, dict) or "id" not in body:
+            raise BadPayload("activity was not a JSON object with an id")
+        return body
+
+    def refresh(self, refresh_token: str) -> TokenGrant:
+        """Exchange a refresh token; Strava may rotate it, so store the answer at once."""
+        return self._token_grant({"grant_type": "refresh_token", "refresh_token": refresh_token})
+
+    def exchange_code(self, code: str) -> TokenGrant:
+        """Exchange an authorization code for the rider's first tokens and athlete."""
+        return self._token_grant({"grant_type": "authorization_code", "code": code})
+
+    def deauthorize(self, access_token: str) -> None:
+        """Revoke the rider's grant at Strava."""
+        response = self._send(
+            "POST", f"{self.oauth_url}/deauthorize", headers=_bearer(access_token)
+        )
+        if response.status_code >= 400 and response.status_code != 401:
+            raise StravaError.from_response(response)
+
+    def authorize_url(
+        self, *, redirect_uri: str, state: str, scope: str = "read,activity:read_all"
+    ) -> str:
+        """The page the rider approves the grant on."""
+        query = urlencode(
+            {
+                "client_id": self._require_client()[0],
+                "redirect_uri": redirect_uri,
+                "response_type": "code",
+                "approval_prompt": "auto",
+                "scope": scope,
+                "state": state,
+            }
+        )
+        return f"{self.oauth_url}/authorize?{query}"
+
+    # plumbing ----------------------------------------------------------------------
+
+    def _api_get(self, path: str, access_token: str, params: dict[str, int]) -> Any:
+        self._check_deadline()
+        if self.rate_gate is not None:
+            self.rate_gate.reserve()
+        response = self._send(
+            "GET", f"{self.api_url}{path}", headers=_bearer(access_token), params=params
+        )
+        snapshot = RateLimitSnapshot.from_headers(response.headers)
+        if self.rate_gate is not None:
+            self.rate_gate.record(snapshot, status=response.status_code)
+        if response.status_code >= 400:
+            raise StravaError.from_response(response)
+        return _json(response)
+
+    def _token_grant(self, grant: dict[str, str]) -> TokenGrant:
+        client_id, client_secret = self._require_client()
+        self._check_deadline()
+        # Credentials travel in the form body, never in the URL.
+        response = self._send(
+            "POST",
+            f"{self.oauth_url}/token",
+            data={"client_id": client_id, "client_secret": client_secret, **grant},
+        )
+        if response.status_code == 401:
+            raise InvalidClient("Strava refused STRAVA_CLIENT_ID/STRAVA_CLIENT_SECRET", status=401)
+        if response.status_code in (400, 403) and "inactive" not in _error_text(response).lower():
+            raise TokenRejected(_error_text(response) or "invalid_grant", status=response.status_code)
+        if response.status_code >= 400:
+            raise StravaError.from_response(response)
+        body = _json(response)
+        try:
+            return TokenGrant(
+                access_token=str(body["access_token"]),
+                refresh_token=str(body["refresh_token"]),
+                expires_at=datetime.fromtimestamp(int(body["expires_at"]), UTC),
+                athlete=body.get("athlete") if isinstance(body.get("athlete"), dict) else None,
+            )
+        except (KeyError, TypeError, ValueError):
+            raise BadPayload("token answer lacked access_token/refresh_token/expires_at") from None
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        if self.deadline is not None:
+            timeout: Any = _DeadlineTimeout(
+                connect=self.connect_timeout_s, read=self.timeout_s, deadline=self.deadline
+            )
+        else:
+            timeout = (self.connect_timeout_s, self.timeout_s)
+        self.requests_made += 1
+        try:
+            return self.session.request(method, url, timeout=timeout, **kwargs)
+        except requests.RequestException as exc:
+            if self.deadline is not None and time.monotonic() >= self.deadline - 0.01:
+                raise DeadlineReached("time budget spent during a Strava request") from None
+            # The exception text can hold the URL (never a token); keep only its class.
+            raise StravaUnavailable(f"Strava unreachable ({type(exc).__name__})") from None
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise DeadlineReached("time budget spent")
+
+    def _require_client(self) -> tuple[str, str]:
+        if not self._client_id or not self._client_secret:
+            raise InvalidClient("STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET must be set")
+        return self._client_id, self._client_secret
+
+
+def _bearer(access_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {access_token}"}
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise BadPayload(f"Strava answered {response.status_code} with non-JSON") from None
