@@ -536,3 +536,12 @@ def fail_run(conn: psycopg.Connection, *, run_id: int, error_summary: str) -> No
 def ping(conn: psycopg.Connection) -> None:
     """A trivial query: is the database there?"""
     conn.execute("select 1")
+
+
+# --- discovery: history walks (issue 3) ----------------------------------------------
+
+
+# --- enrichment: race details (issue 3) ----------------------------------------------
+
+
+# --- riders' own endpoints, OAuth and admin status (issue 4) -------------------------

@@ -6,8 +6,11 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
+    from routes.admin import bp as admin
     from routes.cron import bp as cron
     from routes.health import bp as health
+    from routes.riders import bp as riders
+    from routes.strava_oauth import bp as strava_oauth
 
-    app.register_blueprint(health)
-    app.register_blueprint(cron)
+    for blueprint in (health, cron, admin, riders, strava_oauth):
+        app.register_blueprint(blueprint)

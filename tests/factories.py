@@ -1,0 +1,81 @@
+"""Seeding helpers for tests: riders connected to the fake Strava, with activities."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+import models
+from fake_strava import FakeStrava, make_activities
+
+
+def connect_rider(
+    database_url: str,
+    fake: FakeStrava,
+    athlete_id: int,
+    *,
+    activities: int = 0,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    scope: str = "read,activity:read_all",
+    name: str | None = None,
+    expires_in: int | None = None,
+    sync_cursor: datetime | None = None,
+    history_complete: bool = True,
+    private_fraction: float = 0.0,
+    seed: int | None = None,
+    **activity_options: Any,
+) -> int:
+    """A rider in the database connected to `athlete_id` on the fake, with `activities`
+    activities there (not yet synced). Returns the rider id.
+
+    By default the history counts as discovered (so discover leaves it alone) and the
+    sync cursor is the connection time, as for a rider who just connected.
+    """
+    fake.add_athlete(athlete_id)
+    now = datetime.now(UTC)
+    if activities:
+        fake.add_activities(
+            athlete_id,
+            make_activities(
+                athlete_id,
+                activities,
+                start=start or now - timedelta(days=6),
+                end=end or now - timedelta(minutes=5),
+                seed=athlete_id if seed is None else seed,
+                private_fraction=private_fraction,
+                **activity_options,
+            ),
+        )
+    tokens = fake.issue_tokens(athlete_id, scope=scope, expires_in=expires_in)
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
+        rider_id = models.create_rider(conn, name=name or f"Rider {athlete_id}")
+        models.save_connection(
+            conn,
+            rider_id=rider_id,
+            athlete_id=athlete_id,
+            access_token=tokens["access_token"],
+            refresh_token=tokens["refresh_token"],
+            expires_at=datetime.fromtimestamp(tokens["expires_at"], UTC),
+            scope=scope,
+        )
+        conn.execute(
+            "update strava_connections set sync_cursor = coalesce(%s, sync_cursor),"
+            " history_complete_at = case when %s then now() end where rider_id = %s",
+            (sync_cursor, history_complete, rider_id),
+        )
+    return rider_id
+
+
+def query(database_url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
+    """Rows of a read-only query, for assertions on what the service stored."""
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def execute(database_url: str, sql: str, *params: Any) -> None:
+    """A write for setting up a test's situation (an expired lease, a stale cursor)."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(sql, params)
