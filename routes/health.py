@@ -13,6 +13,6 @@ bp = Blueprint("health", __name__, url_prefix="/api")
 @bp.get("/health")
 def health():  # type: ignore[no-untyped-def]
     ok = database_ok(runtime().db)
-    return jsonify({"status": "ok" if ok else "degraded", "database": "ok" if ok else "unreachable"}), (
-        200 if ok else 503
-    )
+    return jsonify(
+        {"status": "ok" if ok else "degraded", "database": "ok" if ok else "unreachable"}
+    ), (200 if ok else 503)

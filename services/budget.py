@@ -85,14 +85,18 @@ def try_reserve(
     budget = roll_windows(budget, now)
     if budget.blocked_until is not None:
         reason = budget.blocked_reason or "blocked"
-        return budget, RateLimited(f"Strava calls paused ({reason})", resets_at=budget.blocked_until)
+        return budget, RateLimited(
+            f"Strava calls paused ({reason})", resets_at=budget.blocked_until
+        )
     window, day = headroom(budget)
     if day - 1 < held_back:
         return budget, RateLimited(
             "daily Strava budget spent", resets_at=next_day_reset(now), window="daily"
         )
     if window - 1 < held_back:
-        return budget, RateLimited("15-minute Strava budget spent", resets_at=next_window_reset(now))
+        return budget, RateLimited(
+            "15-minute Strava budget spent", resets_at=next_window_reset(now)
+        )
     return (
         replace(
             budget,
@@ -209,9 +213,7 @@ class RateBudget:
             raise self.refusal
         with self._db.connection() as conn:
             budget = models.read_rate_budget(conn, for_update=True)
-            budget, refusal = try_reserve(
-                budget, self._clock(), held_back=self._held_back(budget)
-            )
+            budget, refusal = try_reserve(budget, self._clock(), held_back=self._held_back(budget))
             models.save_rate_budget(conn, budget)
         if refusal is not None:
             with self._lock:

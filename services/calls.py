@@ -76,7 +76,12 @@ class Call:
     """One bounded call: deadline, lease token, budget, Strava client, tokens."""
 
     def __init__(
-        self, runtime: Runtime, *, kind: str, for_sync_now: bool = False, budget_s: float | None = None
+        self,
+        runtime: Runtime,
+        *,
+        kind: str,
+        for_sync_now: bool = False,
+        budget_s: float | None = None,
     ) -> None:
         settings = runtime.settings
         self.runtime = runtime
@@ -163,14 +168,14 @@ class Call:
             self.stop(exc)
             return Outcome(key, item_id, SKIPPED, exc.code, error=exc.message), None
         if isinstance(exc, NeedsReauth | TokenRejected):
-            return Outcome(key, item_id, FAILED, "needs_reauth", error="rider must reconnect Strava"), None
+            return Outcome(
+                key, item_id, FAILED, "needs_reauth", error="rider must reconnect Strava"
+            ), None
         if isinstance(exc, NotConnected):
             return Outcome(key, item_id, SKIPPED, "not_connected"), None
         if isinstance(exc, StravaError):
             return Outcome(key, item_id, FAILED, exc.code, error=exc.message), exc.code
-        log.error(
-            "unexpected error", exc_info=exc, extra={"kind": self.kind, key: item_id}
-        )
+        log.error("unexpected error", exc_info=exc, extra={"kind": self.kind, key: item_id})
         return Outcome(key, item_id, FAILED, "internal", error=type(exc).__name__), "internal"
 
     def answer(self, outcomes: list[Outcome], *, remaining: int) -> dict[str, Any]:
@@ -204,7 +209,9 @@ def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) ->
         with runtime.db.connection() as conn:
             models.fail_run(conn, run_id=run_id, error_summary=type(exc).__name__)
         raise
-    errors = sorted({i["reason"] for i in answer["items"] if i["status"] == FAILED and "reason" in i})
+    errors = sorted(
+        {i["reason"] for i in answer["items"] if i["status"] == FAILED and "reason" in i}
+    )
     with runtime.db.connection() as conn:
         models.finish_run(
             conn,

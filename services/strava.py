@@ -119,7 +119,9 @@ class StravaError(Exception):
         self.status = status
 
     @classmethod
-    def from_response(cls, response: requests.Response, *, now: datetime | None = None) -> StravaError:
+    def from_response(
+        cls, response: requests.Response, *, now: datetime | None = None
+    ) -> StravaError:
         """The typed error for an unsuccessful answer."""
         status = response.status_code
         message = _error_text(response)
@@ -129,7 +131,9 @@ class StravaError(Exception):
             daily = snapshot is not None and snapshot.daily_exhausted()
             resets_at = next_day_reset(now) if daily else next_window_reset(now)
             return RateLimited(
-                "Strava rate limit reached", resets_at=resets_at, window="daily" if daily else "15min"
+                "Strava rate limit reached",
+                resets_at=resets_at,
+                window="daily" if daily else "15min",
             )
         if status == 401:
             return Unauthorized(message or "authorization error", status=status)
@@ -218,9 +222,7 @@ def _error_text(response: requests.Response) -> str:
     parts = [str(body.get("message", ""))]
     for error in body.get("errors") or []:
         if isinstance(error, dict):
-            parts.append(
-                "/".join(str(error.get(k, "")) for k in ("resource", "field", "code"))
-            )
+            parts.append("/".join(str(error.get(k, "")) for k in ("resource", "field", "code")))
     return "; ".join(p for p in parts if p)[:200]
 
 
@@ -260,7 +262,10 @@ class _DeadlineRetry(Retry):
         return retry  # type: ignore[return-value]
 
     def is_exhausted(self) -> bool:
-        if self.deadline is not None and time.monotonic() + self.get_backoff_time() >= self.deadline:
+        if (
+            self.deadline is not None
+            and time.monotonic() + self.get_backoff_time() >= self.deadline
+        ):
             return True
         return super().is_exhausted()
 
@@ -427,7 +432,9 @@ class StravaClient:
         if response.status_code == 401:
             raise InvalidClient("Strava refused STRAVA_CLIENT_ID/STRAVA_CLIENT_SECRET", status=401)
         if response.status_code in (400, 403) and "inactive" not in _error_text(response).lower():
-            raise TokenRejected(_error_text(response) or "invalid_grant", status=response.status_code)
+            raise TokenRejected(
+                _error_text(response) or "invalid_grant", status=response.status_code
+            )
         if response.status_code >= 400:
             raise StravaError.from_response(response)
         body = _json(response)

@@ -83,9 +83,7 @@ def _sync_or_record_failure(call: Call, lease: models.RiderLease) -> Outcome:
                     message=outcome.error or error_class,
                 )
             else:
-                models.release_lease(
-                    conn, rider_id=lease.rider_id, lease_token=lease.lease_token
-                )
+                models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
         return outcome
 
 

@@ -1,0 +1,53 @@
+"""Serve a FakeStrava over real HTTP on loopback, for the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from fake_strava.server import API_PREFIX, OAUTH_PREFIX, FakeStrava
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Request handler without werkzeug's access log: benchmarks make thousands of calls."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Log nothing."""
+
+
+class ServedFake:
+    """A running fake server; stop() it, or use it as a context manager."""
+
+    def __init__(self, server: BaseWSGIServer, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+        self.url = f"http://{server.host}:{server.port}"
+        self.api_url = self.url + API_PREFIX
+        self.oauth_url = self.url + OAUTH_PREFIX
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> ServedFake:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def serve(fake: FakeStrava, host: str = "127.0.0.1", port: int = 0) -> ServedFake:
+    """Start a threaded HTTP server for the fake in a daemon thread (port 0: any free one)."""
+    server = make_server(host, port, fake.wsgi_app, threaded=True, request_handler=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="fake-strava", daemon=True)
+    thread.start()
+    return ServedFake(server, thread)

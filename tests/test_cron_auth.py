@@ -1,0 +1,109 @@
+"""The cron endpoints' gate: bearer secret, fail-closed, and `limit` validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import cron_headers
+
+ENDPOINT = "/api/cron/sync-strava"
+
+
+def test_missing_and_wrong_bearer_are_401(client, strava):
+    assert client.post(ENDPOINT).status_code == 401
+    wrong = client.post(ENDPOINT, headers=cron_headers("not-the-secret"))
+    assert wrong.status_code == 401
+    assert wrong.get_json()["error"]["code"] == "unauthorized"
+    assert wrong.headers["WWW-Authenticate"] == "Bearer"
+    basic = client.post(ENDPOINT, headers={"Authorization": "Basic dGVzdA=="})
+    assert basic.status_code == 401
+    assert strava.count() == 0
+
+
+def test_unset_secret_fails_closed_with_503(make_app, strava):
+    client = make_app(cron_secret=None).test_client()
+    response = client.post(ENDPOINT, headers=cron_headers())
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "not_configured"
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "501", "abc", "1e9", "", " ", "5.0", "٣"])
+def test_bad_limit_in_query_is_400_naming_the_field(client, strava, raw):
+    response = client.post(f"{ENDPOINT}?limit={raw}", headers=cron_headers())
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["field"] == "limit" and "limit" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"limit": "5"},
+        {"limit": 0},
+        {"limit": 501},
+        {"limit": 5.5},
+        {"limit": True},
+        {"limit": None, "x": 1},
+    ],
+)
+def test_bad_limit_in_json_body_is_400(client, strava, body):
+    response = client.post(ENDPOINT, json=body, headers=cron_headers())
+    if body.get("limit") is None:  # absent limit takes the default
+        assert response.status_code == 200
+        return
+    assert response.status_code == 400
+    assert response.get_json()["error"]["field"] == "limit"
+
+
+def test_body_that_is_not_an_object_is_400(client, strava):
+    response = client.post(
+        ENDPOINT, data="[1]", content_type="application/json", headers=cron_headers()
+    )
+    assert response.status_code == 400
+
+
+def test_good_limits_and_get_for_vercel_cron(client, strava):
+    for response in (
+        client.post(f"{ENDPOINT}?limit=1", headers=cron_headers()),
+        client.post(ENDPOINT, json={"limit": 500}, headers=cron_headers()),
+        client.get(ENDPOINT, headers=cron_headers()),
+    ):
+        assert response.status_code == 200
+        body = response.get_json()
+        for key in (
+            "processed",
+            "succeeded",
+            "failed",
+            "skipped",
+            "remaining",
+            "done",
+            "rate_limited",
+            "rate_limit",
+            "duration_ms",
+            "items",
+        ):
+            assert key in body
+        for key in (
+            "usage_15min",
+            "limit_15min",
+            "usage_daily",
+            "limit_daily",
+            "read_usage_15min",
+            "read_limit_15min",
+            "read_usage_daily",
+            "read_limit_daily",
+            "resets_at",
+        ):
+            assert key in body["rate_limit"]
+
+
+def test_unknown_route_is_json_404(client):
+    response = client.get("/api/nope")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_health_needs_no_auth_and_reveals_nothing(client):
+    response = client.get("/api/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "database": "ok"}

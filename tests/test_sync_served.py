@@ -1,0 +1,145 @@
+"""sync-strava against the fake Strava served over real HTTP on 127.0.0.1: overlap of
+calls, the time budget, timeouts and retries."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from fake_strava import FakeStrava, serve
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, cron_headers
+from tests.factories import connect_rider, query
+
+SYNC = "/api/cron/sync-strava"
+
+
+@pytest.fixture
+def served():
+    fake = FakeStrava(
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        limit_15min=100_000,
+        limit_daily=1_000_000,
+        read_limit_15min=100_000,
+        read_limit_daily=1_000_000,
+    )
+    with serve(fake) as server:
+        yield fake, server
+
+
+@pytest.fixture
+def served_app(make_app, served):
+    _, server = served
+
+    def build(**overrides):
+        return make_app(
+            strava_api_url=server.api_url, strava_oauth_url=server.oauth_url, **overrides
+        )
+
+    return build
+
+
+def post(client, **params):
+    response = client.post(SYNC, query_string=params, headers=cron_headers())
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def test_two_calls_at_once_process_each_rider_exactly_once(served, served_app, database):
+    fake, _ = served
+    fake.latency_s = 0.05
+    riders = [connect_rider(database, fake, 300 + i, activities=5) for i in range(20)]
+    app = served_app(sync_workers=4)
+    answers = []
+    barrier = threading.Barrier(2)
+
+    def one_call():
+        client = app.test_client()
+        barrier.wait()
+        answers.append(post(client, limit=20))
+
+    threads = [threading.Thread(target=one_call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    taken = Counter(i["rider_id"] for a in answers for i in a["items"])
+    assert sorted(taken) == sorted(riders)
+    assert set(taken.values()) == {1}
+    assert all(i["status"] == "succeeded" for a in answers for i in a["items"])
+    assert fake.count(path_contains="/athlete/activities") == 20
+    assert query(database, "select count(*) as n from activities")[0]["n"] == 100
+
+
+def test_a_call_never_runs_past_its_time_budget(served, served_app, database):
+    fake, _ = served
+    fake.latency_s = 0.4  # a slow Strava
+    for i in range(12):
+        connect_rider(database, fake, 400 + i, activities=3)
+    app = served_app(cron_time_budget_s=1.5, sync_workers=2)
+    started = time.monotonic()
+    body = post(app.test_client())
+    wall = time.monotonic() - started
+    assert wall < 1.5, wall
+    assert body["duration_ms"] < 1500
+    assert 0 < body["succeeded"] < 12
+    assert body["failed"] == 0
+    assert body["remaining"] == 12 - body["succeeded"] and body["done"] is False
+    # riders not finished were handed back, not left leased or backed off
+    leftovers = query(
+        database,
+        "select count(*) as n from strava_connections"
+        " where lease_token is not null or failure_count > 0",
+    )[0]["n"]
+    assert leftovers == 0
+    assert {i["reason"] for i in body["items"] if i["status"] == "skipped"} == {"time_budget"}
+
+
+def test_a_request_cut_by_the_budget_is_handed_back_not_failed(served, served_app, database):
+    fake, _ = served
+    rider = connect_rider(database, fake, 450, activities=3)
+    fake.fail_next(1, status=200, path_contains="/athlete/activities", delay_s=3)
+    app = served_app(cron_time_budget_s=1.0)
+    started = time.monotonic()
+    body = post(app.test_client())
+    assert time.monotonic() - started < 1.0
+    assert body["items"] == [{"rider_id": rider, "status": "skipped", "reason": "time_budget"}]
+    row = query(database, "select failure_count, lease_token from strava_connections")[0]
+    assert row == {"failure_count": 0, "lease_token": None}
+
+
+def test_timeouts_are_retried_then_the_rider_backs_off(served, served_app, database):
+    fake, _ = served
+    slow = connect_rider(database, fake, 460, activities=2)
+    # three slow answers: the first try and both retries time out
+    fake.fail_next(3, status=200, path_contains="/athlete/activities", delay_s=0.8)
+    others = [connect_rider(database, fake, 461 + i, activities=2) for i in range(3)]
+    app = served_app(strava_timeout_s=0.3, sync_workers=1)
+    body = post(app.test_client())
+    by_rider = {i["rider_id"]: i for i in body["items"]}
+    assert by_rider[slow]["status"] == "failed"
+    assert by_rider[slow]["reason"] == "strava_unavailable"
+    assert all(by_rider[r]["status"] == "succeeded" for r in others)
+    assert fake.count(path_contains="/athlete/activities") == 3 + 3
+    row = query(
+        database,
+        "select failure_count, next_attempt_at > now() as backing_off"
+        " from strava_connections where rider_id = %s",
+        slow,
+    )[0]
+    assert row == {"failure_count": 1, "backing_off": True}
+
+
+def test_one_timeout_is_retried_and_succeeds(served, served_app, database):
+    fake, _ = served
+    rider = connect_rider(database, fake, 470, activities=4)
+    fake.fail_next(1, status=200, path_contains="/athlete/activities", delay_s=0.8)
+    body = post(served_app(strava_timeout_s=0.3).test_client())
+    assert body["items"][0]["status"] == "succeeded" and body["items"][0]["added"] == 4
+    assert (
+        query(database, "select count(*) as n from activities where rider_id = %s", rider)[0]["n"]
+        == 4
+    )
