@@ -1,0 +1,197 @@
+"""Benchmarks of the core sync, printed as figures (not asserted):
+
+1. one 50-rider sync-strava call against a fake Strava answering in 150 ms, with riders
+   processed by the pool, and one after another, side by side;
+2. storing a 200-activity page with the one-statement bulk upsert against one INSERT a
+   row, on the same database.
+
+Run: .venv/bin/python -m bench.sync   (embedded Postgres; or DATABASE_URL's server)
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from psycopg.rows import dict_row
+
+import models
+from app_factory import create_app
+from bench.support import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    CRON_SECRET,
+    LatencyProxy,
+    bench_settings,
+    table,
+    temporary_database,
+)
+from fake_strava import FakeStrava, make_activities, serve
+from services.activities import page_rows
+
+RIDERS = 50
+LATENCY_S = 0.150
+# Half a round trip between the app and its database (same cloud region: ~1 ms).
+NETWORK_DELAY_S = 0.0005
+
+
+def connect_fleet(database_url: str, fake: FakeStrava, riders: int) -> None:
+    now = datetime.now(UTC)
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        for i in range(riders):
+            athlete = 9000 + i
+            fake.add_athlete(athlete)
+            fake.add_activities(
+                athlete,
+                make_activities(
+                    athlete,
+                    20,
+                    start=now - timedelta(days=6),
+                    end=now - timedelta(minutes=5),
+                    seed=i,
+                ),
+            )
+            tokens = fake.issue_tokens(athlete)
+            rider = models.create_rider(conn, name=f"Bench rider {i}")
+            models.save_connection(
+                conn,
+                rider_id=rider,
+                athlete_id=athlete,
+                access_token=tokens["access_token"],
+                refresh_token=tokens["refresh_token"],
+                expires_at=datetime.fromtimestamp(tokens["expires_at"], UTC),
+                scope="read,activity:read_all",
+            )
+
+
+def one_call(database_url: str, server, workers: int) -> dict:
+    """A fresh fleet's first sync-strava call with `workers` riders at a time."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "update strava_connections set last_synced_at = null,"
+            " lease_token = null, lease_kind = null, lease_expires_at = null"
+        )
+        conn.execute("delete from activities")
+    app = create_app(
+        bench_settings(
+            database_url,
+            server.api_url,
+            server.oauth_url,
+            sync_workers=workers,
+            cron_time_budget_s=60.0,
+        ),
+        environ={},
+    )
+    client = app.test_client()
+    started = time.perf_counter()
+    response = client.post(
+        f"/api/cron/sync-strava?limit={RIDERS}", headers={"Authorization": f"Bearer {CRON_SECRET}"}
+    )
+    wall = time.perf_counter() - started
+    body = response.get_json()
+    app.extensions["strava_sync"].db.close()
+    assert response.status_code == 200 and body["succeeded"] == RIDERS, body
+    return {
+        "wall_s": wall,
+        "requests": body["strava_requests"],
+        "added": sum(i["added"] for i in body["items"]),
+    }
+
+
+def bench_call() -> list[tuple[str, ...]]:
+    fake = FakeStrava(
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        latency_s=LATENCY_S,
+        limit_15min=100_000,
+        limit_daily=1_000_000,
+        read_limit_15min=100_000,
+        read_limit_daily=1_000_000,
+    )
+    rows = [("riders processed", "wall time (s)", "Strava requests", "activities added")]
+    with temporary_database() as url, serve(fake) as server:
+        connect_fleet(url, fake, RIDERS)
+        pooled = one_call(url, server, workers=8)
+        serial = one_call(url, server, workers=1)
+    for label, run in (("8 at a time (default pool)", pooled), ("one after another", serial)):
+        rows.append((label, f"{run['wall_s']:.2f}", str(run["requests"]), str(run["added"])))
+    rows.append(("speed-up", f"{serial['wall_s'] / pooled['wall_s']:.1f}x", "", ""))
+    return rows
+
+
+def time_page_writes(url: str, repeats: int) -> dict[str, float]:
+    """Median seconds to store a 200-activity page, new and unchanged, both ways."""
+    now = datetime.now(UTC)
+    timings: dict[str, list[float]] = {
+        k: [] for k in ("bulk_new", "row_new", "bulk_same", "row_same")
+    }
+    with psycopg.connect(url, row_factory=dict_row, prepare_threshold=None) as conn:
+        rider = models.create_rider(conn, name="bench")
+        conn.commit()
+        for r in range(repeats):
+            base = 10**12 + int(time.time() * 1000) % 10**9 * 1000 + r * 1000
+            bulk_page, row_page = (
+                page_rows(
+                    make_activities(
+                        1,
+                        200,
+                        start=now - timedelta(days=400),
+                        end=now,
+                        seed=r * 2 + k,
+                        first_id=base * 2 + k * 500,
+                    ),
+                    min_race_distance_km=200,
+                )
+                for k in range(2)
+            )
+            for label, page in (("bulk", bulk_page), ("row", row_page)):
+                for kind in ("new", "same"):  # the same page again: a re-run or an overlap
+                    started = time.perf_counter()
+                    with conn.transaction():
+                        if label == "bulk":
+                            models.upsert_activities(conn, rider_id=rider, rows=page)
+                        else:
+                            for row in page:
+                                models.insert_activity_row(conn, rider_id=rider, row=row)
+                    timings[f"{label}_{kind}"].append(time.perf_counter() - started)
+    return {k: statistics.median(v) for k, v in timings.items()}
+
+
+def bench_upsert(repeats: int = 15) -> list[tuple[str, ...]]:
+    rows = [
+        ("200-activity page", "database link", "bulk upsert (ms)", "INSERT a row (ms)", "ratio")
+    ]
+    with temporary_database() as url:
+        links = [("local unix socket", url, None)]
+        proxy = LatencyProxy(url, delay_s=NETWORK_DELAY_S)
+        links.append((f"TCP, {NETWORK_DELAY_S * 2000:.0f} ms round trip", proxy.url, proxy))
+        for link, link_url, _ in links:
+            median = time_page_writes(link_url, repeats)
+            for kind, label in (("new", "new rows"), ("same", "unchanged rows")):
+                bulk, row = median[f"bulk_{kind}"], median[f"row_{kind}"]
+                rows.append(
+                    (label, link, f"{bulk * 1000:.1f}", f"{row * 1000:.1f}", f"{row / bulk:.1f}x")
+                )
+        proxy.stop()
+    return rows
+
+
+def main() -> None:
+    logging.disable(logging.INFO)  # the figures, not the service's log lines
+    print(
+        f"One sync-strava call over {RIDERS} riders, fake Strava answering in "
+        f"{LATENCY_S * 1000:.0f} ms over loopback HTTP:"
+    )
+    print(table(bench_call()))
+    print(
+        "\nStoring one page (median of 15, same database, one transaction each;"
+        " the second link goes through a loopback proxy adding the round trip):"
+    )
+    print(table(bench_upsert()))
+
+
+if __name__ == "__main__":
+    main()
