@@ -1,0 +1,298 @@
+"""The main job on embedded defaults, with no Strava account and no Supabase project.
+
+An embedded Postgres (under .data/), a fake Strava served on 127.0.0.1 with a few demo
+riders (one with several thousand activities), and the service itself served on
+127.0.0.1. The cron endpoints are then called over HTTP the way the GitHub workflows
+call them: each one again while `done` is false, until the backlog is clear.
+
+    python3 dev.py demo [--riders-latency-ms 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import requests
+from psycopg import sql
+from psycopg.rows import dict_row
+from werkzeug.serving import make_server
+
+import db as dbmod
+import models
+from app_factory import create_app
+from fake_strava import FakeStrava, make_activities, serve
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_DB = "strava_sync_demo"
+CLIENT_ID, CLIENT_SECRET = "demo-client", secrets.token_urlsafe(16)
+MAX_CALLS = 60
+
+
+@dataclass(frozen=True)
+class DemoRider:
+    name: str
+    athlete_id: int
+    history: int  # activities before connecting
+    recent: int  # activities in the last week
+    years: float
+    scope: str = "read,activity:read_all"
+    private_fraction: float = 0.0
+    token_expires_in: int | None = None
+    revoked: bool = False
+
+
+RIDERS = [
+    DemoRider("Anna (randonneuse)", 1001, 4200, 9, years=9),
+    DemoRider(
+        "Ben (private rides hidden)",
+        1002,
+        600,
+        4,
+        years=3,
+        scope="read,activity:read",
+        private_fraction=0.15,
+    ),
+    DemoRider("Chloé (token expiring)", 1003, 250, 6, years=2, token_expires_in=120),
+    DemoRider("Dev (revoked access)", 1004, 80, 2, years=1, revoked=True),
+]
+
+
+def fresh_database() -> str:
+    server = dbmod.embedded_database_url(ROOT / ".data")
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(DEMO_DB))
+        )
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(DEMO_DB)))
+    return psycopg.conninfo.make_conninfo(server, dbname=DEMO_DB)
+
+
+def seed(fake: FakeStrava, database_url: str) -> dict[int, DemoRider]:
+    """Put the demo riders on the fake Strava and connect them, as the OAuth flow would."""
+    now = datetime.now(UTC)
+    dbmod.migrate(database_url)
+    riders = {}
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        for rider in RIDERS:
+            fake.add_athlete(rider.athlete_id, firstname=rider.name.split()[0])
+            fake.add_activities(
+                rider.athlete_id,
+                make_activities(
+                    rider.athlete_id,
+                    rider.history,
+                    start=now - timedelta(days=365 * rider.years),
+                    end=now - timedelta(days=8),
+                    seed=rider.athlete_id,
+                    private_fraction=rider.private_fraction,
+                ),
+            )
+            fake.add_activities(
+                rider.athlete_id,
+                make_activities(
+                    rider.athlete_id,
+                    rider.recent,
+                    start=now - timedelta(days=6),
+                    end=now - timedelta(hours=1),
+                    seed=rider.athlete_id + 1,
+                    private_fraction=rider.private_fraction,
+                    first_id=rider.athlete_id * 10**9,
+                ),
+            )
+            tokens = fake.issue_tokens(
+                rider.athlete_id, scope=rider.scope, expires_in=rider.token_expires_in
+            )
+            rider_id = models.create_rider(conn, name=rider.name)
+            models.save_connection(
+                conn,
+                rider_id=rider_id,
+                athlete_id=rider.athlete_id,
+                access_token=tokens["access_token"],
+                refresh_token=tokens["refresh_token"],
+                expires_at=datetime.fromtimestamp(tokens["expires_at"], UTC),
+                scope=rider.scope,
+            )
+            if rider.revoked:
+                fake.revoke_athlete(rider.athlete_id)
+            riders[rider_id] = rider
+    return riders
+
+
+class ServedApp:
+    """The Flask app on a loopback port, in a thread (what Vercel or gunicorn would be)."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+
+
+def drive(base_url: str, cron_secret: str, endpoint: str, limit: int) -> dict[str, int]:
+    """Call one cron endpoint until done (or rate limited), printing a line per call."""
+    totals = {"calls": 0, "processed": 0, "succeeded": 0, "failed": 0, "requests": 0}
+    for number in range(1, MAX_CALLS + 1):
+        response = requests.post(
+            f"{base_url}/api/cron/{endpoint}",
+            params={"limit": limit},
+            headers={"Authorization": f"Bearer {cron_secret}"},
+            timeout=60,
+        )
+        response.raise_for_status()
+        body = response.json()
+        totals["calls"] += 1
+        for key in ("processed", "succeeded", "failed"):
+            totals[key] += body[key]
+        totals["requests"] += body.get("strava_requests", 0)
+        added = sum(i.get("added", 0) for i in body["items"])
+        print(
+            f"  {endpoint:<12} call {number:>2}: took {body['processed']:>2}, "
+            f"ok {body['succeeded']:>2}, failed {body['failed']}, +{added:>4} activities, "
+            f"remaining {body['remaining']:>3}, {body['duration_ms'] / 1000:.1f} s"
+            + (
+                "  [rate limited until " + body["rate_limit"]["resets_at"] + "]"
+                if body["rate_limited"]
+                else ""
+            ),
+            flush=True,
+        )
+        if body["done"] or body["rate_limited"]:
+            break
+    return totals
+
+
+def summary(database_url: str, riders: dict[int, DemoRider], fake: FakeStrava) -> bool:
+    """Print what is stored against what Strava holds; True when nothing is missing."""
+    print("\nWhat the club's database now holds:")
+    header = (
+        f"  {'rider':<28} {'status':<13} {'on Strava':>9} {'stored':>7} {'races':>6}"
+        f" {'detailed':>8}  history"
+    )
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    complete = True
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        for rider_id, rider in riders.items():
+            row = conn.execute(
+                """
+                select c.status, c.history_complete_at,
+                       count(a.id) as stored, count(a.id) filter (where a.is_race) as races,
+                       count(a.id) filter (where a.enrichment_status = 'done') as detailed
+                  from strava_connections c left join activities a on a.rider_id = c.rider_id
+                 where c.rider_id = %s group by c.status, c.history_complete_at
+                """,
+                (rider_id,),
+            ).fetchone()
+            visible = [
+                a
+                for a in fake.activities_of(rider.athlete_id)
+                if "activity:read_all" in rider.scope or not a["private"]
+            ]
+            history = "complete" if row["history_complete_at"] else "in progress"
+            print(
+                f"  {rider.name:<28} {row['status']:<13} {len(visible):>9} {row['stored']:>7}"
+                f" {row['races']:>6} {row['detailed']:>8}  {history}"
+            )
+            if not rider.revoked:
+                complete &= row["stored"] == len(visible) and row["races"] == row["detailed"]
+        duplicates = conn.execute(
+            "select count(*) - count(distinct strava_id) as n from activities"
+        ).fetchone()["n"]
+        budget = conn.execute("select * from strava_rate_budget").fetchone()
+    print(
+        f"\n  duplicates: {duplicates}; Strava requests this run (API and OAuth): {fake.count()}"
+        f" (read budget used this window: {budget['read_usage_15min']}"
+        f"/{budget['read_limit_15min']}, today: {budget['read_usage_daily']}"
+        f"/{budget['read_limit_daily']})"
+    )
+    return complete and duplicates == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-ms", type=int, default=40, help="fake Strava answer time")
+    args = parser.parse_args(argv)
+    log_file = ROOT / ".data" / "demo-service.log"
+    log_file.parent.mkdir(exist_ok=True)
+
+    started = time.monotonic()
+    print("Starting the embedded Postgres under .data/ (DATABASE_URL unset) ...", flush=True)
+    database_url = fresh_database()
+    # A club on Strava's larger tier; the service learns the limits from the headers.
+    fake = FakeStrava(
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        latency_s=args.latency_ms / 1000,
+        limit_15min=1200,
+        limit_daily=12000,
+        read_limit_15min=600,
+        read_limit_daily=6000,
+    )
+    riders = seed(fake, database_url)
+    print(
+        f"Fake Strava with {len(riders)} demo riders and "
+        f"{sum(r.history + r.recent for r in RIDERS)} activities, answering in "
+        f"{args.latency_ms} ms.",
+        flush=True,
+    )
+    cron_secret = secrets.token_urlsafe(24)
+    with serve(fake) as strava:
+        app = create_app(
+            {
+                "database_url": database_url,
+                "cron_secret": cron_secret,
+                "strava_client_id": CLIENT_ID,
+                "strava_client_secret": CLIENT_SECRET,
+                "strava_api_url": strava.api_url,
+                "strava_oauth_url": strava.oauth_url,
+            },
+            environ={},
+        )
+        # The service's JSON log lines go to a file; the terminal shows progress.
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        file_handler = logging.FileHandler(log_file, mode="w")
+        from logging_setup import RedactingJsonFormatter
+
+        file_handler.setFormatter(RedactingJsonFormatter([cron_secret, CLIENT_SECRET]))
+        root.addHandler(file_handler)
+        served = ServedApp(app)
+        print(f"Service on {served.url}; its log: {log_file.relative_to(ROOT)}\n", flush=True)
+        try:
+            plan = [("sync-strava", 50), ("discover", 5), ("enrich", 15)]
+            available = {rule.rule for rule in app.url_map.iter_rules()}
+            for endpoint, limit in plan:
+                if f"/api/cron/{endpoint}" not in available:
+                    continue
+                print(f"POST /api/cron/{endpoint}?limit={limit} until done:", flush=True)
+                drive(served.url, cron_secret, endpoint, limit)
+            ok = summary(database_url, riders, fake)
+        finally:
+            served.stop()
+            app.extensions["strava_sync"].db.close()
+    print(
+        f"\nDone in {time.monotonic() - started:.1f} s. "
+        + (
+            "Every visible activity is stored once; every race has its details."
+            if ok
+            else "Something is missing: see the table above and the service log."
+        )
+    )
+    print(f"Explore it: psql '{database_url}'")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,546 @@
+"""Tests for .github/scripts/call-cron.sh, the GitHub Actions cron caller.
+
+The script runs for real (bash, curl, jq) against a tiny HTTP server on
+127.0.0.1 that answers scripted JSON, so these tests check what the workflow
+will do: loop until `done`, stop on the rate limit, fail or warn on failures,
+reject bad input before sending anything, and never print the secret, the URL
+or anything about a rider (the Actions logs of a public repository are public).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / ".github" / "scripts" / "call-cron.sh"
+
+SECRET = "s3cr3t-Bearer-VALUE-do-not-print-0123456789"
+RESETS_AT = "2026-05-01T12:15:00Z"
+
+# Strings that the service may put in `items` and that must never reach the
+# public log or the job summary.
+RIDER_ID = "rider-4f1c9e2a-SENSITIVE"
+RIDER_ERROR = "Token for Jane Doe was revoked by Strava"
+
+
+@pytest.fixture(autouse=True)
+def _tools_present() -> None:
+    """Fail, not skip: without these tools the script cannot be checked at all."""
+    missing = [tool for tool in ("bash", "curl", "jq") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not installed: the cron workflow script needs them "
+            "(GitHub's ubuntu runners have them). Install them, e.g. "
+            "`apt-get install -y jq curl`; .ci/run must do so too.",
+            pytrace=False,
+        )
+
+
+# --- a scripted stand-in for the service -----------------------------------
+
+
+@dataclass
+class FakeService:
+    """Answers each POST with the next scripted (status, body); checks the bearer."""
+
+    responses: list[tuple[int, Any]]
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        auth = handler.headers.get("Authorization")
+        with self.lock:
+            self.requests.append(
+                {
+                    "method": handler.command,
+                    "path": handler.path,
+                    "auth": auth,
+                    "content_type": handler.headers.get("Content-Type"),
+                    "body": body,
+                }
+            )
+            if auth != f"Bearer {SECRET}":
+                status, payload = 401, error_body("unauthorized", "bearer does not match")
+            elif self.responses:
+                status, payload = self.responses.pop(0)
+            else:
+                status, payload = 500, error_body("test_script_exhausted", "no more answers")
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(raw)))
+        handler.end_headers()
+        handler.wfile.write(raw)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self.server.fake.handle(self)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # keep pytest's output clean
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    fake: FakeService
+
+
+@pytest.fixture
+def service() -> Iterator[Callable[..., FakeService]]:
+    """Start fake services on 127.0.0.1; each gets its own port and script."""
+    started: list[tuple[_Server, threading.Thread]] = []
+
+    def start(*responses: tuple[int, Any]) -> FakeService:
+        fake = FakeService(list(responses))
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.fake = fake
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        started.append((server, thread))
+        fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+        return fake
+
+    yield start
+    for server, thread in started:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def answer(
+    processed: int = 0,
+    succeeded: int | None = None,
+    failed: int = 0,
+    skipped: int = 0,
+    remaining: int = 0,
+    done: bool | None = None,
+    rate_limited: bool = False,
+) -> tuple[int, dict[str, Any]]:
+    """A 200 answer in the contract's shape, with rider details in `items`."""
+    if succeeded is None:
+        succeeded = processed - failed - skipped
+    items: list[dict[str, Any]] = []
+    for _ in range(succeeded):
+        items.append({"rider_id": RIDER_ID, "status": "ok", "activities": 3})
+    for _ in range(failed):
+        items.append({"rider_id": RIDER_ID, "status": "failed", "error": RIDER_ERROR})
+    for _ in range(skipped):
+        items.append({"rider_id": RIDER_ID, "status": "needs_reauth", "error": RIDER_ERROR})
+    return 200, {
+        "processed": processed,
+        "succeeded": succeeded,
+        "failed": failed,
+        "skipped": skipped,
+        "remaining": remaining,
+        "done": remaining == 0 if done is None else done,
+        "rate_limited": rate_limited,
+        "rate_limit": {
+            "usage_15min": 37,
+            "limit_15min": 200,
+            "usage_daily": 512,
+            "limit_daily": 2000,
+            "read_usage_15min": 30,
+            "read_limit_15min": 100,
+            "read_usage_daily": 400,
+            "read_limit_daily": 1000,
+            "resets_at": RESETS_AT,
+        },
+        "duration_ms": 1234,
+        "items": items,
+    }
+
+
+# --- running the script ----------------------------------------------------
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    summary: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def lines_starting(self, prefix: str) -> list[str]:
+        return [line for line in self.stdout.splitlines() if line.startswith(prefix)]
+
+
+def run_script(
+    tmp_path: Path,
+    url: str,
+    *,
+    args: tuple[str, ...] = (),
+    **env_overrides: str | None,
+) -> Run:
+    summary = tmp_path / "summary.md"
+    summary.unlink(missing_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "SERVICE_URL": url,
+        "CRON_SECRET": SECRET,
+        "ENDPOINT": "sync-strava",
+        "GITHUB_STEP_SUMMARY": str(summary),
+        # Fast, deterministic runs: no retries, no pause between calls.
+        "CRON_RETRIES": "0",
+        "CRON_PAUSE_S": "0",
+        "CRON_MAX_TIME_S": "10",
+    }
+    for key, value in env_overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    proc = subprocess.run(
+        ["bash", *args, str(SCRIPT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    run = Run(
+        proc.returncode,
+        proc.stdout,
+        proc.stderr,
+        summary.read_text() if summary.exists() else "",
+    )
+    # Whatever happened, nothing secret or personal is ever printed.
+    for text in (run.stdout, run.stderr, run.summary):
+        assert SECRET not in text
+        assert RIDER_ID not in text
+        assert RIDER_ERROR not in text
+        assert "Jane" not in text
+        if url:
+            assert url.split("://", 1)[-1].rstrip("/") not in text, "the service URL leaked"
+    return run
+
+
+# --- the loop ----------------------------------------------------------------
+
+
+def test_loops_until_done(service, tmp_path):
+    fake = service(
+        answer(processed=5, remaining=10),
+        answer(processed=5, failed=0, remaining=5),
+        answer(processed=5, remaining=0),
+    )
+    run = run_script(tmp_path, fake.url, LIMIT="5")
+
+    assert run.code == 0, run.output
+    assert len(fake.requests) == 3
+    for request in fake.requests:
+        assert request["method"] == "POST"
+        assert request["path"] == "/api/cron/sync-strava?limit=5"
+        assert request["auth"] == f"Bearer {SECRET}"
+        assert request["content_type"] == "application/json"
+        assert json.loads(request["body"]) == {}
+    assert "processed=15" in run.stdout
+    assert "outcome=done" in run.stdout
+    assert not run.lines_starting("::warning")
+    assert not run.lines_starting("::error")
+
+
+@pytest.mark.parametrize("endpoint", ["sync-strava", "discover", "enrich"])
+def test_each_endpoint_without_limit_sends_no_query(service, tmp_path, endpoint):
+    fake = service(answer(processed=1, remaining=0))
+    run = run_script(tmp_path, fake.url + "/", ENDPOINT=endpoint, LIMIT="")
+
+    assert run.code == 0, run.output
+    assert [r["path"] for r in fake.requests] == [f"/api/cron/{endpoint}"]
+
+
+def test_stops_on_rate_limit_with_warning_and_success(service, tmp_path):
+    fake = service(
+        answer(processed=3, remaining=40),
+        answer(processed=1, remaining=39, done=False, rate_limited=True),
+        answer(processed=5, remaining=0),  # must not be asked for
+    )
+    run = run_script(tmp_path, fake.url, ENDPOINT="enrich")
+
+    assert run.code == 0, run.output
+    assert len(fake.requests) == 2
+    warnings = run.lines_starting("::warning")
+    assert any("rate limit" in w and RESETS_AT in w for w in warnings), run.stdout
+    assert RESETS_AT in run.summary
+
+
+def test_rate_limited_run_is_not_failed_even_if_items_failed(service, tmp_path):
+    # Items cut short by Strava's 429 may be reported as failed: the budget,
+    # not the service, stopped them, so the run stays green (with a warning).
+    fake = service(answer(processed=1, failed=1, remaining=9, done=False, rate_limited=True))
+    run = run_script(tmp_path, fake.url)
+
+    assert run.code == 0, run.output
+    assert run.lines_starting("::warning")
+
+
+def test_fails_when_every_rider_taken_failed(service, tmp_path):
+    fake = service(
+        answer(processed=2, failed=2, remaining=2),
+        answer(processed=2, failed=2, remaining=0),
+    )
+    run = run_script(tmp_path, fake.url)
+
+    assert run.code == 1, run.output
+    errors = run.lines_starting("::error")
+    assert errors and "All 4 riders" in errors[0]
+    assert "failed 4" in run.summary
+
+
+def test_warns_on_partial_failure(service, tmp_path):
+    fake = service(answer(processed=4, failed=1, remaining=0))
+    run = run_script(tmp_path, fake.url)
+
+    assert run.code == 0, run.output
+    warnings = run.lines_starting("::warning")
+    assert warnings and "1 of 4 riders" in warnings[0]
+    assert not run.lines_starting("::error")
+
+
+def test_stops_after_max_calls(service, tmp_path):
+    fake = service(*[answer(processed=1, remaining=100, done=False) for _ in range(5)])
+    run = run_script(tmp_path, fake.url, MAX_CALLS="3")
+
+    assert run.code == 0, run.output
+    assert len(fake.requests) == 3
+    assert any("after 3 calls" in line for line in run.lines_starting("::notice"))
+
+
+def test_default_max_calls_is_20(service, tmp_path):
+    fake = service(*[answer(processed=1, remaining=100, done=False) for _ in range(25)])
+    run = run_script(tmp_path, fake.url, MAX_CALLS=None)
+
+    assert run.code == 0, run.output
+    assert len(fake.requests) == 20
+
+
+def test_stops_when_a_call_takes_no_work(service, tmp_path):
+    # Everything due is leased by another call: calling again would spin.
+    fake = service(answer(processed=0, remaining=7, done=False), answer(processed=1))
+    run = run_script(tmp_path, fake.url)
+
+    assert run.code == 0, run.output
+    assert len(fake.requests) == 1
+    assert run.lines_starting("::notice")
+
+
+# --- failing calls -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(500, "internal_error"), (503, "cron_secret_unset"), (400, "invalid_limit")],
+)
+def test_fails_on_http_error_showing_status_and_code_only(service, tmp_path, status, code):
+    fake = service(
+        answer(processed=1, remaining=5),
+        (status, error_body(code, f"details about {RIDER_ID} and Jane Doe")),
+    )
+    run = run_script(tmp_path, fake.url)
+
+    assert run.code == 1, run.output
+    assert len(fake.requests) == 2
+    assert f"HTTP {status}" in run.stdout
+    assert code in run.stdout
+    assert "details about" not in run.output + run.summary
+    assert f"HTTP {status}" in run.summary
+
+
+def test_fails_on_401_for_a_wrong_secret(service, tmp_path):
+    fake = service(answer(processed=1))
+    wrong = "not-the-secret-" + "x" * 20
+    run = run_script(tmp_path, fake.url, CRON_SECRET=wrong)
+
+    assert run.code == 1, run.output
+    assert "HTTP 401" in run.stdout
+    assert "unauthorized" in run.stdout
+    assert wrong not in run.output + run.summary
+
+
+def test_fails_on_non_json_error_page_without_printing_it(service, tmp_path):
+    fake = service((502, b"<html>Bad gateway while syncing Jane Doe</html>"))
+    run = run_script(tmp_path, fake.url)
+
+    assert run.code == 1, run.output
+    assert "HTTP 502" in run.stdout
+    assert "error code (none)" in run.stdout
+    assert "<html>" not in run.output + run.summary
+
+
+def test_fails_on_invalid_json(service, tmp_path):
+    fake = service((200, b'{"processed": 1, "items": [{"error": "Jane Doe"'))
+    run = run_script(tmp_path, fake.url)
+
+    assert run.code == 1, run.output
+    assert "not valid JSON" in run.stdout
+
+
+def test_fails_when_fields_are_missing(service, tmp_path):
+    fake = service((200, {"processed": 1, "done": "yes", "note": "Jane Doe"}))
+    run = run_script(tmp_path, fake.url)
+
+    assert run.code == 1, run.output
+    assert "succeeded" in run.stdout and "done" in run.stdout
+
+
+def test_fails_when_the_service_cannot_be_reached(tmp_path):
+    with socket.socket() as sock:  # a port that nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = run_script(tmp_path, f"http://127.0.0.1:{port}")
+
+    assert run.code == 1, run.output
+    assert "could not connect" in run.stdout
+
+
+def test_retries_a_transient_error(service, tmp_path):
+    fake = service((502, b"upstream hiccup"), answer(processed=2, remaining=0))
+    run = run_script(tmp_path, fake.url, CRON_RETRIES="2", CRON_RETRY_DELAY_S="1")
+
+    assert run.code == 0, run.output
+    assert len(fake.requests) == 2
+    assert "call 1: processed=2" in run.stdout
+    assert run.summary.count("| 1 |") == 1
+
+
+# --- input validation: nothing is sent ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "limit", ["abc", "0", "501", "1; rm -rf /", "-5", "1e3", "07", "$(id)", "5 5", "::warning::x"]
+)
+def test_rejects_bad_limit_before_any_request(service, tmp_path, limit):
+    fake = service(answer(processed=1))
+    run = run_script(tmp_path, fake.url, LIMIT=limit)
+
+    assert run.code == 2, run.output
+    assert fake.requests == []
+    assert "LIMIT must be" in run.stdout
+    assert "rm -rf" not in run.output and "::warning::x" not in run.output
+
+
+@pytest.mark.parametrize("limit", ["1", "50", "500", " 25 "])
+def test_accepts_good_limit(service, tmp_path, limit):
+    fake = service(answer(processed=1))
+    run = run_script(tmp_path, fake.url, LIMIT=limit)
+
+    assert run.code == 0, run.output
+    assert fake.requests[0]["path"].endswith(f"?limit={limit.strip()}")
+
+
+@pytest.mark.parametrize("endpoint", ["", "foo", "../admin/status", "sync-strava;id", "Enrich"])
+def test_rejects_bad_endpoint(service, tmp_path, endpoint):
+    fake = service(answer(processed=1))
+    run = run_script(tmp_path, fake.url, ENDPOINT=endpoint)
+
+    assert run.code == 2, run.output
+    assert fake.requests == []
+    assert "ENDPOINT must be" in run.stdout
+
+
+@pytest.mark.parametrize("max_calls", ["0", "101", "x", "2.5"])
+def test_rejects_bad_max_calls(service, tmp_path, max_calls):
+    fake = service(answer(processed=1))
+    run = run_script(tmp_path, fake.url, MAX_CALLS=max_calls)
+
+    assert run.code == 2, run.output
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "http://example.com",
+        "ftp://example.com",
+        "https://user:hunter2@example.com",
+        "https://example.com/?token=hunter2",
+        "https://example.com/#x",
+        "javascript:alert(1)",
+        "https://exa mple.com",
+    ],
+)
+def test_rejects_bad_service_url(tmp_path, url):
+    run = run_script(tmp_path, url)
+
+    assert run.code == 2, run.output
+    assert "SERVICE_URL" in run.stdout
+    assert "hunter2" not in run.output
+
+
+@pytest.mark.parametrize("secret", [None, "", "two\nlines"])
+def test_rejects_missing_or_malformed_secret(service, tmp_path, secret):
+    fake = service(answer(processed=1))
+    run = run_script(tmp_path, fake.url, CRON_SECRET=secret)
+
+    assert run.code == 2, run.output
+    assert fake.requests == []
+    assert "CRON_SECRET" in run.stdout
+
+
+# --- logs and summary ---------------------------------------------------------
+
+
+def test_summary_gets_a_table_totals_and_reset_time(service, tmp_path):
+    fake = service(
+        answer(processed=3, failed=1, skipped=1, remaining=2),
+        answer(processed=2, remaining=0),
+    )
+    run = run_script(tmp_path, fake.url)
+
+    assert run.code == 0, run.output
+    lines = run.summary.splitlines()
+    assert "## Cron `sync-strava`" in lines
+    header = next(i for i, line in enumerate(lines) if line.startswith("| call |"))
+    for column in ("processed", "succeeded", "failed", "skipped", "remaining", "rate limited"):
+        assert column in lines[header]
+    assert lines[header + 1].startswith("| ---: |")
+    row1 = "| 1 | 3 | 1 | 1 | 1 | 2 | no | 1234 | failed 1, needs_reauth 1, ok 1 |"
+    assert lines[header + 2] == row1
+    assert lines[header + 3] == "| 2 | 2 | 2 | 0 | 0 | 0 | no | 1234 | ok 2 |"
+    assert "processed 5, succeeded 3, failed 1, skipped 1" in run.summary
+    assert f"resets at:** {RESETS_AT}" in run.summary
+    assert "15 min 37/200, day 512/2000" in run.summary
+
+
+def test_summary_defaults_to_dev_null(service, tmp_path):
+    fake = service(answer(processed=1))
+    run = run_script(tmp_path, fake.url, GITHUB_STEP_SUMMARY=None)
+
+    assert run.code == 0, run.output
+    assert run.summary == ""
+
+
+def test_secret_stays_out_of_a_bash_x_trace(service, tmp_path):
+    # Even if someone runs it with tracing on, the Authorization header is not
+    # traced (run_script asserts the secret is absent from stderr).
+    fake = service(answer(processed=1))
+    run = run_script(tmp_path, fake.url, args=("-x",))
+
+    assert run.code == 0, run.output
+    assert fake.requests[0]["auth"] == f"Bearer {SECRET}"
