@@ -14,7 +14,11 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
+
+# Every connection of the service returns rows as dicts (db.py sets the row factory).
+Conn = psycopg.Connection[DictRow]
 
 # --- migrations ----------------------------------------------------------------------
 
@@ -22,7 +26,7 @@ from psycopg.types.json import Jsonb
 _MIGRATION_LOCK = 7_226_101_842
 
 
-def apply_migrations(conn: psycopg.Connection, migrations: list[tuple[str, str, str]]) -> list[str]:
+def apply_migrations(conn: Conn, migrations: list[tuple[str, str, str]]) -> list[str]:
     """Apply the (version, name, sql) migrations not yet recorded; return those applied.
 
     Uses the Supabase CLI's own history table, so `supabase db push` and the service agree.
@@ -73,7 +77,7 @@ class RiderLease:
 
 
 def create_rider(
-    conn: psycopg.Connection, *, name: str, auth_user_id: UUID | str | None = None
+    conn: Conn, *, name: str, auth_user_id: UUID | str | None = None
 ) -> int:
     """Insert a rider and return its id."""
     row = conn.execute(
@@ -85,7 +89,7 @@ def create_rider(
 
 
 def save_connection(
-    conn: psycopg.Connection,
+    conn: Conn,
     *,
     rider_id: int,
     athlete_id: int,
@@ -138,7 +142,7 @@ _LEASE_COLUMNS = """
 
 
 def claim_riders_for_sync(
-    conn: psycopg.Connection,
+    conn: Conn,
     *,
     lease_token: UUID,
     limit: int,
@@ -174,7 +178,7 @@ def claim_riders_for_sync(
     return sorted((RiderLease(**row) for row in rows), key=lambda lease: lease.rider_id)
 
 
-def count_riders_due_for_sync(conn: psycopg.Connection, *, min_interval_s: int) -> int:
+def count_riders_due_for_sync(conn: Conn, *, min_interval_s: int) -> int:
     """Riders due for sync now and not held by any call."""
     row = conn.execute(
         f"""
@@ -187,7 +191,7 @@ def count_riders_due_for_sync(conn: psycopg.Connection, *, min_interval_s: int) 
     return int(row["n"])
 
 
-def hold_lease(conn: psycopg.Connection, *, rider_id: int, lease_token: UUID) -> bool:
+def hold_lease(conn: Conn, *, rider_id: int, lease_token: UUID) -> bool:
     """Lock the rider's row if this call still holds its lease (for a write-back)."""
     row = conn.execute(
         "select 1 from strava_connections where rider_id = %s and lease_token = %s for update",
@@ -196,7 +200,7 @@ def hold_lease(conn: psycopg.Connection, *, rider_id: int, lease_token: UUID) ->
     return row is not None
 
 
-def release_lease(conn: psycopg.Connection, *, rider_id: int, lease_token: UUID) -> None:
+def release_lease(conn: Conn, *, rider_id: int, lease_token: UUID) -> None:
     """Hand a rider back (only if this call still holds it)."""
     conn.execute(
         """
@@ -208,7 +212,7 @@ def release_lease(conn: psycopg.Connection, *, rider_id: int, lease_token: UUID)
     )
 
 
-def release_leases(conn: psycopg.Connection, *, lease_token: UUID, rider_ids: list[int]) -> None:
+def release_leases(conn: Conn, *, lease_token: UUID, rider_ids: list[int]) -> None:
     """Hand back several riders a call claimed but did not start."""
     conn.execute(
         """
@@ -221,7 +225,7 @@ def release_leases(conn: psycopg.Connection, *, lease_token: UUID, rider_ids: li
 
 
 def finish_sync(
-    conn: psycopg.Connection,
+    conn: Conn,
     *,
     rider_id: int,
     lease_token: UUID,
@@ -252,7 +256,7 @@ def finish_sync(
 
 
 def record_rider_failure(
-    conn: psycopg.Connection,
+    conn: Conn,
     *,
     rider_id: int,
     lease_token: UUID,
@@ -300,7 +304,7 @@ class ConnectionTokens:
 
 
 def read_tokens(
-    conn: psycopg.Connection, *, rider_id: int, for_update: bool = False
+    conn: Conn, *, rider_id: int, for_update: bool = False
 ) -> ConnectionTokens | None:
     """The rider's tokens; with for_update, lock the row so refreshes are serialized."""
     lock = " for update" if for_update else ""
@@ -313,7 +317,7 @@ def read_tokens(
 
 
 def store_tokens(
-    conn: psycopg.Connection,
+    conn: Conn,
     *,
     rider_id: int,
     access_token: str,
@@ -331,7 +335,7 @@ def store_tokens(
     )
 
 
-def mark_needs_reauth(conn: psycopg.Connection, *, rider_id: int, message: str) -> None:
+def mark_needs_reauth(conn: Conn, *, rider_id: int, message: str) -> None:
     """The grant is gone: skip this rider until it reconnects."""
     conn.execute(
         """
@@ -406,7 +410,7 @@ _UPSERT_ACTIVITIES = f"""
 
 
 def upsert_activities(
-    conn: psycopg.Connection,
+    conn: Conn,
     *,
     rider_id: int,
     rows: list[dict[str, Any]],
@@ -432,7 +436,7 @@ def upsert_activities(
     )
 
 
-def insert_activity_row(conn: psycopg.Connection, *, rider_id: int, row: dict[str, Any]) -> None:
+def insert_activity_row(conn: Conn, *, rider_id: int, row: dict[str, Any]) -> None:
     """One plain INSERT ... ON CONFLICT for one activity (the benchmark's baseline)."""
     columns = list(ACTIVITY_COLUMNS)
     conn.execute(
@@ -469,7 +473,7 @@ class BudgetRow:
 _BUDGET_FIELDS = list(BudgetRow.__dataclass_fields__)
 
 
-def read_rate_budget(conn: psycopg.Connection, *, for_update: bool = False) -> BudgetRow:
+def read_rate_budget(conn: Conn, *, for_update: bool = False) -> BudgetRow:
     """The application's budget row (locked with for_update, so reservations are atomic)."""
     lock = " for update" if for_update else ""
     row = conn.execute(
@@ -481,7 +485,7 @@ def read_rate_budget(conn: psycopg.Connection, *, for_update: bool = False) -> B
     return BudgetRow(**row)
 
 
-def save_rate_budget(conn: psycopg.Connection, budget: BudgetRow) -> None:
+def save_rate_budget(conn: Conn, budget: BudgetRow) -> None:
     """Write the budget row back (the caller holds its lock)."""
     conn.execute(
         f"""
@@ -496,14 +500,14 @@ def save_rate_budget(conn: psycopg.Connection, budget: BudgetRow) -> None:
 # --- runs ----------------------------------------------------------------------------
 
 
-def start_run(conn: psycopg.Connection, *, kind: str) -> int:
+def start_run(conn: Conn, *, kind: str) -> int:
     """Log the start of a call; a row never finished is a call that died."""
     row = conn.execute("insert into cron_runs (kind) values (%s) returning id", (kind,)).fetchone()
     assert row is not None
     return int(row["id"])
 
 
-def finish_run(conn: psycopg.Connection, *, run_id: int, summary: dict[str, Any]) -> None:
+def finish_run(conn: Conn, *, run_id: int, summary: dict[str, Any]) -> None:
     """Record a call's counts, rate-limit snapshot and items."""
     conn.execute(
         """
@@ -529,7 +533,7 @@ def finish_run(conn: psycopg.Connection, *, run_id: int, summary: dict[str, Any]
     )
 
 
-def fail_run(conn: psycopg.Connection, *, run_id: int, error_summary: str) -> None:
+def fail_run(conn: Conn, *, run_id: int, error_summary: str) -> None:
     """Close the run row of a call that raised."""
     conn.execute(
         "update cron_runs set finished_at = now(), error_summary = %s where id = %s",
@@ -537,15 +541,1013 @@ def fail_run(conn: psycopg.Connection, *, run_id: int, error_summary: str) -> No
     )
 
 
-def ping(conn: psycopg.Connection) -> None:
+def ping(conn: Conn) -> None:
     """A trivial query: is the database there?"""
     conn.execute("select 1")
 
 
 # --- discovery: history walks (issue 3) ----------------------------------------------
 
+# Due for discover: an active connection whose history walk is not complete (a new
+# connection, or a full refresh asked for), not held by any call, not backing off.
+_DISCOVER_DUE = """
+    c.status = 'active' and c.history_complete_at is null
+    and (c.lease_expires_at is null or c.lease_expires_at < now())
+    and (c.next_attempt_at is null or c.next_attempt_at <= now())
+"""
+
+
+def claim_riders_for_discovery(
+    conn: Conn, *, lease_token: UUID, limit: int, lease_ttl_s: int
+) -> list[RiderLease]:
+    """Lease up to `limit` riders whose history is not complete, least progress first.
+
+    Fewest pages walked first, so one long history never starves a newly connected
+    rider; among equals an operator's full refresh goes first, then the oldest
+    connection. One statement; SKIP LOCKED lets overlapping calls split the riders.
+    """
+    rows = conn.execute(
+        f"""
+        with due as (
+            select c.rider_id from strava_connections c
+            where {_DISCOVER_DUE}
+            order by c.history_pages, c.full_refresh_requested_at nulls last,
+                     c.connected_at, c.rider_id
+            limit %(limit)s
+            for update of c skip locked
+        )
+        update strava_connections c
+           set lease_token = %(token)s, lease_kind = 'discover',
+               lease_expires_at = now() + make_interval(secs => %(ttl)s)
+          from due where c.rider_id = due.rider_id
+        returning {_LEASE_COLUMNS}
+        """,
+        {"limit": limit, "token": lease_token, "ttl": lease_ttl_s},
+    ).fetchall()
+    return sorted((RiderLease(**row) for row in rows), key=lambda lease: lease.rider_id)
+
+
+def count_riders_due_for_discovery(conn: Conn) -> int:
+    """Riders whose history walk is due now and not held by any call."""
+    row = conn.execute(
+        f"select count(*) as n from strava_connections c where {_DISCOVER_DUE}"
+    ).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+@dataclass(frozen=True)
+class WalkPosition:
+    """Where a rider's history walk stands in the database."""
+
+    started_at: datetime | None
+    cursor: datetime | None
+
+
+def walk_position(conn: Conn, *, rider_id: int) -> WalkPosition:
+    """The stored walk start and cursor (read under the lock hold_lease took)."""
+    row = conn.execute(
+        "select history_walk_started_at as started_at, history_cursor as cursor"
+        " from strava_connections where rider_id = %s",
+        (rider_id,),
+    ).fetchone()
+    return WalkPosition(**row) if row else WalkPosition(None, None)
+
+
+def walk_seen_ids(
+    conn: Conn, *, rider_id: int, strava_ids: list[int], since: datetime
+) -> set[int]:
+    """Which of these activities the walk started at `since` has already seen."""
+    if not strava_ids:
+        return set()
+    rows = conn.execute(
+        "select strava_id from activities"
+        " where rider_id = %s and strava_id = any(%s) and seen_at >= %s",
+        (rider_id, strava_ids, since),
+    ).fetchall()
+    return {int(r["strava_id"]) for r in rows}
+
+
+def record_walk_page(
+    conn: Conn,
+    *,
+    rider_id: int,
+    lease_token: UUID,
+    walk_started_at: datetime,
+    cursor: datetime,
+    activities: int,
+    races: int,
+) -> None:
+    """Advance the walk by one page: cursor and progress, in the page's transaction.
+
+    The first page of a walk (no start stored yet) restarts the counters.
+    """
+    conn.execute(
+        """
+        update strava_connections
+           set history_pages = case when history_walk_started_at is null then 0
+                                    else history_pages end + 1,
+               history_activities = case when history_walk_started_at is null then 0
+                                         else history_activities end + %(activities)s,
+               history_races = case when history_walk_started_at is null then 0
+                                    else history_races end + %(races)s,
+               history_walk_started_at = %(started)s, history_cursor = %(cursor)s,
+               failure_count = 0, next_attempt_at = null, last_error = null,
+               error_class = null, last_progress_at = now(), updated_at = now()
+         where rider_id = %(rider_id)s and lease_token = %(token)s
+        """,
+        {
+            "activities": activities,
+            "races": races,
+            "started": walk_started_at,
+            "cursor": cursor,
+            "rider_id": rider_id,
+            "token": lease_token,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Unseen:
+    """What a finished walk did not see, against all the rider's activities."""
+
+    unseen: int
+    total: int
+
+
+def count_unseen_by_walk(
+    conn: Conn, *, rider_id: int, walk_started_at: datetime
+) -> Unseen:
+    """Activities older than the walk's start that the walk did not see (gone from Strava)."""
+    row = conn.execute(
+        """
+        select count(*) filter (where start_date < %(started)s and seen_at < %(started)s)
+                 as unseen,
+               count(*) as total
+          from activities where rider_id = %(rider_id)s
+        """,
+        {"started": walk_started_at, "rider_id": rider_id},
+    ).fetchone()
+    assert row is not None
+    return Unseen(unseen=int(row["unseen"]), total=int(row["total"]))
+
+
+def delete_unseen_by_walk(
+    conn: Conn, *, rider_id: int, walk_started_at: datetime
+) -> int:
+    """Remove what the finished walk did not see; newer rows are sync's, left alone."""
+    cursor = conn.execute(
+        "delete from activities"
+        " where rider_id = %(rider_id)s and start_date < %(started)s and seen_at < %(started)s",
+        {"rider_id": rider_id, "started": walk_started_at},
+    )
+    return cursor.rowcount
+
+
+def complete_walk(
+    conn: Conn,
+    *,
+    rider_id: int,
+    lease_token: UUID,
+    error_class: str | None = None,
+    message: str | None = None,
+) -> None:
+    """Mark the history complete, clear the walk and release the lease.
+
+    Progress counters stay, for the status page; `error_class`/`message` record a
+    reconciliation that was refused.
+    """
+    conn.execute(
+        """
+        update strava_connections
+           set history_complete_at = now(), history_walk_started_at = null,
+               history_cursor = null, full_refresh_requested_at = null,
+               last_error = %(message)s, error_class = %(error_class)s,
+               last_progress_at = now(),
+               lease_token = null, lease_kind = null, lease_expires_at = null,
+               updated_at = now()
+         where rider_id = %(rider_id)s and lease_token = %(token)s
+        """,
+        {
+            "message": message,
+            "error_class": error_class,
+            "rider_id": rider_id,
+            "token": lease_token,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class FullRefresh:
+    """What asking for a full refresh found: is there such a rider, was it queued."""
+
+    rider_exists: bool
+    queued: bool
+
+
+def request_full_refresh(conn: Conn, *, rider_id: int) -> FullRefresh:
+    """Queue a new history walk for an actively connected rider.
+
+    Nothing is deleted here: rows stay readable, and the walk's end removes only what it
+    did not see. A walk in progress is reset (its call notices and stops writing).
+    """
+    row = conn.execute(
+        """
+        with refreshed as (
+            update strava_connections
+               set full_refresh_requested_at = now(), history_complete_at = null,
+                   history_walk_started_at = null, history_cursor = null,
+                   history_pages = 0, history_activities = 0, history_races = 0,
+                   updated_at = now()
+             where rider_id = %(rider_id)s and status = 'active'
+            returning rider_id
+        )
+        select exists (select 1 from riders where id = %(rider_id)s) as rider_exists,
+               exists (select 1 from refreshed) as queued
+        """,
+        {"rider_id": rider_id},
+    ).fetchone()
+    assert row is not None
+    return FullRefresh(rider_exists=bool(row["rider_exists"]), queued=bool(row["queued"]))
+
+
+@dataclass(frozen=True)
+class DiscoveryProgress:
+    """A rider's history walk as the admin status shows it."""
+
+    rider_id: int
+    pages: int
+    activities: int
+    races: int
+    oldest_reached: datetime | None
+    complete: bool
+    complete_at: datetime | None
+    walk_started_at: datetime | None
+    full_refresh_requested_at: datetime | None
+    last_progress_at: datetime | None
+
+
+def discovery_progress(conn: Conn, *, rider_id: int) -> DiscoveryProgress | None:
+    """The rider's walk progress; None without a connection.
+
+    The oldest date reached is the cursor while walking, the oldest stored activity once
+    complete, and unknown before the walk's first page.
+    """
+    row = conn.execute(
+        """
+        select c.rider_id, c.history_pages as pages, c.history_activities as activities,
+               c.history_races as races,
+               case when c.history_walk_started_at is not null then c.history_cursor
+                    when c.history_complete_at is not null then
+                         (select min(a.start_date) from activities a
+                           where a.rider_id = c.rider_id)
+               end as oldest_reached,
+               c.history_complete_at is not null as complete,
+               c.history_complete_at as complete_at,
+               c.history_walk_started_at as walk_started_at,
+               c.full_refresh_requested_at, c.last_progress_at
+          from strava_connections c where c.rider_id = %s
+        """,
+        (rider_id,),
+    ).fetchone()
+    return DiscoveryProgress(**row) if row else None
+
 
 # --- enrichment: race details (issue 3) ----------------------------------------------
 
+# Due for enrich: a race pending, or failed with attempts left and its backoff over; not
+# held by any call; its rider connected (riders who must reconnect are left alone).
+_ENRICH_DUE = """
+    a.is_race
+    and (a.enrichment_status = 'pending'
+         or (a.enrichment_status = 'failed' and a.enrichment_attempts < %(max_attempts)s
+             and (a.enrichment_next_attempt_at is null
+                  or a.enrichment_next_attempt_at <= now())))
+    and (a.enrichment_lease_expires_at is null or a.enrichment_lease_expires_at < now())
+    and exists (select 1 from strava_connections c
+                 where c.rider_id = a.rider_id and c.status = 'active')
+    and (%(rider_id)s::bigint is null or a.rider_id = %(rider_id)s::bigint)
+"""
+
+
+@dataclass(frozen=True)
+class RaceLease:
+    """A race claimed by one call for its detailed fetch."""
+
+    strava_id: int
+    rider_id: int
+    start_date: datetime
+    attempts: int
+
+
+def claim_races_for_enrichment(
+    conn: Conn,
+    *,
+    lease_token: UUID,
+    limit: int,
+    lease_ttl_s: int,
+    max_attempts: int,
+    rider_id: int | None = None,
+) -> list[RaceLease]:
+    """Lease up to `limit` due races (of one rider, if given), newest first.
+
+    One statement; SKIP LOCKED and the lease keep two calls off the same race.
+    """
+    rows = conn.execute(
+        f"""
+        with due as (
+            select a.id from activities a
+            where {_ENRICH_DUE}
+            order by a.start_date desc, a.id desc
+            limit %(limit)s
+            for update of a skip locked
+        )
+        update activities a
+           set enrichment_lease_token = %(token)s,
+               enrichment_lease_expires_at = now() + make_interval(secs => %(ttl)s)
+          from due where a.id = due.id
+        returning a.strava_id, a.rider_id, a.start_date, a.enrichment_attempts as attempts
+        """,
+        {
+            "max_attempts": max_attempts,
+            "rider_id": rider_id,
+            "limit": limit,
+            "token": lease_token,
+            "ttl": lease_ttl_s,
+        },
+    ).fetchall()
+    races = [RaceLease(**row) for row in rows]
+    return sorted(races, key=lambda race: (race.start_date, race.strava_id), reverse=True)
+
+
+def count_races_due_for_enrichment(
+    conn: Conn, *, max_attempts: int, rider_id: int | None = None
+) -> int:
+    """Races due for enrichment now and not held by any call."""
+    row = conn.execute(
+        f"select count(*) as n from activities a where {_ENRICH_DUE}",
+        {"max_attempts": max_attempts, "rider_id": rider_id},
+    ).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def finish_enrichment(
+    conn: Conn,
+    *,
+    strava_id: int,
+    lease_token: UUID,
+    description: str | None,
+    polyline: str | None,
+    details: dict[str, Any],
+) -> bool:
+    """Store a race's details and release it; False if this call no longer holds it (or
+    it is no longer a race)."""
+    row = conn.execute(
+        """
+        update activities
+           set description = %(description)s, polyline = %(polyline)s,
+               details = %(details)s, enrichment_status = 'done', enriched_at = now(),
+               enrichment_error = null, enrichment_next_attempt_at = null,
+               enrichment_lease_token = null, enrichment_lease_expires_at = null,
+               updated_at = now()
+         where strava_id = %(strava_id)s and enrichment_lease_token = %(token)s
+           and is_race  -- a listing may have reclassified it meanwhile
+        returning 1
+        """,
+        {
+            "description": description,
+            "polyline": polyline,
+            "details": Jsonb(details),
+            "strava_id": strava_id,
+            "token": lease_token,
+        },
+    ).fetchone()
+    return row is not None
+
+
+def remove_race(conn: Conn, *, strava_id: int, lease_token: UUID) -> bool:
+    """Delete a race Strava no longer has (404); False if this call no longer holds it."""
+    cursor = conn.execute(
+        "delete from activities where strava_id = %s and enrichment_lease_token = %s",
+        (strava_id, lease_token),
+    )
+    return cursor.rowcount > 0
+
+
+def record_enrichment_failure(
+    conn: Conn,
+    *,
+    strava_id: int,
+    lease_token: UUID,
+    message: str,
+    backoff_s: float,
+) -> bool:
+    """Count a failed attempt, back the race off and release it."""
+    row = conn.execute(
+        """
+        update activities
+           set enrichment_attempts = enrichment_attempts + 1,
+               enrichment_status = 'failed', enrichment_error = left(%(message)s, 200),
+               enrichment_next_attempt_at = now() + make_interval(secs => %(backoff)s),
+               enrichment_lease_token = null, enrichment_lease_expires_at = null,
+               updated_at = now()
+         where strava_id = %(strava_id)s and enrichment_lease_token = %(token)s
+           and is_race  -- a listing may have reclassified it meanwhile
+        returning 1
+        """,
+        {"message": message, "backoff": backoff_s, "strava_id": strava_id, "token": lease_token},
+    ).fetchone()
+    return row is not None
+
+
+def release_races(conn: Conn, *, lease_token: UUID, strava_ids: list[int]) -> None:
+    """Hand races back untouched (not started, or stopped by the rate or time budget)."""
+    conn.execute(
+        """
+        update activities
+           set enrichment_lease_token = null, enrichment_lease_expires_at = null
+         where strava_id = any(%s) and enrichment_lease_token = %s
+        """,
+        (strava_ids, lease_token),
+    )
+
 
 # --- riders' own endpoints, OAuth and admin status (issue 4) -------------------------
+
+
+def rider_id_for_user(conn: Conn, *, auth_user_id: UUID) -> int | None:
+    """The rider of a Supabase user, if one was created."""
+    row = conn.execute("select id from riders where auth_user_id = %s", (auth_user_id,)).fetchone()
+    return int(row["id"]) if row else None
+
+
+def ensure_rider_for_user(conn: Conn, *, auth_user_id: UUID) -> int:
+    """The rider of a Supabase user, created on first connect (and locked)."""
+    row = conn.execute(
+        """
+        insert into riders (auth_user_id) values (%s)
+        on conflict (auth_user_id) do update set auth_user_id = excluded.auth_user_id
+        returning id
+        """,
+        (auth_user_id,),
+    ).fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+def rider_exists(conn: Conn, *, rider_id: int) -> bool:
+    return conn.execute("select 1 from riders where id = %s", (rider_id,)).fetchone() is not None
+
+
+def save_oauth_state(
+    conn: Conn, *, nonce: UUID, auth_user_id: UUID, ttl_s: int
+) -> None:
+    """Record a Connect Strava's state nonce (and forget states long expired)."""
+    conn.execute("delete from oauth_states where expires_at < now() - interval '1 day'")
+    conn.execute(
+        "insert into oauth_states (nonce, auth_user_id, expires_at)"
+        " values (%s, %s, now() + make_interval(secs => %s))",
+        (nonce, auth_user_id, ttl_s),
+    )
+
+
+def consume_oauth_state(
+    conn: Conn, *, nonce: UUID, auth_user_id: UUID
+) -> bool | None:
+    """Use a state once, in one statement: True if it was live, False if it had expired,
+    None if it is unknown or already used."""
+    row = conn.execute(
+        "delete from oauth_states where nonce = %s and auth_user_id = %s"
+        " returning expires_at > now() as live",
+        (nonce, auth_user_id),
+    ).fetchone()
+    return None if row is None else bool(row["live"])
+
+
+def connection_rider_for_athlete(conn: Conn, *, athlete_id: int) -> int | None:
+    """The rider an athlete is linked to (row locked), if any."""
+    row = conn.execute(
+        "select rider_id from strava_connections where athlete_id = %s for update", (athlete_id,)
+    ).fetchone()
+    return int(row["rider_id"]) if row else None
+
+
+def connected_athlete(conn: Conn, *, rider_id: int) -> int | None:
+    """The athlete a rider is linked to (row locked), if any."""
+    row = conn.execute(
+        "select athlete_id from strava_connections where rider_id = %s for update", (rider_id,)
+    ).fetchone()
+    return int(row["athlete_id"]) if row else None
+
+
+def replace_grant(
+    conn: Conn,
+    *,
+    rider_id: int,
+    access_token: str,
+    refresh_token: str,
+    expires_at: datetime,
+    scope: str,
+) -> None:
+    """Keep the newest grant of an already linked athlete (tokens and scope, nothing else)."""
+    conn.execute(
+        """
+        update strava_connections
+           set access_token = %s, refresh_token = %s, expires_at = %s, scope = %s,
+               status = 'active', updated_at = now()
+         where rider_id = %s
+        """,
+        (access_token, refresh_token, expires_at, scope, rider_id),
+    )
+
+
+def set_athlete_created_at(
+    conn: Conn, *, rider_id: int, created_at: datetime | None
+) -> None:
+    """The Strava account's creation date: the floor discovery's progress is measured to."""
+    conn.execute(
+        "update strava_connections set athlete_created_at = %s where rider_id = %s",
+        (created_at, rider_id),
+    )
+
+
+def delete_rider_activities(conn: Conn, *, rider_id: int) -> int:
+    """Remove every activity of a rider; returns how many."""
+    return conn.execute("delete from activities where rider_id = %s", (rider_id,)).rowcount
+
+
+def delete_strava_data(conn: Conn, *, rider_id: int) -> tuple[bool, int]:
+    """Remove a rider's connection (tokens) and activities, and what was derived from them.
+
+    Deleting the connection waits for its row lock, so a call writing a page for this
+    rider commits first and its rows are then removed too.
+    """
+    had_connection = (
+        conn.execute("delete from strava_connections where rider_id = %s", (rider_id,)).rowcount
+        > 0
+    )
+    activities = delete_rider_activities(conn, rider_id=rider_id)
+    conn.execute(
+        "update riders set eddington_miles = null, eddington_km = null,"
+        " eddington_updated_at = null where id = %s",
+        (rider_id,),
+    )
+    return had_connection, activities
+
+
+def sync_now_position(
+    conn: Conn, *, rider_id: int, cooldown_s: int
+) -> dict[str, Any] | None:
+    """What decides a Sync now: status, whether a call holds the rider, cooldown left."""
+    return conn.execute(
+        """
+        select status, lease_kind,
+               (lease_token is not null and lease_expires_at >= now()) as leased,
+               greatest(0, extract(epoch from
+                   last_sync_now_at + make_interval(secs => %s) - now()))::float
+                   as cooldown_left_s
+          from strava_connections where rider_id = %s
+        """,
+        (cooldown_s, rider_id),
+    ).fetchone()
+
+
+def claim_rider_for_sync_now(
+    conn: Conn,
+    *,
+    rider_id: int,
+    lease_token: UUID,
+    lease_ttl_s: int,
+    cooldown_s: int,
+) -> RiderLease | None:
+    """Lease this rider for a Sync now in one statement, only if no call holds it and its
+    cooldown is over; starts the cooldown."""
+    row = conn.execute(
+        f"""
+        update strava_connections c
+           set lease_token = %(token)s, lease_kind = 'sync_now',
+               lease_expires_at = now() + make_interval(secs => %(ttl)s),
+               last_sync_now_at = now()
+         where c.rider_id = %(rider_id)s and c.status = 'active'
+           and (c.lease_expires_at is null or c.lease_expires_at < now())
+           and (c.last_sync_now_at is null
+                or c.last_sync_now_at <= now() - make_interval(secs => %(cooldown)s))
+        returning {_LEASE_COLUMNS}
+        """,
+        {"token": lease_token, "ttl": lease_ttl_s, "rider_id": rider_id, "cooldown": cooldown_s},
+    ).fetchone()
+    return RiderLease(**row) if row else None
+
+
+def clear_sync_now_cooldown(conn: Conn, *, rider_id: int) -> None:
+    """A Sync now that could not start (rate limit) does not cost the rider a cooldown."""
+    conn.execute(
+        "update strava_connections set last_sync_now_at = null where rider_id = %s", (rider_id,)
+    )
+
+
+# What a rider's sync is doing, first match wins, so every connection is in one bucket.
+# 'due' is exactly the set count_riders_due_for_sync counts.
+_SYNC_STATE = """
+    case
+      when c.rider_id is null then 'not_connected'
+      when c.status <> 'active' then 'stopped'
+      when c.lease_expires_at >= now() then 'in_progress'
+      when not r.auto_sync then 'paused'
+      when c.next_attempt_at > now() then 'backing_off'
+      when c.last_synced_at is null
+           or c.last_synced_at <= now() - make_interval(secs => %(min_interval_s)s) then 'due'
+      else 'up_to_date'
+    end
+"""
+
+# Races still to be detailed: pending, or failed with attempts left.
+_RACE_WAITING = """
+    (a.enrichment_status = 'pending'
+     or (a.enrichment_status = 'failed' and a.enrichment_attempts < %(max_attempts)s))
+"""
+
+
+def rider_sync_state(
+    conn: Conn, *, rider_id: int, min_interval_s: int, max_attempts: int
+) -> dict[str, Any] | None:
+    """A rider, its connection (never the tokens) and its activity counts, in one row."""
+    return conn.execute(
+        f"""
+        select r.id as rider_id, r.name, r.auto_sync, r.created_at,
+               r.eddington_miles, r.eddington_km, r.eddington_updated_at,
+               c.rider_id is not null as connected, c.athlete_id, c.status, c.scope,
+               c.expires_at as token_expires_at, c.connected_at,
+               {_SYNC_STATE} as sync_state,
+               (c.lease_token is not null and c.lease_expires_at >= now()) as in_progress,
+               c.lease_kind, c.lease_expires_at,
+               c.last_synced_at, c.last_sync_added, c.last_sync_updated, c.sync_cursor,
+               c.last_error, c.error_class, c.failure_count, c.next_attempt_at,
+               c.history_complete_at, c.history_walk_started_at, c.history_cursor,
+               c.history_pages, c.history_activities, c.history_races,
+               c.full_refresh_requested_at, c.athlete_created_at, c.last_progress_at,
+               c.last_sync_now_at, q.*, now() as now
+          from riders r
+          left join strava_connections c on c.rider_id = r.id
+          cross join lateral (
+              select count(*) as activities,
+                     count(*) filter (where a.is_race) as races,
+                     count(*) filter (where {_RACE_WAITING}) as races_waiting,
+                     count(*) filter (where a.enrichment_status = 'pending') as races_pending,
+                     count(*) filter (where a.enrichment_status = 'done') as races_done,
+                     count(*) filter (where a.enrichment_status = 'failed'
+                                      and a.enrichment_attempts >= %(max_attempts)s)
+                         as races_failed,
+                     min(a.start_date) as first_activity_at,
+                     max(a.start_date) as last_activity_at
+                from activities a where a.rider_id = r.id
+          ) q
+         where r.id = %(rider_id)s
+        """,
+        {"rider_id": rider_id, "min_interval_s": min_interval_s, "max_attempts": max_attempts},
+    ).fetchone()
+
+
+def failed_races(conn: Conn, *, rider_id: int, limit: int) -> list[dict[str, Any]]:
+    """A rider's races whose details could not be fetched, newest first."""
+    return conn.execute(
+        """
+        select strava_id, name, start_date, enrichment_status, enrichment_attempts,
+               enrichment_error, enrichment_next_attempt_at
+          from activities
+         where rider_id = %s and is_race and enrichment_status = 'failed'
+         order by start_date desc limit %s
+        """,
+        (rider_id, limit),
+    ).fetchall()
+
+
+def recompute_eddington(conn: Conn, *, rider_id: int) -> tuple[int, int]:
+    """Store the rider's cycling Eddington number in miles and km; one statement.
+
+    Days are local start dates and a day's rides are summed. E is the largest k with k
+    days of at least k: with the days ranked by distance, max over ranks n of
+    min(n, floor(distance of day n)).
+    """
+    from services.activities import RIDE_SPORTS  # pure module; here to keep models' imports light
+
+    row = conn.execute(
+        """
+        with days as (
+            select sum(distance_m)::numeric as metres
+              from activities
+             where rider_id = %(rider_id)s and sport_type = any(%(sports)s)
+             group by coalesce(start_date_local::date, (start_date at time zone 'UTC')::date)
+        ), ranked as (
+            select metres, row_number() over (order by metres desc) as n from days
+        ), e as (
+            select coalesce(max(least(n, floor(metres / 1609.344))), 0)::int as miles,
+                   coalesce(max(least(n, floor(metres / 1000))), 0)::int as km
+              from ranked
+        )
+        update riders r
+           set eddington_miles = e.miles, eddington_km = e.km, eddington_updated_at = now()
+          from e
+         where r.id = %(rider_id)s
+        returning e.miles, e.km
+        """,
+        {"rider_id": rider_id, "sports": sorted(RIDE_SPORTS)},
+    ).fetchone()
+    return (int(row["miles"]), int(row["km"])) if row else (0, 0)
+
+
+# Operator actions.
+
+
+def reset_rider(conn: Conn, *, rider_id: int) -> bool:
+    """Clear a rider's backoff and failure count and release any lease; False if unconnected.
+
+    A call still working on the rider then fails its next hold_lease and writes nothing.
+    """
+    return (
+        conn.execute(
+            """
+            update strava_connections
+               set failure_count = 0, next_attempt_at = null, error_class = null,
+                   lease_token = null, lease_kind = null, lease_expires_at = null,
+                   updated_at = now()
+             where rider_id = %s
+            """,
+            (rider_id,),
+        ).rowcount
+        > 0
+    )
+
+
+def set_auto_sync(conn: Conn, *, rider_id: int, enabled: bool) -> bool:
+    """Pause or resume a rider's scheduled sync; False for an unknown rider."""
+    return (
+        conn.execute(
+            "update riders set auto_sync = %s where id = %s", (enabled, rider_id)
+        ).rowcount
+        > 0
+    )
+
+
+# The admin status.
+
+
+def status_sync_buckets(conn: Conn, *, min_interval_s: int) -> list[dict[str, Any]]:
+    """Riders counted by connection status and sync state."""
+    return conn.execute(
+        f"""
+        select coalesce(c.status, 'not_connected') as connection, {_SYNC_STATE} as sync_state,
+               count(*) as riders,
+               count(*) filter (where c.rider_id is not null and c.last_synced_at is null)
+                   as never_synced
+          from riders r left join strava_connections c on c.rider_id = r.id
+         group by 1, 2
+        """,
+        {"min_interval_s": min_interval_s},
+    ).fetchall()
+
+
+def incomplete_histories(conn: Conn) -> list[dict[str, Any]]:
+    """Connections whose history is still to be walked (new, or a full refresh asked)."""
+    return conn.execute(
+        """
+        select rider_id, status, connected_at, history_walk_started_at, history_cursor,
+               history_pages, history_activities, history_races, history_complete_at,
+               full_refresh_requested_at, athlete_created_at, last_progress_at,
+               failure_count, next_attempt_at, last_error, now() as now
+          from strava_connections
+         where history_complete_at is null or full_refresh_requested_at is not null
+         order by rider_id
+        """
+    ).fetchall()
+
+
+def race_counts(conn: Conn, *, max_attempts: int) -> dict[str, Any]:
+    """Races by enrichment state; waiting ones split by whether their rider can be served."""
+    row = conn.execute(
+        f"""
+        select count(*) as races,
+               count(*) filter (where a.enrichment_status = 'pending') as pending,
+               count(*) filter (where a.enrichment_status = 'done') as done,
+               count(*) filter (where a.enrichment_status = 'failed'
+                                and a.enrichment_attempts < %(max_attempts)s) as failed_retrying,
+               count(*) filter (where a.enrichment_status = 'failed'
+                                and a.enrichment_attempts >= %(max_attempts)s) as failed_final,
+               count(*) filter (where {_RACE_WAITING}
+                                and c.status is distinct from 'active') as waiting_on_reconnect,
+               count(*) filter (where {_RACE_WAITING} and c.status = 'active') as workable
+          from activities a left join strava_connections c on c.rider_id = a.rider_id
+         where a.is_race
+        """,
+        {"max_attempts": max_attempts},
+    ).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+def count_auto_sync_riders(conn: Conn) -> int:
+    """Riders the scheduled sync serves (active connection, auto sync on)."""
+    row = conn.execute(
+        "select count(*) as n from strava_connections c join riders r on r.id = c.rider_id"
+        " where c.status = 'active' and r.auto_sync"
+    ).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+_RUN_COLUMNS = """
+    id, kind, started_at, finished_at, processed, succeeded, failed, skipped, remaining,
+    rate_limited, rate_limit, error_summary
+"""
+
+
+def last_runs(conn: Conn, *, kinds: list[str], per_kind: int) -> list[dict[str, Any]]:
+    """The latest runs of each kind (newest first), by the (kind, started_at) index."""
+    return conn.execute(
+        f"""
+        select r.* from unnest(%s::text[]) as k(kind)
+        cross join lateral (
+            select {_RUN_COLUMNS} from cron_runs
+             where cron_runs.kind = k.kind
+             order by started_at desc, id desc limit %s
+        ) r
+        """,
+        (kinds, per_kind),
+    ).fetchall()
+
+
+def run_stats_since(conn: Conn, *, hours: int) -> list[dict[str, Any]]:
+    """Per kind over the last `hours`: runs, unfinished, failed runs and item counts."""
+    return conn.execute(
+        """
+        select kind, count(*) as runs,
+               count(*) filter (where finished_at is null) as unfinished,
+               count(*) filter (where finished_at is not null and processed is null)
+                   as raised,
+               count(*) filter (where rate_limited) as rate_limited,
+               count(*) filter (where finished_at is not null and processed is not null
+                                and failed = 0) as clean,
+               coalesce(sum(processed), 0) as items,
+               coalesce(sum(succeeded), 0) as items_succeeded,
+               coalesce(sum(failed), 0) as items_failed,
+               coalesce(sum(skipped), 0) as items_skipped
+          from cron_runs
+         where started_at > now() - make_interval(hours => %s)
+         group by kind
+        """,
+        (hours,),
+    ).fetchall()
+
+
+def rider_runs(conn: Conn, *, rider_id: int, limit: int) -> list[dict[str, Any]]:
+    """The runs that took this rider or one of its races, newest first, with their items.
+
+    Every item names its rider (enrich items too), so containment on `items` finds them
+    by the GIN index.
+    """
+    return conn.execute(
+        f"""
+        select {_RUN_COLUMNS}, items from cron_runs
+         where items @> jsonb_build_array(jsonb_build_object('rider_id', %s::bigint))
+         order by started_at desc, id desc limit %s
+        """,
+        (rider_id, limit),
+    ).fetchall()
+
+
+# What may be stuck. Each query names the rows and since when they made no progress.
+
+
+def expired_rider_leases(
+    conn: Conn, *, rider_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Riders whose lease ran out: the call holding them died or overran."""
+    return conn.execute(
+        """
+        select rider_id, lease_kind, lease_expires_at as since
+          from strava_connections
+         where lease_token is not null and lease_expires_at < now()
+           and (%(rider_id)s::bigint is null or rider_id = %(rider_id)s)
+         order by lease_expires_at
+        """,
+        {"rider_id": rider_id},
+    ).fetchall()
+
+
+def expired_race_leases(
+    conn: Conn, *, rider_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Races whose enrichment lease ran out."""
+    return conn.execute(
+        """
+        select strava_id, rider_id, enrichment_lease_expires_at as since
+          from activities
+         where enrichment_lease_token is not null and enrichment_lease_expires_at < now()
+           and (%(rider_id)s::bigint is null or rider_id = %(rider_id)s)
+         order by enrichment_lease_expires_at
+        """,
+        {"rider_id": rider_id},
+    ).fetchall()
+
+
+def stalled_histories(
+    conn: Conn, *, stuck_after_s: int, rider_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Active riders with history left to walk and no progress for stuck_after_s, not
+    held by a live call."""
+    return conn.execute(
+        """
+        select rider_id, since, next_attempt_at, failure_count, last_error from (
+            select rider_id, next_attempt_at, failure_count, last_error,
+                   greatest(coalesce(last_progress_at, connected_at),
+                            full_refresh_requested_at, connected_at) as since
+              from strava_connections
+             where status = 'active'
+               and (history_complete_at is null or full_refresh_requested_at is not null)
+               and not coalesce(lease_expires_at >= now(), false)
+               and (%(rider_id)s::bigint is null or rider_id = %(rider_id)s)
+        ) s
+         where since < now() - make_interval(secs => %(stuck)s)
+         order by since
+        """,
+        {"stuck": stuck_after_s, "rider_id": rider_id},
+    ).fetchall()
+
+
+def overdue_syncs(
+    conn: Conn,
+    *,
+    min_interval_s: int,
+    stuck_after_s: int,
+    rider_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Active auto-sync riders due for longer than stuck_after_s and not held by a call."""
+    return conn.execute(
+        """
+        select c.rider_id, c.next_attempt_at, c.failure_count, c.last_error,
+               coalesce(c.last_synced_at + make_interval(secs => %(interval)s), c.connected_at)
+                   as since
+          from strava_connections c join riders r on r.id = c.rider_id
+         where c.status = 'active' and r.auto_sync
+           and not coalesce(c.lease_expires_at >= now(), false)
+           and coalesce(c.last_synced_at + make_interval(secs => %(interval)s), c.connected_at)
+               < now() - make_interval(secs => %(stuck)s)
+           and (%(rider_id)s::bigint is null or c.rider_id = %(rider_id)s)
+         order by since
+        """,
+        {"interval": min_interval_s, "stuck": stuck_after_s, "rider_id": rider_id},
+    ).fetchall()
+
+
+def stalled_races(
+    conn: Conn,
+    *,
+    stuck_after_s: int,
+    max_attempts: int,
+    limit: int,
+    rider_id: int | None = None,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Races of active riders waiting for details longer than stuck_after_s (past any
+    backoff) and not held by a live call: how many, and the oldest `limit`."""
+    where = f"""
+          from activities a join strava_connections c on c.rider_id = a.rider_id
+         where a.is_race and {_RACE_WAITING} and c.status = 'active'
+           and not coalesce(a.enrichment_lease_expires_at >= now(), false)
+           and coalesce(a.enrichment_next_attempt_at, a.created_at)
+               < now() - make_interval(secs => %(stuck)s)
+           and (%(rider_id)s::bigint is null or a.rider_id = %(rider_id)s)
+    """
+    params = {"stuck": stuck_after_s, "max_attempts": max_attempts, "rider_id": rider_id}
+    count = conn.execute(f"select count(*) as n {where}", params).fetchone()
+    assert count is not None
+    rows = conn.execute(
+        f"""
+        select a.strava_id, a.rider_id, a.enrichment_status, a.enrichment_attempts,
+               a.enrichment_error,
+               coalesce(a.enrichment_next_attempt_at, a.created_at) as since
+        {where}
+         order by since limit %(limit)s
+        """,
+        {**params, "limit": limit},
+    ).fetchall()
+    return int(count["n"]), rows
+
+
+def unfinished_runs(conn: Conn, *, stuck_after_s: int) -> list[dict[str, Any]]:
+    """Runs started longer than stuck_after_s ago that never finished: calls that died."""
+    return conn.execute(
+        """
+        select id, kind, started_at as since from cron_runs
+         where finished_at is null and started_at < now() - make_interval(secs => %s)
+         order by started_at
+        """,
+        (stuck_after_s,),
+    ).fetchall()
+
+
+def database_now(conn: Conn) -> datetime:
+    """The database's clock: the one every lease and cooldown is measured by."""
+    row = conn.execute("select now() as now").fetchone()
+    assert row is not None
+    return row["now"]  # type: ignore[no-any-return]

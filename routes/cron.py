@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from routes.guards import parse_limit, require_cron_secret, runtime
+from services.discovery import run_discover
+from services.enrichment import run_enrich
 from services.sync import run_sync
 
 bp = Blueprint("cron", __name__, url_prefix="/api/cron")
@@ -18,3 +20,17 @@ def sync_strava():  # type: ignore[no-untyped-def]
     require_cron_secret()
     limit = parse_limit(default=50)
     return jsonify(run_sync(runtime(), limit=limit))
+
+
+@bp.route("/discover", methods=CRON_METHODS)
+def discover():  # type: ignore[no-untyped-def]
+    require_cron_secret()
+    limit = parse_limit(default=5)
+    return jsonify(run_discover(runtime(), limit=limit))
+
+
+@bp.route("/enrich", methods=CRON_METHODS)
+def enrich():  # type: ignore[no-untyped-def]
+    require_cron_secret()
+    limit = parse_limit(default=15)
+    return jsonify(run_enrich(runtime(), limit=limit))

@@ -1,0 +1,339 @@
+"""Discover: walk each rider's whole history backwards, a page at a time, to its start.
+
+A walk starts at an instant taken from the database's clock (anything newer is
+sync-strava's job) and lists `before` a cursor that moves down to the oldest start_date
+each page held. Every page is written with its cursor and progress in one transaction,
+so a call that dies loses nothing and repeats at most the page it was fetching. The walk
+ends on an empty page, a page with nothing older than the cursor, or a short page under
+`activity:read_all`; then the activities it did not see (gone from Strava) are removed,
+unless that would remove an implausible share of the rider's history.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import models
+from services.activities import listing_ended, oldest_start, page_rows
+from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, recorded
+from services.strava import PER_PAGE_MAX
+
+log = logging.getLogger(__name__)
+
+# A page is started only if the call has this many times the slowest page so far left:
+# a request cut off by the deadline still costs one from Strava's budget.
+PAGE_TIME_MARGIN = 1.5
+# Reconciliation refuses to remove more than this share of a rider's activities (or
+# RECONCILE_FLOOR, whichever is larger): a Strava glitch must not wipe a history.
+RECONCILE_SHARE = 0.05
+RECONCILE_FLOOR = 25
+
+
+class WalkChanged(LeaseLost):
+    """The walk was reset (a full refresh) while this call held the rider."""
+
+
+class UnknownRider(Exception):
+    """No rider has this id."""
+
+
+class NoActiveConnection(Exception):
+    """The rider has no active Strava connection to walk."""
+
+
+# --- pure decisions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PageStep:
+    """Where the walk goes after a page: the new cursor, and whether it has ended."""
+
+    cursor: datetime
+    ended: bool
+
+
+def listing_before(bound: datetime) -> int:
+    """`before` (epoch seconds, exclusive) for a page below `bound`.
+
+    One second past the bound's own second: two activities can share a start second (two
+    devices recording one ride), so the boundary second is listed again rather than
+    skipped; the upsert makes the re-seen row harmless.
+    """
+    return math.floor(bound.timestamp()) + 1
+
+
+def next_step(
+    page_size: int, oldest: datetime | None, *, cursor: datetime, read_all: bool
+) -> PageStep:
+    """The walk's next cursor and whether it has ended, from one page.
+
+    Ended: an empty page; a page with nothing older than the cursor (only the re-seen
+    boundary second); or, with activity:read_all, a short page (without it Strava drops
+    private activities after paging, so a short page can come before more).
+    """
+    if page_size == 0 or oldest is None or oldest >= cursor:
+        return PageStep(cursor=cursor, ended=True)
+    return PageStep(cursor=oldest, ended=listing_ended(page_size, read_all=read_all))
+
+
+def reconcile_allowed(unseen: int, total: int) -> bool:
+    """May a finished walk delete `unseen` of the rider's `total` activities?"""
+    return unseen <= max(RECONCILE_FLOOR, total * RECONCILE_SHARE)
+
+
+def time_for_another_page(time_left_s: float, slowest_page_s: float | None) -> bool:
+    """Start another page only if it can finish within the call's time budget."""
+    if slowest_page_s is None:
+        return time_left_s > 0
+    return time_left_s > slowest_page_s * PAGE_TIME_MARGIN
+
+
+# --- one rider -----------------------------------------------------------------------
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class WalkOutcome(Outcome):
+    """A rider taken by discover: its counts, whether the walk completed, how far back."""
+
+    complete: bool = False
+    oldest: datetime | None = None
+
+    def as_item(self) -> dict[str, Any]:
+        return {**super().as_item(), "complete": self.complete, "oldest": _iso(self.oldest)}
+
+
+@dataclass
+class WalkProgress:
+    """What one call did for one rider so far (kept when the call stops it midway)."""
+
+    rider_id: int
+    oldest: datetime | None = None
+    complete: bool = False
+    counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("pages", "fetched", "added", "updated", "races", "removed"), 0
+        )
+    )
+
+    def outcome(
+        self, status: str, *, detail: str | None = None, error: str | None = None
+    ) -> WalkOutcome:
+        return WalkOutcome(
+            "rider_id",
+            self.rider_id,
+            status,
+            detail,
+            dict(self.counts),
+            error,
+            complete=self.complete,
+            oldest=self.oldest,
+        )
+
+
+def _page_before(call: Call, before: int) -> Callable[[str], list[dict[str, Any]]]:
+    """One listing request of the walk, for TokenKeeper.call."""
+    return lambda token: call.strava.list_activities(token, before=before, per_page=PER_PAGE_MAX)
+
+
+def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> WalkOutcome:
+    """Walk one rider's history back for as long as the call's budgets allow."""
+    settings = call.settings
+    stored = models.WalkPosition(lease.history_walk_started_at, lease.history_cursor)
+    started = stored.started_at
+    if started is None:  # a new walk: its upper bound is now, by the database's clock
+        # (seen_at, which reconciliation compares with it, is set by that same clock)
+        with call.db.connection() as conn:
+            started = models.database_now(conn)
+    cursor = stored.cursor or started
+    progress.oldest = stored.cursor
+    slowest: float | None = None
+    while True:
+        began = time.monotonic()
+        summaries = call.tokens.call(lease.rider_id, _page_before(call, listing_before(cursor)))
+        rows = page_rows(summaries, min_race_distance_km=settings.race_min_distance_km)
+        step = next_step(len(summaries), oldest_start(rows), cursor=cursor, read_all=lease.read_all)
+        with call.db.connection() as conn:
+            if not models.hold_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token):
+                raise LeaseLost()
+            if models.walk_position(conn, rider_id=lease.rider_id) != stored:
+                raise WalkChanged()
+            seen = models.walk_seen_ids(
+                conn,
+                rider_id=lease.rider_id,
+                strava_ids=[r["strava_id"] for r in rows],
+                since=started,
+            )
+            written = models.upsert_activities(
+                conn, rider_id=lease.rider_id, rows=rows, seen_since=started
+            )
+            new = [r for r in rows if r["strava_id"] not in seen]
+            new_races = sum(1 for r in new if r["is_race"])
+            models.record_walk_page(
+                conn,
+                rider_id=lease.rider_id,
+                lease_token=lease.lease_token,
+                walk_started_at=started,
+                cursor=step.cursor,
+                activities=len(new),
+                races=new_races,
+            )
+            # None when reconciliation was refused (the walk completes all the same)
+            removed = _finish_walk(conn, lease, started) if step.ended else 0
+        stored = models.WalkPosition(started, step.cursor)
+        cursor = step.cursor
+        counts = progress.counts
+        counts["pages"] += 1
+        counts["fetched"] += len(summaries)
+        counts["added"] += written.inserted
+        counts["updated"] += written.updated
+        counts["races"] += new_races
+        counts["removed"] += removed or 0
+        progress.oldest = cursor if cursor < started else progress.oldest
+        if step.ended:
+            progress.complete = True
+            refused = "reconcile_refused" if removed is None else None
+            return progress.outcome(SUCCEEDED, detail=refused)
+        slowest = max(slowest or 0.0, time.monotonic() - began)
+        if call.should_stop() or not time_for_another_page(call.time_left(), slowest):
+            break
+    with call.db.connection() as conn:  # progress is kept; the next call resumes from it
+        models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+    return progress.outcome(SUCCEEDED)
+
+
+def _finish_walk(
+    conn: models.Conn, lease: models.RiderLease, started: datetime
+) -> int | None:
+    """Complete the walk, removing what it did not see unless that looks like a glitch;
+    the number removed, or None when reconciliation was refused."""
+    found = models.count_unseen_by_walk(conn, rider_id=lease.rider_id, walk_started_at=started)
+    removed: int | None = None
+    refusal: str | None = None
+    if reconcile_allowed(found.unseen, found.total):
+        removed = models.delete_unseen_by_walk(
+            conn, rider_id=lease.rider_id, walk_started_at=started
+        )
+    else:
+        refusal = (
+            f"reconciliation refused: the walk did not see {found.unseen} of {found.total}"
+            " activities; nothing was deleted"
+        )
+        log.warning(
+            "history reconciliation refused",
+            extra={"rider_id": lease.rider_id, "unseen": found.unseen, "total": found.total},
+        )
+    # The whole history is in now, so the Eddington number can count every ride.
+    models.recompute_eddington(conn, rider_id=lease.rider_id)
+    models.complete_walk(
+        conn,
+        rider_id=lease.rider_id,
+        lease_token=lease.lease_token,
+        error_class="reconcile_refused" if refusal else None,
+        message=refusal,
+    )
+    return removed
+
+
+def _walk_or_record_failure(call: Call, lease: models.RiderLease) -> Outcome:
+    progress = WalkProgress(lease.rider_id)
+    try:
+        return walk_rider(call, lease, progress)
+    except Exception as exc:  # each rider is isolated: one failing never stops the others
+        outcome, error_class = call.failure("rider_id", lease.rider_id, exc)
+        with call.db.connection() as conn:
+            if error_class is not None:
+                models.record_rider_failure(
+                    conn,
+                    rider_id=lease.rider_id,
+                    lease_token=lease.lease_token,
+                    error_class=error_class,
+                    message=outcome.error or error_class,
+                )
+            else:
+                models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+        return progress.outcome(outcome.status, detail=outcome.detail, error=outcome.error)
+
+
+def _hand_back(call: Call, lease: models.RiderLease) -> Outcome:
+    """A rider claimed but not started before the call stopped: release it untouched."""
+    with call.db.connection() as conn:
+        models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+    reason = "rate_limited" if call.budget.refusal or call.stopped_by else "time_budget"
+    return WalkProgress(lease.rider_id).outcome(SKIPPED, detail=reason)
+
+
+# --- the call ------------------------------------------------------------------------
+
+
+def run_discover(runtime: Runtime, *, limit: int) -> dict[str, Any]:
+    """One bounded `discover` call: claim riders with incomplete history, walk them."""
+    return recorded(runtime, "discover", lambda: _run_discover(runtime, limit=limit))
+
+
+def _run_discover(runtime: Runtime, *, limit: int) -> dict[str, Any]:
+    call = Call(runtime, kind="discover")
+    try:
+        with runtime.db.connection() as conn:
+            leases = models.claim_riders_for_discovery(
+                conn,
+                lease_token=call.lease_token,
+                limit=limit,
+                lease_ttl_s=runtime.settings.lease_ttl_s,
+            )
+        outcomes = call.run(
+            leases,
+            lambda lease: _walk_or_record_failure(call, lease),
+            lambda lease: _hand_back(call, lease),
+        )
+        with runtime.db.connection() as conn:
+            remaining = models.count_riders_due_for_discovery(conn)
+        return call.answer(outcomes, remaining=remaining)
+    finally:
+        call.close()
+
+
+# --- operator actions and status -----------------------------------------------------
+
+
+def progress_json(progress: models.DiscoveryProgress) -> dict[str, Any]:
+    """A rider's walk progress as JSON (ISO 8601 UTC times)."""
+    return {
+        "rider_id": progress.rider_id,
+        "pages": progress.pages,
+        "activities": progress.activities,
+        "races": progress.races,
+        "oldest_reached": _iso(progress.oldest_reached),
+        "complete": progress.complete,
+        "complete_at": _iso(progress.complete_at),
+        "walk_started_at": _iso(progress.walk_started_at),
+        "full_refresh_requested_at": _iso(progress.full_refresh_requested_at),
+        "last_progress_at": _iso(progress.last_progress_at),
+    }
+
+
+def request_full_refresh(runtime: Runtime, rider_id: int) -> dict[str, Any]:
+    """Queue a new walk of the rider's whole history; answer its (reset) walk state.
+
+    Raises UnknownRider, or NoActiveConnection when there is nothing to walk with.
+    """
+    with runtime.db.connection() as conn:
+        asked = models.request_full_refresh(conn, rider_id=rider_id)
+        progress = models.discovery_progress(conn, rider_id=rider_id) if asked.queued else None
+    if not asked.rider_exists:
+        raise UnknownRider(f"no rider {rider_id}")
+    if progress is None:
+        raise NoActiveConnection(f"rider {rider_id} has no active Strava connection")
+    log.info("full refresh requested", extra={"rider_id": rider_id})
+    return progress_json(progress)

@@ -1,0 +1,260 @@
+"""Enrich: one detailed fetch (`GET /activities/{id}`) per race, for its race page.
+
+Races are claimed newest first under a per-race lease. A race Strava answers 404 for is
+gone and removed; any other failure counts an attempt and backs the race off
+exponentially, until the maximum leaves it `failed` for good. Stops that are not the
+race's fault (rate limit, time budget, a rider who must reconnect) hand it back untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import models
+from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, recorded
+from services.strava import NotFound
+from services.tokens import NeedsReauth
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = timedelta(minutes=5)
+BACKOFF_MAX = timedelta(hours=12)
+# Enough for a long brevet's kilometre splits, small enough to keep a row light.
+MAX_LAPS = 100
+MAX_SPLITS = 1200
+MAX_BEST_EFFORTS = 30
+_STATS = (
+    "average_cadence",
+    "average_watts",
+    "weighted_average_watts",
+    "max_watts",
+    "kilojoules",
+    "average_heartrate",
+    "max_heartrate",
+    "elev_high",
+    "elev_low",
+    "suffer_score",
+)
+
+
+# --- pure decisions ------------------------------------------------------------------
+
+
+def enrichment_backoff(attempts_before: int) -> timedelta:
+    """How long a race waits after its (attempts_before + 1)th failure: 5 min, doubling."""
+    exponent = min(max(attempts_before, 0), 20)
+    return min(BACKOFF_MAX, BACKOFF_BASE * (2**exponent))
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _integer(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _lap(lap: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "lap_index": _integer(lap.get("lap_index")),
+        "name": _text(lap.get("name")),
+        "distance_m": _number(lap.get("distance")),
+        "elapsed_time_s": _integer(lap.get("elapsed_time")),
+        "moving_time_s": _integer(lap.get("moving_time")),
+        "average_speed_mps": _number(lap.get("average_speed")),
+        "max_speed_mps": _number(lap.get("max_speed")),
+        "total_elevation_gain_m": _number(lap.get("total_elevation_gain")),
+        "average_watts": _number(lap.get("average_watts")),
+        "average_heartrate": _number(lap.get("average_heartrate")),
+    }
+
+
+def _split(split: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "split": _integer(split.get("split")),
+        "distance_m": _number(split.get("distance")),
+        "elapsed_time_s": _integer(split.get("elapsed_time")),
+        "moving_time_s": _integer(split.get("moving_time")),
+        "elevation_difference_m": _number(split.get("elevation_difference")),
+        "average_speed_mps": _number(split.get("average_speed")),
+    }
+
+
+def _best_effort(effort: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": _text(effort.get("name")),
+        "distance_m": _number(effort.get("distance")),
+        "elapsed_time_s": _integer(effort.get("elapsed_time")),
+        "moving_time_s": _integer(effort.get("moving_time")),
+        "pr_rank": _integer(effort.get("pr_rank")),
+    }
+
+
+def race_details(detail: dict[str, Any]) -> dict[str, Any]:
+    """What a race page wants from the detailed activity, summarized to stay small.
+
+    Segment efforts, stream-like data and photo URLs are left out (large, and available
+    from Strava when a page really needs them); laps and splits keep their figures only.
+    """
+    gear = detail.get("gear")
+    gear = gear if isinstance(gear, dict) else None
+    photos = detail.get("photos")
+    photos = photos if isinstance(photos, dict) else {}
+    photo_count = _integer(photos.get("count"))
+    if photo_count is None:
+        photo_count = _integer(detail.get("total_photo_count")) or 0
+    return {
+        "calories": _number(detail.get("calories")),
+        "device_name": _text(detail.get("device_name")),
+        "gear": {"id": _text(gear.get("id")), "name": _text(gear.get("name"))} if gear else None,
+        "photo_count": photo_count,
+        "segment_effort_count": len(_dicts(detail.get("segment_efforts"))),
+        "stats": {k: _number(detail[k]) for k in _STATS if _number(detail.get(k)) is not None},
+        "laps": [_lap(lap) for lap in _dicts(detail.get("laps"))[:MAX_LAPS]],
+        "splits_metric": [_split(s) for s in _dicts(detail.get("splits_metric"))[:MAX_SPLITS]],
+        "best_efforts": [
+            _best_effort(e) for e in _dicts(detail.get("best_efforts"))[:MAX_BEST_EFFORTS]
+        ],
+    }
+
+
+def full_polyline(detail: dict[str, Any]) -> str | None:
+    """The detailed activity's full-resolution track, if it has one."""
+    activity_map = detail.get("map")
+    activity_map = activity_map if isinstance(activity_map, dict) else {}
+    return _text(activity_map.get("polyline")) or None
+
+
+# --- one race ------------------------------------------------------------------------
+
+
+def _race_outcome(race: models.RaceLease, status: str, **more: Any) -> Outcome:
+    return Outcome(
+        "activity_id", race.strava_id, status, counts={"rider_id": race.rider_id}, **more
+    )
+
+
+def enrich_race(call: Call, race: models.RaceLease) -> Outcome:
+    """Fetch one race's detailed activity and store its details (or remove it on a 404)."""
+    try:
+        detail = call.tokens.call(
+            race.rider_id, lambda token: call.strava.get_activity(token, race.strava_id)
+        )
+    except NotFound:
+        with call.db.connection() as conn:
+            if not models.remove_race(conn, strava_id=race.strava_id, lease_token=call.lease_token):
+                raise LeaseLost() from None
+        log.info(
+            "race gone from Strava: removed",
+            extra={"rider_id": race.rider_id, "activity_id": race.strava_id},
+        )
+        return _race_outcome(race, SUCCEEDED, detail="removed")
+    with call.db.connection() as conn:
+        stored = models.finish_enrichment(
+            conn,
+            strava_id=race.strava_id,
+            lease_token=call.lease_token,
+            description=_text(detail.get("description")),
+            polyline=full_polyline(detail),
+            details=race_details(detail),
+        )
+    if not stored:
+        raise LeaseLost()
+    return _race_outcome(race, SUCCEEDED)
+
+
+def _enrich_or_record_failure(call: Call, race: models.RaceLease) -> Outcome:
+    try:
+        return enrich_race(call, race)
+    except Exception as exc:  # each race is isolated: one failing never stops the others
+        outcome, error_class = call.failure("activity_id", race.strava_id, exc)
+        outcome.counts = {"rider_id": race.rider_id}
+        with call.db.connection() as conn:
+            if error_class is None:
+                models.release_races(
+                    conn, lease_token=call.lease_token, strava_ids=[race.strava_id]
+                )
+            else:
+                models.record_enrichment_failure(
+                    conn,
+                    strava_id=race.strava_id,
+                    lease_token=call.lease_token,
+                    message=f"{error_class}: {outcome.error or error_class}",
+                    backoff_s=enrichment_backoff(race.attempts).total_seconds(),
+                )
+                outcome.counts["attempts"] = race.attempts + 1
+        if isinstance(exc, NeedsReauth):  # the rider's problem, not the race's
+            outcome.status, outcome.error = SKIPPED, None
+        return outcome
+
+
+def _hand_back(call: Call, race: models.RaceLease) -> Outcome:
+    """A race claimed but not started before the call stopped: release it untouched."""
+    with call.db.connection() as conn:
+        models.release_races(conn, lease_token=call.lease_token, strava_ids=[race.strava_id])
+    reason = "rate_limited" if call.budget.refusal or call.stopped_by else "time_budget"
+    return _race_outcome(race, SKIPPED, detail=reason)
+
+
+def enrich_races(call: Call, races: list[models.RaceLease]) -> list[Outcome]:
+    """Enrich claimed races on the call's pool; those not reached are handed back."""
+    return call.run(
+        races,
+        lambda race: _enrich_or_record_failure(call, race),
+        lambda race: _hand_back(call, race),
+    )
+
+
+def enrich_rider_races(call: Call, rider_id: int, *, limit: int) -> list[Outcome]:
+    """Claim and enrich up to `limit` due races of one rider within `call`, newest first."""
+    with call.db.connection() as conn:
+        races = models.claim_races_for_enrichment(
+            conn,
+            lease_token=call.lease_token,
+            limit=limit,
+            lease_ttl_s=call.settings.lease_ttl_s,
+            max_attempts=call.settings.enrich_max_attempts,
+            rider_id=rider_id,
+        )
+    return enrich_races(call, races)
+
+
+# --- the call ------------------------------------------------------------------------
+
+
+def run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
+    """One bounded `enrich` call: claim due races, fetch their details, answer."""
+    return recorded(runtime, "enrich", lambda: _run_enrich(runtime, limit=limit))
+
+
+def _run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
+    settings = runtime.settings
+    call = Call(runtime, kind="enrich")
+    try:
+        with runtime.db.connection() as conn:
+            races = models.claim_races_for_enrichment(
+                conn,
+                lease_token=call.lease_token,
+                limit=limit,
+                lease_ttl_s=settings.lease_ttl_s,
+                max_attempts=settings.enrich_max_attempts,
+            )
+        outcomes = enrich_races(call, races)
+        with runtime.db.connection() as conn:
+            remaining = models.count_races_due_for_enrichment(
+                conn, max_attempts=settings.enrich_max_attempts
+            )
+        return call.answer(outcomes, remaining=remaining)
+    finally:
+        call.close()
