@@ -2,6 +2,53 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, current_app, jsonify
+
+from routes.errors import ApiError
+from routes.guards import bearer_token, runtime
+from services.rider_auth import (
+    RiderAuthError,
+    RiderAuthUnavailable,
+    RiderIdentity,
+    TokenVerifier,
+)
+from services.sync_now import SyncNowRefused, sync_now, sync_state
 
 bp = Blueprint("riders", __name__, url_prefix="/api/riders")
+
+
+def rider_identity() -> RiderIdentity:
+    """The signed-in rider of this request: 401 for a bad token, 503 when unconfigured."""
+    verifier = current_app.extensions.get("rider_tokens")
+    if verifier is None:
+        # One verifier per app, so the JWKS cache lives across requests.
+        verifier = current_app.extensions.setdefault(
+            "rider_tokens", TokenVerifier.from_settings(runtime().settings)
+        )
+    try:
+        return verifier.verify(bearer_token())  # type: ignore[no-any-return]
+    except RiderAuthError as exc:
+        raise ApiError(
+            401, exc.code, exc.message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        ) from None
+    except RiderAuthUnavailable as exc:
+        raise ApiError(503, exc.code, exc.message) from None
+
+
+@bp.post("/me/sync")
+def post_sync():  # type: ignore[no-untyped-def]
+    identity = rider_identity()
+    try:
+        result = sync_now(runtime(), identity)
+    except SyncNowRefused as exc:
+        headers, extra = {}, dict(exc.extra)
+        if exc.retry_after_s is not None:
+            headers["Retry-After"] = str(exc.retry_after_s)
+            extra["retry_after_s"] = exc.retry_after_s
+        raise ApiError(exc.status, exc.code, exc.message, headers=headers, extra=extra) from None
+    return jsonify(result.body), result.status
+
+
+@bp.get("/me/sync")
+def get_sync():  # type: ignore[no-untyped-def]
+    return jsonify(sync_state(runtime(), rider_identity()))

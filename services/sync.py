@@ -33,13 +33,12 @@ def sync_rider(call: Call, lease: models.RiderLease) -> Outcome:
     newest: datetime | None = lease.sync_cursor
     counts = {"pages": 0, "fetched": 0, "added": 0, "updated": 0, "races": 0}
     page = 1
+
+    def list_page(token: str) -> list[dict[str, Any]]:
+        return call.strava.list_activities(token, after=after, page=page, per_page=PER_PAGE_MAX)
+
     while True:
-        summaries = call.tokens.call(
-            lease.rider_id,
-            lambda token, page=page: call.strava.list_activities(
-                token, after=after, page=page, per_page=PER_PAGE_MAX
-            ),
-        )
+        summaries = call.tokens.call(lease.rider_id, list_page)
         rows = page_rows(summaries, min_race_distance_km=settings.race_min_distance_km)
         ended = listing_ended(len(summaries), read_all=lease.read_all)
         page_newest = newest_start(rows)
@@ -63,6 +62,8 @@ def sync_rider(call: Call, lease: models.RiderLease) -> Outcome:
                     added=counts["added"],
                     updated=counts["updated"],
                 )
+                if counts["added"] or counts["updated"]:  # new or edited rides
+                    models.recompute_eddington(conn, rider_id=lease.rider_id)
         if ended:
             return Outcome("rider_id", lease.rider_id, SUCCEEDED, counts=counts)
         page += 1

@@ -1,0 +1,620 @@
+"""The operator's status JSON (`GET /api/admin/status`) and the operator's actions.
+
+Every number comes from the database as it stands (the queue is derived from the rows
+themselves); the pure functions below turn rows into progress, estimates and plain
+warnings, each saying what the service will do about it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import models
+from services.budget import describe, headroom, reserve_size, roll_windows
+from services.calls import Runtime
+from services.strava import PER_PAGE_MAX
+
+RUN_KINDS = ["sync-strava", "discover", "enrich", "sync-now"]
+RUNS_PER_KIND = 5
+RIDER_RUNS = 20
+LISTED_MAX = 50  # stuck items and incomplete histories listed by name; the counts are total
+CONNECTION_STATUSES = ["active", "needs_reauth", "revoked", "not_connected"]
+SYNC_STATES = [
+    "in_progress",
+    "due",
+    "up_to_date",
+    "backing_off",
+    "paused",
+    "stopped",
+    "not_connected",
+]
+
+# Strava opened in 2009: no history is older, whatever the account's creation date says.
+STRAVA_EPOCH = datetime(2009, 1, 1, tzinfo=UTC)
+# A history not yet started is assumed this long (a club rider's few years).
+ASSUMED_HISTORY_ACTIVITIES = 1000
+
+ASSUMPTIONS = [
+    "Discovery lists 200 activities a request and needs one more request to see the end.",
+    "A walk in progress has as many activities left per day of history as it found so far, "
+    "back to the Strava account's creation date (2009 when unknown); a walk not started is "
+    f"assumed to hold {ASSUMED_HISTORY_ACTIVITIES} activities.",
+    "Enrichment costs one request per race waiting (pending, or failed with attempts left) "
+    "of a rider whose connection is active.",
+    "The backlog gets the cron's share of the budget (the limits less the Sync-now reserve, "
+    "the lower of overall and read) less the scheduled sync's steady load (one request per "
+    "auto-sync rider per SYNC_MIN_INTERVAL_S), and the schedule runs often enough to use it.",
+    "Hours are at that steady rate: the daily limit usually binds, so a backlog larger than "
+    "a day's share takes days regardless of the 15-minute window.",
+]
+
+
+# --- pure ----------------------------------------------------------------------------
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 UTC with a Z, or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def history_percent(
+    *,
+    complete: bool,
+    walk_started_at: datetime | None,
+    cursor: datetime | None,
+    floor: datetime | None,
+) -> int:
+    """How much of a rider's history discovery has walked, in per cent.
+
+    The walk goes back in time from its start; the share of the time span from the walk's
+    start back to the Strava account's creation (the oldest a history normally goes; 2009
+    when unknown) that lies behind the cursor. 100 only when the walk has completed (an
+    activity older than the account keeps it at 99 until then).
+    """
+    if complete:
+        return 100
+    if walk_started_at is None or cursor is None:
+        return 0
+    floor = max(floor or STRAVA_EPOCH, STRAVA_EPOCH)
+    span = (walk_started_at - floor).total_seconds()
+    if span <= 0:
+        return 99
+    walked = (walk_started_at - cursor).total_seconds()
+    return max(0, min(99, int(100 * walked / span)))
+
+
+def history_requests_left(row: dict[str, Any]) -> int:
+    """List requests a rider's history walk still needs (see ASSUMPTIONS)."""
+    started, cursor = row["history_walk_started_at"], row["history_cursor"]
+    found = row["history_activities"] or 0
+    if started is None or cursor is None or found == 0:
+        left = float(ASSUMED_HISTORY_ACTIVITIES)
+    else:
+        floor = max(row["athlete_created_at"] or STRAVA_EPOCH, STRAVA_EPOCH)
+        walked_days = max((started - cursor).total_seconds() / 86400, 1.0)
+        left_days = max((cursor - floor).total_seconds() / 86400, 0.0)
+        left = found / walked_days * left_days
+    return math.ceil(left / PER_PAGE_MAX) + 1
+
+
+def backlog_rate_per_hour(
+    budget: models.BudgetRow, *, reserve: int, auto_sync_riders: int, sync_min_interval_s: int
+) -> dict[str, float]:
+    """Requests an hour the backlog can have: the cron's share less the scheduled sync."""
+    per_15min = min(budget.limit_15min, budget.read_limit_15min) - reserve
+    per_day = min(budget.limit_daily, budget.read_limit_daily) - reserve
+    sync_per_day = auto_sync_riders * 86400 / max(sync_min_interval_s, 900)
+    hourly = min(max(0.0, per_day - sync_per_day) / 24, max(0.0, per_15min * 4 - sync_per_day / 24))
+    return {
+        "cron_share_15min": per_15min,
+        "cron_share_daily": per_day,
+        "scheduled_sync_per_day": round(sync_per_day, 1),
+        "backlog_requests_per_hour": round(hourly, 1),
+    }
+
+
+def age(since: datetime, now: datetime) -> str:
+    """A duration in words: "12 min", "3 h 5 min", "2 d 4 h"."""
+    minutes = max(0, int((now - since).total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+_LEASE_TAKER = {
+    "sync": "The next sync-strava call takes the rider over.",
+    "discover": "The next discover call takes the rider over and resumes its walk from the "
+    "stored cursor.",
+    "sync_now": "The next sync-strava call (or the rider's next Sync now) takes the rider over.",
+}
+
+
+def _waiting_action(
+    row: dict[str, Any], now: datetime, blocked_until: datetime | None, call: str
+) -> str:
+    if row.get("next_attempt_at") and row["next_attempt_at"] > now:
+        error = f" (last error: {row['last_error']})" if row.get("last_error") else ""
+        return (
+            f"It is backing off after {row['failure_count']} failures{error}; the next {call} "
+            f"call after {iso(row['next_attempt_at'])} retries it. An operator can reset it."
+        )
+    if blocked_until and blocked_until > now:
+        return (
+            f"Strava calls are paused until {iso(blocked_until)}; the next {call} call after "
+            "that takes it."
+        )
+    return f"The next {call} call takes it; if this persists, check that the {call} schedule runs."
+
+
+def stuck_items(
+    *,
+    now: datetime,
+    blocked_until: datetime | None,
+    blocked_reason: str | None,
+    rider_leases: list[dict[str, Any]],
+    race_leases: list[dict[str, Any]],
+    histories: list[dict[str, Any]],
+    overdue: list[dict[str, Any]],
+    races: list[dict[str, Any]],
+    runs: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Each stalled thing with a plain warning and what the service will do about it."""
+    items: list[dict[str, Any]] = []
+    if blocked_until and blocked_until > now:
+        items.append(
+            {
+                "kind": "rate_limit_block",
+                "since": None,
+                "until": iso(blocked_until),
+                "warning": f"All Strava calls are paused until {iso(blocked_until)} "
+                f"({blocked_reason or 'rate limit'}).",
+                "action": "Calls resume on their own at that time; nothing is retried before.",
+            }
+        )
+    for row in rider_leases:
+        items.append(
+            {
+                "kind": "rider_lease_expired",
+                "rider_id": row["rider_id"],
+                "lease_kind": row["lease_kind"],
+                "since": iso(row["since"]),
+                "warning": f"Rider {row['rider_id']}'s {row['lease_kind']} lease expired "
+                f"{age(row['since'], now)} ago: the call holding it died or overran.",
+                "action": _LEASE_TAKER.get(
+                    row["lease_kind"], "The next call takes the rider over."
+                ),
+            }
+        )
+    for row in race_leases:
+        items.append(
+            {
+                "kind": "race_lease_expired",
+                "activity_id": row["strava_id"],
+                "rider_id": row["rider_id"],
+                "since": iso(row["since"]),
+                "warning": f"Race {row['strava_id']} (rider {row['rider_id']}): its enrichment "
+                f"lease expired {age(row['since'], now)} ago.",
+                "action": "The next enrich call takes it.",
+            }
+        )
+    for row in histories:
+        items.append(
+            {
+                "kind": "history_stalled",
+                "rider_id": row["rider_id"],
+                "since": iso(row["since"]),
+                "warning": f"Rider {row['rider_id']}'s history discovery has made no progress "
+                f"for {age(row['since'], now)}.",
+                "action": _waiting_action(row, now, blocked_until, "discover"),
+            }
+        )
+    for row in overdue:
+        items.append(
+            {
+                "kind": "sync_overdue",
+                "rider_id": row["rider_id"],
+                "since": iso(row["since"]),
+                "warning": f"Rider {row['rider_id']} has been due for sync for "
+                f"{age(row['since'], now)}.",
+                "action": _waiting_action(row, now, blocked_until, "sync-strava"),
+            }
+        )
+    for row in races:
+        items.append(
+            {
+                "kind": "race_stalled",
+                "activity_id": row["strava_id"],
+                "rider_id": row["rider_id"],
+                "since": iso(row["since"]),
+                "warning": f"Race {row['strava_id']} (rider {row['rider_id']}) has waited "
+                f"{age(row['since'], now)} for its details ({row['enrichment_status']}, "
+                f"{row['enrichment_attempts']} attempts).",
+                "action": _waiting_action({}, now, blocked_until, "enrich")
+                + " Races are taken newest first.",
+            }
+        )
+    for row in runs:
+        items.append(
+            {
+                "kind": "run_unfinished",
+                "run_id": row["id"],
+                "run_kind": row["kind"],
+                "since": iso(row["since"]),
+                "warning": f"The {row['kind']} call started {age(row['since'], now)} ago never "
+                "finished (stopped at the platform's time limit, or it crashed).",
+                "action": "Nothing to do: the work it held is taken by the next call once its "
+                "leases expire.",
+            }
+        )
+    return items
+
+
+def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
+    finished = row["finished_at"]
+    return {
+        "id": row["id"],
+        "started_at": iso(row["started_at"]),
+        "finished_at": iso(finished),
+        "finished": finished is not None,
+        "duration_ms": (
+            int((finished - row["started_at"]).total_seconds() * 1000) if finished else None
+        ),
+        "processed": row["processed"],
+        "succeeded": row["succeeded"],
+        "failed": row["failed"],
+        "skipped": row["skipped"],
+        "remaining": row["remaining"],
+        "rate_limited": row["rate_limited"],
+        "rate_limit": row["rate_limit"],
+        "error_summary": row["error_summary"],
+    }
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _day_stats(row: dict[str, Any] | None) -> dict[str, Any]:
+    row = row or {}
+    runs = int(row.get("runs", 0))
+    succeeded, failed = int(row.get("items_succeeded", 0)), int(row.get("items_failed", 0))
+    return {
+        "runs": runs,
+        "unfinished": int(row.get("unfinished", 0)),
+        "raised": int(row.get("raised", 0)),
+        "rate_limited": int(row.get("rate_limited", 0)),
+        "runs_without_failures": int(row.get("clean", 0)),
+        "items": int(row.get("items", 0)),
+        "items_succeeded": succeeded,
+        "items_failed": failed,
+        "items_skipped": int(row.get("items_skipped", 0)),
+        # Items that succeeded among those that succeeded or failed (skips are hand-backs).
+        "success_rate": _rate(succeeded, succeeded + failed),
+        "run_success_rate": _rate(int(row.get("clean", 0)), runs),
+    }
+
+
+def _history_entry(row: dict[str, Any]) -> dict[str, Any]:
+    complete = row["history_complete_at"] is not None and row["full_refresh_requested_at"] is None
+    return {
+        "rider_id": row["rider_id"],
+        "status": row["status"],
+        "percent": history_percent(
+            complete=complete,
+            walk_started_at=row["history_walk_started_at"],
+            cursor=row["history_cursor"],
+            floor=row["athlete_created_at"],
+        ),
+        "walk_started_at": iso(row["history_walk_started_at"]),
+        "oldest_reached": iso(row["history_cursor"]),
+        "pages": row["history_pages"],
+        "activities": row["history_activities"],
+        "races": row["history_races"],
+        "full_refresh_requested_at": iso(row["full_refresh_requested_at"]),
+        "last_progress_at": iso(row["last_progress_at"]),
+        "requests_left": history_requests_left(row),
+    }
+
+
+# --- I/O -----------------------------------------------------------------------------
+
+
+def admin_status(runtime: Runtime) -> dict[str, Any]:
+    """The whole fleet: riders, backlog and its estimate, rate limit, runs, what is stuck."""
+    settings = runtime.settings
+    with runtime.db.connection() as conn:
+        now = models.database_now(conn)
+        buckets = models.status_sync_buckets(conn, min_interval_s=settings.sync_min_interval_s)
+        due_now = models.count_riders_due_for_sync(
+            conn, min_interval_s=settings.sync_min_interval_s
+        )
+        histories = models.incomplete_histories(conn)
+        races = models.race_counts(conn, max_attempts=settings.enrich_max_attempts)
+        auto_sync_riders = models.count_auto_sync_riders(conn)
+        budget = models.read_rate_budget(conn)
+        runs = models.last_runs(conn, kinds=RUN_KINDS, per_kind=RUNS_PER_KIND)
+        day = {row["kind"]: row for row in models.run_stats_since(conn, hours=24)}
+        stalled_count, stalled = models.stalled_races(
+            conn,
+            stuck_after_s=settings.stuck_after_s,
+            max_attempts=settings.enrich_max_attempts,
+            limit=LISTED_MAX,
+        )
+        stuck = stuck_items(
+            now=now,
+            blocked_until=roll_windows(budget, now).blocked_until,
+            blocked_reason=budget.blocked_reason,
+            rider_leases=models.expired_rider_leases(conn),
+            race_leases=models.expired_race_leases(conn),
+            histories=models.stalled_histories(conn, stuck_after_s=settings.stuck_after_s),
+            overdue=models.overdue_syncs(
+                conn,
+                min_interval_s=settings.sync_min_interval_s,
+                stuck_after_s=settings.stuck_after_s,
+            ),
+            races=stalled,
+            runs=models.unfinished_runs(conn, stuck_after_s=settings.stuck_after_s),
+        )
+    by_kind = Counter(item["kind"] for item in stuck)
+    by_kind["race_stalled"] = stalled_count  # only the oldest LISTED_MAX are listed
+    by_connection = dict.fromkeys(CONNECTION_STATUSES, 0)
+    by_state = dict.fromkeys(SYNC_STATES, 0)
+    for row in buckets:
+        by_connection[row["connection"]] = by_connection.get(row["connection"], 0) + row["riders"]
+        by_state[row["sync_state"]] = by_state.get(row["sync_state"], 0) + row["riders"]
+    reserve = reserve_size(budget, settings.sync_now_reserve)
+    active_histories = [h for h in histories if h["status"] == "active"]
+    discover_requests = sum(history_requests_left(h) for h in active_histories)
+    enrich_requests = int(races["workable"])
+    rate = backlog_rate_per_hour(
+        budget,
+        reserve=reserve,
+        auto_sync_riders=auto_sync_riders,
+        sync_min_interval_s=settings.sync_min_interval_s,
+    )
+    per_hour = rate["backlog_requests_per_hour"]
+    total_requests = discover_requests + enrich_requests
+    window_left, day_left = headroom(roll_windows(budget, now))
+    return {
+        "generated_at": iso(now),
+        "riders": {
+            "total": sum(row["riders"] for row in buckets),
+            "by_connection_status": by_connection,
+            "by_sync_state": by_state,
+            "due_now": due_now,
+            "never_synced": sum(row["never_synced"] for row in buckets),
+        },
+        "backlog": {
+            "history": {
+                "riders_incomplete": len(active_histories),
+                "riders_not_started": sum(
+                    1 for h in active_histories if h["history_walk_started_at"] is None
+                ),
+                "riders_walking": sum(
+                    1 for h in active_histories if h["history_walk_started_at"] is not None
+                ),
+                "full_refresh_requested": sum(
+                    1 for h in active_histories if h["full_refresh_requested_at"] is not None
+                ),
+                "waiting_on_reconnect": len(histories) - len(active_histories),
+                "pages_walked": sum(h["history_pages"] for h in active_histories),
+                "activities_found": sum(h["history_activities"] for h in active_histories),
+                "riders": [_history_entry(h) for h in active_histories[:LISTED_MAX]],
+            },
+            "races": {
+                "total": races["races"],
+                "pending": races["pending"],
+                "done": races["done"],
+                "failed_retrying": races["failed_retrying"],
+                "failed": races["failed_final"],
+                "waiting": races["workable"],
+                "waiting_on_reconnect": races["waiting_on_reconnect"],
+            },
+            "estimate": {
+                "requests_needed": {
+                    "discover": discover_requests,
+                    "enrich": enrich_requests,
+                    "total": total_requests,
+                },
+                **rate,
+                "hours": round(total_requests / per_hour, 1) if per_hour > 0 else None,
+                "assumptions": ASSUMPTIONS,
+            },
+        },
+        "rate_limit": {
+            **describe(budget, now, held_back=reserve),
+            "blocked": bool(roll_windows(budget, now).blocked_until),
+            "headers_seen_at": iso(budget.headers_seen_at),
+            "left_15min": window_left,
+            "left_daily": day_left,
+            "cron_share_15min": rate["cron_share_15min"],
+            "cron_share_daily": rate["cron_share_daily"],
+        },
+        "runs": {
+            kind: {
+                "last": [_run_summary(r) for r in runs if r["kind"] == kind],
+                "last_24h": _day_stats(day.get(kind)),
+            }
+            for kind in RUN_KINDS
+        },
+        "stuck": {"count": sum(by_kind.values()), "by_kind": dict(by_kind), "items": stuck},
+    }
+
+
+def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
+    """One rider in full: connection, sync, history, races, what is stuck, recent runs."""
+    settings = runtime.settings
+    with runtime.db.connection() as conn:
+        row = models.rider_sync_state(
+            conn,
+            rider_id=rider_id,
+            min_interval_s=settings.sync_min_interval_s,
+            max_attempts=settings.enrich_max_attempts,
+        )
+        if row is None:
+            return None
+        now = row["now"]
+        budget = models.read_rate_budget(conn)
+        runs = models.rider_runs(conn, rider_id=rider_id, limit=RIDER_RUNS)
+        failed = models.failed_races(conn, rider_id=rider_id, limit=LISTED_MAX)
+        _, stalled = models.stalled_races(
+            conn,
+            stuck_after_s=settings.stuck_after_s,
+            max_attempts=settings.enrich_max_attempts,
+            limit=LISTED_MAX,
+            rider_id=rider_id,
+        )
+        stuck = stuck_items(
+            now=now,
+            blocked_until=None,
+            blocked_reason=None,
+            rider_leases=models.expired_rider_leases(conn, rider_id=rider_id),
+            race_leases=models.expired_race_leases(conn, rider_id=rider_id),
+            histories=models.stalled_histories(
+                conn, stuck_after_s=settings.stuck_after_s, rider_id=rider_id
+            ),
+            overdue=models.overdue_syncs(
+                conn,
+                min_interval_s=settings.sync_min_interval_s,
+                stuck_after_s=settings.stuck_after_s,
+                rider_id=rider_id,
+            ),
+            races=stalled,
+            runs=[],
+        )
+    blocked = roll_windows(budget, now).blocked_until
+    detail: dict[str, Any] = {
+        "generated_at": iso(now),
+        "rider": {
+            "id": row["rider_id"],
+            "name": row["name"],
+            "auto_sync": row["auto_sync"],
+            "created_at": iso(row["created_at"]),
+            "eddington": {
+                "miles": row["eddington_miles"],
+                "km": row["eddington_km"],
+                "updated_at": iso(row["eddington_updated_at"]),
+            },
+        },
+        "connection": None,
+        "activities": {
+            "total": row["activities"],
+            "first_start": iso(row["first_activity_at"]),
+            "last_start": iso(row["last_activity_at"]),
+        },
+        "races": {
+            "total": row["races"],
+            "pending": row["races_pending"],
+            "waiting": row["races_waiting"],
+            "done": row["races_done"],
+            "failed": row["races_failed"],
+            "failed_races": [
+                {
+                    "activity_id": r["strava_id"],
+                    "name": r["name"],
+                    "start_date": iso(r["start_date"]),
+                    "attempts": r["enrichment_attempts"],
+                    "final": r["enrichment_attempts"] >= settings.enrich_max_attempts,
+                    "next_attempt_at": iso(r["enrichment_next_attempt_at"]),
+                    "error": r["enrichment_error"],
+                }
+                for r in failed
+            ],
+        },
+        "stuck": stuck,
+        "rate_limit_blocked_until": iso(blocked) if blocked and blocked > now else None,
+        "runs": [
+            {
+                **_run_summary(r),
+                "kind": r["kind"],
+                "items": [i for i in (r["items"] or []) if i.get("rider_id") == rider_id],
+            }
+            for r in runs
+        ],
+    }
+    if row["connected"]:
+        complete = (
+            row["history_complete_at"] is not None and row["full_refresh_requested_at"] is None
+        )
+        detail["connection"] = {
+            "athlete_id": row["athlete_id"],
+            "status": row["status"],
+            "scope": row["scope"],
+            "connected_at": iso(row["connected_at"]),
+            "token_expires_at": iso(row["token_expires_at"]),
+        }
+        detail["sync"] = {
+            "state": row["sync_state"],
+            "last_synced_at": iso(row["last_synced_at"]),
+            "last_sync_added": row["last_sync_added"],
+            "last_sync_updated": row["last_sync_updated"],
+            "sync_cursor": iso(row["sync_cursor"]),
+            "last_error": row["last_error"],
+            "error_class": row["error_class"],
+            "failure_count": row["failure_count"],
+            "next_attempt_at": iso(row["next_attempt_at"]),
+            "last_sync_now_at": iso(row["last_sync_now_at"]),
+            "lease": (
+                {
+                    "kind": row["lease_kind"],
+                    "expires_at": iso(row["lease_expires_at"]),
+                    "expired": row["lease_expires_at"] < now,
+                }
+                if row["lease_expires_at"] is not None
+                else None
+            ),
+        }
+        history_row = {**row, "rider_id": rider_id}
+        detail["history"] = {
+            "complete": complete,
+            "complete_at": iso(row["history_complete_at"]),
+            "percent": _history_entry(history_row)["percent"],
+            "walk_started_at": iso(row["history_walk_started_at"]),
+            "oldest_reached": iso(row["history_cursor"]),
+            "pages": row["history_pages"],
+            "activities": row["history_activities"],
+            "races": row["history_races"],
+            "full_refresh_requested_at": iso(row["full_refresh_requested_at"]),
+            "last_progress_at": iso(row["last_progress_at"]),
+            "athlete_created_at": iso(row["athlete_created_at"]),
+            "requests_left": 0 if complete else history_requests_left(history_row),
+        }
+    return detail
+
+
+# --- operator actions ----------------------------------------------------------------
+
+
+class UnknownRider(Exception):
+    """No rider has this id."""
+
+
+class NotConnected(Exception):
+    """The rider has no Strava connection to act on."""
+
+
+def reset_rider(runtime: Runtime, rider_id: int) -> dict[str, Any]:
+    """Clear a rider's backoff and failures and release its lease."""
+    with runtime.db.connection() as conn:
+        if not models.rider_exists(conn, rider_id=rider_id):
+            raise UnknownRider(rider_id)
+        if not models.reset_rider(conn, rider_id=rider_id):
+            raise NotConnected(rider_id)
+    return {"rider_id": rider_id, "reset": True, "detail": rider_detail(runtime, rider_id)}
+
+
+def set_auto_sync(runtime: Runtime, rider_id: int, *, enabled: bool) -> dict[str, Any]:
+    """Pause (False) or resume (True) a rider's scheduled sync."""
+    with runtime.db.connection() as conn:
+        if not models.set_auto_sync(conn, rider_id=rider_id, enabled=enabled):
+            raise UnknownRider(rider_id)
+    return {"rider_id": rider_id, "auto_sync": enabled}

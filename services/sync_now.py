@@ -1,0 +1,339 @@
+"""A rider's "Sync now": the same incremental sync as the cron's, for this rider at once,
+on the rate budget's Sync-now reserve, then the rider's new races detailed if budget is
+left; and the state the button shows."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import models
+from services.budget import try_reserve
+from services.calls import FAILED, SUCCEEDED, Call, Outcome, Runtime, recorded
+from services.enrichment import enrich_rider_races
+from services.rider_auth import RiderIdentity
+from services.status import history_percent, iso
+from services.strava import RateLimited, next_window_reset
+from services.sync import sync_rider
+
+log = logging.getLogger(__name__)
+
+# Races detailed after a Sync now at most; the cron's enrich call takes any others.
+ENRICH_LIMIT = 10
+
+_RECONNECT = "Strava access has expired or was withdrawn: press Connect Strava to reconnect."
+
+# The last error in plain words, by the error class the sync recorded.
+_PLAIN_ERRORS = {
+    "needs_reauth": _RECONNECT,
+    "unauthorized": _RECONNECT,
+    "token_rejected": _RECONNECT,
+    "strava_unavailable": "Strava did not answer. We will try again automatically.",
+    "bad_payload": "Strava sent something we could not read. We will try again automatically.",
+    "not_found": "Strava could not find what we asked for. We will try again automatically.",
+    "internal": "Something went wrong on our side. We will try again automatically.",
+}
+
+
+class SyncNowRefused(Exception):
+    """Sync now cannot run for this rider now; the route turns it into a JSON error."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after_s: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+        self.extra = extra or {}
+
+
+@dataclass
+class SyncNowResult:
+    """The answer: 200 with what was added, or 202 when another call already holds the rider."""
+
+    status: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+# --- pure decisions ------------------------------------------------------------------
+
+
+def plain_error(error_class: str | None, status: str | None) -> str | None:
+    """The rider's last error as a sentence the page can show."""
+    if status in ("needs_reauth", "revoked"):
+        return _RECONNECT
+    if error_class is None:
+        return None
+    return _PLAIN_ERRORS.get(
+        error_class, "The last sync did not finish. We will try again automatically."
+    )
+
+
+def retry_after(resets_at: datetime, now: datetime) -> int:
+    """Whole seconds until `resets_at`, at least 1 (the Retry-After header)."""
+    return max(1, math.ceil((resets_at - now).total_seconds()))
+
+
+def rider_state(row: dict[str, Any] | None, *, cooldown_s: int) -> dict[str, Any]:
+    """The state the Sync now button shows, from models.rider_sync_state's row."""
+    if row is None or not row["connected"]:
+        return {"connected": False, "in_progress": False, "sync_now_available": False}
+    now: datetime = row["now"]
+    complete = row["history_complete_at"] is not None and row["full_refresh_requested_at"] is None
+    available_at = (
+        row["last_sync_now_at"] + timedelta(seconds=cooldown_s) if row["last_sync_now_at"] else None
+    )
+    error = plain_error(row["error_class"], row["status"])
+    return {
+        "connected": True,
+        "athlete_id": row["athlete_id"],
+        "status": row["status"],
+        "needs_reconnect": row["status"] != "active",
+        "in_progress": bool(row["in_progress"]),
+        "auto_sync": row["auto_sync"],
+        "last_synced_at": iso(row["last_synced_at"]),
+        "last_sync": {"added": row["last_sync_added"], "updated": row["last_sync_updated"]},
+        "history": {
+            "complete": complete,
+            "percent": history_percent(
+                complete=complete,
+                walk_started_at=row["history_walk_started_at"],
+                cursor=row["history_cursor"],
+                floor=row["athlete_created_at"],
+            ),
+            "oldest_reached": iso(row["history_cursor"]),
+            "activities_found": row["history_activities"],
+        },
+        "activities": row["activities"],
+        "races": {
+            "total": row["races"],
+            "waiting_for_details": row["races_waiting"],
+            "detailed": row["races_done"],
+            "failed": row["races_failed"],
+        },
+        "last_error": (
+            {"message": error, "retry_at": iso(row["next_attempt_at"])} if error else None
+        ),
+        "sync_now_available": row["status"] == "active"
+        and not row["in_progress"]
+        and (available_at is None or available_at <= now),
+        "sync_now_available_at": iso(available_at) if available_at and available_at > now else None,
+        "eddington": {
+            "miles": row["eddington_miles"],
+            "km": row["eddington_km"],
+            "updated_at": iso(row["eddington_updated_at"]),
+        },
+    }
+
+
+# --- I/O -----------------------------------------------------------------------------
+
+
+def sync_state(runtime: Runtime, identity: RiderIdentity) -> dict[str, Any]:
+    """GET /api/riders/me/sync: this rider's state (a rider never reads another's)."""
+    settings = runtime.settings
+    with runtime.db.connection() as conn:
+        rider_id = models.rider_id_for_user(conn, auth_user_id=identity.auth_user_id)
+        row = (
+            models.rider_sync_state(
+                conn,
+                rider_id=rider_id,
+                min_interval_s=settings.sync_min_interval_s,
+                max_attempts=settings.enrich_max_attempts,
+            )
+            if rider_id is not None
+            else None
+        )
+    return rider_state(row, cooldown_s=settings.sync_now_cooldown_s)
+
+
+def sync_now(runtime: Runtime, identity: RiderIdentity) -> SyncNowResult:
+    """POST /api/riders/me/sync: sync this rider now, or say plainly why not."""
+    settings = runtime.settings
+    with runtime.db.connection() as conn:
+        rider_id = models.rider_id_for_user(conn, auth_user_id=identity.auth_user_id)
+    if rider_id is None:
+        raise _not_connected()
+    held = _refuse_or_hold(runtime, identity, rider_id, check_budget=True)
+    if held is not None:
+        return held
+    call = Call(runtime, kind="sync-now", for_sync_now=True)
+    try:
+        with runtime.db.connection() as conn:
+            lease = models.claim_rider_for_sync_now(
+                conn,
+                rider_id=rider_id,
+                lease_token=call.lease_token,
+                lease_ttl_s=settings.lease_ttl_s,
+                cooldown_s=settings.sync_now_cooldown_s,
+            )
+        if lease is None:  # another call or click got there between our look and the claim
+            return _refuse_or_hold(runtime, identity, rider_id, check_budget=False) or (
+                _in_progress(runtime, identity)
+            )
+        answer = recorded(runtime, "sync-now", lambda: _run(call, lease))
+    finally:
+        call.close()
+    return _result(runtime, identity, answer)
+
+
+def _refuse_or_hold(
+    runtime: Runtime, identity: RiderIdentity, rider_id: int, *, check_budget: bool
+) -> SyncNowResult | None:
+    """Raise SyncNowRefused, answer 202 for a rider held by another call, or None to go on."""
+    settings = runtime.settings
+    with runtime.db.connection() as conn:
+        position = models.sync_now_position(
+            conn, rider_id=rider_id, cooldown_s=settings.sync_now_cooldown_s
+        )
+        budget = models.read_rate_budget(conn) if check_budget else None
+    if position is None:
+        raise _not_connected()
+    if position["status"] != "active":
+        raise SyncNowRefused(409, "needs_reauth", _RECONNECT)
+    if position["leased"]:
+        return _in_progress(runtime, identity)
+    if position["cooldown_left_s"] > 0:
+        wait = max(1, math.ceil(position["cooldown_left_s"]))
+        raise SyncNowRefused(
+            429,
+            "cooldown",
+            f"You synced a moment ago; Sync now is available again in {wait} seconds.",
+            retry_after_s=wait,
+        )
+    if budget is not None:
+        # Refuse before any Strava request when even the Sync-now reserve is spent.
+        _, refusal = try_reserve(budget, runtime.clock(), held_back=0)
+        if refusal is not None:
+            raise _rate_limited(refusal.resets_at, runtime.clock())
+    return None
+
+
+def _run(call: Call, lease: models.RiderLease) -> dict[str, Any]:
+    """The recorded body: sync the rider, then detail its new races if budget is left."""
+    rider_id = lease.rider_id
+    try:
+        synced = sync_rider(call, lease)
+    except Exception as exc:  # the rider's lease must be handed back whatever happened
+        synced, error_class = call.failure("rider_id", rider_id, exc)
+        with call.db.connection() as conn:
+            if error_class is not None:
+                models.record_rider_failure(
+                    conn,
+                    rider_id=rider_id,
+                    lease_token=lease.lease_token,
+                    error_class=error_class,
+                    message=synced.error or error_class,
+                )
+            else:
+                models.release_lease(conn, rider_id=rider_id, lease_token=lease.lease_token)
+            if synced.detail == "rate_limited":
+                models.clear_sync_now_cooldown(conn, rider_id=rider_id)
+    outcomes: list[Outcome] = [synced]
+    if synced.status == SUCCEEDED and not call.should_stop():
+        outcomes.extend(enrich_rider_races(call, rider_id, limit=ENRICH_LIMIT))
+    with call.db.connection() as conn:
+        row = models.rider_sync_state(
+            conn,
+            rider_id=rider_id,
+            min_interval_s=call.settings.sync_min_interval_s,
+            max_attempts=call.settings.enrich_max_attempts,
+        )
+    waiting = int(row["races_waiting"]) if row else 0
+    answer = call.answer(outcomes, remaining=waiting + (0 if synced.status == SUCCEEDED else 1))
+    refusal = call.budget.refusal or (
+        call.stopped_by if isinstance(call.stopped_by, RateLimited) else None
+    )
+    answer["resets_at"] = iso(refusal.resets_at) if refusal else None
+    return answer
+
+
+def _result(runtime: Runtime, identity: RiderIdentity, answer: dict[str, Any]) -> SyncNowResult:
+    """The rider's answer from the recorded call's answer."""
+    rider, *races = answer["items"]
+    status, reason = rider["status"], rider.get("reason")
+    if status == FAILED and reason == "needs_reauth":
+        raise SyncNowRefused(409, "needs_reauth", _RECONNECT)
+    if reason == "rate_limited":
+        resets = answer["resets_at"]
+        now = runtime.clock()
+        resets_at = (
+            datetime.fromisoformat(resets.replace("Z", "+00:00"))
+            if resets
+            else next_window_reset(now)
+        )
+        raise _rate_limited(resets_at, now)
+    if reason == "lease_lost":
+        return _in_progress(runtime, identity)
+    if reason == "not_connected":  # disconnected while the sync ran
+        raise _not_connected()
+    if reason in ("application_inactive", "application_blocked", "invalid_client"):
+        raise SyncNowRefused(
+            503,
+            "strava_unavailable",
+            "Strava is not accepting this service's requests at the moment. Try again later.",
+        )
+    if status == FAILED:
+        raise SyncNowRefused(
+            500 if reason == "internal" else 502,
+            "sync_failed",
+            plain_error(reason, "active") or "The sync failed.",
+            extra={"reason": reason},
+        )
+    finished = status == SUCCEEDED
+    return SyncNowResult(
+        200,
+        {
+            "status": "synced" if finished else "incomplete",
+            "message": (
+                "Your new activities are in."
+                if finished
+                else "Strava was slow; the rest follows with the next sync."
+            ),
+            "added": rider.get("added", 0),
+            "updated": rider.get("updated", 0),
+            "races_found": rider.get("races", 0),
+            "races_enriched": sum(1 for r in races if r["status"] == SUCCEEDED),
+            "rate_limited": answer["rate_limited"],
+            "strava_requests": answer["strava_requests"],
+            "duration_ms": answer["duration_ms"],
+            "sync": sync_state(runtime, identity),
+        },
+    )
+
+
+def _in_progress(runtime: Runtime, identity: RiderIdentity) -> SyncNowResult:
+    return SyncNowResult(
+        202,
+        {
+            "status": "in_progress",
+            "message": "A sync of your activities is already running; it will be done shortly.",
+            "sync": sync_state(runtime, identity),
+        },
+    )
+
+
+def _not_connected() -> SyncNowRefused:
+    return SyncNowRefused(409, "not_connected", "Connect Strava first: there is nothing to sync.")
+
+
+def _rate_limited(resets_at: datetime, now: datetime) -> SyncNowRefused:
+    return SyncNowRefused(
+        429,
+        "rate_limited",
+        "The club has used its Strava allowance for now; Sync now works again after "
+        f"{resets_at.astimezone(UTC):%H:%M} UTC.",
+        retry_after_s=retry_after(resets_at, now),
+        extra={"resets_at": iso(resets_at)},
+    )
