@@ -12,7 +12,7 @@ from pathlib import Path
 from threading import Lock
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
 import models
@@ -81,21 +81,22 @@ class Database:
     def __init__(self, url: str, *, max_size: int = 10) -> None:
         self._url = url
         self._max_size = max_size
-        self._pool: ConnectionPool | None = None
+        self._pool: ConnectionPool[models.Conn] | None = None
         self._lock = Lock()
 
     @property
-    def pool(self) -> ConnectionPool:
+    def pool(self) -> ConnectionPool[models.Conn]:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
                     self._pool = self._open()
         return self._pool
 
-    def _open(self) -> ConnectionPool:
+    def _open(self) -> ConnectionPool[models.Conn]:
         migrate(self._url)
         pool = ConnectionPool(
             self._url,
+            connection_class=psycopg.Connection[DictRow],
             min_size=1,
             max_size=self._max_size,
             open=False,
@@ -107,7 +108,7 @@ class Database:
         return pool
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
+    def connection(self) -> Iterator[models.Conn]:
         """A connection for one unit of work: committed on success, rolled back on error."""
         with self.pool.connection() as conn:
             yield conn
@@ -118,9 +119,9 @@ class Database:
             self._pool = None
 
 
-def connect(url: str) -> psycopg.Connection:
+def connect(url: str) -> models.Conn:
     """A single connection outside the pool (migrations, tests, scripts)."""
-    return psycopg.connect(url, prepare_threshold=None, row_factory=dict_row)
+    return psycopg.Connection[DictRow].connect(url, prepare_threshold=None, row_factory=dict_row)
 
 
 def migrate(url: str, migrations: list[Migration] | None = None) -> list[str]:

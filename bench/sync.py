@@ -179,6 +179,51 @@ def bench_upsert(repeats: int = 15) -> list[tuple[str, ...]]:
     return rows
 
 
+def bench_eddington(activities: int = 10_000, repeats: int = 9) -> list[tuple[str, ...]]:
+    """Recomputing a rider's Eddington numbers (one SQL statement) over a long history."""
+    import random
+
+    rng = random.Random(7)
+    start = datetime(2010, 1, 1, 8, tzinfo=UTC)
+    rows = [
+        {
+            "strava_id": i + 1,
+            "name": "",
+            "sport_type": "Ride" if i % 5 else "Run",
+            "workout_type": None,
+            "start_date": (start + timedelta(hours=9 * i)).isoformat(),
+            "start_date_local": (start + timedelta(hours=9 * i)).replace(tzinfo=None).isoformat(),
+            "distance_m": float(rng.randrange(5_000, 180_000)),
+            "is_race": False,
+        }
+        for i in range(activities)
+    ]
+    columns = [c for c in models.ACTIVITY_COLUMNS if c not in rows[0]]
+    for row in rows:
+        row.update(dict.fromkeys(columns))
+        row.update(trainer=False, commute=False, manual=False, private=False)
+    timings = []
+    with temporary_database() as url, psycopg.connect(url, row_factory=dict_row) as conn:
+        rider = models.create_rider(conn, name="bench")
+        for chunk in range(0, activities, 1000):
+            models.upsert_activities(conn, rider_id=rider, rows=rows[chunk : chunk + 1000])
+        conn.commit()
+        conn.execute("analyze activities")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            with conn.transaction():
+                numbers = models.recompute_eddington(conn, rider_id=rider)
+            timings.append(time.perf_counter() - started)
+    return [
+        ("activities", "Eddington (miles, km)", "recompute, median (ms)"),
+        (
+            f"{activities:,}",
+            f"{numbers[0]}, {numbers[1]}",
+            f"{statistics.median(timings) * 1000:.1f}",
+        ),
+    ]
+
+
 def main() -> None:
     logging.disable(logging.INFO)  # the figures, not the service's log lines
     print(
@@ -191,6 +236,8 @@ def main() -> None:
         " the second link goes through a loopback proxy adding the round trip):"
     )
     print(table(bench_upsert()))
+    print("\nThe Eddington number after a sync (one statement, in the sync's transaction):")
+    print(table(bench_eddington()))
 
 
 if __name__ == "__main__":

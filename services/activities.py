@@ -80,7 +80,7 @@ def activity_row(summary: dict[str, Any], *, min_race_distance_km: float) -> dic
     distance_m = max(0.0, _number(summary.get("distance")) or 0.0)
     workout_type = _integer(summary.get("workout_type"))
     trainer = bool(summary.get("trainer"))
-    summary_map = summary.get("map") if isinstance(summary.get("map"), dict) else {}
+    summary_map: dict[str, Any] = summary["map"] if isinstance(summary.get("map"), dict) else {}
     upload_id = summary.get("upload_id_str") or summary.get("upload_id")
     return {
         "strava_id": strava_id,
