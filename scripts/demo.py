@@ -155,10 +155,13 @@ def drive(base_url: str, cron_secret: str, endpoint: str, limit: int) -> dict[st
         for key in ("processed", "succeeded", "failed"):
             totals[key] += body[key]
         totals["requests"] += body.get("strava_requests", 0)
-        added = sum(i.get("added", 0) for i in body["items"])
+        if endpoint == "enrich":
+            gained = f"+{body['succeeded']:>4} races detailed"
+        else:
+            gained = f"+{sum(i.get('added', 0) for i in body['items']):>4} activities"
         print(
             f"  {endpoint:<12} call {number:>2}: took {body['processed']:>2}, "
-            f"ok {body['succeeded']:>2}, failed {body['failed']}, +{added:>4} activities, "
+            f"ok {body['succeeded']:>2}, failed {body['failed']}, {gained}, "
             f"remaining {body['remaining']:>3}, {body['duration_ms'] / 1000:.1f} s"
             + (
                 "  [rate limited until " + body["rate_limit"]["resets_at"] + "]"

@@ -55,12 +55,14 @@ def parse_start_date(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
+    """A JSON number as a float; None for anything else (Strava sends nulls)."""
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _integer(value: Any) -> int | None:
-    number = _number(value)
+def as_integer(value: Any) -> int | None:
+    """A JSON number as an int; None for anything else."""
+    number = as_number(value)
     return int(number) if number is not None else None
 
 
@@ -77,8 +79,8 @@ def activity_row(summary: dict[str, Any], *, min_race_distance_km: float) -> dic
     if not isinstance(sport_type, str) or not sport_type:
         raise BadPayload(f"activity {strava_id} has no sport_type")
     start_date = parse_start_date(summary.get("start_date"))
-    distance_m = max(0.0, _number(summary.get("distance")) or 0.0)
-    workout_type = _integer(summary.get("workout_type"))
+    distance_m = max(0.0, as_number(summary.get("distance")) or 0.0)
+    workout_type = as_integer(summary.get("workout_type"))
     trainer = bool(summary.get("trainer"))
     summary_map: dict[str, Any] = summary["map"] if isinstance(summary.get("map"), dict) else {}
     upload_id = summary.get("upload_id_str") or summary.get("upload_id")
@@ -91,13 +93,13 @@ def activity_row(summary: dict[str, Any], *, min_race_distance_km: float) -> dic
         "start_date_local": _text(summary.get("start_date_local")),
         "timezone": _text(summary.get("timezone")),
         "distance_m": distance_m,
-        "moving_time_s": _integer(summary.get("moving_time")),
-        "elapsed_time_s": _integer(summary.get("elapsed_time")),
-        "total_elevation_gain_m": _number(summary.get("total_elevation_gain")),
-        "average_speed_mps": _number(summary.get("average_speed")),
-        "max_speed_mps": _number(summary.get("max_speed")),
-        "average_watts": _number(summary.get("average_watts")),
-        "average_heartrate": _number(summary.get("average_heartrate")),
+        "moving_time_s": as_integer(summary.get("moving_time")),
+        "elapsed_time_s": as_integer(summary.get("elapsed_time")),
+        "total_elevation_gain_m": as_number(summary.get("total_elevation_gain")),
+        "average_speed_mps": as_number(summary.get("average_speed")),
+        "max_speed_mps": as_number(summary.get("max_speed")),
+        "average_watts": as_number(summary.get("average_watts")),
+        "average_heartrate": as_number(summary.get("average_heartrate")),
         "trainer": trainer,
         "commute": bool(summary.get("commute")),
         "manual": bool(summary.get("manual")),

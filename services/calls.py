@@ -178,6 +178,31 @@ class Call:
         log.error("unexpected error", exc_info=exc, extra={"kind": self.kind, key: item_id})
         return Outcome(key, item_id, FAILED, "internal", error=type(exc).__name__), "internal"
 
+    def settle_rider(self, lease: models.RiderLease, exc: Exception) -> Outcome:
+        """After a rider's work raised: back it off for a failure of its own, or hand it
+        back untouched (rate limit, time budget, lost lease)."""
+        outcome, error_class = self.failure("rider_id", lease.rider_id, exc)
+        with self.db.connection() as conn:
+            if error_class is not None:
+                models.record_rider_failure(
+                    conn,
+                    rider_id=lease.rider_id,
+                    lease_token=lease.lease_token,
+                    error_class=error_class,
+                    message=outcome.error or error_class,
+                )
+            else:
+                models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+        return outcome
+
+    def hand_back_rider(self, lease: models.RiderLease) -> str:
+        """Release a rider claimed but not started; returns why it was not started."""
+        with self.db.connection() as conn:
+            models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+        if self.stopped_by is not None:
+            return self.stopped_by.code
+        return "rate_limited" if self.budget.refusal is not None else "time_budget"
+
     def answer(self, outcomes: list[Outcome], *, remaining: int) -> dict[str, Any]:
         """The contract's JSON for this call."""
         rate_limited = isinstance(self.stopped_by, RateLimited) or self.budget.refusal is not None

@@ -213,9 +213,7 @@ def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> 
     return progress.outcome(SUCCEEDED)
 
 
-def _finish_walk(
-    conn: models.Conn, lease: models.RiderLease, started: datetime
-) -> int | None:
+def _finish_walk(conn: models.Conn, lease: models.RiderLease, started: datetime) -> int | None:
     """Complete the walk, removing what it did not see unless that looks like a glitch;
     the number removed, or None when reconciliation was refused."""
     found = models.count_unseen_by_walk(conn, rider_id=lease.rider_id, walk_started_at=started)
@@ -251,27 +249,13 @@ def _walk_or_record_failure(call: Call, lease: models.RiderLease) -> Outcome:
     try:
         return walk_rider(call, lease, progress)
     except Exception as exc:  # each rider is isolated: one failing never stops the others
-        outcome, error_class = call.failure("rider_id", lease.rider_id, exc)
-        with call.db.connection() as conn:
-            if error_class is not None:
-                models.record_rider_failure(
-                    conn,
-                    rider_id=lease.rider_id,
-                    lease_token=lease.lease_token,
-                    error_class=error_class,
-                    message=outcome.error or error_class,
-                )
-            else:
-                models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+        outcome = call.settle_rider(lease, exc)
         return progress.outcome(outcome.status, detail=outcome.detail, error=outcome.error)
 
 
 def _hand_back(call: Call, lease: models.RiderLease) -> Outcome:
-    """A rider claimed but not started before the call stopped: release it untouched."""
-    with call.db.connection() as conn:
-        models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
-    reason = "rate_limited" if call.budget.refusal or call.stopped_by else "time_budget"
-    return WalkProgress(lease.rider_id).outcome(SKIPPED, detail=reason)
+    """A rider claimed but not started before the call stopped: released untouched."""
+    return WalkProgress(lease.rider_id).outcome(SKIPPED, detail=call.hand_back_rider(lease))
 
 
 # --- the call ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import models
+from services.activities import as_integer, as_number
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, recorded
 from services.strava import NotFound
 from services.tokens import NeedsReauth
@@ -48,15 +49,6 @@ def enrichment_backoff(attempts_before: int) -> timedelta:
     return min(BACKOFF_MAX, BACKOFF_BASE * (2**exponent))
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _integer(value: Any) -> int | None:
-    number = _number(value)
-    return int(number) if number is not None else None
-
-
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -67,37 +59,37 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 
 def _lap(lap: dict[str, Any]) -> dict[str, Any]:
     return {
-        "lap_index": _integer(lap.get("lap_index")),
+        "lap_index": as_integer(lap.get("lap_index")),
         "name": _text(lap.get("name")),
-        "distance_m": _number(lap.get("distance")),
-        "elapsed_time_s": _integer(lap.get("elapsed_time")),
-        "moving_time_s": _integer(lap.get("moving_time")),
-        "average_speed_mps": _number(lap.get("average_speed")),
-        "max_speed_mps": _number(lap.get("max_speed")),
-        "total_elevation_gain_m": _number(lap.get("total_elevation_gain")),
-        "average_watts": _number(lap.get("average_watts")),
-        "average_heartrate": _number(lap.get("average_heartrate")),
+        "distance_m": as_number(lap.get("distance")),
+        "elapsed_time_s": as_integer(lap.get("elapsed_time")),
+        "moving_time_s": as_integer(lap.get("moving_time")),
+        "average_speed_mps": as_number(lap.get("average_speed")),
+        "max_speed_mps": as_number(lap.get("max_speed")),
+        "total_elevation_gain_m": as_number(lap.get("total_elevation_gain")),
+        "average_watts": as_number(lap.get("average_watts")),
+        "average_heartrate": as_number(lap.get("average_heartrate")),
     }
 
 
 def _split(split: dict[str, Any]) -> dict[str, Any]:
     return {
-        "split": _integer(split.get("split")),
-        "distance_m": _number(split.get("distance")),
-        "elapsed_time_s": _integer(split.get("elapsed_time")),
-        "moving_time_s": _integer(split.get("moving_time")),
-        "elevation_difference_m": _number(split.get("elevation_difference")),
-        "average_speed_mps": _number(split.get("average_speed")),
+        "split": as_integer(split.get("split")),
+        "distance_m": as_number(split.get("distance")),
+        "elapsed_time_s": as_integer(split.get("elapsed_time")),
+        "moving_time_s": as_integer(split.get("moving_time")),
+        "elevation_difference_m": as_number(split.get("elevation_difference")),
+        "average_speed_mps": as_number(split.get("average_speed")),
     }
 
 
 def _best_effort(effort: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": _text(effort.get("name")),
-        "distance_m": _number(effort.get("distance")),
-        "elapsed_time_s": _integer(effort.get("elapsed_time")),
-        "moving_time_s": _integer(effort.get("moving_time")),
-        "pr_rank": _integer(effort.get("pr_rank")),
+        "distance_m": as_number(effort.get("distance")),
+        "elapsed_time_s": as_integer(effort.get("elapsed_time")),
+        "moving_time_s": as_integer(effort.get("moving_time")),
+        "pr_rank": as_integer(effort.get("pr_rank")),
     }
 
 
@@ -111,16 +103,16 @@ def race_details(detail: dict[str, Any]) -> dict[str, Any]:
     gear = gear if isinstance(gear, dict) else None
     photos = detail.get("photos")
     photos = photos if isinstance(photos, dict) else {}
-    photo_count = _integer(photos.get("count"))
+    photo_count = as_integer(photos.get("count"))
     if photo_count is None:
-        photo_count = _integer(detail.get("total_photo_count")) or 0
+        photo_count = as_integer(detail.get("total_photo_count")) or 0
     return {
-        "calories": _number(detail.get("calories")),
+        "calories": as_number(detail.get("calories")),
         "device_name": _text(detail.get("device_name")),
         "gear": {"id": _text(gear.get("id")), "name": _text(gear.get("name"))} if gear else None,
         "photo_count": photo_count,
         "segment_effort_count": len(_dicts(detail.get("segment_efforts"))),
-        "stats": {k: _number(detail[k]) for k in _STATS if _number(detail.get(k)) is not None},
+        "stats": {k: as_number(detail[k]) for k in _STATS if as_number(detail.get(k)) is not None},
         "laps": [_lap(lap) for lap in _dicts(detail.get("laps"))[:MAX_LAPS]],
         "splits_metric": [_split(s) for s in _dicts(detail.get("splits_metric"))[:MAX_SPLITS]],
         "best_efforts": [

@@ -73,19 +73,7 @@ def _sync_or_record_failure(call: Call, lease: models.RiderLease) -> Outcome:
     try:
         return sync_rider(call, lease)
     except Exception as exc:  # each rider is isolated: one failing never stops the others
-        outcome, error_class = call.failure("rider_id", lease.rider_id, exc)
-        with call.db.connection() as conn:
-            if error_class is not None:
-                models.record_rider_failure(
-                    conn,
-                    rider_id=lease.rider_id,
-                    lease_token=lease.lease_token,
-                    error_class=error_class,
-                    message=outcome.error or error_class,
-                )
-            else:
-                models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
-        return outcome
+        return call.settle_rider(lease, exc)
 
 
 def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
@@ -120,8 +108,5 @@ def _run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
 
 
 def _hand_back(call: Call, lease: models.RiderLease) -> Outcome:
-    """A rider claimed but not started before the call stopped: release it untouched."""
-    with call.db.connection() as conn:
-        models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
-    reason = "rate_limited" if call.budget.refusal or call.stopped_by else "time_budget"
-    return Outcome("rider_id", lease.rider_id, SKIPPED, reason)
+    """A rider claimed but not started before the call stopped: released untouched."""
+    return Outcome("rider_id", lease.rider_id, SKIPPED, call.hand_back_rider(lease))
