@@ -25,7 +25,6 @@ import psycopg
 from flask import Flask
 from psycopg.rows import dict_row
 
-import models
 from app_factory import create_app
 from bench.support import (
     CLIENT_ID,
@@ -36,6 +35,7 @@ from bench.support import (
     temporary_database,
 )
 from fake_strava import FakeStrava, ServedFake, make_activities, serve
+from fake_strava.riders import connect_athlete
 
 LIST = "/athlete/activities"
 DETAIL = "/api/v3/activities/"
@@ -82,18 +82,8 @@ def connect(
         ),
     )
     scope = "read,activity:read_all" if read_all else "read,activity:read"
-    tokens = fake.issue_tokens(athlete, scope=scope)
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        rider = models.create_rider(conn, name=f"Bench rider {athlete}")
-        models.save_connection(
-            conn,
-            rider_id=rider,
-            athlete_id=athlete,
-            access_token=tokens["access_token"],
-            refresh_token=tokens["refresh_token"],
-            expires_at=datetime.fromtimestamp(tokens["expires_at"], UTC),
-            scope=scope,
-        )
+        connect_athlete(conn, fake, athlete, name=f"Bench rider {athlete}", scope=scope)
 
 
 def build_app(database_url: str, server: ServedFake, **overrides: Any) -> Flask:

@@ -30,6 +30,7 @@ from bench.support import (
     temporary_database,
 )
 from fake_strava import FakeStrava, make_activities, serve
+from fake_strava.riders import connect_athlete
 from services.activities import page_rows
 
 RIDERS = 50
@@ -54,17 +55,7 @@ def connect_fleet(database_url: str, fake: FakeStrava, riders: int) -> None:
                     seed=i,
                 ),
             )
-            tokens = fake.issue_tokens(athlete)
-            rider = models.create_rider(conn, name=f"Bench rider {i}")
-            models.save_connection(
-                conn,
-                rider_id=rider,
-                athlete_id=athlete,
-                access_token=tokens["access_token"],
-                refresh_token=tokens["refresh_token"],
-                expires_at=datetime.fromtimestamp(tokens["expires_at"], UTC),
-                scope="read,activity:read_all",
-            )
+            connect_athlete(conn, fake, athlete, name=f"Bench rider {i}")
 
 
 def one_call(database_url: str, server, workers: int) -> dict:

@@ -27,9 +27,9 @@ from psycopg.rows import dict_row
 from werkzeug.serving import make_server
 
 import db as dbmod
-import models
 from app_factory import create_app
 from fake_strava import FakeStrava, make_activities, serve
+from fake_strava.riders import connect_athlete
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DB = "strava_sync_demo"
@@ -107,18 +107,13 @@ def seed(fake: FakeStrava, database_url: str) -> dict[int, DemoRider]:
                     first_id=rider.athlete_id * 10**9,
                 ),
             )
-            tokens = fake.issue_tokens(
-                rider.athlete_id, scope=rider.scope, expires_in=rider.token_expires_in
-            )
-            rider_id = models.create_rider(conn, name=rider.name)
-            models.save_connection(
+            rider_id = connect_athlete(
                 conn,
-                rider_id=rider_id,
-                athlete_id=rider.athlete_id,
-                access_token=tokens["access_token"],
-                refresh_token=tokens["refresh_token"],
-                expires_at=datetime.fromtimestamp(tokens["expires_at"], UTC),
+                fake,
+                rider.athlete_id,
+                name=rider.name,
                 scope=rider.scope,
+                expires_in=rider.token_expires_in,
             )
             if rider.revoked:
                 fake.revoke_athlete(rider.athlete_id)

@@ -7,8 +7,8 @@ from typing import Any
 
 import psycopg
 
-import models
 from fake_strava import FakeStrava, make_activities
+from fake_strava.riders import connect_athlete
 
 
 def connect_rider(
@@ -49,17 +49,14 @@ def connect_rider(
                 **activity_options,
             ),
         )
-    tokens = fake.issue_tokens(athlete_id, scope=scope, expires_in=expires_in)
     with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
-        rider_id = models.create_rider(conn, name=name or f"Rider {athlete_id}")
-        models.save_connection(
+        rider_id = connect_athlete(
             conn,
-            rider_id=rider_id,
-            athlete_id=athlete_id,
-            access_token=tokens["access_token"],
-            refresh_token=tokens["refresh_token"],
-            expires_at=datetime.fromtimestamp(tokens["expires_at"], UTC),
+            fake,
+            athlete_id,
+            name=name or f"Rider {athlete_id}",
             scope=scope,
+            expires_in=expires_in,
         )
         conn.execute(
             "update strava_connections set sync_cursor = coalesce(%s, sync_cursor),"

@@ -528,8 +528,8 @@ def test_operator_actions(client, database, fleet):
 
 
 def test_estimate_arithmetic():
+    import models
     from services.status import backlog_rate_per_hour, history_requests_left
-    from tests.factories import models
 
     budget = models.BudgetRow(
         limit_15min=600,

@@ -1,0 +1,33 @@
+"""Connecting a fake Strava athlete as one of the service's riders, as the OAuth flow
+would: for tests, the demo and the benchmarks (it writes through the service's models)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import models
+from fake_strava.server import FakeStrava
+
+
+def connect_athlete(
+    conn: models.Conn,
+    fake: FakeStrava,
+    athlete_id: int,
+    *,
+    name: str,
+    scope: str = "read,activity:read_all",
+    expires_in: int | None = None,
+) -> int:
+    """Grant the athlete's tokens on the fake and store them for a new rider; its id."""
+    tokens = fake.issue_tokens(athlete_id, scope=scope, expires_in=expires_in)
+    rider_id = models.create_rider(conn, name=name)
+    models.save_connection(
+        conn,
+        rider_id=rider_id,
+        athlete_id=athlete_id,
+        access_token=tokens["access_token"],
+        refresh_token=tokens["refresh_token"],
+        expires_at=datetime.fromtimestamp(tokens["expires_at"], UTC),
+        scope=scope,
+    )
+    return rider_id
