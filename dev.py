@@ -2,7 +2,7 @@
 """The project's two commands, on a machine with only Python 3.11 and pip:
 
     python3 dev.py demo    # the main job on embedded defaults: no Strava, no Supabase
-    python3 dev.py test    # lint and the whole test suite
+    python3 dev.py test    # lint, type check and the whole test suite
 
 Each first makes .venv/ and installs requirements-dev.txt into it (again only when the
 requirements change), then runs inside it. Extra arguments go to the demo or to pytest.
@@ -67,9 +67,15 @@ def main(argv: list[str]) -> int:
         return run("-m", "scripts.demo", *rest)
     if task == "bench":
         return run("-m", "bench.sync") or run("-m", "bench.discovery")
-    lint = run("-m", "ruff", "check", ".")
-    if lint:
-        return lint
+    checks = (
+        ("-m", "ruff", "check", "."),
+        ("-m", "ruff", "format", "--check", "."),
+        ("-m", "mypy"),
+    )
+    for check in checks:
+        failed = run(*check)
+        if failed:
+            return failed
     return run("-m", "pytest", *rest)
 
 

@@ -76,9 +76,7 @@ class RiderLease:
         return "activity:read_all" in self.scope.split(",")
 
 
-def create_rider(
-    conn: Conn, *, name: str, auth_user_id: UUID | str | None = None
-) -> int:
+def create_rider(conn: Conn, *, name: str, auth_user_id: UUID | str | None = None) -> int:
     """Insert a rider and return its id."""
     row = conn.execute(
         "insert into riders (name, auth_user_id) values (%s, %s) returning id",
@@ -303,9 +301,7 @@ class ConnectionTokens:
         return f"ConnectionTokens(rider_id={self.rider_id}, status={self.status!r})"
 
 
-def read_tokens(
-    conn: Conn, *, rider_id: int, for_update: bool = False
-) -> ConnectionTokens | None:
+def read_tokens(conn: Conn, *, rider_id: int, for_update: bool = False) -> ConnectionTokens | None:
     """The rider's tokens; with for_update, lock the row so refreshes are serialized."""
     lock = " for update" if for_update else ""
     row = conn.execute(
@@ -614,9 +610,7 @@ def walk_position(conn: Conn, *, rider_id: int) -> WalkPosition:
     return WalkPosition(**row) if row else WalkPosition(None, None)
 
 
-def walk_seen_ids(
-    conn: Conn, *, rider_id: int, strava_ids: list[int], since: datetime
-) -> set[int]:
+def walk_seen_ids(conn: Conn, *, rider_id: int, strava_ids: list[int], since: datetime) -> set[int]:
     """Which of these activities the walk started at `since` has already seen."""
     if not strava_ids:
         return set()
@@ -675,9 +669,7 @@ class Unseen:
     total: int
 
 
-def count_unseen_by_walk(
-    conn: Conn, *, rider_id: int, walk_started_at: datetime
-) -> Unseen:
+def count_unseen_by_walk(conn: Conn, *, rider_id: int, walk_started_at: datetime) -> Unseen:
     """Activities older than the walk's start that the walk did not see (gone from Strava)."""
     row = conn.execute(
         """
@@ -692,9 +684,7 @@ def count_unseen_by_walk(
     return Unseen(unseen=int(row["unseen"]), total=int(row["total"]))
 
 
-def delete_unseen_by_walk(
-    conn: Conn, *, rider_id: int, walk_started_at: datetime
-) -> int:
+def delete_unseen_by_walk(conn: Conn, *, rider_id: int, walk_started_at: datetime) -> int:
     """Remove what the finished walk did not see; newer rows are sync's, left alone."""
     cursor = conn.execute(
         "delete from activities"
@@ -1000,9 +990,7 @@ def rider_exists(conn: Conn, *, rider_id: int) -> bool:
     return conn.execute("select 1 from riders where id = %s", (rider_id,)).fetchone() is not None
 
 
-def save_oauth_state(
-    conn: Conn, *, nonce: UUID, auth_user_id: UUID, ttl_s: int
-) -> None:
+def save_oauth_state(conn: Conn, *, nonce: UUID, auth_user_id: UUID, ttl_s: int) -> None:
     """Record a Connect Strava's state nonce (and forget states long expired)."""
     conn.execute("delete from oauth_states where expires_at < now() - interval '1 day'")
     conn.execute(
@@ -1012,9 +1000,7 @@ def save_oauth_state(
     )
 
 
-def consume_oauth_state(
-    conn: Conn, *, nonce: UUID, auth_user_id: UUID
-) -> bool | None:
+def consume_oauth_state(conn: Conn, *, nonce: UUID, auth_user_id: UUID) -> bool | None:
     """Use a state once, in one statement: True if it was live, False if it had expired,
     None if it is unknown or already used."""
     row = conn.execute(
@@ -1062,9 +1048,7 @@ def replace_grant(
     )
 
 
-def set_athlete_created_at(
-    conn: Conn, *, rider_id: int, created_at: datetime | None
-) -> None:
+def set_athlete_created_at(conn: Conn, *, rider_id: int, created_at: datetime | None) -> None:
     """The Strava account's creation date: the floor discovery's progress is measured to."""
     conn.execute(
         "update strava_connections set athlete_created_at = %s where rider_id = %s",
@@ -1084,8 +1068,7 @@ def delete_strava_data(conn: Conn, *, rider_id: int) -> tuple[bool, int]:
     rider commits first and its rows are then removed too.
     """
     had_connection = (
-        conn.execute("delete from strava_connections where rider_id = %s", (rider_id,)).rowcount
-        > 0
+        conn.execute("delete from strava_connections where rider_id = %s", (rider_id,)).rowcount > 0
     )
     activities = delete_rider_activities(conn, rider_id=rider_id)
     conn.execute(
@@ -1096,9 +1079,7 @@ def delete_strava_data(conn: Conn, *, rider_id: int) -> tuple[bool, int]:
     return had_connection, activities
 
 
-def sync_now_position(
-    conn: Conn, *, rider_id: int, cooldown_s: int
-) -> dict[str, Any] | None:
+def sync_now_position(conn: Conn, *, rider_id: int, cooldown_s: int) -> dict[str, Any] | None:
     """What decides a Sync now: status, whether a call holds the rider, cooldown left."""
     return conn.execute(
         """
@@ -1283,9 +1264,7 @@ def reset_rider(conn: Conn, *, rider_id: int) -> bool:
 def set_auto_sync(conn: Conn, *, rider_id: int, enabled: bool) -> bool:
     """Pause or resume a rider's scheduled sync; False for an unknown rider."""
     return (
-        conn.execute(
-            "update riders set auto_sync = %s where id = %s", (enabled, rider_id)
-        ).rowcount
+        conn.execute("update riders set auto_sync = %s where id = %s", (enabled, rider_id)).rowcount
         > 0
     )
 
@@ -1419,9 +1398,7 @@ def rider_runs(conn: Conn, *, rider_id: int, limit: int) -> list[dict[str, Any]]
 # What may be stuck. Each query names the rows and since when they made no progress.
 
 
-def expired_rider_leases(
-    conn: Conn, *, rider_id: int | None = None
-) -> list[dict[str, Any]]:
+def expired_rider_leases(conn: Conn, *, rider_id: int | None = None) -> list[dict[str, Any]]:
     """Riders whose lease ran out: the call holding them died or overran."""
     return conn.execute(
         """
@@ -1435,9 +1412,7 @@ def expired_rider_leases(
     ).fetchall()
 
 
-def expired_race_leases(
-    conn: Conn, *, rider_id: int | None = None
-) -> list[dict[str, Any]]:
+def expired_race_leases(conn: Conn, *, rider_id: int | None = None) -> list[dict[str, Any]]:
     """Races whose enrichment lease ran out."""
     return conn.execute(
         """
