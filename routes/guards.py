@@ -41,34 +41,41 @@ def require_cron_secret() -> None:
         )
 
 
-def _json_body() -> dict[str, Any]:
-    if not request.get_data(cache=True):
-        return {}
-    if not request.is_json:
-        return {}
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", "the request body must be a JSON object")
-    return body
+def _body_fields() -> dict[str, Any]:
+    """The request body's fields: a JSON object, or a form; {} when there is none."""
+    if request.is_json and request.get_data(cache=True):
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_body", "the request body must be a JSON object")
+        return body
+    return dict(request.form)
 
 
 def parse_limit(default: int) -> int:
-    """`limit` from the query string or JSON body: an integer from 1 to 500."""
+    """`limit` from the query string or the body: an integer from 1 to 500.
+
+    In a JSON body only a number will do ("5", 5.0, true and null are refused); in a
+    query string or a form, only digits.
+    """
     problem = f"limit must be an integer from {LIMIT_MIN} to {LIMIT_MAX}"
-    raw: Any = request.args.get("limit")
-    if raw is None:
-        raw = _json_body().get("limit")
-        if raw is None:
-            return default
-        # In JSON only a number will do: "5", 5.0 and true are refused.
-        if not isinstance(raw, int) or isinstance(raw, bool):
-            raise ApiError(400, "invalid_parameter", problem, field="limit")
-        value = raw
+    if "limit" in request.args:
+        raw: Any = request.args["limit"]
     else:
+        fields = _body_fields()
+        if "limit" not in fields:
+            return default
+        raw = fields["limit"]
+    if isinstance(raw, str):
         text = raw.strip()
         if not text.isascii() or not text.isdigit() or len(text) > 3:
             raise ApiError(400, "invalid_parameter", problem, field="limit")
         value = int(text)
+        if request.is_json and "limit" not in request.args:  # a JSON string is not a number
+            raise ApiError(400, "invalid_parameter", problem, field="limit")
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    else:
+        raise ApiError(400, "invalid_parameter", problem, field="limit")
     if not LIMIT_MIN <= value <= LIMIT_MAX:
         raise ApiError(400, "invalid_parameter", problem, field="limit")
     return value

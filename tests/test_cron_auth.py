@@ -43,16 +43,32 @@ def test_bad_limit_in_query_is_400_naming_the_field(client, strava, raw):
         {"limit": 501},
         {"limit": 5.5},
         {"limit": True},
-        {"limit": None, "x": 1},
+        {"limit": None},
+        {"limit": [5]},
     ],
 )
 def test_bad_limit_in_json_body_is_400(client, strava, body):
     response = client.post(ENDPOINT, json=body, headers=cron_headers())
-    if body.get("limit") is None:  # absent limit takes the default
-        assert response.status_code == 200
-        return
     assert response.status_code == 400
     assert response.get_json()["error"]["field"] == "limit"
+
+
+def test_a_json_body_without_limit_takes_the_default(client, strava):
+    response = client.post(ENDPOINT, json={"other": 1}, headers=cron_headers())
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("form", "status"), [("limit=0", 400), ("limit=abc", 400), ("limit=7", 200)]
+)
+def test_limit_in_a_form_body_is_validated_too(client, strava, form, status):
+    response = client.post(
+        ENDPOINT,
+        data=form,
+        headers=cron_headers(),
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == status
 
 
 def test_body_that_is_not_an_object_is_400(client, strava):
