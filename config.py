@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from dotenv import load_dotenv
@@ -115,16 +116,21 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
 }
 
 
+DOTENV_PATH = Path(__file__).resolve().parent / ".env"
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     *,
-    read_dotenv: bool = True,
+    dotenv_path: Path = DOTENV_PATH,
 ) -> Settings:
-    """Build Settings from defaults, then `.env`, then the environment, then overrides."""
+    """Build Settings from defaults, then `.env`, then the environment, then overrides.
+
+    The `.env` file (at the project root) is read only when `environ` is not given.
+    """
     if environ is None:
-        if read_dotenv:
-            load_dotenv(override=False)  # real environment variables win over .env
+        load_dotenv(dotenv_path, override=False)  # real environment variables win over .env
         environ = os.environ
     values: dict[str, Any] = {}
     for name, (field, parse) in _VARIABLES.items():
