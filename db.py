@@ -97,6 +97,9 @@ class Database:
         pool = ConnectionPool(
             self._url,
             connection_class=psycopg.Connection[DictRow],
+            # A serverless instance can thaw holding connections the pooler has closed:
+            # check each on checkout (one round trip) rather than fail the request.
+            check=ConnectionPool.check_connection,
             min_size=1,
             max_size=self._max_size,
             open=False,
