@@ -199,6 +199,10 @@ class Call:
         """Release a rider claimed but not started; returns why it was not started."""
         with self.db.connection() as conn:
             models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+        return self.stop_reason()
+
+    def stop_reason(self) -> str:
+        """Why the call stopped taking work, as an item's `reason`."""
         if self.stopped_by is not None:
             return self.stopped_by.code
         return "rate_limited" if self.budget.refusal is not None else "time_budget"

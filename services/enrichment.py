@@ -195,8 +195,7 @@ def _hand_back(call: Call, race: models.RaceLease) -> Outcome:
     """A race claimed but not started before the call stopped: release it untouched."""
     with call.db.connection() as conn:
         models.release_races(conn, lease_token=call.lease_token, strava_ids=[race.strava_id])
-    reason = "rate_limited" if call.budget.refusal or call.stopped_by else "time_budget"
-    return _race_outcome(race, SKIPPED, detail=reason)
+    return _race_outcome(race, SKIPPED, detail=call.stop_reason())
 
 
 def enrich_races(call: Call, races: list[models.RaceLease]) -> list[Outcome]:
