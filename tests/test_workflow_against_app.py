@@ -1,0 +1,88 @@
+"""The workflows' caller script driving the real service (not a stub): the service on
+127.0.0.1, Strava faked at the HTTP level, the script looping until the backlog is done."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from tests.conftest import CRON_SECRET
+from tests.factories import connect_rider, query
+
+SCRIPT = Path(__file__).resolve().parent.parent / ".github" / "scripts" / "call-cron.sh"
+
+
+@pytest.fixture
+def served_service(make_app):
+    """The app on a loopback port, as Vercel or gunicorn would serve it."""
+    app = make_app(sync_workers=2)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.shutdown()
+
+
+def run_script(url: str, endpoint: str, summary: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(SCRIPT)],
+        env={
+            "PATH": os.environ["PATH"],
+            "SERVICE_URL": url,
+            "CRON_SECRET": CRON_SECRET,
+            "ENDPOINT": endpoint,
+            "GITHUB_STEP_SUMMARY": str(summary),
+            "CRON_PAUSE_S": "0",
+            "CRON_RETRY_DELAY_S": "0",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_script_backfills_through_the_real_endpoints(
+    served_service, strava, database, tmp_path
+):
+    riders = [
+        connect_rider(database, strava, 801 + i, activities=450, history_complete=False)
+        for i in range(3)
+    ]
+    summary = tmp_path / "summary.md"
+    for endpoint, limit in (("sync-strava", "2"), ("discover", "1"), ("enrich", "5")):
+        done = run_script(served_service, endpoint, summary, LIMIT=limit)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert CRON_SECRET not in done.stdout + done.stderr
+    on_strava = sum(len(strava.activities_of(801 + i)) for i in range(3))
+    stored = query(database, "select count(*) as n, count(distinct strava_id) as d from activities")
+    assert stored[0] == {"n": on_strava, "d": on_strava}
+    races = query(
+        database,
+        "select count(*) filter (where enrichment_status = 'done') as done, count(*) as races"
+        " from activities where is_race",
+    )[0]
+    assert races["races"] > 0 and races["done"] == races["races"]
+    complete = query(
+        database,
+        "select count(*) as n from strava_connections where history_complete_at is not null",
+    )
+    assert complete[0]["n"] == len(riders)
+    text = summary.read_text()
+    assert "sync-strava" in text and "discover" in text and "enrich" in text
+    # the public summary shows counts only: no item fields, ids or names
+    assert "rider_id" not in text and "activity_id" not in text and "Rider 80" not in text
+
+
+def test_a_wrong_secret_fails_the_run_with_the_status_only(served_service, strava, tmp_path):
+    run = run_script(
+        served_service, "sync-strava", tmp_path / "s.md", CRON_SECRET="a-wrong-secret-12345"
+    )
+    assert run.returncode == 1
+    assert "401" in run.stdout + run.stderr
+    assert "a-wrong-secret-12345" not in run.stdout + run.stderr
