@@ -8,6 +8,8 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from services.errors import NotConnected, UnknownRider
+
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +50,14 @@ def register_error_handlers(app: Flask) -> None:
     def api_error(exc: ApiError):  # type: ignore[no-untyped-def]
         response = jsonify(error_body(exc.code, exc.message, field=exc.field, **exc.extra))
         return response, exc.status, exc.headers
+
+    @app.errorhandler(UnknownRider)
+    def unknown_rider(exc: UnknownRider):  # type: ignore[no-untyped-def]
+        return jsonify(error_body("rider_not_found", str(exc))), 404
+
+    @app.errorhandler(NotConnected)
+    def not_connected(exc: NotConnected):  # type: ignore[no-untyped-def]
+        return jsonify(error_body("not_connected", str(exc))), 409
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 import models
 from config import Settings
 from services.budget import Clock, RateBudget, utcnow
+from services.errors import NotConnected
 from services.strava import (
     ApplicationBlocked,
     ApplicationInactive,
@@ -24,7 +25,7 @@ from services.strava import (
     StravaError,
     TokenRejected,
 )
-from services.tokens import NeedsReauth, NotConnected, TokenKeeper
+from services.tokens import NeedsReauth, TokenKeeper
 
 if TYPE_CHECKING:
     from db import Database

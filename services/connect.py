@@ -24,6 +24,7 @@ import psycopg
 
 import models
 from services.calls import Call, Runtime
+from services.errors import NotConnected
 from services.rider_auth import RiderIdentity
 from services.strava import (
     BadPayload,
@@ -33,7 +34,7 @@ from services.strava import (
     StravaError,
     TokenRejected,
 )
-from services.tokens import NeedsReauth, NotConnected
+from services.tokens import NeedsReauth
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from typing import Any
 import models
 from services.activities import listing_ended, oldest_start, page_rows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, recorded
+from services.errors import NotConnected, UnknownRider
 from services.strava import PER_PAGE_MAX
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,6 @@ RECONCILE_FLOOR = 25
 
 class WalkChanged(LeaseLost):
     """The walk was reset (a full refresh) while this call held the rider."""
-
-
-class UnknownRider(Exception):
-    """No rider has this id."""
-
-
-class NoActiveConnection(Exception):
-    """The rider has no active Strava connection to walk."""
 
 
 # --- pure decisions ------------------------------------------------------------------
@@ -310,14 +303,14 @@ def progress_json(progress: models.DiscoveryProgress) -> dict[str, Any]:
 def request_full_refresh(runtime: Runtime, rider_id: int) -> dict[str, Any]:
     """Queue a new walk of the rider's whole history; answer its (reset) walk state.
 
-    Raises UnknownRider, or NoActiveConnection when there is nothing to walk with.
+    Raises UnknownRider, or NotConnected when there is nothing to walk with.
     """
     with runtime.db.connection() as conn:
         asked = models.request_full_refresh(conn, rider_id=rider_id)
         progress = models.discovery_progress(conn, rider_id=rider_id) if asked.queued else None
     if not asked.rider_exists:
-        raise UnknownRider(f"no rider {rider_id}")
+        raise UnknownRider(f"no rider with id {rider_id}")
     if progress is None:
-        raise NoActiveConnection(f"rider {rider_id} has no active Strava connection")
+        raise NotConnected(f"rider {rider_id} has no active Strava connection")
     log.info("full refresh requested", extra={"rider_id": rider_id})
     return progress_json(progress)

@@ -15,6 +15,7 @@ from typing import Any
 import models
 from services.budget import describe, headroom, reserve_size, roll_windows
 from services.calls import Runtime
+from services.errors import NotConnected, UnknownRider
 from services.strava import PER_PAGE_MAX
 
 RUN_KINDS = ["sync-strava", "discover", "enrich", "sync-now"]
@@ -594,21 +595,13 @@ def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
 # --- operator actions ----------------------------------------------------------------
 
 
-class UnknownRider(Exception):
-    """No rider has this id."""
-
-
-class NotConnected(Exception):
-    """The rider has no Strava connection to act on."""
-
-
 def reset_rider(runtime: Runtime, rider_id: int) -> dict[str, Any]:
     """Clear a rider's backoff and failures and release its lease."""
     with runtime.db.connection() as conn:
         if not models.rider_exists(conn, rider_id=rider_id):
-            raise UnknownRider(rider_id)
+            raise UnknownRider(f"no rider with id {rider_id}")
         if not models.reset_rider(conn, rider_id=rider_id):
-            raise NotConnected(rider_id)
+            raise NotConnected(f"rider {rider_id} has no Strava connection")
     return {"rider_id": rider_id, "reset": True, "detail": rider_detail(runtime, rider_id)}
 
 
@@ -616,5 +609,5 @@ def set_auto_sync(runtime: Runtime, rider_id: int, *, enabled: bool) -> dict[str
     """Pause (False) or resume (True) a rider's scheduled sync."""
     with runtime.db.connection() as conn:
         if not models.set_auto_sync(conn, rider_id=rider_id, enabled=enabled):
-            raise UnknownRider(rider_id)
+            raise UnknownRider(f"no rider with id {rider_id}")
     return {"rider_id": rider_id, "auto_sync": enabled}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import models
 from services.budget import Clock
+from services.errors import NotConnected
 from services.strava import StravaClient, TokenRejected, Unauthorized
 
 if TYPE_CHECKING:
@@ -28,10 +29,6 @@ T = TypeVar("T")
 
 class NeedsReauth(Exception):
     """The rider's grant is gone; they must connect Strava again."""
-
-
-class NotConnected(Exception):
-    """The rider has no Strava connection."""
 
 
 class TokenKeeper:
