@@ -13,6 +13,7 @@ from logging_setup import configure_logging
 from routes import register_blueprints
 from routes.errors import register_error_handlers
 from services.calls import Runtime
+from services.rider_auth import TokenVerifier
 
 
 def create_app(
@@ -27,6 +28,8 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     db = Database(resolve_database_url(settings), max_size=settings.sync_workers + 4)
     app.extensions["strava_sync"] = Runtime(settings=settings, db=db)
+    # One verifier per app, so the JWKS cache lives across requests.
+    app.extensions["rider_tokens"] = TokenVerifier.from_settings(settings)
     register_blueprints(app)
     register_error_handlers(app)
     return app

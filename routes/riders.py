@@ -19,14 +19,9 @@ bp = Blueprint("riders", __name__, url_prefix="/api/riders")
 
 def rider_identity() -> RiderIdentity:
     """The signed-in rider of this request: 401 for a bad token, 503 when unconfigured."""
-    verifier = current_app.extensions.get("rider_tokens")
-    if verifier is None:
-        # One verifier per app, so the JWKS cache lives across requests.
-        verifier = current_app.extensions.setdefault(
-            "rider_tokens", TokenVerifier.from_settings(runtime().settings)
-        )
+    verifier: TokenVerifier = current_app.extensions["rider_tokens"]
     try:
-        return verifier.verify(bearer_token())  # type: ignore[no-any-return]
+        return verifier.verify(bearer_token())
     except RiderAuthError as exc:
         raise ApiError(
             401, exc.code, exc.message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
