@@ -97,7 +97,7 @@ is_int "$max_time" 1 900 || reject "CRON_MAX_TIME_S must be an integer from 1 to
 is_int "$pause" 0 60 || reject "CRON_PAUSE_S must be an integer from 0 to 60."
 
 base_url=$(trim "${SERVICE_URL:-}")
-[[ -n $base_url ]] || reject "SERVICE_URL is not set (a repository secret; see docs/DEPLOYING.md)."
+[[ -n $base_url ]] || reject "SERVICE_URL is not set (a repository secret; see README.md, "Deploying")."
 while [[ $base_url == */ ]]; do base_url=${base_url%/}; done
 # https:// for real deployments; plain http only to this machine. No user:password@
 # (the bearer authenticates), no query, no fragment, no spaces.
@@ -107,7 +107,7 @@ if ! [[ $base_url =~ ^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?${url_path}$ ||
   reject "SERVICE_URL must be the service's base URL starting with https:// (http:// only for localhost or 127.0.0.1), without credentials, query or fragment."
 fi
 
-[[ -n ${CRON_SECRET:-} ]] || reject "CRON_SECRET is not set (a repository secret; see docs/DEPLOYING.md)."
+[[ -n ${CRON_SECRET:-} ]] || reject "CRON_SECRET is not set (a repository secret; see README.md, "Deploying")."
 [[ ! $CRON_SECRET =~ [[:cntrl:]] ]] || reject "CRON_SECRET contains control characters (a stray newline?)."
 
 # --- prepare the request --------------------------------------------------
