@@ -81,6 +81,7 @@ class _Fault:
     path_contains: str | None
     body: dict[str, Any] | None
     delay_s: float
+    after: int = 0  # matching requests let through before the fault starts
 
 
 @dataclass
@@ -313,16 +314,18 @@ class FakeStrava:
         path_contains: str | None = None,
         body: dict[str, Any] | None = None,
         delay_s: float = 0.0,
+        after: int = 0,
     ) -> None:
-        """Make the next n requests whose path contains path_contains fail with `status`.
+        """Make the next n requests whose path contains path_contains fail with `status`,
+        once `after` such requests have gone through normally.
 
         The failure replaces the answer without touching state or rate-limit usage (API
         answers still carry the usage headers); delay_s is waited before answering.
         """
-        if n < 1:
-            raise ValueError("n must be at least 1")
+        if n < 1 or after < 0:
+            raise ValueError("n must be at least 1 and after at least 0")
         with self._lock:
-            self._faults.append(_Fault(n, status, path_contains, body, delay_s))
+            self._faults.append(_Fault(n, status, path_contains, body, delay_s, after))
 
     def set_usage(
         self,
@@ -456,6 +459,9 @@ class FakeStrava:
         """Consume one use of the first pending fault matching path."""
         for fault in self._faults:
             if fault.path_contains is None or fault.path_contains in path:
+                if fault.after > 0:
+                    fault.after -= 1
+                    return None
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self._faults.remove(fault)

@@ -273,21 +273,12 @@ def test_progress_is_readable_during_and_after_the_walk(make_app, strava, databa
 # --- failures, resumption and leases -------------------------------------------------
 
 
-class FailingOnNthListing(FakeStrava):
-    """The fake Strava, failing the Nth activity listing (and its retries) with `status`."""
-
-    def __init__(self, nth, status=500, **kwargs):
-        super().__init__(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, **kwargs)
-        self.nth, self.status, self.listings = nth, status, 0
-
-    def handle(self, method, path, query, headers, body):
-        if path.endswith(LIST):
-            self.listings += 1
-            if self.listings == self.nth:
-                self.fail_next(
-                    3 if self.status >= 500 else 1, status=self.status, path_contains=LIST
-                )
-        return super().handle(method, path, query, headers, body)
+def failing_listing(nth: int, status: int = 500) -> FakeStrava:
+    """The fake Strava, failing the Nth activity listing (and, for a 5xx, its two
+    retries) with `status`."""
+    fake = FakeStrava(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    fake.fail_next(3 if status >= 500 else 1, status=status, path_contains=LIST, after=nth - 1)
+    return fake
 
 
 def seed_650(database, fake, athlete_id):
@@ -312,7 +303,7 @@ def resume(client, database, rider):
 def test_a_failure_after_a_committed_page_resumes_from_the_cursor(
     make_app, database, installed, page
 ):
-    fake = installed(FailingOnNthListing(page + 1))
+    fake = installed(failing_listing(page + 1))
     rider = seed_650(database, fake, 310)
     client = make_app().test_client()
     body = discover(client)
@@ -463,7 +454,7 @@ def test_two_calls_at_once_never_walk_the_same_rider(make_app, strava, database)
 
 
 def test_a_429_stops_every_request_until_the_reset(make_app, database, installed):
-    fake = installed(FailingOnNthListing(2, status=429))
+    fake = installed(failing_listing(2, status=429))
     riders = [
         seed_650(database, fake, 330),
         connect_rider(database, fake, 331, activities=10, history_complete=False),

@@ -482,6 +482,17 @@ def test_authorize_page_validates_the_request(fake: FakeStrava) -> None:
 
 
 @pytest.mark.usefixtures("rsps")
+def test_fail_next_after_lets_matching_requests_through_first(fake: FakeStrava) -> None:
+    token = fake.issue_tokens(ATHLETE)["access_token"]
+    fake.fail_next(2, status=429, path_contains="/athlete/activities", after=2)
+    assert requests.get(f"{API}/athlete", headers=bearer(token)).status_code == 200
+    statuses = [list_page(token).status_code for _ in range(5)]
+    assert statuses == [200, 200, 429, 429, 200]
+    with pytest.raises(ValueError):
+        fake.fail_next(after=-1)
+
+
+@pytest.mark.usefixtures("rsps")
 def test_fail_next_targets_paths_and_leaves_usage_alone(fake: FakeStrava) -> None:
     token = fake.issue_tokens(ATHLETE)["access_token"]
     fake.fail_next(2, status=503, path_contains="/athlete/activities")
