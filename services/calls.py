@@ -229,6 +229,35 @@ class Call:
         return answer
 
 
+def bounded_call(
+    runtime: Runtime,
+    kind: str,
+    *,
+    claim: Callable[[models.Conn, Call], Sequence[T]],
+    work: Callable[[Call, T], Outcome],
+    hand_back: Callable[[Call, T], Outcome],
+    remaining: Callable[[models.Conn], int],
+) -> dict[str, Any]:
+    """One cron call, recorded in cron_runs: claim work with a lease (committed at once),
+    do it on the pool, hand back what was not started, count what is still due."""
+
+    def body() -> dict[str, Any]:
+        call = Call(runtime, kind=kind)
+        try:
+            with runtime.db.connection() as conn:
+                items = claim(conn, call)
+            outcomes = call.run(
+                items, lambda item: work(call, item), lambda item: hand_back(call, item)
+            )
+            with runtime.db.connection() as conn:
+                left = remaining(conn)
+            return call.answer(outcomes, remaining=left)
+        finally:
+            call.close()
+
+    return recorded(runtime, kind, body)
+
+
 def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a call with a row in cron_runs: written at start, completed at the end."""
     with runtime.db.connection() as conn:

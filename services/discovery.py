@@ -21,7 +21,7 @@ from typing import Any
 
 import models
 from services.activities import listing_ended, oldest_start, page_rows
-from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, recorded
+from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
 from services.errors import NotConnected, UnknownRider
 from services.strava import PER_PAGE_MAX
 
@@ -256,29 +256,19 @@ def _hand_back(call: Call, lease: models.RiderLease) -> Outcome:
 
 def run_discover(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     """One bounded `discover` call: claim riders with incomplete history, walk them."""
-    return recorded(runtime, "discover", lambda: _run_discover(runtime, limit=limit))
-
-
-def _run_discover(runtime: Runtime, *, limit: int) -> dict[str, Any]:
-    call = Call(runtime, kind="discover")
-    try:
-        with runtime.db.connection() as conn:
-            leases = models.claim_riders_for_discovery(
-                conn,
-                lease_token=call.lease_token,
-                limit=limit,
-                lease_ttl_s=runtime.settings.lease_ttl_s,
-            )
-        outcomes = call.run(
-            leases,
-            lambda lease: _walk_or_record_failure(call, lease),
-            lambda lease: _hand_back(call, lease),
-        )
-        with runtime.db.connection() as conn:
-            remaining = models.count_riders_due_for_discovery(conn)
-        return call.answer(outcomes, remaining=remaining)
-    finally:
-        call.close()
+    return bounded_call(
+        runtime,
+        "discover",
+        claim=lambda conn, call: models.claim_riders_for_discovery(
+            conn,
+            lease_token=call.lease_token,
+            limit=limit,
+            lease_ttl_s=runtime.settings.lease_ttl_s,
+        ),
+        work=_walk_or_record_failure,
+        hand_back=_hand_back,
+        remaining=models.count_riders_due_for_discovery,
+    )
 
 
 # --- operator actions and status -----------------------------------------------------

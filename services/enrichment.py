@@ -14,7 +14,7 @@ from typing import Any
 
 import models
 from services.activities import as_integer, as_number
-from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, recorded
+from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
 from services.strava import NotFound
 from services.tokens import NeedsReauth
 
@@ -226,26 +226,20 @@ def enrich_rider_races(call: Call, rider_id: int, *, limit: int) -> list[Outcome
 
 def run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     """One bounded `enrich` call: claim due races, fetch their details, answer."""
-    return recorded(runtime, "enrich", lambda: _run_enrich(runtime, limit=limit))
-
-
-def _run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     settings = runtime.settings
-    call = Call(runtime, kind="enrich")
-    try:
-        with runtime.db.connection() as conn:
-            races = models.claim_races_for_enrichment(
-                conn,
-                lease_token=call.lease_token,
-                limit=limit,
-                lease_ttl_s=settings.lease_ttl_s,
-                max_attempts=settings.enrich_max_attempts,
-            )
-        outcomes = enrich_races(call, races)
-        with runtime.db.connection() as conn:
-            remaining = models.count_races_due_for_enrichment(
-                conn, max_attempts=settings.enrich_max_attempts
-            )
-        return call.answer(outcomes, remaining=remaining)
-    finally:
-        call.close()
+    return bounded_call(
+        runtime,
+        "enrich",
+        claim=lambda conn, call: models.claim_races_for_enrichment(
+            conn,
+            lease_token=call.lease_token,
+            limit=limit,
+            lease_ttl_s=settings.lease_ttl_s,
+            max_attempts=settings.enrich_max_attempts,
+        ),
+        work=_enrich_or_record_failure,
+        hand_back=_hand_back,
+        remaining=lambda conn: models.count_races_due_for_enrichment(
+            conn, max_attempts=settings.enrich_max_attempts
+        ),
+    )

@@ -8,7 +8,7 @@ from typing import Any
 
 import models
 from services.activities import listing_ended, newest_start, page_rows
-from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, recorded
+from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
 from services.strava import PER_PAGE_MAX
 
 log = logging.getLogger(__name__)
@@ -78,33 +78,23 @@ def _sync_or_record_failure(call: Call, lease: models.RiderLease) -> Outcome:
 
 def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     """One bounded `sync-strava` call: claim due riders, sync them, answer the contract."""
-    return recorded(runtime, "sync-strava", lambda: _run_sync(runtime, limit=limit))
-
-
-def _run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     settings = runtime.settings
-    call = Call(runtime, kind="sync-strava")
-    try:
-        with runtime.db.connection() as conn:
-            leases = models.claim_riders_for_sync(
-                conn,
-                lease_token=call.lease_token,
-                limit=limit,
-                lease_ttl_s=settings.lease_ttl_s,
-                min_interval_s=settings.sync_min_interval_s,
-            )
-        outcomes = call.run(
-            leases,
-            lambda lease: _sync_or_record_failure(call, lease),
-            lambda lease: _hand_back(call, lease),
-        )
-        with runtime.db.connection() as conn:
-            remaining = models.count_riders_due_for_sync(
-                conn, min_interval_s=settings.sync_min_interval_s
-            )
-        return call.answer(outcomes, remaining=remaining)
-    finally:
-        call.close()
+    return bounded_call(
+        runtime,
+        "sync-strava",
+        claim=lambda conn, call: models.claim_riders_for_sync(
+            conn,
+            lease_token=call.lease_token,
+            limit=limit,
+            lease_ttl_s=settings.lease_ttl_s,
+            min_interval_s=settings.sync_min_interval_s,
+        ),
+        work=_sync_or_record_failure,
+        hand_back=_hand_back,
+        remaining=lambda conn: models.count_riders_due_for_sync(
+            conn, min_interval_s=settings.sync_min_interval_s
+        ),
+    )
 
 
 def _hand_back(call: Call, lease: models.RiderLease) -> Outcome:
