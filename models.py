@@ -70,6 +70,9 @@ class RiderLease:
     connected_at: datetime
     history_walk_started_at: datetime | None
     history_cursor: datetime | None
+    sync_listing_after: datetime | None = None
+    sync_listing_page: int | None = None
+    sync_listing_newest: datetime | None = None
 
     @property
     def read_all(self) -> bool:
@@ -135,7 +138,8 @@ _SYNC_DUE = """
 
 _LEASE_COLUMNS = """
     c.rider_id, c.athlete_id, c.lease_token, c.scope, c.sync_cursor, c.connected_at,
-    c.history_walk_started_at, c.history_cursor
+    c.history_walk_started_at, c.history_cursor,
+    c.sync_listing_after, c.sync_listing_page, c.sync_listing_newest
 """
 
 
@@ -238,6 +242,7 @@ def finish_sync(
            set sync_cursor = greatest(sync_cursor, %(cursor)s),
                last_synced_at = now(), last_sync_added = %(added)s,
                last_sync_updated = %(updated)s, last_error = null, error_class = null,
+               sync_listing_after = null, sync_listing_page = null, sync_listing_newest = null,
                failure_count = 0, next_attempt_at = null, last_progress_at = now(),
                lease_token = null, lease_kind = null, lease_expires_at = null,
                updated_at = now()
@@ -250,6 +255,27 @@ def finish_sync(
             "rider_id": rider_id,
             "token": lease_token,
         },
+    )
+
+
+def record_sync_listing(
+    conn: Conn,
+    *,
+    rider_id: int,
+    lease_token: UUID,
+    after: datetime,
+    next_page: int,
+    newest: datetime | None,
+) -> None:
+    """Where an unfinished listing resumes: its `after`, next page and newest start."""
+    conn.execute(
+        """
+        update strava_connections
+           set sync_listing_after = %s, sync_listing_page = %s, sync_listing_newest = %s,
+               last_progress_at = now(), updated_at = now()
+         where rider_id = %s and lease_token = %s
+        """,
+        (after, next_page, newest, rider_id, lease_token),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,25 +15,41 @@ from services.strava import PER_PAGE_MAX
 log = logging.getLogger(__name__)
 
 
-def listing_after(lease: models.RiderLease, overlap: timedelta) -> int:
-    """Epoch seconds to list from: the cursor (or connection time) less the overlap, so
-    late uploads and edits are caught."""
+@dataclass(frozen=True)
+class ListingStart:
+    """Where a rider's listing starts: its `after`, first page, and newest start so far."""
+
+    after: datetime
+    page: int
+    newest: datetime | None
+    resumed: bool
+
+
+def listing_start(lease: models.RiderLease, overlap: timedelta) -> ListingStart:
+    """Resume an unfinished listing at its next page (same `after`), or start a new one
+    from the cursor (or connection time) less the overlap, so late uploads are caught."""
+    if lease.sync_listing_after is not None and lease.sync_listing_page is not None:
+        newest = max(
+            (t for t in (lease.sync_cursor, lease.sync_listing_newest) if t is not None),
+            default=None,
+        )
+        return ListingStart(lease.sync_listing_after, lease.sync_listing_page, newest, True)
     since = lease.sync_cursor or lease.connected_at
-    return int((since - overlap).timestamp())
+    return ListingStart(since - overlap, 1, lease.sync_cursor, False)
 
 
 def sync_rider(call: Call, lease: models.RiderLease) -> Outcome:
     """List the rider's new activities page by page and store them.
 
-    Each page is committed as it comes; the cursor moves only in the transaction of the
-    last page, since the order of pages is not documented and an interrupted listing must
-    be repeated from the old cursor, not skipped past.
+    Each page is committed with where the listing resumes; the cursor moves only in the
+    transaction of the last page, since the order of pages is not documented: until the
+    listing is complete, nothing says which activities after the old cursor are stored.
     """
     settings = call.settings
-    after = listing_after(lease, timedelta(days=settings.sync_overlap_days))
-    newest: datetime | None = lease.sync_cursor
+    start = listing_start(lease, timedelta(days=settings.sync_overlap_days))
+    after = int(start.after.timestamp())
+    newest, page = start.newest, start.page
     counts = {"pages": 0, "fetched": 0, "added": 0, "updated": 0, "races": 0}
-    page = 1
 
     def list_page(token: str) -> list[dict[str, Any]]:
         return call.strava.list_activities(token, after=after, page=page, per_page=PER_PAGE_MAX)
@@ -53,7 +70,16 @@ def sync_rider(call: Call, lease: models.RiderLease) -> Outcome:
             counts["added"] += written.inserted
             counts["updated"] += written.updated
             counts["races"] += written.races_inserted
-            if ended:
+            if not ended:
+                models.record_sync_listing(
+                    conn,
+                    rider_id=lease.rider_id,
+                    lease_token=lease.lease_token,
+                    after=start.after,
+                    next_page=page + 1,
+                    newest=newest,
+                )
+            else:
                 models.finish_sync(
                     conn,
                     rider_id=lease.rider_id,
@@ -62,7 +88,8 @@ def sync_rider(call: Call, lease: models.RiderLease) -> Outcome:
                     added=counts["added"],
                     updated=counts["updated"],
                 )
-                if counts["added"] or counts["updated"]:  # new or edited rides
+                # New or edited rides (a resumed listing may have stored them earlier).
+                if counts["added"] or counts["updated"] or start.resumed:
                     models.recompute_eddington(conn, rider_id=lease.rider_id)
         if ended:
             return Outcome("rider_id", lease.rider_id, SUCCEEDED, counts=counts)

@@ -457,3 +457,49 @@ def test_each_call_is_logged_in_cron_runs(client, strava, database):
     run = query(database, "select * from cron_runs")[0]
     assert run["kind"] == "sync-strava" and run["finished_at"] is not None
     assert run["succeeded"] == 1 and run["items"][0]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("order", ["strava", "newest_first", "oldest_first", "shuffled"])
+def test_an_interrupted_listing_resumes_at_its_next_page(database, make_app, order):
+    """A listing that a call could not finish is not started over: a rider with more new
+    activities than one call can list still gets through them."""
+    fake = FakeStrava(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, order=order, seed=5)
+    now = datetime.now(UTC)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake.install(rsps, api_url=API_URL, oauth_url=OAUTH_URL)
+        rider = connect_rider(
+            database,
+            fake,
+            210,
+            activities=650,
+            start=now - timedelta(days=300),
+            end=now - timedelta(hours=1),
+            sync_cursor=now - timedelta(days=301),
+        )
+        client = make_app().test_client()
+        # page 3 fails, with both retries: two pages are stored, the rider backs off
+        fake.fail_next(3, status=502, path_contains=LIST, after=2)
+        first = sync(client)
+        assert first["items"][0]["status"] == "failed"
+        assert stored(database, rider) == 400
+        state = query(
+            database,
+            "select sync_cursor, sync_listing_page, sync_listing_after from strava_connections",
+        )[0]
+        assert state["sync_listing_page"] == 3
+        assert state["sync_cursor"] < now - timedelta(days=300)  # not moved: incomplete
+        execute(database, "update strava_connections set next_attempt_at = null")
+        fake.reset_log()
+        second = sync(client)
+    assert second["items"][0]["status"] == "succeeded"
+    assert fake.count(path_contains=LIST) == 2  # pages 3 and 4, not 1 and 2 again
+    assert stored(database, rider) == 650
+    assert {q.query["after"] for q in fake.requests} == {
+        str(int(state["sync_listing_after"].timestamp()))
+    }
+    row = query(
+        database,
+        "select sync_cursor, sync_listing_page, sync_listing_after from strava_connections",
+    )[0]
+    newest = query(database, "select max(start_date) as m from activities")[0]["m"]
+    assert row == {"sync_cursor": newest, "sync_listing_page": None, "sync_listing_after": None}

@@ -143,3 +143,35 @@ def test_one_timeout_is_retried_and_succeeds(served, served_app, database):
         query(database, "select count(*) as n from activities where rider_id = %s", rider)[0]["n"]
         == 4
     )
+
+
+def test_more_new_activities_than_one_call_can_list_get_through(served, served_app, database):
+    """Each call stops at its time budget; the next resumes where it stopped."""
+    from datetime import UTC, datetime, timedelta
+
+    fake, _ = served
+    fake.latency_s = 0.3
+    now = datetime.now(UTC)
+    rider = connect_rider(
+        database,
+        fake,
+        490,
+        activities=1000,
+        start=now - timedelta(days=900),
+        end=now - timedelta(hours=1),
+        sync_cursor=now - timedelta(days=901),
+    )
+    client = served_app(cron_time_budget_s=1.0).test_client()
+    calls = 0
+    while True:
+        calls += 1
+        body = post(client)
+        if body["done"]:
+            break
+        assert calls < 10, "the listing makes no progress"
+    assert calls >= 3  # one call cannot list six pages at 0.3 s each
+    assert body["items"][0]["status"] == "succeeded"
+    assert (
+        query(database, "select count(*) as n from activities where rider_id = %s", rider)[0]["n"]
+        == 1000
+    )
