@@ -529,6 +529,15 @@ def start_run(conn: Conn, *, kind: str) -> int:
     return int(row["id"])
 
 
+def prune_runs(conn: Conn, *, kind: str, keep_days: int) -> int:
+    """Delete a kind's runs older than `keep_days` (the log must not fill the database)."""
+    cursor = conn.execute(
+        "delete from cron_runs where kind = %s and started_at < now() - make_interval(days => %s)",
+        (kind, keep_days),
+    )
+    return cursor.rowcount
+
+
 def finish_run(conn: Conn, *, run_id: int, summary: dict[str, Any]) -> None:
     """Record a call's counts, rate-limit snapshot and items."""
     conn.execute(

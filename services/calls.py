@@ -39,6 +39,10 @@ _WRITE_BACK_S = 0.25
 
 SUCCEEDED, FAILED, SKIPPED = "succeeded", "failed", "skipped"
 
+# Runs are kept this long: ample for the status's 24-hour figures and run history, and
+# each holds its items, so an unpruned log would grow by hundreds of MB a year.
+RUN_LOG_DAYS = 30
+
 
 class LeaseLost(Exception):
     """Another call holds this work now; ours must not write."""
@@ -262,6 +266,7 @@ def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) ->
     """Run a call with a row in cron_runs: written at start, completed at the end."""
     with runtime.db.connection() as conn:
         run_id = models.start_run(conn, kind=kind)
+        models.prune_runs(conn, kind=kind, keep_days=RUN_LOG_DAYS)
     try:
         answer = body()
     except Exception as exc:

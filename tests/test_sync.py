@@ -503,3 +503,25 @@ def test_an_interrupted_listing_resumes_at_its_next_page(database, make_app, ord
     )[0]
     newest = query(database, "select max(start_date) as m from activities")[0]["m"]
     assert row == {"sync_cursor": newest, "sync_listing_page": None, "sync_listing_after": None}
+
+
+def test_the_run_log_keeps_thirty_days(client, strava, database):
+    execute(
+        database,
+        "insert into cron_runs (kind, started_at, finished_at) values"
+        " ('sync-strava', now() - interval '31 days', now() - interval '31 days'),"
+        " ('sync-strava', now() - interval '29 days', now() - interval '29 days'),"
+        " ('enrich', now() - interval '40 days', now() - interval '40 days')",
+    )
+    sync(client)
+    kept = query(
+        database,
+        "select kind, now() - started_at < interval '30 days' as recent"
+        " from cron_runs order by started_at",
+    )
+    # the old sync run is pruned by this sync call; enrich's own calls prune enrich's
+    assert kept == [
+        {"kind": "enrich", "recent": False},
+        {"kind": "sync-strava", "recent": True},
+        {"kind": "sync-strava", "recent": True},
+    ]
