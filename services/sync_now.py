@@ -226,19 +226,9 @@ def _run(call: Call, lease: models.RiderLease) -> dict[str, Any]:
     try:
         synced = sync_rider(call, lease)
     except Exception as exc:  # the rider's lease must be handed back whatever happened
-        synced, error_class = call.failure("rider_id", rider_id, exc)
-        with call.db.connection() as conn:
-            if error_class is not None:
-                models.record_rider_failure(
-                    conn,
-                    rider_id=rider_id,
-                    lease_token=lease.lease_token,
-                    error_class=error_class,
-                    message=synced.error or error_class,
-                )
-            else:
-                models.release_lease(conn, rider_id=rider_id, lease_token=lease.lease_token)
-            if synced.detail == "rate_limited":
+        synced = call.settle_rider(lease, exc)
+        if synced.detail == "rate_limited":  # a click the budget refused costs no cooldown
+            with call.db.connection() as conn:
                 models.clear_sync_now_cooldown(conn, rider_id=rider_id)
     outcomes: list[Outcome] = [synced]
     if synced.status == SUCCEEDED and not call.should_stop():
