@@ -76,3 +76,15 @@ def execute(database_url: str, sql: str, *params: Any) -> None:
     """A write for setting up a test's situation (an expired lease, a stale cursor)."""
     with psycopg.connect(database_url) as conn:
         conn.execute(sql, params)
+
+
+def riders_held_or_backing_off(database_url: str) -> int:
+    """Riders still leased or counted as failing: after a stop that was not the riders'
+    fault (rate limit, time budget), this must be 0."""
+    return int(
+        query(
+            database_url,
+            "select count(*) as n from strava_connections"
+            " where lease_token is not null or failure_count > 0",
+        )[0]["n"]
+    )

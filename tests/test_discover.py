@@ -11,7 +11,7 @@ import responses
 
 from fake_strava import FakeStrava, make_activities, make_activity
 from tests.conftest import API_URL, CLIENT_ID, CLIENT_SECRET, OAUTH_URL, cron_headers
-from tests.factories import connect_rider, execute, query
+from tests.factories import connect_rider, execute, query, riders_held_or_backing_off
 
 DISCOVER = "/api/cron/discover"
 LIST = "/athlete/activities"
@@ -468,14 +468,7 @@ def test_a_429_stops_every_request_until_the_reset(make_app, database, installed
     assert first["status"] == "skipped" and first["reason"] == "rate_limited"
     assert first["pages"] == 1  # the page before the 429 is kept
     assert second["status"] == "skipped" and second["reason"] == "rate_limited"
-    assert (
-        query(
-            database,
-            "select count(*) as n from strava_connections"
-            " where failure_count > 0 or lease_token is not null",
-        )[0]["n"]
-        == 0
-    )
+    assert riders_held_or_backing_off(database) == 0
     fake.reset_log()
     again = discover(client)
     assert again["rate_limited"] is True and fake.count() == 0

@@ -10,7 +10,7 @@ import responses
 
 from fake_strava import FakeStrava, make_activities
 from tests.conftest import API_URL, CLIENT_ID, CLIENT_SECRET, OAUTH_URL, cron_headers
-from tests.factories import connect_rider, execute, query
+from tests.factories import connect_rider, execute, query, riders_held_or_backing_off
 
 SYNC = "/api/cron/sync-strava"
 LIST = "/athlete/activities"
@@ -267,14 +267,7 @@ def test_a_429_stops_the_call_and_the_next_call_sends_nothing(make_app, database
         assert body["done"] is False and body["remaining"] == 3
         assert stored(database) == 6  # the partial result is kept
         # a 429 is not the riders' fault: nobody is backed off
-        assert (
-            query(
-                database,
-                "select count(*) as n from strava_connections"
-                " where failure_count > 0 or lease_token is not null",
-            )[0]["n"]
-            == 0
-        )
+        assert riders_held_or_backing_off(database) == 0
         fake.reset_log()
         second = sync(client)
         assert second["rate_limited"] is True and second["processed"] == 3

@@ -11,7 +11,7 @@ import pytest
 
 from fake_strava import FakeStrava, serve
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, cron_headers
-from tests.factories import connect_rider, query
+from tests.factories import connect_rider, query, riders_held_or_backing_off
 
 SYNC = "/api/cron/sync-strava"
 
@@ -89,12 +89,7 @@ def test_a_call_never_runs_past_its_time_budget(served, served_app, database):
     assert body["failed"] == 0
     assert body["remaining"] == 12 - body["succeeded"] and body["done"] is False
     # riders not finished were handed back, not left leased or backed off
-    leftovers = query(
-        database,
-        "select count(*) as n from strava_connections"
-        " where lease_token is not null or failure_count > 0",
-    )[0]["n"]
-    assert leftovers == 0
+    assert riders_held_or_backing_off(database) == 0
     assert {i["reason"] for i in body["items"] if i["status"] == "skipped"} == {"time_budget"}
 
 
