@@ -840,12 +840,18 @@ def discovery_progress(conn: Conn, *, rider_id: int) -> DiscoveryProgress | None
 
 # --- enrichment: race details (issue 3) ----------------------------------------------
 
+# A race whose fetch failed but has attempts left (after the maximum it stays failed).
+_RETRYABLE = "a.enrichment_status = 'failed' and a.enrichment_attempts < %(max_attempts)s"
+
+# Races still to be detailed: pending, or failed with attempts left.
+_RACE_WAITING = f"(a.enrichment_status = 'pending' or ({_RETRYABLE}))"
+
 # Due for enrich: a race pending, or failed with attempts left and its backoff over; not
 # held by any call; its rider connected (riders who must reconnect are left alone).
-_ENRICH_DUE = """
+_ENRICH_DUE = f"""
     a.is_race
     and (a.enrichment_status = 'pending'
-         or (a.enrichment_status = 'failed' and a.enrichment_attempts < %(max_attempts)s
+         or ({_RETRYABLE}
              and (a.enrichment_next_attempt_at is null
                   or a.enrichment_next_attempt_at <= now())))
     and (a.enrichment_lease_expires_at is null or a.enrichment_lease_expires_at < now())
@@ -1178,12 +1184,6 @@ _SYNC_STATE = """
     end
 """
 
-# Races still to be detailed: pending, or failed with attempts left.
-_RACE_WAITING = """
-    (a.enrichment_status = 'pending'
-     or (a.enrichment_status = 'failed' and a.enrichment_attempts < %(max_attempts)s))
-"""
-
 
 def rider_sync_state(
     conn: Conn, *, rider_id: int, min_interval_s: int, max_attempts: int
@@ -1344,8 +1344,7 @@ def race_counts(conn: Conn, *, max_attempts: int) -> dict[str, Any]:
         select count(*) as races,
                count(*) filter (where a.enrichment_status = 'pending') as pending,
                count(*) filter (where a.enrichment_status = 'done') as done,
-               count(*) filter (where a.enrichment_status = 'failed'
-                                and a.enrichment_attempts < %(max_attempts)s) as failed_retrying,
+               count(*) filter (where {_RETRYABLE}) as failed_retrying,
                count(*) filter (where a.enrichment_status = 'failed'
                                 and a.enrichment_attempts >= %(max_attempts)s) as failed_final,
                count(*) filter (where {_RACE_WAITING}
