@@ -10,7 +10,8 @@ import pytest
 from services.activities import activity_row, is_race, listing_ended, page_rows
 from services.strava import BadPayload
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "strava-reference"
+# Strava's own payloads, copied into the repository (see tests/fixtures/strava/README.md).
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "strava"
 
 
 def race(sport, workout_type=None, km=30.0, trainer=False):
@@ -46,16 +47,30 @@ def test_reference_payloads_become_rows():
     json.dumps([row, manual_row])  # JSON-ready for the bulk upsert
 
 
+def swagger_example(path: str):
+    swagger = json.loads((REFERENCE / "strava_swagger.activities.json").read_text())
+    return swagger["paths"][path]["get"]["responses"]["200"]["examples"]["application/json"]
+
+
 def test_swagger_summary_example_with_huge_ids():
-    swagger = json.loads((REFERENCE / "strava_swagger.json").read_text())
-    listing = swagger["paths"]["/athlete/activities"]["get"]["responses"]["200"]
-    examples = listing["examples"]["application/json"]
+    examples = swagger_example("/athlete/activities")
     rows = page_rows(examples, min_race_distance_km=200)
     assert [r["strava_id"] for r in rows] == [e["id"] for e in examples]
     first = rows[0]
     assert first["upload_id"] == "987654321234567891234"  # beyond 64 bits, kept exactly
     assert first["workout_type"] is None and first["summary_polyline"] is None
     assert first["sport_type"] == "MountainBikeRide"
+
+
+def test_swagger_detailed_example_becomes_a_row():
+    detailed = swagger_example("/activities/{id}")
+    row = activity_row(detailed, min_race_distance_km=200)
+    assert row["strava_id"] == 12345678987654321  # beyond 53 bits: not a float anywhere
+    assert row["upload_id"] == "98765432123456789"
+    assert row["sport_type"] == "MountainBikeRide" and row["workout_type"] == 10
+    assert row["start_date"] == "2018-02-16T14:52:54+00:00"
+    assert not row["is_race"]  # 28 km, workout_type 10 (a workout, not a race)
+    json.dumps(row)
 
 
 @pytest.mark.parametrize(
