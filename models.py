@@ -128,12 +128,24 @@ def save_connection(
     )
 
 
-_SYNC_DUE = """
+# Not synced (or tried) since the open sync round opened; every rider when none is open.
+_NOT_DONE_IN_ROUND = """
+    (c.last_sync_attempt_at is null
+     or c.last_sync_attempt_at < coalesce(
+         (select w.opened_at from work_rounds w
+           where w.kind = 'sync-strava' and w.closed_at is null), 'infinity'))
+"""
+
+# Due for sync-strava at the instant %(now)s: an active connection with auto sync on, not
+# held by any call, not backing off, not synced within the interval, and not already
+# synced or tried in the open round (see open_sync_round).
+_SYNC_DUE = f"""
     c.status = 'active' and r.auto_sync
-    and (c.lease_expires_at is null or c.lease_expires_at < now())
-    and (c.next_attempt_at is null or c.next_attempt_at <= now())
+    and (c.lease_expires_at is null or c.lease_expires_at < %(now)s)
+    and (c.next_attempt_at is null or c.next_attempt_at <= %(now)s)
     and (c.last_synced_at is null
-         or c.last_synced_at <= now() - make_interval(secs => %(min_interval_s)s))
+         or c.last_synced_at <= %(now)s - make_interval(secs => %(min_interval_s)s))
+    and {_NOT_DONE_IN_ROUND}
 """
 
 _LEASE_COLUMNS = """
@@ -143,6 +155,42 @@ _LEASE_COLUMNS = """
 """
 
 
+def open_sync_round(conn: Conn, *, now: datetime) -> datetime:
+    """Open a sync round at `now` unless one is open; returns when the open one opened.
+
+    A round lasts until a call finds nothing of it left (close_sync_round): the calls of
+    a workflow loop share it, so what one call synced is not due again in the next.
+    """
+    row = conn.execute(
+        """
+        insert into work_rounds as w (kind, opened_at) values ('sync-strava', %(now)s)
+        on conflict (kind) do update set opened_at = excluded.opened_at, closed_at = null
+         where w.closed_at is not null
+        returning opened_at
+        """,
+        {"now": now},
+    ).fetchone()
+    if row is not None:
+        return row["opened_at"]
+    row = conn.execute("select opened_at from work_rounds where kind = 'sync-strava'").fetchone()
+    assert row is not None
+    return row["opened_at"]
+
+
+def close_sync_round(conn: Conn, *, now: datetime) -> None:
+    """Close the open sync round once nothing due is left and no call still syncs a rider
+    of it (that call's riders would otherwise count as undone in the next round)."""
+    conn.execute(
+        """
+        update work_rounds set closed_at = %(now)s
+         where kind = 'sync-strava' and closed_at is null
+           and not exists (select 1 from strava_connections
+                            where lease_kind = 'sync' and lease_expires_at >= %(now)s)
+        """,
+        {"now": now},
+    )
+
+
 def claim_riders_for_sync(
     conn: Conn,
     *,
@@ -150,8 +198,9 @@ def claim_riders_for_sync(
     limit: int,
     lease_ttl_s: int,
     min_interval_s: int,
+    now: datetime,
 ) -> list[RiderLease]:
-    """Lease up to `limit` riders due for sync, least recently synced first.
+    """Lease up to `limit` riders due for sync at `now`, least recently synced first.
 
     One statement; SKIP LOCKED lets overlapping calls split the riders between them.
     """
@@ -175,19 +224,20 @@ def claim_riders_for_sync(
             "limit": limit,
             "token": lease_token,
             "ttl": lease_ttl_s,
+            "now": now,
         },
     ).fetchall()
     return sorted((RiderLease(**row) for row in rows), key=lambda lease: lease.rider_id)
 
 
-def count_riders_due_for_sync(conn: Conn, *, min_interval_s: int) -> int:
-    """Riders due for sync now and not held by any call."""
+def count_riders_due_for_sync(conn: Conn, *, min_interval_s: int, now: datetime) -> int:
+    """Riders due for sync at `now` and not held by any call."""
     row = conn.execute(
         f"""
         select count(*) as n from strava_connections c join riders r on r.id = c.rider_id
         where {_SYNC_DUE}
         """,
-        {"min_interval_s": min_interval_s},
+        {"min_interval_s": min_interval_s, "now": now},
     ).fetchone()
     assert row is not None
     return int(row["n"])
@@ -240,7 +290,8 @@ def finish_sync(
         """
         update strava_connections
            set sync_cursor = greatest(sync_cursor, %(cursor)s),
-               last_synced_at = now(), last_sync_added = %(added)s,
+               last_synced_at = now(), last_sync_attempt_at = now(),
+               last_sync_added = %(added)s,
                last_sync_updated = %(updated)s, last_error = null, error_class = null,
                sync_listing_after = null, sync_listing_page = null, sync_listing_newest = null,
                failure_count = 0, next_attempt_at = null, last_progress_at = now(),
@@ -297,6 +348,8 @@ def record_rider_failure(
                next_attempt_at = now() + make_interval(secs => least(
                    %(max)s, %(base)s * power(2, least(failure_count, 20)))),
                last_error = %(message)s, error_class = %(error_class)s,
+               last_sync_attempt_at = case when lease_kind in ('sync', 'sync_now')
+                                           then now() else last_sync_attempt_at end,
                lease_token = null, lease_kind = null, lease_expires_at = null,
                updated_at = now()
          where rider_id = %(rider_id)s and lease_token = %(token)s
@@ -1171,15 +1224,16 @@ def clear_sync_now_cooldown(conn: Conn, *, rider_id: int) -> None:
 
 # What a rider's sync is doing, first match wins, so every connection is in one bucket.
 # 'due' is exactly the set count_riders_due_for_sync counts.
-_SYNC_STATE = """
+_SYNC_STATE = f"""
     case
       when c.rider_id is null then 'not_connected'
       when c.status <> 'active' then 'stopped'
       when c.lease_expires_at >= now() then 'in_progress'
       when not r.auto_sync then 'paused'
       when c.next_attempt_at > now() then 'backing_off'
-      when c.last_synced_at is null
-           or c.last_synced_at <= now() - make_interval(secs => %(min_interval_s)s) then 'due'
+      when (c.last_synced_at is null
+            or c.last_synced_at <= now() - make_interval(secs => %(min_interval_s)s))
+           and {_NOT_DONE_IN_ROUND} then 'due'
       else 'up_to_date'
     end
 """

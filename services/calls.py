@@ -92,6 +92,7 @@ class Call:
         self.runtime = runtime
         self.kind = kind
         self.started = time.monotonic()
+        self.started_at = runtime.clock()  # the instant "due" is judged at
         budget_s = settings.cron_time_budget_s if budget_s is None else budget_s
         self.deadline = self.started + max(0.05, budget_s - min(_WRITE_BACK_S, budget_s * 0.1))
         self.lease_token: UUID = uuid4()
@@ -240,10 +241,11 @@ def bounded_call(
     claim: Callable[[models.Conn, Call], Sequence[T]],
     work: Callable[[Call, T], Outcome],
     hand_back: Callable[[Call, T], Outcome],
-    remaining: Callable[[models.Conn], int],
+    remaining: Callable[[models.Conn, Call], int],
 ) -> dict[str, Any]:
     """One cron call, recorded in cron_runs: claim work with a lease (committed at once),
-    do it on the pool, hand back what was not started, count what is still due."""
+    do it on the pool, hand back what was not started, count what is still due of the
+    work that was due when the call started."""
 
     def body() -> dict[str, Any]:
         call = Call(runtime, kind=kind)
@@ -254,7 +256,7 @@ def bounded_call(
                 items, lambda item: work(call, item), lambda item: hand_back(call, item)
             )
             with runtime.db.connection() as conn:
-                left = remaining(conn)
+                left = remaining(conn, call)
             return call.answer(outcomes, remaining=left)
         finally:
             call.close()

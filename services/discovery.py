@@ -267,7 +267,7 @@ def run_discover(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         ),
         work=_walk_or_record_failure,
         hand_back=_hand_back,
-        remaining=models.count_riders_due_for_discovery,
+        remaining=lambda conn, call: models.count_riders_due_for_discovery(conn),
     )
 
 

@@ -239,7 +239,7 @@ def run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         ),
         work=_enrich_or_record_failure,
         hand_back=_hand_back,
-        remaining=lambda conn: models.count_races_due_for_enrichment(
+        remaining=lambda conn, call: models.count_races_due_for_enrichment(
             conn, max_attempts=settings.enrich_max_attempts
         ),
     )

@@ -336,7 +336,7 @@ def admin_status(runtime: Runtime) -> dict[str, Any]:
         now = models.database_now(conn)
         buckets = models.status_sync_buckets(conn, min_interval_s=settings.sync_min_interval_s)
         due_now = models.count_riders_due_for_sync(
-            conn, min_interval_s=settings.sync_min_interval_s
+            conn, min_interval_s=settings.sync_min_interval_s, now=now
         )
         histories = models.incomplete_histories(conn)
         races = models.race_counts(conn, max_attempts=settings.enrich_max_attempts)

@@ -106,21 +106,34 @@ def _sync_or_record_failure(call: Call, lease: models.RiderLease) -> Outcome:
 def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     """One bounded `sync-strava` call: claim due riders, sync them, answer the contract."""
     settings = runtime.settings
-    return bounded_call(
-        runtime,
-        "sync-strava",
-        claim=lambda conn, call: models.claim_riders_for_sync(
+
+    def claim(conn: models.Conn, call: Call) -> list[models.RiderLease]:
+        # The calls of one loop share a round: what one synced is not due in the next.
+        models.open_sync_round(conn, now=call.started_at)
+        return models.claim_riders_for_sync(
             conn,
             lease_token=call.lease_token,
             limit=limit,
             lease_ttl_s=settings.lease_ttl_s,
             min_interval_s=settings.sync_min_interval_s,
-        ),
+            now=call.started_at,
+        )
+
+    def remaining(conn: models.Conn, call: Call) -> int:
+        left = models.count_riders_due_for_sync(
+            conn, min_interval_s=settings.sync_min_interval_s, now=call.started_at
+        )
+        if left == 0:
+            models.close_sync_round(conn, now=call.runtime.clock())
+        return left
+
+    return bounded_call(
+        runtime,
+        "sync-strava",
+        claim=claim,
         work=_sync_or_record_failure,
         hand_back=_hand_back,
-        remaining=lambda conn: models.count_riders_due_for_sync(
-            conn, min_interval_s=settings.sync_min_interval_s
-        ),
+        remaining=remaining,
     )
 
 

@@ -401,7 +401,12 @@ def test_write_back_after_losing_the_lease_changes_nothing(make_app, strava, dat
     call = Call(runtime, kind="sync-strava")
     with runtime.db.connection() as conn:
         (lease,) = models.claim_riders_for_sync(
-            conn, lease_token=call.lease_token, limit=1, lease_ttl_s=60, min_interval_s=0
+            conn,
+            lease_token=call.lease_token,
+            limit=1,
+            lease_ttl_s=60,
+            min_interval_s=0,
+            now=call.started_at,
         )
     execute(database, "update strava_connections set lease_token = gen_random_uuid()")
     try:
@@ -518,3 +523,66 @@ def test_the_run_log_keeps_thirty_days(client, strava, database):
         {"kind": "sync-strava", "recent": True},
         {"kind": "sync-strava", "recent": True},
     ]
+
+
+def _loop(client, *, max_calls=20, **params):
+    """Call sync-strava while done is false, as the workflow does; the answers."""
+    answers = []
+    for _ in range(max_calls):
+        answers.append(sync(client, **params))
+        if answers[-1]["done"]:
+            break
+    return answers
+
+
+def test_a_loop_with_no_interval_ends_and_lists_each_rider_once(make_app, strava, database):
+    client = make_app(sync_min_interval_s=0).test_client()
+    riders = {connect_rider(database, strava, 801 + i, activities=3): 801 + i for i in range(5)}
+    answers = _loop(client, limit=2)
+    assert [a["processed"] for a in answers] == [2, 2, 1]
+    assert [a["remaining"] for a in answers] == [3, 1, 0]
+    assert answers[-1]["done"] is True
+    taken = [i["rider_id"] for a in answers for i in a["items"]]
+    assert sorted(taken) == sorted(riders)  # every rider once, none twice
+    listings = [r.athlete_id for r in strava.requests if LIST in r.path]
+    assert sorted(listings) == sorted(riders.values())
+    # the next loop (the next schedule) is a new round: every rider is due again
+    strava.reset_log()
+    again = _loop(client, limit=5)
+    assert len(again) == 1 and again[0]["processed"] == 5 and again[0]["done"] is True
+    assert strava.count(path_contains=LIST) == 5
+
+
+def test_a_rider_that_failed_in_the_loop_is_not_retried_in_it(make_app, strava, database):
+    client = make_app(sync_min_interval_s=0, sync_workers=1).test_client()
+    broken = connect_rider(database, strava, 811, activities=2)
+    others = [connect_rider(database, strava, 812 + i, activities=2) for i in range(2)]
+    strava.fail_next(3, status=500, path_contains=LIST)  # the first listing and its retries
+    first = sync(client, limit=1)
+    assert first["items"][0] == {**first["items"][0], "rider_id": broken, "status": "failed"}
+    # its backoff runs out, but it was tried in this round: the loop goes on to the others
+    execute(database, "update strava_connections set next_attempt_at = null")
+    rest = _loop(client, limit=1)
+    assert [i["rider_id"] for a in rest for i in a["items"]] == others
+    assert rest[-1]["done"] is True and rest[-1]["remaining"] == 0
+
+
+def test_riders_handed_back_stay_remaining_in_the_round(make_app, strava, database):
+    client = make_app(sync_min_interval_s=0, sync_workers=1).test_client()
+    riders = [connect_rider(database, strava, 821 + i, activities=2) for i in range(3)]
+    # 89 of 100 read requests used in this window: one rider, then the reserve stops it
+    execute(
+        database,
+        "update strava_rate_budget set read_usage_15min = 89, usage_15min = 89,"
+        " window_start = date_bin('15 minutes', now(), '2000-01-01'),"
+        " day_start = date_trunc('day', now() at time zone 'utc') at time zone 'utc'",
+    )
+    body = sync(client)
+    assert body["rate_limited"] is True and body["succeeded"] == 1
+    assert body["remaining"] == 2 and body["done"] is False
+    assert riders_held_or_backing_off(database) == 0
+    # the window resets: the same round goes on with the two handed back, not the first
+    execute(database, "update strava_rate_budget set read_usage_15min = 0, usage_15min = 0")
+    rest = _loop(client)
+    assert sorted(i["rider_id"] for a in rest for i in a["items"]) == riders[1:]
+    assert rest[-1]["done"] is True
