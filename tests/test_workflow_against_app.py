@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 from pathlib import Path
@@ -15,6 +16,17 @@ from tests.conftest import CRON_SECRET
 from tests.factories import connect_rider, query
 
 SCRIPT = Path(__file__).resolve().parent.parent / ".github" / "scripts" / "call-cron.sh"
+# Outside GitHub Actions (a crontab) each line the script prints starts so.
+TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z ")
+
+
+def assert_plain_log(text: str) -> None:
+    """A crontab's log: timestamped lines, no workflow commands, no GitHub wording."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        assert TIMESTAMP.match(line), line
+        assert "::" not in line and "repository secret" not in line, line
 
 
 @pytest.fixture
@@ -28,19 +40,23 @@ def served_service(make_app):
     server.shutdown()
 
 
-def run_script(url: str, endpoint: str, summary: Path, **env: str) -> subprocess.CompletedProcess:
+def run_script(
+    url: str, endpoint: str, summary: Path, **env: str | None
+) -> subprocess.CompletedProcess:
+    """Runs as from a crontab (no GITHUB_ACTIONS) unless GITHUB_ACTIONS is passed."""
+    full_env: dict[str, str | None] = {
+        "PATH": os.environ["PATH"],
+        "SERVICE_URL": url,
+        "CRON_SECRET": CRON_SECRET,
+        "ENDPOINT": endpoint,
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "CRON_PAUSE_S": "0",
+        "CRON_RETRY_DELAY_S": "0",
+        **env,
+    }
     return subprocess.run(
         ["bash", str(SCRIPT)],
-        env={
-            "PATH": os.environ["PATH"],
-            "SERVICE_URL": url,
-            "CRON_SECRET": CRON_SECRET,
-            "ENDPOINT": endpoint,
-            "GITHUB_STEP_SUMMARY": str(summary),
-            "CRON_PAUSE_S": "0",
-            "CRON_RETRY_DELAY_S": "0",
-            **env,
-        },
+        env={key: value for key, value in full_env.items() if value is not None},
         capture_output=True,
         text=True,
         timeout=120,
@@ -59,6 +75,7 @@ def test_the_script_backfills_through_the_real_endpoints(
         done = run_script(served_service, endpoint, summary, LIMIT=limit)
         assert done.returncode == 0, done.stdout + done.stderr
         assert CRON_SECRET not in done.stdout + done.stderr
+        assert_plain_log(done.stdout + done.stderr)
     on_strava = sum(len(strava.activities_of(801 + i)) for i in range(3))
     stored = query(database, "select count(*) as n, count(distinct strava_id) as d from activities")
     assert stored[0] == {"n": on_strava, "d": on_strava}
@@ -79,10 +96,25 @@ def test_the_script_backfills_through_the_real_endpoints(
     assert "rider_id" not in text and "activity_id" not in text and "Rider 80" not in text
 
 
-def test_a_wrong_secret_fails_the_run_with_the_status_only(served_service, strava, tmp_path):
+@pytest.mark.parametrize("actions", ["true", None])
+def test_a_wrong_secret_fails_the_run_with_the_status_only(
+    served_service, strava, tmp_path, actions
+):
     run = run_script(
-        served_service, "sync-strava", tmp_path / "s.md", CRON_SECRET="a-wrong-secret-12345"
+        served_service,
+        "sync-strava",
+        tmp_path / "s.md",
+        CRON_SECRET="a-wrong-secret-12345",
+        GITHUB_ACTIONS=actions,
     )
     assert run.returncode == 1
-    assert "401" in run.stdout + run.stderr
+    assert "HTTP 401, error code unauthorized" in run.stdout
     assert "a-wrong-secret-12345" not in run.stdout + run.stderr
+    assert CRON_SECRET not in run.stdout + run.stderr
+    if actions:
+        assert "::error title=Cron sync-strava failed::" in run.stdout
+        assert "the CRON_SECRET repository secret does not match" in run.stdout
+    else:
+        assert_plain_log(run.stdout + run.stderr)
+        assert "error: Call 1 to /api/cron/sync-strava failed: HTTP 401" in run.stdout
+        assert "the CRON_SECRET in this environment does not match" in run.stdout
