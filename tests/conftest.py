@@ -1,6 +1,11 @@
-"""Fixtures: a real Postgres database (embedded, or the server of TEST_DATABASE_URL /
-DATABASE_URL) created for this test session, clean tables for each test, the app built
-with create_app(), and the fake Strava installed at the HTTP boundary with `responses`."""
+"""Fixtures: a real Postgres database (on the embedded server under DATA_DIR, default
+.data/, or on the server of TEST_DATABASE_URL) created for this test session, clean tables
+for each test, the app built with create_app(), and the fake Strava installed at the HTTP
+boundary with `responses`.
+
+DATABASE_URL is never used: people export the production URL in their shell. It is
+removed from this process's environment as soon as pytest loads this file, so neither
+load_settings() nor a subprocess a test starts can pick it up."""
 
 from __future__ import annotations
 
@@ -28,12 +33,14 @@ CLIENT_SECRET = "test-client-secret-77d0e"
 
 TABLES = ["activities", "strava_connections", "riders", "cron_runs"]
 
+os.environ.pop("DATABASE_URL", None)
+# Where the embedded Postgres lives (as for `dev.py demo` and `dev.py stop`), read once.
+DATA_DIR = ROOT / (os.environ.get("DATA_DIR") or ".data")
+
 
 def _server_url() -> str:
-    url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    return dbmod.embedded_database_url(ROOT / ".data")
+    """TEST_DATABASE_URL's server, or the embedded one; never DATABASE_URL."""
+    return os.environ.get("TEST_DATABASE_URL") or dbmod.embedded_database_url(DATA_DIR)
 
 
 @pytest.fixture(scope="session")
