@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from dotenv import load_dotenv
+from dotenv.main import resolve_variables
+from dotenv.parser import parse_stream
 
 
 class ConfigError(ValueError):
@@ -51,46 +55,66 @@ class Settings:
         }
 
 
-# env var -> (field, parser). Parsers raise ValueError; load_settings names the variable.
+# Parsers take the raw text and raise ValueError with what is allowed; load_settings
+# names the variable.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _show(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number setting: an integer or a finite decimal from `min` to `max` (inclusive)."""
+
+    kind: type[int] | type[float]
+    min: float
+    max: float
+
+    def describe(self) -> str:
+        noun = "an integer" if self.kind is int else "a number"
+        return f"{noun} from {_show(self.min)} to {_show(self.max)}"
+
+    def __call__(self, raw: str) -> int | float:
+        number: int | float | None = None
+        if self.kind is int and _INTEGER.fullmatch(raw):
+            number = int(raw)
+        elif self.kind is float and _DECIMAL.fullmatch(raw):
+            number = float(raw)  # '1e999' parses to inf: refused below
+        if number is None or not math.isfinite(number) or not self.min <= number <= self.max:
+            shown = raw if len(raw) <= 40 else raw[:40] + "..."
+            raise ValueError(f"must be {self.describe()} (got {shown!r})")
+        return number
+
+    def check(self, value: object) -> None:
+        """An override: the right type and finite (ranges are for the environment)."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            ok = False
+        elif self.kind is int:
+            ok = isinstance(value, int)
+        else:
+            ok = math.isfinite(value)
+        if not ok:
+            noun = "an integer" if self.kind is int else "a finite number"
+            raise ValueError(f"must be {noun} (got {value!r})")
+
+
 def _url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
     return value.rstrip("/")
 
 
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise ValueError("must be a positive number")
-    return number
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError("must be a positive integer")
-    return number
-
-
-def _non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError("must be zero or a positive integer")
-    return number
-
-
-def _fraction(value: str) -> float:
-    number = float(value)
-    if not 0 <= number < 1:
-        raise ValueError("must be a fraction from 0 to below 1")
-    return number
-
-
 def _text(value: str) -> str:
     return value
 
 
-_VARIABLES: dict[str, tuple[str, Any]] = {
+DAY_S = 86_400
+
+# env var -> (field, parser). Every number setting has its allowed range here.
+_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DATABASE_URL": ("database_url", _text),
     "CRON_SECRET": ("cron_secret", _text),
     "STRAVA_CLIENT_ID": ("strava_client_id", _text),
@@ -101,22 +125,76 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "SUPABASE_JWT_SECRET": ("supabase_jwt_secret", _text),
     "PUBLIC_BASE_URL": ("public_base_url", _url),
     "APP_RETURN_URL": ("app_return_url", _url),
-    "CRON_TIME_BUDGET_S": ("cron_time_budget_s", _positive_float),
-    "SYNC_MIN_INTERVAL_S": ("sync_min_interval_s", _non_negative_int),
-    "RACE_MIN_DISTANCE_KM": ("race_min_distance_km", _positive_float),
-    "SYNC_OVERLAP_DAYS": ("sync_overlap_days", _positive_float),
-    "SYNC_WORKERS": ("sync_workers", _positive_int),
-    "LEASE_TTL_S": ("lease_ttl_s", _positive_int),
-    "SYNC_NOW_RESERVE": ("sync_now_reserve", _fraction),
-    "SYNC_NOW_COOLDOWN_S": ("sync_now_cooldown_s", _non_negative_int),
-    "ENRICH_MAX_ATTEMPTS": ("enrich_max_attempts", _positive_int),
-    "STUCK_AFTER_S": ("stuck_after_s", _positive_int),
-    "STRAVA_TIMEOUT_S": ("strava_timeout_s", _positive_float),
+    # A serverless call's budget: Vercel functions run for seconds, at most a few minutes.
+    "CRON_TIME_BUDGET_S": ("cron_time_budget_s", Number(float, 0.5, 300)),
+    # 0 makes every rider due on every call; more than a week leaves riders stale.
+    "SYNC_MIN_INTERVAL_S": ("sync_min_interval_s", Number(int, 0, 7 * DAY_S)),
+    # Longer than any real ride across a continent is no race threshold.
+    "RACE_MIN_DISTANCE_KM": ("race_min_distance_km", Number(float, 1, 5000)),
+    # Days re-listed before the last sync (late uploads, edits).
+    "SYNC_OVERLAP_DAYS": ("sync_overlap_days", Number(float, 1, 90)),
+    # Threads of one call, each holding a database connection and a Strava connection.
+    "SYNC_WORKERS": ("sync_workers", Number(int, 1, 32)),
+    # Leases are not renewed: one must outlive the call that holds it (see _check_lease).
+    "LEASE_TTL_S": ("lease_ttl_s", Number(int, 30, 3600)),
+    # Share of the Strava request budget kept for Sync now.
+    "SYNC_NOW_RESERVE": ("sync_now_reserve", Number(float, 0, 0.9)),
+    "SYNC_NOW_COOLDOWN_S": ("sync_now_cooldown_s", Number(int, 0, DAY_S)),
+    "ENRICH_MAX_ATTEMPTS": ("enrich_max_attempts", Number(int, 1, 20)),
+    "STUCK_AFTER_S": ("stuck_after_s", Number(int, 60, 7 * DAY_S)),
+    # One Strava request; the call's deadline cuts it shorter when the budget runs out.
+    "STRAVA_TIMEOUT_S": ("strava_timeout_s", Number(float, 1, 60)),
     "DATA_DIR": ("data_dir", _text),
 }
 
 
+def _check_lease(values: Mapping[str, Any], given: Mapping[str, str]) -> None:
+    """The rule between two settings, applied to what the environment (and `.env`) set."""
+    defaults = Settings()
+    lease = values.get("lease_ttl_s", defaults.lease_ttl_s)
+    budget = values.get("cron_time_budget_s", defaults.cron_time_budget_s)
+    if lease < 2 * budget:
+        source = "" if "lease_ttl_s" in values else ", the default"
+        raise ConfigError(
+            f"LEASE_TTL_S is invalid: must be at least twice CRON_TIME_BUDGET_S "
+            f"({_show(2 * budget)} s for a budget of {_show(budget)} s), so that a lease "
+            f"outlives the call holding it (got {given.get('LEASE_TTL_S', str(lease))!r}"
+            f"{source})"
+        )
+
+
 DOTENV_PATH = Path(__file__).resolve().parent / ".env"
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """The variables of a `.env` file (none if it is absent), parsed by python-dotenv.
+
+    A statement python-dotenv cannot parse (it would only warn and skip it) is a
+    ConfigError naming the file and the line. `${VAR}` references are expanded, the
+    real environment winning, as `load_dotenv(override=False)` does.
+    """
+    disabled = os.environ.get("PYTHON_DOTENV_DISABLED", "").casefold()  # as load_dotenv
+    if not path.is_file() or disabled in {"1", "true", "t", "yes", "y"}:
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}") from None
+    pairs: list[tuple[str, str | None]] = []
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            # python-dotenv's position is where the statement's leading blank lines start.
+            string = binding.original.string
+            blank = string[: len(string) - len(string.lstrip())]
+            line = binding.original.line + len(re.findall(r"\r\n|\n|\r", blank))
+            raise ConfigError(
+                f"{path}, line {line}: python-dotenv cannot parse this statement "
+                "(expected NAME=value; quotes must be closed)"
+            )
+        if binding.key is not None:
+            pairs.append((binding.key, binding.value))
+    resolved = resolve_variables(pairs, override=False)
+    return {key: value for key, value in resolved.items() if value is not None}
 
 
 def load_settings(
@@ -127,12 +205,15 @@ def load_settings(
 ) -> Settings:
     """Build Settings from defaults, then `.env`, then the environment, then overrides.
 
-    The `.env` file (at the project root) is read only when `environ` is not given.
+    The `.env` file (at the project root) is read only when `environ` is not given; it
+    does not change os.environ. Values from `.env` and the environment must lie in the
+    ranges of _VARIABLES; overrides (tests, benchmarks) need only the right type and
+    finite numbers, so tests may use short timeouts and leases.
     """
     if environ is None:
-        load_dotenv(dotenv_path, override=False)  # real environment variables win over .env
-        environ = os.environ
+        environ = {**read_dotenv(dotenv_path), **os.environ}  # the real environment wins
     values: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for name, (field, parse) in _VARIABLES.items():
         raw = environ.get(name, "").strip()
         if not raw:
@@ -141,6 +222,8 @@ def load_settings(
             values[field] = parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{name} is invalid: {exc}") from None
+        given[name] = raw
+    _check_lease(values, given)
     values["on_vercel"] = bool(environ.get("VERCEL"))
     settings = Settings(**values)
     if overrides:
@@ -148,5 +231,12 @@ def load_settings(
         unknown = set(overrides) - known
         if unknown:
             raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        numbers = {field: p for field, p in _VARIABLES.values() if isinstance(p, Number)}
+        for field, value in overrides.items():
+            if field in numbers:
+                try:
+                    numbers[field].check(value)
+                except ValueError as exc:
+                    raise ConfigError(f"override {field} is invalid: {exc}") from None
         settings = replace(settings, **overrides)
     return settings
