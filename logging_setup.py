@@ -4,49 +4,121 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+_MASK = "***"
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
+# A token field in any of `code=abc`, `code: abc`, `"code": "abc"`, `code="abc"`,
+# `'code': 'abc'` (a repr) or `\"code\": \"abc\"` (JSON inside a string). Word boundaries:
+# `postcode`, `zipcode` or `status_code` are not the field `code`.
 _TOKEN_FIELD = re.compile(
-    r"(?i)((?:access_token|refresh_token|client_secret|code)[\"']?\s*[:=]\s*[\"']?)[^\"'&\s,}]+"
+    r"""(?ix)
+    (?P<key>\b(?:access_token|refresh_token|client_secret|code)\b
+        (?:\\?["'])?\s*[:=]\s*)
+    (?P<value>
+        \\"(?:(?!\\").)*\\"       # \"...\"
+      | "(?:[^"\\]|\\.)*"          # "..."
+      | '(?:[^'\\]|\\.)*'          # '...'
+      | [^"'&\s,;})\]]+            # bare, up to a separator
+    )
+    """
 )
+# The password of a URL such as postgresql://user:password@host/db.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/:@\s]*:)[^/@\s]+@")
+# Dict keys (and `extra=` names) whose value is masked whatever it looks like.
+_SECRET_KEYS = {"access_token", "refresh_token", "client_secret", "code", "authorization"}
+_MAX_DEPTH = 8
+
+
+def _masked_value(match: re.Match[str]) -> str:
+    value = match["value"]
+    if value.startswith('\\"'):
+        masked = f'\\"{_MASK}\\"'
+    elif value[0] in "\"'":
+        masked = f"{value[0]}{_MASK}{value[0]}"
+    else:
+        masked = _MASK
+    return match["key"] + masked
 
 
 class RedactingJsonFormatter(logging.Formatter):
     """Format records as JSON, masking bearer tokens, token fields and known secrets.
 
     The code never logs a token; this is the safety net for a message that slips one in.
+    Every string of the entry (message, exception, each `extra=` value, nested in dicts
+    and lists, str() of any other object) is masked first, then the entry is serialised
+    once, so each record is exactly one valid JSON object on one line.
     """
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if s and len(s) >= 6]
+        variants: set[str] = set()
+        for secret in secrets:
+            if secret and len(secret) >= 6:
+                # As written, inside a repr() or JSON text, and URL-encoded.
+                variants |= {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]}
+                variants.add(quote(secret, safe=""))
+        self._secrets = sorted(variants, key=len, reverse=True)  # longest first
 
     def redact(self, text: str) -> str:
-        text = _BEARER.sub(r"\1***", text)
-        text = _TOKEN_FIELD.sub(r"\1***", text)
         for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+            text = text.replace(secret, _MASK)
+        text = _BEARER.sub(r"\1" + _MASK, text)
+        text = _TOKEN_FIELD.sub(_masked_value, text)
+        return _URL_PASSWORD.sub(r"\1" + _MASK + "@", text)
+
+    def clean(self, value: Any, depth: int = 0) -> Any:
+        """`value` as JSON-ready data with every string in it redacted."""
+        if value is None or isinstance(value, bool | int):
+            return value
+        if isinstance(value, float):
+            return value if math.isfinite(value) else str(value)  # NaN is not JSON
+        if isinstance(value, str):
+            return self.redact(value)
+        if depth < _MAX_DEPTH and isinstance(value, Mapping):
+            return {
+                self.redact(str(k)): (
+                    _MASK if str(k).lower() in _SECRET_KEYS else self.clean(v, depth + 1)
+                )
+                for k, v in value.items()
+            }
+        if depth < _MAX_DEPTH and isinstance(value, list | tuple | set | frozenset):
+            return [self.clean(v, depth + 1) for v in value]
+        try:
+            text = str(value)
+        except Exception as exc:  # a broken __str__ must not lose the line
+            text = f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+        return self.redact(text)
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        try:
+            message = record.getMessage()
+        except Exception:  # msg % args failed: log both rather than nothing
+            message = f"{record.msg} (bad log arguments: {record.args!r})"
+        entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": message,
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = value  # clean() masks the value of a secret-named key
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return self.redact(json.dumps(entry, default=str))
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(self.clean(entry), default=lambda o: self.redact(str(o)))
 
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
