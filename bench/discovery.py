@@ -8,9 +8,10 @@
    time budget, for one rider alone and for the default five riders side by side.
 
 The fake Strava is served over loopback HTTP; the database is a fresh one on the
-embedded Postgres (or DATABASE_URL's server), dropped at the end.
+embedded Postgres under DATA_DIR (or DATABASE_URL's server), dropped at the end.
 
-Run: .venv/bin/python -m bench.discovery
+Run: python3 dev.py bench (after bench.sync), or .venv/bin/python -m bench.discovery
+(no options)
 """
 
 from __future__ import annotations
@@ -211,8 +212,8 @@ def timed_discover(riders: int) -> TimedCall:
 
 
 def bench_latency() -> list[tuple[str, ...]]:
-    rows = [("riders in the call", "pages", "call (s)", "budget used", "pages per second",
-             "ideal at 150 ms", "wasted requests")]  # fmt: skip
+    rows: list[tuple[str, ...]] = [("riders in the call", "pages", "call (s)", "budget used",
+             "pages per second", "ideal at 150 ms", "wasted requests")]  # fmt: skip
     for riders in (1, 5):
         run = timed_discover(riders)
         rows.append(

@@ -24,8 +24,10 @@ CRON_SECRET = "bench-cron-secret"
 
 @contextlib.contextmanager
 def temporary_database() -> Iterator[str]:
-    """A fresh, migrated database on the embedded server (or DATABASE_URL's), dropped after."""
-    server = os.environ.get("DATABASE_URL") or dbmod.embedded_database_url(ROOT / ".data")
+    """A fresh, migrated database on DATABASE_URL's server, or the embedded one under
+    DATA_DIR (default .data, as for the demo and the tests), dropped after."""
+    data_dir = ROOT / (os.environ.get("DATA_DIR") or ".data")
+    server = os.environ.get("DATABASE_URL") or dbmod.embedded_database_url(data_dir)
     name = f"strava_sync_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
@@ -79,7 +81,7 @@ class LatencyProxy:
     def url(self) -> str:
         """The database URL through this proxy."""
         return psycopg.conninfo.make_conninfo(
-            psycopg.conninfo.make_conninfo(**self._params), host="127.0.0.1", port=self.port
+            "", **{**self._params, "host": "127.0.0.1", "port": self.port}
         )
 
     def _accept(self) -> None:

@@ -3,9 +3,12 @@
 1. one 50-rider sync-strava call against a fake Strava answering in 150 ms, with riders
    processed by the pool, and one after another, side by side;
 2. storing a 200-activity page with the one-statement bulk upsert against one INSERT a
-   row, on the same database.
+   row, on the same database (over a local socket, then through a loopback proxy adding
+   a network round trip);
+3. recomputing a rider's Eddington number over 10,000 activities (one statement).
 
-Run: .venv/bin/python -m bench.sync   (embedded Postgres; or DATABASE_URL's server)
+Run: python3 dev.py bench (this, then bench.discovery), or .venv/bin/python -m bench.sync
+(no options; the embedded Postgres under DATA_DIR, or DATABASE_URL's server)
 """
 
 from __future__ import annotations
@@ -102,7 +105,9 @@ def bench_call() -> list[tuple[str, ...]]:
         read_limit_15min=100_000,
         read_limit_daily=1_000_000,
     )
-    rows = [("riders processed", "wall time (s)", "Strava requests", "activities added")]
+    rows: list[tuple[str, ...]] = [
+        ("riders processed", "wall time (s)", "Strava requests", "activities added")
+    ]
     with temporary_database() as url, serve(fake) as server:
         connect_fleet(url, fake, RIDERS)
         pooled = one_call(url, server, workers=8)
@@ -152,11 +157,11 @@ def time_page_writes(url: str, repeats: int) -> dict[str, float]:
 
 
 def bench_upsert(repeats: int = 15) -> list[tuple[str, ...]]:
-    rows = [
+    rows: list[tuple[str, ...]] = [
         ("200-activity page", "database link", "bulk upsert (ms)", "INSERT a row (ms)", "ratio")
     ]
     with temporary_database() as url:
-        links = [("local unix socket", url, None)]
+        links: list[tuple[str, str, LatencyProxy | None]] = [("local unix socket", url, None)]
         proxy = LatencyProxy(url, delay_s=NETWORK_DELAY_S)
         links.append((f"TCP, {NETWORK_DELAY_S * 2000:.0f} ms round trip", proxy.url, proxy))
         for link, link_url, _ in links:
