@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 
 from config import load_settings
-from db import Database, resolve_database_url
+from db import Database, database_password, resolve_database_url
 from logging_setup import configure_logging
 from routes import register_blueprints
 from routes.errors import register_error_handlers
@@ -22,7 +22,12 @@ def create_app(
     """Build the app from defaults, then `.env` and the environment, then `overrides`."""
     settings = load_settings(environ, overrides)
     configure_logging(
-        secrets=[settings.cron_secret, settings.strava_client_secret, settings.supabase_jwt_secret]
+        secrets=[
+            settings.cron_secret,
+            settings.strava_client_secret,
+            settings.supabase_jwt_secret,
+            database_password(settings.database_url),
+        ]
     )
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]

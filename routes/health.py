@@ -12,6 +12,8 @@ bp = Blueprint("health", __name__, url_prefix="/api")
 
 @bp.get("/health")
 def health():  # type: ignore[no-untyped-def]
+    # A database that cannot be reached raises here: the 503 `database_unavailable` of
+    # every endpoint, in the Error shape (routes/errors.py).
     ok = database_ok(runtime().db)
     return jsonify(
         {"status": "ok" if ok else "degraded", "database": "ok" if ok else "unreachable"}
