@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from services.errors import NotConnected, UnknownRider
 
@@ -72,6 +72,14 @@ def register_error_handlers(app: Flask) -> None:
         )
         message = "the database is unavailable or too slow right now; try again shortly"
         return jsonify(error_body("database_unavailable", message)), 503
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def payload_too_large(exc: RequestEntityTooLarge):  # type: ignore[no-untyped-def]
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        message = "the request body is too large"
+        if limit:
+            message += f" (at most {limit} bytes)"
+        return jsonify(error_body("payload_too_large", message)), 413
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
