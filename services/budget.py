@@ -11,13 +11,13 @@ the limit stops and says when it resets.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from threading import Lock
 from typing import TYPE_CHECKING, Any
 
 import models
+from services.clock import Clock, utcnow
 from services.strava import (
     RateLimited,
     RateLimitSnapshot,
@@ -29,12 +29,6 @@ if TYPE_CHECKING:
     from db import Database
 
 INACTIVE_APP_PAUSE = timedelta(hours=1)
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- pure decisions ------------------------------------------------------------------
@@ -211,10 +205,11 @@ class RateBudget:
         """Take one request from the shared budget, or raise RateLimited."""
         if self.refusal is not None:
             raise self.refusal
+        now = self._clock()
         with self._db.connection() as conn:
             budget = models.read_rate_budget(conn, for_update=True)
-            budget, refusal = try_reserve(budget, self._clock(), held_back=self._held_back(budget))
-            models.save_rate_budget(conn, budget)
+            budget, refusal = try_reserve(budget, now, held_back=self._held_back(budget))
+            models.save_rate_budget(conn, budget, now=now)
         if refusal is not None:
             with self._lock:
                 self.refusal = self.refusal or refusal
@@ -226,7 +221,7 @@ class RateBudget:
         with self._db.connection() as conn:
             budget = models.read_rate_budget(conn, for_update=True)
             budget = apply_snapshot(budget, snapshot, status=status, now=now)
-            models.save_rate_budget(conn, budget)
+            models.save_rate_budget(conn, budget, now=now)
         if status == 429:
             with self._lock:
                 self.refusal = self.refusal or RateLimited(
@@ -244,7 +239,7 @@ class RateBudget:
                 blocked_until=now + INACTIVE_APP_PAUSE,
                 blocked_reason="application_inactive",
             )
-            models.save_rate_budget(conn, budget)
+            models.save_rate_budget(conn, budget, now=now)
 
     def describe(self) -> dict[str, Any]:
         """The contract's `rate_limit` object as the budget stands now."""

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID, uuid4
 
 import models
 from config import Settings
-from services.budget import Clock, RateBudget, utcnow
+from services.budget import RateBudget
+from services.clock import Clock, Timer, monotonic, utcnow
 from services.errors import NotConnected
 from services.strava import (
     ApplicationBlocked,
@@ -50,11 +51,17 @@ class LeaseLost(Exception):
 
 @dataclass(frozen=True)
 class Runtime:
-    """What the app builds once: settings, the database and a clock."""
+    """What the app builds once: settings, the database, a clock and a timer.
+
+    The clock is the service's only "now" (every decision, in Python and in SQL); the
+    timer (monotonic seconds) only measures time budgets within a call. A simulation
+    replaces both, e.g. `dataclasses.replace(runtime, clock=v.now, timer=v.monotonic)`.
+    """
 
     settings: Settings
     db: Database
     clock: Clock = utcnow
+    timer: Timer = monotonic
 
 
 @dataclass
@@ -91,7 +98,7 @@ class Call:
         settings = runtime.settings
         self.runtime = runtime
         self.kind = kind
-        self.started = time.monotonic()
+        self.started = runtime.timer()
         self.started_at = runtime.clock()  # the instant "due" is judged at
         budget_s = settings.cron_time_budget_s if budget_s is None else budget_s
         self.deadline = self.started + max(0.05, budget_s - min(_WRITE_BACK_S, budget_s * 0.1))
@@ -111,6 +118,8 @@ class Call:
             deadline=self.deadline,
             timeout_s=settings.strava_timeout_s,
             pool_size=max(4, settings.sync_workers * 2),
+            clock=runtime.clock,
+            timer=runtime.timer,
         )
         self.tokens = TokenKeeper(runtime.db, self.strava, runtime.clock)
         self.stopped_by: StravaError | None = None
@@ -124,8 +133,12 @@ class Call:
     def db(self) -> Database:
         return self.runtime.db
 
+    def now(self) -> datetime:
+        """The runtime's clock: the instant of a write or check made now."""
+        return self.runtime.clock()
+
     def time_left(self) -> float:
-        return self.deadline - time.monotonic()
+        return self.deadline - self.runtime.timer()
 
     def should_stop(self) -> bool:
         """No new work once the budget of time or of Strava requests is spent."""
@@ -140,7 +153,7 @@ class Call:
         self.strava.close()
 
     def elapsed_ms(self) -> int:
-        return int((time.monotonic() - self.started) * 1000)
+        return int((self.runtime.timer() - self.started) * 1000)
 
     def run(
         self, items: Sequence[T], work: Callable[[T], Outcome], not_started: Callable[[T], Outcome]
@@ -196,6 +209,7 @@ class Call:
                     lease_token=lease.lease_token,
                     error_class=error_class,
                     message=outcome.error or error_class,
+                    now=self.now(),
                 )
             else:
                 models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
@@ -267,13 +281,16 @@ def bounded_call(
 def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a call with a row in cron_runs: written at start, completed at the end."""
     with runtime.db.connection() as conn:
-        run_id = models.start_run(conn, kind=kind)
-        models.prune_runs(conn, kind=kind, keep_days=RUN_LOG_DAYS)
+        now = runtime.clock()
+        run_id = models.start_run(conn, kind=kind, now=now)
+        models.prune_runs(conn, kind=kind, keep_days=RUN_LOG_DAYS, now=now)
     try:
         answer = body()
     except Exception as exc:
         with runtime.db.connection() as conn:
-            models.fail_run(conn, run_id=run_id, error_summary=type(exc).__name__)
+            models.fail_run(
+                conn, run_id=run_id, error_summary=type(exc).__name__, now=runtime.clock()
+            )
         raise
     errors = sorted(
         {i["reason"] for i in answer["items"] if i["status"] == FAILED and "reason" in i}
@@ -283,6 +300,7 @@ def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) ->
             conn,
             run_id=run_id,
             summary={**answer, "error_summary": ", ".join(errors) or None},
+            now=runtime.clock(),
         )
     log.info(
         "call finished",

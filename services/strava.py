@@ -2,13 +2,13 @@
 
 It knows nothing of the database. Callers pass a `RateGate` (the shared budget) that is
 asked before every API request and told what Strava's headers said after it, and a
-deadline (monotonic seconds) that no request, retry or backoff may run past.
+deadline (seconds on the call's timer, monotonic) that no request, retry or backoff may
+run past. Its clock and timer are the call's (services.clock), never read directly.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -17,6 +17,8 @@ from urllib.parse import urlencode
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry, Timeout
+
+from services.clock import Clock, Timer, monotonic, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +121,12 @@ class StravaError(Exception):
         self.status = status
 
     @classmethod
-    def from_response(
-        cls, response: requests.Response, *, now: datetime | None = None
-    ) -> StravaError:
-        """The typed error for an unsuccessful answer."""
+    def from_response(cls, response: requests.Response, *, now: datetime) -> StravaError:
+        """The typed error for an unsuccessful answer received at `now`."""
         status = response.status_code
         message = _error_text(response)
         if status == 429:
             snapshot = RateLimitSnapshot.from_headers(response.headers)
-            now = now or datetime.now(UTC)
             daily = snapshot is not None and snapshot.daily_exhausted()
             resets_at = next_day_reset(now) if daily else next_window_reset(now)
             return RateLimited(
@@ -232,15 +231,21 @@ def _error_text(response: requests.Response) -> str:
 class _DeadlineTimeout(Timeout):
     """A urllib3 Timeout whose every attempt ends by the deadline."""
 
-    def __init__(self, *, connect: float, read: float, deadline: float) -> None:
+    def __init__(self, *, connect: float, read: float, deadline: float, timer: Timer) -> None:
         super().__init__(connect=connect, read=read)
         self._deadline = deadline
+        self._timer = timer
 
     def clone(self) -> _DeadlineTimeout:
-        return _DeadlineTimeout(connect=self._connect, read=self._read, deadline=self._deadline)  # type: ignore[arg-type]
+        return _DeadlineTimeout(
+            connect=self._connect,  # type: ignore[arg-type]
+            read=self._read,  # type: ignore[arg-type]
+            deadline=self._deadline,
+            timer=self._timer,
+        )
 
     def _left(self) -> float:
-        return max(0.001, self._deadline - time.monotonic())
+        return max(0.001, self._deadline - self._timer())
 
     @property
     def connect_timeout(self) -> float:  # type: ignore[override]
@@ -255,17 +260,16 @@ class _DeadlineRetry(Retry):
     """urllib3's Retry that gives up rather than back off past the deadline."""
 
     deadline: float | None = None
+    timer: Timer = staticmethod(monotonic)
 
     def new(self, **kw: Any) -> _DeadlineRetry:
         retry = super().new(**kw)
         retry.deadline = self.deadline  # type: ignore[attr-defined]
+        retry.timer = self.timer  # type: ignore[attr-defined]
         return retry  # type: ignore[return-value]
 
     def is_exhausted(self) -> bool:
-        if (
-            self.deadline is not None
-            and time.monotonic() + self.get_backoff_time() >= self.deadline
-        ):
+        if self.deadline is not None and self.timer() + self.get_backoff_time() >= self.deadline:
             return True
         return super().is_exhausted()
 
@@ -302,7 +306,10 @@ class StravaClient:
         connect_timeout_s: float = 3.05,
         retries: int = 2,
         pool_size: int = 16,
+        clock: Clock = utcnow,
+        timer: Timer = monotonic,
     ) -> None:
+        """`deadline` is a reading of `timer`; `clock` dates a 429's reset."""
         self.api_url = api_url.rstrip("/")
         self.oauth_url = oauth_url.rstrip("/")
         self._client_id = client_id
@@ -311,6 +318,8 @@ class StravaClient:
         self.deadline = deadline
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self._clock = clock
+        self._timer = timer
         self.requests_made = 0
         retry = _DeadlineRetry(
             total=retries,
@@ -326,6 +335,7 @@ class StravaClient:
             respect_retry_after_header=False,  # a 429 is never retried
         )
         retry.deadline = deadline
+        retry.timer = timer
         adapter = HTTPAdapter(max_retries=retry, pool_connections=2, pool_maxsize=pool_size)
         self.session = requests.Session()
         self.session.mount("https://", adapter)
@@ -386,7 +396,7 @@ class StravaClient:
             "POST", f"{self.oauth_url}/deauthorize", headers=_bearer(access_token)
         )
         if response.status_code >= 400 and response.status_code != 401:
-            raise StravaError.from_response(response)
+            raise StravaError.from_response(response, now=self._clock())
 
     def authorize_url(
         self, *, redirect_uri: str, state: str, scope: str = "read,activity:read_all"
@@ -417,7 +427,7 @@ class StravaClient:
         if self.rate_gate is not None:
             self.rate_gate.record(snapshot, status=response.status_code)
         if response.status_code >= 400:
-            raise StravaError.from_response(response)
+            raise StravaError.from_response(response, now=self._clock())
         return _json(response)
 
     def _token_grant(self, grant: dict[str, str]) -> TokenGrant:
@@ -436,7 +446,7 @@ class StravaClient:
                 _error_text(response) or "invalid_grant", status=response.status_code
             )
         if response.status_code >= 400:
-            raise StravaError.from_response(response)
+            raise StravaError.from_response(response, now=self._clock())
         body = _json(response)
         try:
             return TokenGrant(
@@ -451,7 +461,10 @@ class StravaClient:
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         if self.deadline is not None:
             timeout: Any = _DeadlineTimeout(
-                connect=self.connect_timeout_s, read=self.timeout_s, deadline=self.deadline
+                connect=self.connect_timeout_s,
+                read=self.timeout_s,
+                deadline=self.deadline,
+                timer=self._timer,
             )
         else:
             timeout = (self.connect_timeout_s, self.timeout_s)
@@ -459,13 +472,13 @@ class StravaClient:
         try:
             return self.session.request(method, url, timeout=timeout, **kwargs)
         except requests.RequestException as exc:
-            if self.deadline is not None and time.monotonic() >= self.deadline - 0.01:
+            if self.deadline is not None and self._timer() >= self.deadline - 0.01:
                 raise DeadlineReached("time budget spent during a Strava request") from None
             # The exception text can hold the URL (never a token); keep only its class.
             raise StravaUnavailable(f"Strava unreachable ({type(exc).__name__})") from None
 
     def _check_deadline(self) -> None:
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if self.deadline is not None and self._timer() >= self.deadline:
             raise DeadlineReached("time budget spent")
 
     def _require_client(self) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 import models
-from services.budget import Clock
+from services.clock import Clock
 from services.errors import NotConnected
 from services.strava import StravaClient, TokenRejected, Unauthorized
 
@@ -81,6 +81,7 @@ class TokenKeeper:
                     access_token=grant.access_token,
                     refresh_token=grant.refresh_token,
                     expires_at=grant.expires_at,
+                    now=self._clock(),
                 )
                 self.refreshes += 1
                 log.info("refreshed Strava token", extra={"rider_id": rider_id})
@@ -96,7 +97,7 @@ class TokenKeeper:
 
     def _give_up(self, rider_id: int, message: str) -> None:
         with self._db.connection() as conn:
-            models.mark_needs_reauth(conn, rider_id=rider_id, message=message)
+            models.mark_needs_reauth(conn, rider_id=rider_id, message=message, now=self._clock())
         log.warning("rider needs to reconnect Strava", extra={"rider_id": rider_id})
 
 
