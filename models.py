@@ -98,15 +98,17 @@ def save_connection(
     refresh_token: str,
     expires_at: datetime,
     scope: str,
+    now: datetime,
 ) -> None:
-    """Store a (re)connected rider's grant: active, history to be discovered."""
+    """Store a (re)connected rider's grant, connected at `now`: active, history to be
+    discovered."""
     conn.execute(
         """
         insert into strava_connections
             (rider_id, athlete_id, access_token, refresh_token, expires_at, scope, status,
-             connected_at, sync_cursor)
+             connected_at, sync_cursor, updated_at)
         values (%(rider_id)s, %(athlete_id)s, %(access)s, %(refresh)s, %(expires_at)s, %(scope)s,
-                'active', now(), now())
+                'active', %(now)s, %(now)s, %(now)s)
         on conflict (rider_id) do update set
             athlete_id = excluded.athlete_id, access_token = excluded.access_token,
             refresh_token = excluded.refresh_token, expires_at = excluded.expires_at,
@@ -115,7 +117,7 @@ def save_connection(
             history_walk_started_at = null, history_cursor = null, history_pages = 0,
             history_activities = 0, history_races = 0,
             sync_cursor = coalesce(strava_connections.sync_cursor, excluded.sync_cursor),
-            updated_at = now()
+            updated_at = excluded.updated_at
         """,
         {
             "rider_id": rider_id,
@@ -124,6 +126,7 @@ def save_connection(
             "refresh": refresh_token,
             "expires_at": expires_at,
             "scope": scope,
+            "now": now,
         },
     )
 
@@ -215,7 +218,7 @@ def claim_riders_for_sync(
         )
         update strava_connections c
            set lease_token = %(token)s, lease_kind = 'sync',
-               lease_expires_at = now() + make_interval(secs => %(ttl)s)
+               lease_expires_at = %(now)s + make_interval(secs => %(ttl)s)
           from due where c.rider_id = due.rider_id
         returning {_LEASE_COLUMNS}
         """,
@@ -284,22 +287,25 @@ def finish_sync(
     sync_cursor: datetime | None,
     added: int,
     updated: int,
+    now: datetime,
 ) -> None:
-    """Advance the cursor, mark the rider synced and healthy, and release the lease."""
+    """Advance the cursor, mark the rider synced at `now` and healthy, and release the
+    lease."""
     conn.execute(
         """
         update strava_connections
            set sync_cursor = greatest(sync_cursor, %(cursor)s),
-               last_synced_at = now(), last_sync_attempt_at = now(),
+               last_synced_at = %(now)s, last_sync_attempt_at = %(now)s,
                last_sync_added = %(added)s,
                last_sync_updated = %(updated)s, last_error = null, error_class = null,
                sync_listing_after = null, sync_listing_page = null, sync_listing_newest = null,
-               failure_count = 0, next_attempt_at = null, last_progress_at = now(),
+               failure_count = 0, next_attempt_at = null, last_progress_at = %(now)s,
                lease_token = null, lease_kind = null, lease_expires_at = null,
-               updated_at = now()
+               updated_at = %(now)s
          where rider_id = %(rider_id)s and lease_token = %(token)s
         """,
         {
+            "now": now,
             "cursor": sync_cursor,
             "added": added,
             "updated": updated,
@@ -317,16 +323,17 @@ def record_sync_listing(
     after: datetime,
     next_page: int,
     newest: datetime | None,
+    now: datetime,
 ) -> None:
     """Where an unfinished listing resumes: its `after`, next page and newest start."""
     conn.execute(
         """
         update strava_connections
            set sync_listing_after = %s, sync_listing_page = %s, sync_listing_newest = %s,
-               last_progress_at = now(), updated_at = now()
+               last_progress_at = %s, updated_at = %s
          where rider_id = %s and lease_token = %s
         """,
-        (after, next_page, newest, rider_id, lease_token),
+        (after, next_page, newest, now, now, rider_id, lease_token),
     )
 
 
@@ -337,24 +344,26 @@ def record_rider_failure(
     lease_token: UUID,
     error_class: str,
     message: str,
+    now: datetime,
     base_backoff_s: int = 60,
     max_backoff_s: int = 6 * 3600,
 ) -> None:
-    """Count a failure, back the rider off exponentially and release the lease."""
+    """Count a failure at `now`, back the rider off exponentially and release the lease."""
     conn.execute(
         """
         update strava_connections
            set failure_count = failure_count + 1,
-               next_attempt_at = now() + make_interval(secs => least(
+               next_attempt_at = %(now)s + make_interval(secs => least(
                    %(max)s, %(base)s * power(2, least(failure_count, 20)))),
                last_error = %(message)s, error_class = %(error_class)s,
                last_sync_attempt_at = case when lease_kind in ('sync', 'sync_now')
-                                           then now() else last_sync_attempt_at end,
+                                           then %(now)s else last_sync_attempt_at end,
                lease_token = null, lease_kind = null, lease_expires_at = null,
-               updated_at = now()
+               updated_at = %(now)s
          where rider_id = %(rider_id)s and lease_token = %(token)s
         """,
         {
+            "now": now,
             "max": max_backoff_s,
             "base": base_backoff_s,
             "message": message,
@@ -398,29 +407,30 @@ def store_tokens(
     access_token: str,
     refresh_token: str,
     expires_at: datetime,
+    now: datetime,
 ) -> None:
     """Keep the newest tokens (Strava rotates the refresh token)."""
     conn.execute(
         """
         update strava_connections
-           set access_token = %s, refresh_token = %s, expires_at = %s, updated_at = now()
+           set access_token = %s, refresh_token = %s, expires_at = %s, updated_at = %s
          where rider_id = %s
         """,
-        (access_token, refresh_token, expires_at, rider_id),
+        (access_token, refresh_token, expires_at, now, rider_id),
     )
 
 
-def mark_needs_reauth(conn: Conn, *, rider_id: int, message: str) -> None:
+def mark_needs_reauth(conn: Conn, *, rider_id: int, message: str, now: datetime) -> None:
     """The grant is gone: skip this rider until it reconnects."""
     conn.execute(
         """
         update strava_connections
            set status = 'needs_reauth', last_error = %s, error_class = 'needs_reauth',
                lease_token = null, lease_kind = null, lease_expires_at = null,
-               updated_at = now()
+               updated_at = %s
          where rider_id = %s
         """,
-        (message, rider_id),
+        (message, now, rider_id),
     )
 
 
@@ -466,16 +476,16 @@ class UpsertCounts:
 
 _UPSERT_ACTIVITIES = f"""
     insert into activities as a (rider_id, {", ".join(ACTIVITY_COLUMNS)},
-                                 enrichment_status, seen_at)
+                                 enrichment_status, seen_at, created_at, updated_at)
     select %(rider_id)s, {", ".join("r." + c for c in ACTIVITY_COLUMNS)},
-           case when r.is_race then 'pending' end, now()
+           case when r.is_race then 'pending' end, %(now)s, %(now)s, %(now)s
       from json_to_recordset(%(rows)s::json) as r(
            {", ".join(f"{c} {t}" for c, t in ACTIVITY_COLUMNS.items())})
     on conflict (strava_id) do update set
            {", ".join(f"{c} = excluded.{c}" for c in _SUMMARY_COLUMNS)},
            enrichment_status = case when excluded.is_race
                                     then coalesce(a.enrichment_status, 'pending') end,
-           seen_at = now(), updated_at = now()
+           seen_at = excluded.seen_at, updated_at = excluded.updated_at
      where a.rider_id = excluded.rider_id
        and (({", ".join("a." + c for c in _SUMMARY_COLUMNS)})
             is distinct from ({", ".join("excluded." + c for c in _SUMMARY_COLUMNS)})
@@ -489,9 +499,11 @@ def upsert_activities(
     *,
     rider_id: int,
     rows: list[dict[str, Any]],
+    now: datetime,
     seen_since: datetime | None = None,
 ) -> UpsertCounts:
-    """Write a page of activities in one statement, touching only rows that changed.
+    """Write a page of activities, seen at `now`, in one statement, touching only rows
+    that changed.
 
     `seen_since` (a history walk's start) also refreshes `seen_at` on unchanged rows the
     walk has not marked yet, so the walk's end can tell what Strava no longer has.
@@ -501,7 +513,7 @@ def upsert_activities(
     result = conn.execute(
         _UPSERT_ACTIVITIES,
         # Plain json text: Postgres parses it faster than jsonb, and it is read once.
-        {"rider_id": rider_id, "rows": json.dumps(rows), "seen_since": seen_since},
+        {"rider_id": rider_id, "rows": json.dumps(rows), "seen_since": seen_since, "now": now},
     ).fetchall()
     inserted = sum(1 for r in result if r["inserted"])
     return UpsertCounts(
@@ -555,54 +567,59 @@ def read_rate_budget(conn: Conn, *, for_update: bool = False) -> BudgetRow:
         f"select {', '.join(_BUDGET_FIELDS)} from strava_rate_budget where id = 1{lock}"
     ).fetchone()
     if row is None:  # the migration inserts it; recreate if someone deleted it
+        # (its windows start at the epoch, so the first reservation rolls them to the clock)
         conn.execute("insert into strava_rate_budget (id) values (1) on conflict do nothing")
         return read_rate_budget(conn, for_update=for_update)
     return BudgetRow(**row)
 
 
-def save_rate_budget(conn: Conn, budget: BudgetRow) -> None:
-    """Write the budget row back (the caller holds its lock)."""
+def save_rate_budget(conn: Conn, budget: BudgetRow, *, now: datetime) -> None:
+    """Write the budget row back at `now` (the caller holds its lock)."""
     conn.execute(
         f"""
         update strava_rate_budget
-           set {", ".join(f"{f} = %({f})s" for f in _BUDGET_FIELDS)}, updated_at = now()
+           set {", ".join(f"{f} = %({f})s" for f in _BUDGET_FIELDS)}, updated_at = %(now)s
          where id = 1
         """,
-        budget.__dict__,
+        {**budget.__dict__, "now": now},
     )
 
 
 # --- runs ----------------------------------------------------------------------------
 
 
-def start_run(conn: Conn, *, kind: str) -> int:
-    """Log the start of a call; a row never finished is a call that died."""
-    row = conn.execute("insert into cron_runs (kind) values (%s) returning id", (kind,)).fetchone()
+def start_run(conn: Conn, *, kind: str, now: datetime) -> int:
+    """Log the start of a call at `now`; a row never finished is a call that died."""
+    row = conn.execute(
+        "insert into cron_runs (kind, started_at) values (%s, %s) returning id", (kind, now)
+    ).fetchone()
     assert row is not None
     return int(row["id"])
 
 
-def prune_runs(conn: Conn, *, kind: str, keep_days: int) -> int:
-    """Delete a kind's runs older than `keep_days` (the log must not fill the database)."""
+def prune_runs(conn: Conn, *, kind: str, keep_days: int, now: datetime) -> int:
+    """Delete a kind's runs older than `keep_days` before `now` (the log must not fill the
+    database)."""
     cursor = conn.execute(
-        "delete from cron_runs where kind = %s and started_at < now() - make_interval(days => %s)",
-        (kind, keep_days),
+        "delete from cron_runs where kind = %s and started_at < %s - make_interval(days => %s)",
+        (kind, now, keep_days),
     )
     return cursor.rowcount
 
 
-def finish_run(conn: Conn, *, run_id: int, summary: dict[str, Any]) -> None:
-    """Record a call's counts, rate-limit snapshot and items."""
+def finish_run(conn: Conn, *, run_id: int, summary: dict[str, Any], now: datetime) -> None:
+    """Record a call's end at `now`: its counts, rate-limit snapshot and items."""
     conn.execute(
         """
         update cron_runs
-           set finished_at = now(), processed = %(processed)s, succeeded = %(succeeded)s,
+           set finished_at = %(now)s, processed = %(processed)s, succeeded = %(succeeded)s,
                failed = %(failed)s, skipped = %(skipped)s, remaining = %(remaining)s,
                rate_limited = %(rate_limited)s, rate_limit = %(rate_limit)s,
                items = %(items)s, error_summary = %(error_summary)s
          where id = %(run_id)s
         """,
         {
+            "now": now,
             "run_id": run_id,
             "processed": summary["processed"],
             "succeeded": summary["succeeded"],
@@ -617,11 +634,11 @@ def finish_run(conn: Conn, *, run_id: int, summary: dict[str, Any]) -> None:
     )
 
 
-def fail_run(conn: Conn, *, run_id: int, error_summary: str) -> None:
-    """Close the run row of a call that raised."""
+def fail_run(conn: Conn, *, run_id: int, error_summary: str, now: datetime) -> None:
+    """Close the run row of a call that raised, at `now`."""
     conn.execute(
-        "update cron_runs set finished_at = now(), error_summary = %s where id = %s",
-        (error_summary, run_id),
+        "update cron_runs set finished_at = %s, error_summary = %s where id = %s",
+        (now, error_summary, run_id),
     )
 
 
@@ -632,19 +649,21 @@ def ping(conn: Conn) -> None:
 
 # --- discovery: history walks (issue 3) ----------------------------------------------
 
-# Due for discover: an active connection whose history walk is not complete (a new
-# connection, or a full refresh asked for), not held by any call, not backing off.
+# Due for discover at the instant %(now)s: an active connection whose history walk is not
+# complete (a new connection, or a full refresh asked for), not held by any call, not
+# backing off.
 _DISCOVER_DUE = """
     c.status = 'active' and c.history_complete_at is null
-    and (c.lease_expires_at is null or c.lease_expires_at < now())
-    and (c.next_attempt_at is null or c.next_attempt_at <= now())
+    and (c.lease_expires_at is null or c.lease_expires_at < %(now)s)
+    and (c.next_attempt_at is null or c.next_attempt_at <= %(now)s)
 """
 
 
 def claim_riders_for_discovery(
-    conn: Conn, *, lease_token: UUID, limit: int, lease_ttl_s: int
+    conn: Conn, *, lease_token: UUID, limit: int, lease_ttl_s: int, now: datetime
 ) -> list[RiderLease]:
-    """Lease up to `limit` riders whose history is not complete, least progress first.
+    """Lease up to `limit` riders whose history is not complete (due at `now`), least
+    progress first.
 
     Fewest pages walked first, so one long history never starves a newly connected
     rider; among equals an operator's full refresh goes first, then the oldest
@@ -662,19 +681,19 @@ def claim_riders_for_discovery(
         )
         update strava_connections c
            set lease_token = %(token)s, lease_kind = 'discover',
-               lease_expires_at = now() + make_interval(secs => %(ttl)s)
+               lease_expires_at = %(now)s + make_interval(secs => %(ttl)s)
           from due where c.rider_id = due.rider_id
         returning {_LEASE_COLUMNS}
         """,
-        {"limit": limit, "token": lease_token, "ttl": lease_ttl_s},
+        {"limit": limit, "token": lease_token, "ttl": lease_ttl_s, "now": now},
     ).fetchall()
     return sorted((RiderLease(**row) for row in rows), key=lambda lease: lease.rider_id)
 
 
-def count_riders_due_for_discovery(conn: Conn) -> int:
-    """Riders whose history walk is due now and not held by any call."""
+def count_riders_due_for_discovery(conn: Conn, *, now: datetime) -> int:
+    """Riders whose history walk is due at `now` and not held by any call."""
     row = conn.execute(
-        f"select count(*) as n from strava_connections c where {_DISCOVER_DUE}"
+        f"select count(*) as n from strava_connections c where {_DISCOVER_DUE}", {"now": now}
     ).fetchone()
     assert row is not None
     return int(row["n"])
@@ -719,8 +738,10 @@ def record_walk_page(
     cursor: datetime,
     activities: int,
     races: int,
+    now: datetime,
 ) -> None:
-    """Advance the walk by one page: cursor and progress, in the page's transaction.
+    """Advance the walk by one page at `now`: cursor and progress, in the page's
+    transaction.
 
     The first page of a walk (no start stored yet) restarts the counters.
     """
@@ -735,10 +756,11 @@ def record_walk_page(
                                     else history_races end + %(races)s,
                history_walk_started_at = %(started)s, history_cursor = %(cursor)s,
                failure_count = 0, next_attempt_at = null, last_error = null,
-               error_class = null, last_progress_at = now(), updated_at = now()
+               error_class = null, last_progress_at = %(now)s, updated_at = %(now)s
          where rider_id = %(rider_id)s and lease_token = %(token)s
         """,
         {
+            "now": now,
             "activities": activities,
             "races": races,
             "started": walk_started_at,
@@ -787,10 +809,11 @@ def complete_walk(
     *,
     rider_id: int,
     lease_token: UUID,
+    now: datetime,
     error_class: str | None = None,
     message: str | None = None,
 ) -> None:
-    """Mark the history complete, clear the walk and release the lease.
+    """Mark the history complete at `now`, clear the walk and release the lease.
 
     Progress counters stay, for the status page; `error_class`/`message` record a
     reconciliation that was refused.
@@ -798,15 +821,16 @@ def complete_walk(
     conn.execute(
         """
         update strava_connections
-           set history_complete_at = now(), history_walk_started_at = null,
+           set history_complete_at = %(now)s, history_walk_started_at = null,
                history_cursor = null, full_refresh_requested_at = null,
                last_error = %(message)s, error_class = %(error_class)s,
-               last_progress_at = now(),
+               last_progress_at = %(now)s,
                lease_token = null, lease_kind = null, lease_expires_at = null,
-               updated_at = now()
+               updated_at = %(now)s
          where rider_id = %(rider_id)s and lease_token = %(token)s
         """,
         {
+            "now": now,
             "message": message,
             "error_class": error_class,
             "rider_id": rider_id,
@@ -823,8 +847,8 @@ class FullRefresh:
     queued: bool
 
 
-def request_full_refresh(conn: Conn, *, rider_id: int) -> FullRefresh:
-    """Queue a new history walk for an actively connected rider.
+def request_full_refresh(conn: Conn, *, rider_id: int, now: datetime) -> FullRefresh:
+    """Queue a new history walk for an actively connected rider, asked at `now`.
 
     Nothing is deleted here: rows stay readable, and the walk's end removes only what it
     did not see. A walk in progress is reset (its call notices and stops writing).
@@ -833,17 +857,17 @@ def request_full_refresh(conn: Conn, *, rider_id: int) -> FullRefresh:
         """
         with refreshed as (
             update strava_connections
-               set full_refresh_requested_at = now(), history_complete_at = null,
+               set full_refresh_requested_at = %(now)s, history_complete_at = null,
                    history_walk_started_at = null, history_cursor = null,
                    history_pages = 0, history_activities = 0, history_races = 0,
-                   updated_at = now()
+                   updated_at = %(now)s
              where rider_id = %(rider_id)s and status = 'active'
             returning rider_id
         )
         select exists (select 1 from riders where id = %(rider_id)s) as rider_exists,
                exists (select 1 from refreshed) as queued
         """,
-        {"rider_id": rider_id},
+        {"rider_id": rider_id, "now": now},
     ).fetchone()
     assert row is not None
     return FullRefresh(rider_exists=bool(row["rider_exists"]), queued=bool(row["queued"]))
@@ -899,15 +923,16 @@ _RETRYABLE = "a.enrichment_status = 'failed' and a.enrichment_attempts < %(max_a
 # Races still to be detailed: pending, or failed with attempts left.
 _RACE_WAITING = f"(a.enrichment_status = 'pending' or ({_RETRYABLE}))"
 
-# Due for enrich: a race pending, or failed with attempts left and its backoff over; not
-# held by any call; its rider connected (riders who must reconnect are left alone).
+# Due for enrich at the instant %(now)s: a race pending, or failed with attempts left and
+# its backoff over; not held by any call; its rider connected (riders who must reconnect
+# are left alone).
 _ENRICH_DUE = f"""
     a.is_race
     and (a.enrichment_status = 'pending'
          or ({_RETRYABLE}
              and (a.enrichment_next_attempt_at is null
-                  or a.enrichment_next_attempt_at <= now())))
-    and (a.enrichment_lease_expires_at is null or a.enrichment_lease_expires_at < now())
+                  or a.enrichment_next_attempt_at <= %(now)s)))
+    and (a.enrichment_lease_expires_at is null or a.enrichment_lease_expires_at < %(now)s)
     and exists (select 1 from strava_connections c
                  where c.rider_id = a.rider_id and c.status = 'active')
     and (%(rider_id)s::bigint is null or a.rider_id = %(rider_id)s::bigint)
@@ -931,9 +956,10 @@ def claim_races_for_enrichment(
     limit: int,
     lease_ttl_s: int,
     max_attempts: int,
+    now: datetime,
     rider_id: int | None = None,
 ) -> list[RaceLease]:
-    """Lease up to `limit` due races (of one rider, if given), newest first.
+    """Lease up to `limit` races due at `now` (of one rider, if given), newest first.
 
     One statement; SKIP LOCKED and the lease keep two calls off the same race.
     """
@@ -948,11 +974,12 @@ def claim_races_for_enrichment(
         )
         update activities a
            set enrichment_lease_token = %(token)s,
-               enrichment_lease_expires_at = now() + make_interval(secs => %(ttl)s)
+               enrichment_lease_expires_at = %(now)s + make_interval(secs => %(ttl)s)
           from due where a.id = due.id
         returning a.strava_id, a.rider_id, a.start_date, a.enrichment_attempts as attempts
         """,
         {
+            "now": now,
             "max_attempts": max_attempts,
             "rider_id": rider_id,
             "limit": limit,
@@ -965,12 +992,12 @@ def claim_races_for_enrichment(
 
 
 def count_races_due_for_enrichment(
-    conn: Conn, *, max_attempts: int, rider_id: int | None = None
+    conn: Conn, *, max_attempts: int, now: datetime, rider_id: int | None = None
 ) -> int:
-    """Races due for enrichment now and not held by any call."""
+    """Races due for enrichment at `now` and not held by any call."""
     row = conn.execute(
         f"select count(*) as n from activities a where {_ENRICH_DUE}",
-        {"max_attempts": max_attempts, "rider_id": rider_id},
+        {"max_attempts": max_attempts, "rider_id": rider_id, "now": now},
     ).fetchone()
     assert row is not None
     return int(row["n"])
@@ -984,22 +1011,24 @@ def finish_enrichment(
     description: str | None,
     polyline: str | None,
     details: dict[str, Any],
+    now: datetime,
 ) -> bool:
-    """Store a race's details and release it; False if this call no longer holds it (or
-    it is no longer a race)."""
+    """Store a race's details, enriched at `now`, and release it; False if this call no
+    longer holds it (or it is no longer a race)."""
     row = conn.execute(
         """
         update activities
            set description = %(description)s, polyline = %(polyline)s,
-               details = %(details)s, enrichment_status = 'done', enriched_at = now(),
+               details = %(details)s, enrichment_status = 'done', enriched_at = %(now)s,
                enrichment_error = null, enrichment_next_attempt_at = null,
                enrichment_lease_token = null, enrichment_lease_expires_at = null,
-               updated_at = now()
+               updated_at = %(now)s
          where strava_id = %(strava_id)s and enrichment_lease_token = %(token)s
            and is_race  -- a listing may have reclassified it meanwhile
         returning 1
         """,
         {
+            "now": now,
             "description": description,
             "polyline": polyline,
             "details": Jsonb(details),
@@ -1026,21 +1055,28 @@ def record_enrichment_failure(
     lease_token: UUID,
     message: str,
     backoff_s: float,
+    now: datetime,
 ) -> bool:
-    """Count a failed attempt, back the race off and release it."""
+    """Count a failed attempt at `now`, back the race off and release it."""
     row = conn.execute(
         """
         update activities
            set enrichment_attempts = enrichment_attempts + 1,
                enrichment_status = 'failed', enrichment_error = left(%(message)s, 200),
-               enrichment_next_attempt_at = now() + make_interval(secs => %(backoff)s),
+               enrichment_next_attempt_at = %(now)s + make_interval(secs => %(backoff)s),
                enrichment_lease_token = null, enrichment_lease_expires_at = null,
-               updated_at = now()
+               updated_at = %(now)s
          where strava_id = %(strava_id)s and enrichment_lease_token = %(token)s
            and is_race  -- a listing may have reclassified it meanwhile
         returning 1
         """,
-        {"message": message, "backoff": backoff_s, "strava_id": strava_id, "token": lease_token},
+        {
+            "message": message,
+            "backoff": backoff_s,
+            "strava_id": strava_id,
+            "token": lease_token,
+            "now": now,
+        },
     ).fetchone()
     return row is not None
 
@@ -1066,15 +1102,15 @@ def rider_id_for_user(conn: Conn, *, auth_user_id: UUID) -> int | None:
     return int(row["id"]) if row else None
 
 
-def ensure_rider_for_user(conn: Conn, *, auth_user_id: UUID) -> int:
-    """The rider of a Supabase user, created on first connect (and locked)."""
+def ensure_rider_for_user(conn: Conn, *, auth_user_id: UUID, now: datetime) -> int:
+    """The rider of a Supabase user, created at `now` on first connect (and locked)."""
     row = conn.execute(
         """
-        insert into riders (auth_user_id) values (%s)
+        insert into riders (auth_user_id, created_at) values (%s, %s)
         on conflict (auth_user_id) do update set auth_user_id = excluded.auth_user_id
         returning id
         """,
-        (auth_user_id,),
+        (auth_user_id, now),
     ).fetchone()
     assert row is not None
     return int(row["id"])
@@ -1084,23 +1120,28 @@ def rider_exists(conn: Conn, *, rider_id: int) -> bool:
     return conn.execute("select 1 from riders where id = %s", (rider_id,)).fetchone() is not None
 
 
-def save_oauth_state(conn: Conn, *, nonce: UUID, auth_user_id: UUID, ttl_s: int) -> None:
-    """Record a Connect Strava's state nonce (and forget states long expired)."""
-    conn.execute("delete from oauth_states where expires_at < now() - interval '1 day'")
+def save_oauth_state(
+    conn: Conn, *, nonce: UUID, auth_user_id: UUID, ttl_s: int, now: datetime
+) -> None:
+    """Record a Connect Strava's state nonce made at `now` (and forget states long
+    expired)."""
+    conn.execute("delete from oauth_states where expires_at < %s - interval '1 day'", (now,))
     conn.execute(
-        "insert into oauth_states (nonce, auth_user_id, expires_at)"
-        " values (%s, %s, now() + make_interval(secs => %s))",
-        (nonce, auth_user_id, ttl_s),
+        "insert into oauth_states (nonce, auth_user_id, created_at, expires_at)"
+        " values (%(nonce)s, %(user)s, %(now)s, %(now)s + make_interval(secs => %(ttl)s))",
+        {"nonce": nonce, "user": auth_user_id, "now": now, "ttl": ttl_s},
     )
 
 
-def consume_oauth_state(conn: Conn, *, nonce: UUID, auth_user_id: UUID) -> bool | None:
-    """Use a state once, in one statement: True if it was live, False if it had expired,
-    None if it is unknown or already used."""
+def consume_oauth_state(
+    conn: Conn, *, nonce: UUID, auth_user_id: UUID, now: datetime
+) -> bool | None:
+    """Use a state once, in one statement: True if it was live at `now`, False if it had
+    expired, None if it is unknown or already used."""
     row = conn.execute(
         "delete from oauth_states where nonce = %s and auth_user_id = %s"
-        " returning expires_at > now() as live",
-        (nonce, auth_user_id),
+        " returning expires_at > %s as live",
+        (nonce, auth_user_id, now),
     ).fetchone()
     return None if row is None else bool(row["live"])
 
@@ -1129,16 +1170,17 @@ def replace_grant(
     refresh_token: str,
     expires_at: datetime,
     scope: str,
+    now: datetime,
 ) -> None:
     """Keep the newest grant of an already linked athlete (tokens and scope, nothing else)."""
     conn.execute(
         """
         update strava_connections
            set access_token = %s, refresh_token = %s, expires_at = %s, scope = %s,
-               status = 'active', updated_at = now()
+               status = 'active', updated_at = %s
          where rider_id = %s
         """,
-        (access_token, refresh_token, expires_at, scope, rider_id),
+        (access_token, refresh_token, expires_at, scope, now, rider_id),
     )
 
 
@@ -1173,18 +1215,21 @@ def delete_strava_data(conn: Conn, *, rider_id: int) -> tuple[bool, int]:
     return had_connection, activities
 
 
-def sync_now_position(conn: Conn, *, rider_id: int, cooldown_s: int) -> dict[str, Any] | None:
-    """What decides a Sync now: status, whether a call holds the rider, cooldown left."""
+def sync_now_position(
+    conn: Conn, *, rider_id: int, cooldown_s: int, now: datetime
+) -> dict[str, Any] | None:
+    """What decides a Sync now at `now`: status, whether a call holds the rider, cooldown
+    left."""
     return conn.execute(
         """
         select status, lease_kind,
-               (lease_token is not null and lease_expires_at >= now()) as leased,
+               (lease_token is not null and lease_expires_at >= %(now)s) as leased,
                greatest(0, extract(epoch from
-                   last_sync_now_at + make_interval(secs => %s) - now()))::float
+                   last_sync_now_at + make_interval(secs => %(cooldown)s) - %(now)s))::float
                    as cooldown_left_s
-          from strava_connections where rider_id = %s
+          from strava_connections where rider_id = %(rider_id)s
         """,
-        (cooldown_s, rider_id),
+        {"cooldown": cooldown_s, "rider_id": rider_id, "now": now},
     ).fetchone()
 
 
@@ -1195,22 +1240,29 @@ def claim_rider_for_sync_now(
     lease_token: UUID,
     lease_ttl_s: int,
     cooldown_s: int,
+    now: datetime,
 ) -> RiderLease | None:
     """Lease this rider for a Sync now in one statement, only if no call holds it and its
-    cooldown is over; starts the cooldown."""
+    cooldown is over at `now`; starts the cooldown."""
     row = conn.execute(
         f"""
         update strava_connections c
            set lease_token = %(token)s, lease_kind = 'sync_now',
-               lease_expires_at = now() + make_interval(secs => %(ttl)s),
-               last_sync_now_at = now()
+               lease_expires_at = %(now)s + make_interval(secs => %(ttl)s),
+               last_sync_now_at = %(now)s
          where c.rider_id = %(rider_id)s and c.status = 'active'
-           and (c.lease_expires_at is null or c.lease_expires_at < now())
+           and (c.lease_expires_at is null or c.lease_expires_at < %(now)s)
            and (c.last_sync_now_at is null
-                or c.last_sync_now_at <= now() - make_interval(secs => %(cooldown)s))
+                or c.last_sync_now_at <= %(now)s - make_interval(secs => %(cooldown)s))
         returning {_LEASE_COLUMNS}
         """,
-        {"token": lease_token, "ttl": lease_ttl_s, "rider_id": rider_id, "cooldown": cooldown_s},
+        {
+            "token": lease_token,
+            "ttl": lease_ttl_s,
+            "rider_id": rider_id,
+            "cooldown": cooldown_s,
+            "now": now,
+        },
     ).fetchone()
     return RiderLease(**row) if row else None
 
@@ -1222,17 +1274,17 @@ def clear_sync_now_cooldown(conn: Conn, *, rider_id: int) -> None:
     )
 
 
-# What a rider's sync is doing, first match wins, so every connection is in one bucket.
-# 'due' is exactly the set count_riders_due_for_sync counts.
+# What a rider's sync is doing at %(now)s, first match wins, so every connection is in one
+# bucket. 'due' is exactly the set count_riders_due_for_sync counts.
 _SYNC_STATE = f"""
     case
       when c.rider_id is null then 'not_connected'
       when c.status <> 'active' then 'stopped'
-      when c.lease_expires_at >= now() then 'in_progress'
+      when c.lease_expires_at >= %(now)s then 'in_progress'
       when not r.auto_sync then 'paused'
-      when c.next_attempt_at > now() then 'backing_off'
+      when c.next_attempt_at > %(now)s then 'backing_off'
       when (c.last_synced_at is null
-            or c.last_synced_at <= now() - make_interval(secs => %(min_interval_s)s))
+            or c.last_synced_at <= %(now)s - make_interval(secs => %(min_interval_s)s))
            and {_NOT_DONE_IN_ROUND} then 'due'
       else 'up_to_date'
     end
@@ -1240,9 +1292,10 @@ _SYNC_STATE = f"""
 
 
 def rider_sync_state(
-    conn: Conn, *, rider_id: int, min_interval_s: int, max_attempts: int
+    conn: Conn, *, rider_id: int, min_interval_s: int, max_attempts: int, now: datetime
 ) -> dict[str, Any] | None:
-    """A rider, its connection (never the tokens) and its activity counts, in one row."""
+    """A rider, its connection (never the tokens) and its activity counts as they stand at
+    `now`, in one row (`now` included)."""
     return conn.execute(
         f"""
         select r.id as rider_id, r.name, r.auto_sync, r.created_at,
@@ -1250,14 +1303,14 @@ def rider_sync_state(
                c.rider_id is not null as connected, c.athlete_id, c.status, c.scope,
                c.expires_at as token_expires_at, c.connected_at,
                {_SYNC_STATE} as sync_state,
-               (c.lease_token is not null and c.lease_expires_at >= now()) as in_progress,
+               (c.lease_token is not null and c.lease_expires_at >= %(now)s) as in_progress,
                c.lease_kind, c.lease_expires_at,
                c.last_synced_at, c.last_sync_added, c.last_sync_updated, c.sync_cursor,
                c.last_error, c.error_class, c.failure_count, c.next_attempt_at,
                c.history_complete_at, c.history_walk_started_at, c.history_cursor,
                c.history_pages, c.history_activities, c.history_races,
                c.full_refresh_requested_at, c.athlete_created_at, c.last_progress_at,
-               c.last_sync_now_at, q.*, now() as now
+               c.last_sync_now_at, q.*, %(now)s::timestamptz as now
           from riders r
           left join strava_connections c on c.rider_id = r.id
           cross join lateral (
@@ -1275,7 +1328,12 @@ def rider_sync_state(
           ) q
          where r.id = %(rider_id)s
         """,
-        {"rider_id": rider_id, "min_interval_s": min_interval_s, "max_attempts": max_attempts},
+        {
+            "rider_id": rider_id,
+            "min_interval_s": min_interval_s,
+            "max_attempts": max_attempts,
+            "now": now,
+        },
     ).fetchone()
 
 
@@ -1293,8 +1351,9 @@ def failed_races(conn: Conn, *, rider_id: int, limit: int) -> list[dict[str, Any
     ).fetchall()
 
 
-def recompute_eddington(conn: Conn, *, rider_id: int) -> tuple[int, int]:
-    """Store the rider's cycling Eddington number in miles and km; one statement.
+def recompute_eddington(conn: Conn, *, rider_id: int, now: datetime) -> tuple[int, int]:
+    """Store the rider's cycling Eddington number in miles and km, updated at `now`; one
+    statement.
 
     Days are local start dates and a day's rides are summed. E is the largest k with k
     days of at least k: with the days ranked by distance, max over ranks n of
@@ -1317,12 +1376,12 @@ def recompute_eddington(conn: Conn, *, rider_id: int) -> tuple[int, int]:
               from ranked
         )
         update riders r
-           set eddington_miles = e.miles, eddington_km = e.km, eddington_updated_at = now()
+           set eddington_miles = e.miles, eddington_km = e.km, eddington_updated_at = %(now)s
           from e
          where r.id = %(rider_id)s
         returning e.miles, e.km
         """,
-        {"rider_id": rider_id, "sports": sorted(RIDE_SPORTS)},
+        {"rider_id": rider_id, "sports": sorted(RIDE_SPORTS), "now": now},
     ).fetchone()
     return (int(row["miles"]), int(row["km"])) if row else (0, 0)
 
@@ -1330,7 +1389,7 @@ def recompute_eddington(conn: Conn, *, rider_id: int) -> tuple[int, int]:
 # Operator actions.
 
 
-def reset_rider(conn: Conn, *, rider_id: int) -> bool:
+def reset_rider(conn: Conn, *, rider_id: int, now: datetime) -> bool:
     """Clear a rider's backoff and failure count and release any lease; False if unconnected.
 
     A call still working on the rider then fails its next hold_lease and writes nothing.
@@ -1341,10 +1400,10 @@ def reset_rider(conn: Conn, *, rider_id: int) -> bool:
             update strava_connections
                set failure_count = 0, next_attempt_at = null, error_class = null,
                    lease_token = null, lease_kind = null, lease_expires_at = null,
-                   updated_at = now()
+                   updated_at = %s
              where rider_id = %s
             """,
-            (rider_id,),
+            (now, rider_id),
         ).rowcount
         > 0
     )
@@ -1361,8 +1420,8 @@ def set_auto_sync(conn: Conn, *, rider_id: int, enabled: bool) -> bool:
 # The admin status.
 
 
-def status_sync_buckets(conn: Conn, *, min_interval_s: int) -> list[dict[str, Any]]:
-    """Riders counted by connection status and sync state."""
+def status_sync_buckets(conn: Conn, *, min_interval_s: int, now: datetime) -> list[dict[str, Any]]:
+    """Riders counted by connection status and sync state at `now`."""
     return conn.execute(
         f"""
         select coalesce(c.status, 'not_connected') as connection, {_SYNC_STATE} as sync_state,
@@ -1372,7 +1431,7 @@ def status_sync_buckets(conn: Conn, *, min_interval_s: int) -> list[dict[str, An
           from riders r left join strava_connections c on c.rider_id = r.id
          group by 1, 2
         """,
-        {"min_interval_s": min_interval_s},
+        {"min_interval_s": min_interval_s, "now": now},
     ).fetchall()
 
 
@@ -1383,7 +1442,7 @@ def incomplete_histories(conn: Conn) -> list[dict[str, Any]]:
         select rider_id, status, connected_at, history_walk_started_at, history_cursor,
                history_pages, history_activities, history_races, history_complete_at,
                full_refresh_requested_at, athlete_created_at, last_progress_at,
-               failure_count, next_attempt_at, last_error, now() as now
+               failure_count, next_attempt_at, last_error
           from strava_connections
          where history_complete_at is null or full_refresh_requested_at is not null
          order by rider_id
@@ -1444,8 +1503,9 @@ def last_runs(conn: Conn, *, kinds: list[str], per_kind: int) -> list[dict[str, 
     ).fetchall()
 
 
-def run_stats_since(conn: Conn, *, hours: int) -> list[dict[str, Any]]:
-    """Per kind over the last `hours`: runs, unfinished, failed runs and item counts."""
+def run_stats_since(conn: Conn, *, hours: int, now: datetime) -> list[dict[str, Any]]:
+    """Per kind over the `hours` before `now`: runs, unfinished, failed runs and item
+    counts."""
     return conn.execute(
         """
         select kind, count(*) as runs,
@@ -1460,10 +1520,10 @@ def run_stats_since(conn: Conn, *, hours: int) -> list[dict[str, Any]]:
                coalesce(sum(failed), 0) as items_failed,
                coalesce(sum(skipped), 0) as items_skipped
           from cron_runs
-         where started_at > now() - make_interval(hours => %s)
+         where started_at > %s - make_interval(hours => %s)
          group by kind
         """,
-        (hours,),
+        (now, hours),
     ).fetchall()
 
 
@@ -1486,39 +1546,43 @@ def rider_runs(conn: Conn, *, rider_id: int, limit: int) -> list[dict[str, Any]]
 # What may be stuck. Each query names the rows and since when they made no progress.
 
 
-def expired_rider_leases(conn: Conn, *, rider_id: int | None = None) -> list[dict[str, Any]]:
-    """Riders whose lease ran out: the call holding them died or overran."""
+def expired_rider_leases(
+    conn: Conn, *, now: datetime, rider_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Riders whose lease ran out by `now`: the call holding them died or overran."""
     return conn.execute(
         """
         select rider_id, lease_kind, lease_expires_at as since
           from strava_connections
-         where lease_token is not null and lease_expires_at < now()
+         where lease_token is not null and lease_expires_at < %(now)s
            and (%(rider_id)s::bigint is null or rider_id = %(rider_id)s)
          order by lease_expires_at
         """,
-        {"rider_id": rider_id},
+        {"rider_id": rider_id, "now": now},
     ).fetchall()
 
 
-def expired_race_leases(conn: Conn, *, rider_id: int | None = None) -> list[dict[str, Any]]:
-    """Races whose enrichment lease ran out."""
+def expired_race_leases(
+    conn: Conn, *, now: datetime, rider_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Races whose enrichment lease ran out by `now`."""
     return conn.execute(
         """
         select strava_id, rider_id, enrichment_lease_expires_at as since
           from activities
-         where enrichment_lease_token is not null and enrichment_lease_expires_at < now()
+         where enrichment_lease_token is not null and enrichment_lease_expires_at < %(now)s
            and (%(rider_id)s::bigint is null or rider_id = %(rider_id)s)
          order by enrichment_lease_expires_at
         """,
-        {"rider_id": rider_id},
+        {"rider_id": rider_id, "now": now},
     ).fetchall()
 
 
 def stalled_histories(
-    conn: Conn, *, stuck_after_s: int, rider_id: int | None = None
+    conn: Conn, *, stuck_after_s: int, now: datetime, rider_id: int | None = None
 ) -> list[dict[str, Any]]:
-    """Active riders with history left to walk and no progress for stuck_after_s, not
-    held by a live call."""
+    """Active riders with history left to walk and no progress for stuck_after_s before
+    `now`, not held by a live call."""
     return conn.execute(
         """
         select rider_id, since, next_attempt_at, failure_count, last_error from (
@@ -1528,13 +1592,13 @@ def stalled_histories(
               from strava_connections
              where status = 'active'
                and (history_complete_at is null or full_refresh_requested_at is not null)
-               and not coalesce(lease_expires_at >= now(), false)
+               and not coalesce(lease_expires_at >= %(now)s, false)
                and (%(rider_id)s::bigint is null or rider_id = %(rider_id)s)
         ) s
-         where since < now() - make_interval(secs => %(stuck)s)
+         where since < %(now)s - make_interval(secs => %(stuck)s)
          order by since
         """,
-        {"stuck": stuck_after_s, "rider_id": rider_id},
+        {"stuck": stuck_after_s, "rider_id": rider_id, "now": now},
     ).fetchall()
 
 
@@ -1543,9 +1607,11 @@ def overdue_syncs(
     *,
     min_interval_s: int,
     stuck_after_s: int,
+    now: datetime,
     rider_id: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Active auto-sync riders due for longer than stuck_after_s and not held by a call."""
+    """Active auto-sync riders due for longer than stuck_after_s at `now` and not held by
+    a call."""
     return conn.execute(
         """
         select c.rider_id, c.next_attempt_at, c.failure_count, c.last_error,
@@ -1553,13 +1619,13 @@ def overdue_syncs(
                    as since
           from strava_connections c join riders r on r.id = c.rider_id
          where c.status = 'active' and r.auto_sync
-           and not coalesce(c.lease_expires_at >= now(), false)
+           and not coalesce(c.lease_expires_at >= %(now)s, false)
            and coalesce(c.last_synced_at + make_interval(secs => %(interval)s), c.connected_at)
-               < now() - make_interval(secs => %(stuck)s)
+               < %(now)s - make_interval(secs => %(stuck)s)
            and (%(rider_id)s::bigint is null or c.rider_id = %(rider_id)s)
          order by since
         """,
-        {"interval": min_interval_s, "stuck": stuck_after_s, "rider_id": rider_id},
+        {"interval": min_interval_s, "stuck": stuck_after_s, "rider_id": rider_id, "now": now},
     ).fetchall()
 
 
@@ -1569,19 +1635,25 @@ def stalled_races(
     stuck_after_s: int,
     max_attempts: int,
     limit: int,
+    now: datetime,
     rider_id: int | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Races of active riders waiting for details longer than stuck_after_s (past any
-    backoff) and not held by a live call: how many, and the oldest `limit`."""
+    """Races of active riders waiting for details longer than stuck_after_s at `now` (past
+    any backoff) and not held by a live call: how many, and the oldest `limit`."""
     where = f"""
           from activities a join strava_connections c on c.rider_id = a.rider_id
          where a.is_race and {_RACE_WAITING} and c.status = 'active'
-           and not coalesce(a.enrichment_lease_expires_at >= now(), false)
+           and not coalesce(a.enrichment_lease_expires_at >= %(now)s, false)
            and coalesce(a.enrichment_next_attempt_at, a.created_at)
-               < now() - make_interval(secs => %(stuck)s)
+               < %(now)s - make_interval(secs => %(stuck)s)
            and (%(rider_id)s::bigint is null or a.rider_id = %(rider_id)s)
     """
-    params = {"stuck": stuck_after_s, "max_attempts": max_attempts, "rider_id": rider_id}
+    params = {
+        "stuck": stuck_after_s,
+        "max_attempts": max_attempts,
+        "rider_id": rider_id,
+        "now": now,
+    }
     count = conn.execute(f"select count(*) as n {where}", params).fetchone()
     assert count is not None
     rows = conn.execute(
@@ -1597,20 +1669,14 @@ def stalled_races(
     return int(count["n"]), rows
 
 
-def unfinished_runs(conn: Conn, *, stuck_after_s: int) -> list[dict[str, Any]]:
-    """Runs started longer than stuck_after_s ago that never finished: calls that died."""
+def unfinished_runs(conn: Conn, *, stuck_after_s: int, now: datetime) -> list[dict[str, Any]]:
+    """Runs started longer than stuck_after_s before `now` that never finished: calls that
+    died."""
     return conn.execute(
         """
         select id, kind, started_at as since from cron_runs
-         where finished_at is null and started_at < now() - make_interval(secs => %s)
+         where finished_at is null and started_at < %s - make_interval(secs => %s)
          order by started_at
         """,
-        (stuck_after_s,),
+        (now, stuck_after_s),
     ).fetchall()
-
-
-def database_now(conn: Conn) -> datetime:
-    """The database's clock: the one every lease and cooldown is measured by."""
-    row = conn.execute("select now() as now").fetchone()
-    assert row is not None
-    return row["now"]  # type: ignore[no-any-return]

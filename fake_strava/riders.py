@@ -17,8 +17,11 @@ def connect_athlete(
     name: str,
     scope: str = "read,activity:read_all",
     expires_in: int | None = None,
+    now: datetime | None = None,
 ) -> int:
-    """Grant the athlete's tokens on the fake and store them for a new rider; its id."""
+    """Grant the athlete's tokens on the fake and store them for a new rider, connected
+    at `now` (by default the fake's clock, which a simulation shares with the service);
+    its id."""
     tokens = fake.issue_tokens(athlete_id, scope=scope, expires_in=expires_in)
     rider_id = models.create_rider(conn, name=name)
     models.save_connection(
@@ -29,5 +32,6 @@ def connect_athlete(
         refresh_token=tokens["refresh_token"],
         expires_at=datetime.fromtimestamp(tokens["expires_at"], UTC),
         scope=scope,
+        now=now or fake.now(),
     )
     return rider_id

@@ -197,6 +197,19 @@ class FakeStrava:
         self._refreshes: Counter[int] = Counter()
         self._faults: list[_Fault] = []
 
+    # ---- time ---------------------------------------------------------------------------
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The one clock (epoch seconds) the rate windows, token expiry and the request log
+        follow; a simulation passes the same virtual time to the service's Runtime (as its
+        clock and timer). Latency and fault delays are real sleeps."""
+        return self._clock
+
+    def now(self) -> datetime:
+        """The fake's clock as an aware UTC datetime."""
+        return datetime.fromtimestamp(self._clock(), UTC)
+
     # ---- data ---------------------------------------------------------------------------
 
     def add_athlete(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -139,8 +138,10 @@ def _client(runtime: Runtime) -> StravaClient:
         oauth_url=settings.strava_oauth_url,
         client_id=settings.strava_client_id,
         client_secret=settings.strava_client_secret,
-        deadline=time.monotonic() + settings.cron_time_budget_s,
+        deadline=runtime.timer() + settings.cron_time_budget_s,
         timeout_s=settings.strava_timeout_s,
+        clock=runtime.clock,
+        timer=runtime.timer,
     )
 
 
@@ -158,12 +159,11 @@ def start_connect(runtime: Runtime, identity: RiderIdentity, *, redirect_uri: st
     with _client(runtime) as strava:
         nonce = uuid4()
         key = _state_key(runtime)
-        state = make_state(
-            key, auth_user_id=identity.auth_user_id, nonce=nonce, now=runtime.clock()
-        )
+        now = runtime.clock()
+        state = make_state(key, auth_user_id=identity.auth_user_id, nonce=nonce, now=now)
         with runtime.db.connection() as conn:
             models.save_oauth_state(
-                conn, nonce=nonce, auth_user_id=identity.auth_user_id, ttl_s=STATE_TTL_S
+                conn, nonce=nonce, auth_user_id=identity.auth_user_id, ttl_s=STATE_TTL_S, now=now
             )
         return strava.authorize_url(redirect_uri=redirect_uri, state=state, scope=SCOPE)
 
@@ -172,9 +172,10 @@ def _consume_state(runtime: Runtime, state: str | None) -> UUID:
     if not state:
         raise ConnectError(400, "invalid_state", _START_AGAIN.format("is incomplete"))
     key = _state_key(runtime)
-    user, nonce = read_state(key, state, now=runtime.clock())
+    now = runtime.clock()
+    user, nonce = read_state(key, state, now=now)
     with runtime.db.connection() as conn:
-        live = models.consume_oauth_state(conn, nonce=nonce, auth_user_id=user)
+        live = models.consume_oauth_state(conn, nonce=nonce, auth_user_id=user, now=now)
     if live is None:
         raise ConnectError(400, "state_used", _START_AGAIN.format("was already used"))
     if not live:
@@ -252,6 +253,7 @@ def _store(
     previous: int | None = None
     try:
         with runtime.db.connection() as conn:
+            now = runtime.clock()
             rider_id = models.rider_id_for_user(conn, auth_user_id=auth_user_id)
             owner = models.connection_rider_for_athlete(conn, athlete_id=athlete_id)
             if owner is not None and owner != rider_id:
@@ -264,10 +266,11 @@ def _store(
                     refresh_token=grant.refresh_token,
                     expires_at=grant.expires_at,
                     scope=scope,
+                    now=now,
                 )
                 linked_elsewhere = True
             else:
-                rider_id = models.ensure_rider_for_user(conn, auth_user_id=auth_user_id)
+                rider_id = models.ensure_rider_for_user(conn, auth_user_id=auth_user_id, now=now)
                 previous = models.connected_athlete(conn, rider_id=rider_id)
                 if previous is not None and previous != athlete_id:
                     # Another Strava account replaces the old one: its activities would
@@ -281,6 +284,7 @@ def _store(
                     refresh_token=grant.refresh_token,
                     expires_at=grant.expires_at,
                     scope=scope,
+                    now=now,
                 )
                 models.set_athlete_created_at(
                     conn, rider_id=rider_id, created_at=athlete_created_at

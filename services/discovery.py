@@ -1,6 +1,6 @@
 """Discover: walk each rider's whole history backwards, a page at a time, to its start.
 
-A walk starts at an instant taken from the database's clock (anything newer is
+A walk starts at an instant taken from the runtime's clock (anything newer is
 sync-strava's job) and lists `before` a cursor that moves down to the oldest start_date
 each page held. Every page is written with its cursor and progress in one transaction,
 so a call that dies loses nothing and repeats at most the page it was fetching. The walk
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -145,19 +144,19 @@ def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> 
     settings = call.settings
     stored = models.WalkPosition(lease.history_walk_started_at, lease.history_cursor)
     started = stored.started_at
-    if started is None:  # a new walk: its upper bound is now, by the database's clock
+    if started is None:  # a new walk: its upper bound is now, by the runtime's clock
         # (seen_at, which reconciliation compares with it, is set by that same clock)
-        with call.db.connection() as conn:
-            started = models.database_now(conn)
+        started = call.now()
     cursor = stored.cursor or started
     progress.oldest = stored.cursor
     slowest: float | None = None
     while True:
-        began = time.monotonic()
+        began = call.runtime.timer()
         summaries = call.tokens.call(lease.rider_id, _page_before(call, listing_before(cursor)))
         rows = page_rows(summaries, min_race_distance_km=settings.race_min_distance_km)
         step = next_step(len(summaries), oldest_start(rows), cursor=cursor, read_all=lease.read_all)
         with call.db.connection() as conn:
+            now = call.now()
             if not models.hold_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token):
                 raise LeaseLost()
             if models.walk_position(conn, rider_id=lease.rider_id) != stored:
@@ -169,7 +168,7 @@ def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> 
                 since=started,
             )
             written = models.upsert_activities(
-                conn, rider_id=lease.rider_id, rows=rows, seen_since=started
+                conn, rider_id=lease.rider_id, rows=rows, now=now, seen_since=started
             )
             new = [r for r in rows if r["strava_id"] not in seen]
             new_races = sum(1 for r in new if r["is_race"])
@@ -181,9 +180,10 @@ def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> 
                 cursor=step.cursor,
                 activities=len(new),
                 races=new_races,
+                now=now,
             )
             # None when reconciliation was refused (the walk completes all the same)
-            removed = _finish_walk(conn, lease, started) if step.ended else 0
+            removed = _finish_walk(conn, lease, started, now) if step.ended else 0
         stored = models.WalkPosition(started, step.cursor)
         cursor = step.cursor
         counts = progress.counts
@@ -198,7 +198,7 @@ def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> 
             progress.complete = True
             refused = "reconcile_refused" if removed is None else None
             return progress.outcome(SUCCEEDED, detail=refused)
-        slowest = max(slowest or 0.0, time.monotonic() - began)
+        slowest = max(slowest or 0.0, call.runtime.timer() - began)
         if call.should_stop() or not time_for_another_page(call.time_left(), slowest):
             break
     with call.db.connection() as conn:  # progress is kept; the next call resumes from it
@@ -206,7 +206,9 @@ def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> 
     return progress.outcome(SUCCEEDED)
 
 
-def _finish_walk(conn: models.Conn, lease: models.RiderLease, started: datetime) -> int | None:
+def _finish_walk(
+    conn: models.Conn, lease: models.RiderLease, started: datetime, now: datetime
+) -> int | None:
     """Complete the walk, removing what it did not see unless that looks like a glitch;
     the number removed, or None when reconciliation was refused."""
     found = models.count_unseen_by_walk(conn, rider_id=lease.rider_id, walk_started_at=started)
@@ -226,11 +228,12 @@ def _finish_walk(conn: models.Conn, lease: models.RiderLease, started: datetime)
             extra={"rider_id": lease.rider_id, "unseen": found.unseen, "total": found.total},
         )
     # The whole history is in now, so the Eddington number can count every ride.
-    models.recompute_eddington(conn, rider_id=lease.rider_id)
+    models.recompute_eddington(conn, rider_id=lease.rider_id, now=now)
     models.complete_walk(
         conn,
         rider_id=lease.rider_id,
         lease_token=lease.lease_token,
+        now=now,
         error_class="reconcile_refused" if refusal else None,
         message=refusal,
     )
@@ -264,10 +267,13 @@ def run_discover(runtime: Runtime, *, limit: int) -> dict[str, Any]:
             lease_token=call.lease_token,
             limit=limit,
             lease_ttl_s=runtime.settings.lease_ttl_s,
+            now=call.started_at,
         ),
         work=_walk_or_record_failure,
         hand_back=_hand_back,
-        remaining=lambda conn, call: models.count_riders_due_for_discovery(conn),
+        remaining=lambda conn, call: models.count_riders_due_for_discovery(
+            conn, now=call.started_at
+        ),
     )
 
 
@@ -296,7 +302,7 @@ def request_full_refresh(runtime: Runtime, rider_id: int) -> dict[str, Any]:
     Raises UnknownRider, or NotConnected when there is nothing to walk with.
     """
     with runtime.db.connection() as conn:
-        asked = models.request_full_refresh(conn, rider_id=rider_id)
+        asked = models.request_full_refresh(conn, rider_id=rider_id, now=runtime.clock())
         progress = models.discovery_progress(conn, rider_id=rider_id) if asked.queued else None
     if not asked.rider_exists:
         raise UnknownRider(f"no rider with id {rider_id}")

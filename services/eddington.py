@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 import models
@@ -51,7 +51,7 @@ def eddington_numbers(rides: Iterable[tuple[date, str, float]]) -> tuple[int, in
     )
 
 
-def recompute(db: Database, rider_id: int) -> tuple[int, int]:
-    """Recompute and store a rider's numbers (miles, km) in the database."""
+def recompute(db: Database, rider_id: int, *, now: datetime) -> tuple[int, int]:
+    """Recompute and store a rider's numbers (miles, km) in the database, at `now`."""
     with db.connection() as conn:
-        return models.recompute_eddington(conn, rider_id=rider_id)
+        return models.recompute_eddington(conn, rider_id=rider_id, now=now)

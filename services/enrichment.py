@@ -160,6 +160,7 @@ def enrich_race(call: Call, race: models.RaceLease) -> Outcome:
             description=_text(detail.get("description")),
             polyline=full_polyline(detail),
             details=race_details(detail),
+            now=call.now(),
         )
     if not stored:
         raise LeaseLost()
@@ -184,6 +185,7 @@ def _enrich_or_record_failure(call: Call, race: models.RaceLease) -> Outcome:
                     lease_token=call.lease_token,
                     message=f"{error_class}: {outcome.error or error_class}",
                     backoff_s=enrichment_backoff(race.attempts).total_seconds(),
+                    now=call.now(),
                 )
                 outcome.counts["attempts"] = race.attempts + 1
         if isinstance(exc, NeedsReauth):  # the rider's problem, not the race's
@@ -216,6 +218,7 @@ def enrich_rider_races(call: Call, rider_id: int, *, limit: int) -> list[Outcome
             limit=limit,
             lease_ttl_s=call.settings.lease_ttl_s,
             max_attempts=call.settings.enrich_max_attempts,
+            now=call.now(),
             rider_id=rider_id,
         )
     return enrich_races(call, races)
@@ -236,10 +239,11 @@ def run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
             limit=limit,
             lease_ttl_s=settings.lease_ttl_s,
             max_attempts=settings.enrich_max_attempts,
+            now=call.started_at,
         ),
         work=_enrich_or_record_failure,
         hand_back=_hand_back,
         remaining=lambda conn, call: models.count_races_due_for_enrichment(
-            conn, max_attempts=settings.enrich_max_attempts
+            conn, max_attempts=settings.enrich_max_attempts, now=call.started_at
         ),
     )

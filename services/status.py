@@ -332,9 +332,11 @@ def _history_entry(row: dict[str, Any]) -> dict[str, Any]:
 def admin_status(runtime: Runtime) -> dict[str, Any]:
     """The whole fleet: riders, backlog and its estimate, rate limit, runs, what is stuck."""
     settings = runtime.settings
+    now = runtime.clock()
     with runtime.db.connection() as conn:
-        now = models.database_now(conn)
-        buckets = models.status_sync_buckets(conn, min_interval_s=settings.sync_min_interval_s)
+        buckets = models.status_sync_buckets(
+            conn, min_interval_s=settings.sync_min_interval_s, now=now
+        )
         due_now = models.count_riders_due_for_sync(
             conn, min_interval_s=settings.sync_min_interval_s, now=now
         )
@@ -343,27 +345,29 @@ def admin_status(runtime: Runtime) -> dict[str, Any]:
         auto_sync_riders = models.count_auto_sync_riders(conn)
         budget = models.read_rate_budget(conn)
         runs = models.last_runs(conn, kinds=RUN_KINDS, per_kind=RUNS_PER_KIND)
-        day = {row["kind"]: row for row in models.run_stats_since(conn, hours=24)}
+        day = {row["kind"]: row for row in models.run_stats_since(conn, hours=24, now=now)}
         stalled_count, stalled = models.stalled_races(
             conn,
             stuck_after_s=settings.stuck_after_s,
             max_attempts=settings.enrich_max_attempts,
             limit=LISTED_MAX,
+            now=now,
         )
         stuck = stuck_items(
             now=now,
             blocked_until=roll_windows(budget, now).blocked_until,
             blocked_reason=budget.blocked_reason,
-            rider_leases=models.expired_rider_leases(conn),
-            race_leases=models.expired_race_leases(conn),
-            histories=models.stalled_histories(conn, stuck_after_s=settings.stuck_after_s),
+            rider_leases=models.expired_rider_leases(conn, now=now),
+            race_leases=models.expired_race_leases(conn, now=now),
+            histories=models.stalled_histories(conn, stuck_after_s=settings.stuck_after_s, now=now),
             overdue=models.overdue_syncs(
                 conn,
                 min_interval_s=settings.sync_min_interval_s,
                 stuck_after_s=settings.stuck_after_s,
+                now=now,
             ),
             races=stalled,
-            runs=models.unfinished_runs(conn, stuck_after_s=settings.stuck_after_s),
+            runs=models.unfinished_runs(conn, stuck_after_s=settings.stuck_after_s, now=now),
         )
     by_kind = Counter(item["kind"] for item in stuck)
     by_kind["race_stalled"] = stalled_count  # only the oldest LISTED_MAX are listed
@@ -454,16 +458,17 @@ def admin_status(runtime: Runtime) -> dict[str, Any]:
 def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
     """One rider in full: connection, sync, history, races, what is stuck, recent runs."""
     settings = runtime.settings
+    now = runtime.clock()
     with runtime.db.connection() as conn:
         row = models.rider_sync_state(
             conn,
             rider_id=rider_id,
             min_interval_s=settings.sync_min_interval_s,
             max_attempts=settings.enrich_max_attempts,
+            now=now,
         )
         if row is None:
             return None
-        now = row["now"]
         budget = models.read_rate_budget(conn)
         runs = models.rider_runs(conn, rider_id=rider_id, limit=RIDER_RUNS)
         failed = models.failed_races(conn, rider_id=rider_id, limit=LISTED_MAX)
@@ -472,21 +477,23 @@ def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
             stuck_after_s=settings.stuck_after_s,
             max_attempts=settings.enrich_max_attempts,
             limit=LISTED_MAX,
+            now=now,
             rider_id=rider_id,
         )
         stuck = stuck_items(
             now=now,
             blocked_until=None,
             blocked_reason=None,
-            rider_leases=models.expired_rider_leases(conn, rider_id=rider_id),
-            race_leases=models.expired_race_leases(conn, rider_id=rider_id),
+            rider_leases=models.expired_rider_leases(conn, now=now, rider_id=rider_id),
+            race_leases=models.expired_race_leases(conn, now=now, rider_id=rider_id),
             histories=models.stalled_histories(
-                conn, stuck_after_s=settings.stuck_after_s, rider_id=rider_id
+                conn, stuck_after_s=settings.stuck_after_s, now=now, rider_id=rider_id
             ),
             overdue=models.overdue_syncs(
                 conn,
                 min_interval_s=settings.sync_min_interval_s,
                 stuck_after_s=settings.stuck_after_s,
+                now=now,
                 rider_id=rider_id,
             ),
             races=stalled,
@@ -600,7 +607,7 @@ def reset_rider(runtime: Runtime, rider_id: int) -> dict[str, Any]:
     with runtime.db.connection() as conn:
         if not models.rider_exists(conn, rider_id=rider_id):
             raise UnknownRider(f"no rider with id {rider_id}")
-        if not models.reset_rider(conn, rider_id=rider_id):
+        if not models.reset_rider(conn, rider_id=rider_id, now=runtime.clock()):
             raise NotConnected(f"rider {rider_id} has no Strava connection")
     return {"rider_id": rider_id, "reset": True, "detail": rider_detail(runtime, rider_id)}
 

@@ -64,7 +64,8 @@ def sync_rider(call: Call, lease: models.RiderLease) -> Outcome:
         with call.db.connection() as conn:
             if not models.hold_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token):
                 raise LeaseLost()
-            written = models.upsert_activities(conn, rider_id=lease.rider_id, rows=rows)
+            now = call.now()
+            written = models.upsert_activities(conn, rider_id=lease.rider_id, rows=rows, now=now)
             counts["pages"] += 1
             counts["fetched"] += len(summaries)
             counts["added"] += written.inserted
@@ -78,6 +79,7 @@ def sync_rider(call: Call, lease: models.RiderLease) -> Outcome:
                     after=start.after,
                     next_page=page + 1,
                     newest=newest,
+                    now=now,
                 )
             else:
                 models.finish_sync(
@@ -87,10 +89,11 @@ def sync_rider(call: Call, lease: models.RiderLease) -> Outcome:
                     sync_cursor=newest,
                     added=counts["added"],
                     updated=counts["updated"],
+                    now=now,
                 )
                 # New or edited rides (a resumed listing may have stored them earlier).
                 if counts["added"] or counts["updated"] or start.resumed:
-                    models.recompute_eddington(conn, rider_id=lease.rider_id)
+                    models.recompute_eddington(conn, rider_id=lease.rider_id, now=now)
         if ended:
             return Outcome("rider_id", lease.rider_id, SUCCEEDED, counts=counts)
         page += 1
@@ -124,7 +127,7 @@ def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
             conn, min_interval_s=settings.sync_min_interval_s, now=call.started_at
         )
         if left == 0:
-            models.close_sync_round(conn, now=call.runtime.clock())
+            models.close_sync_round(conn, now=call.now())
         return left
 
     return bounded_call(

@@ -151,6 +151,7 @@ def sync_state(runtime: Runtime, identity: RiderIdentity) -> dict[str, Any]:
                 rider_id=rider_id,
                 min_interval_s=settings.sync_min_interval_s,
                 max_attempts=settings.enrich_max_attempts,
+                now=runtime.clock(),
             )
             if rider_id is not None
             else None
@@ -177,6 +178,7 @@ def sync_now(runtime: Runtime, identity: RiderIdentity) -> SyncNowResult:
                 lease_token=call.lease_token,
                 lease_ttl_s=settings.lease_ttl_s,
                 cooldown_s=settings.sync_now_cooldown_s,
+                now=call.started_at,
             )
         if lease is None:  # another call or click got there between our look and the claim
             return _refuse_or_hold(runtime, identity, rider_id, check_budget=False) or (
@@ -193,9 +195,10 @@ def _refuse_or_hold(
 ) -> SyncNowResult | None:
     """Raise SyncNowRefused, answer 202 for a rider held by another call, or None to go on."""
     settings = runtime.settings
+    now = runtime.clock()
     with runtime.db.connection() as conn:
         position = models.sync_now_position(
-            conn, rider_id=rider_id, cooldown_s=settings.sync_now_cooldown_s
+            conn, rider_id=rider_id, cooldown_s=settings.sync_now_cooldown_s, now=now
         )
         budget = models.read_rate_budget(conn) if check_budget else None
     if position is None:
@@ -214,9 +217,9 @@ def _refuse_or_hold(
         )
     if budget is not None:
         # Refuse before any Strava request when even the Sync-now reserve is spent.
-        _, refusal = try_reserve(budget, runtime.clock(), held_back=0)
+        _, refusal = try_reserve(budget, now, held_back=0)
         if refusal is not None:
-            raise _rate_limited(refusal.resets_at, runtime.clock())
+            raise _rate_limited(refusal.resets_at, now)
     return None
 
 
@@ -239,6 +242,7 @@ def _run(call: Call, lease: models.RiderLease) -> dict[str, Any]:
             rider_id=rider_id,
             min_interval_s=call.settings.sync_min_interval_s,
             max_attempts=call.settings.enrich_max_attempts,
+            now=call.now(),
         )
     waiting = int(row["races_waiting"]) if row else 0
     answer = call.answer(outcomes, remaining=waiting + (0 if synced.status == SUCCEEDED else 1))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -35,7 +35,7 @@ def connect_rider(
     sync cursor is the connection time, as for a rider who just connected.
     """
     fake.add_athlete(athlete_id)
-    now = datetime.now(UTC)
+    now = fake.now()  # the fake's clock, which a test may share with the service
     if activities:
         fake.add_activities(
             athlete_id,
@@ -57,11 +57,12 @@ def connect_rider(
             name=name or f"Rider {athlete_id}",
             scope=scope,
             expires_in=expires_in,
+            now=now,
         )
         conn.execute(
             "update strava_connections set sync_cursor = coalesce(%s, sync_cursor),"
-            " history_complete_at = case when %s then now() end where rider_id = %s",
-            (sync_cursor, history_complete, rider_id),
+            " history_complete_at = case when %s then %s::timestamptz end where rider_id = %s",
+            (sync_cursor, history_complete, now, rider_id),
         )
     return rider_id
 

@@ -602,7 +602,7 @@ def test_a_full_refresh_during_a_walk_stops_the_old_walk_writing(make_app, strav
     try:
         with runtime.db.connection() as conn:
             (lease,) = models.claim_riders_for_discovery(
-                conn, lease_token=call.lease_token, limit=1, lease_ttl_s=60
+                conn, lease_token=call.lease_token, limit=1, lease_ttl_s=60, now=call.started_at
             )
         assert refresh(client, rider).status_code == 202  # while the call holds the rider
         outcome = _walk_or_record_failure(call, lease)

@@ -146,7 +146,7 @@ def test_sql_matches_brute_force_on_random_data(database, seed):
         other = models.create_rider(conn, name="other")
         _insert(conn, rider, rows)
         _insert(conn, other, [(10_000, datetime(2023, 5, 1, 9), "Ride", 500_000.0)])
-        numbers = models.recompute_eddington(conn, rider_id=rider)
+        numbers = models.recompute_eddington(conn, rider_id=rider, now=datetime.now(UTC))
     per_day: dict[date, float] = {}
     for _, local, sport, metres in rows:
         if sport not in ("Run", "Walk", "Swim"):
@@ -167,7 +167,7 @@ def test_no_rides_is_zero(database):
     with psycopg.connect(database, row_factory=dict_row) as conn:
         rider = models.create_rider(conn, name="runner")
         _insert(conn, rider, [(1, datetime(2024, 1, 1, 9), "Run", 42_195.0)])
-        assert models.recompute_eddington(conn, rider_id=rider) == (0, 0)
+        assert models.recompute_eddington(conn, rider_id=rider, now=datetime.now(UTC)) == (0, 0)
 
 
 def test_ten_thousand_activities_match_brute_force(database):
@@ -182,7 +182,7 @@ def test_ten_thousand_activities_match_brute_force(database):
         rider = models.create_rider(conn, name="lots")
         _insert(conn, rider, rows)
         conn.execute("analyze activities")
-        miles, km = models.recompute_eddington(conn, rider_id=rider)
+        miles, km = models.recompute_eddington(conn, rider_id=rider, now=datetime.now(UTC))
     per_day: dict[date, float] = {}
     for _, local, _, metres in rows:
         per_day[local.date()] = per_day.get(local.date(), 0.0) + metres

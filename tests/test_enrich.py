@@ -34,7 +34,7 @@ def store(database, rider, summaries, *, min_race_distance_km=200.0):
     """Put activities in the database as a listing would have (races pending)."""
     rows = page_rows(summaries, min_race_distance_km=min_race_distance_km)
     with psycopg.connect(database, row_factory=psycopg.rows.dict_row) as conn:
-        models.upsert_activities(conn, rider_id=rider, rows=rows)
+        models.upsert_activities(conn, rider_id=rider, rows=rows, now=datetime.now(UTC))
 
 
 def rider_with_races(database, fake, athlete_id, n, *, first_day=1):
@@ -381,7 +381,12 @@ def test_a_race_reclassified_while_held_is_handed_back_not_broken(make_app, stra
     try:
         with runtime.db.connection() as conn:
             claimed = models.claim_races_for_enrichment(
-                conn, lease_token=call.lease_token, limit=5, lease_ttl_s=60, max_attempts=5
+                conn,
+                lease_token=call.lease_token,
+                limit=5,
+                lease_ttl_s=60,
+                max_attempts=5,
+                now=call.started_at,
             )
         strava.update_activity(changed, workout_type=10)
         store(database, rider, [a for a in strava.activities_of(415) if a["id"] == changed])
