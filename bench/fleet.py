@@ -1,0 +1,934 @@
+"""Weeks of a club in minutes: a discrete-event simulation of a fleet of riders running
+the real service (the Flask app, its SQL, its Strava client) against the fake Strava on
+one virtual clock (see bench/fleet_clock.py).
+
+- The fleet (bench/fleet_world.py): history sizes around a median of 1,000 (lognormal,
+  a few of 10,000), 3% races, a quarter of the riders without activity:read_all and
+  some private activities; each rider with a home time zone (UTC-8 to UTC+10) and a
+  riding habit (daily to monthly, some who stopped), rides uploaded a while after they
+  end, now and then a manual entry dated weeks back, and Sync now presses after some
+  uploads. Every rider connects at the start of the simulation.
+- The schedule is read from .github/workflows/*.yml: each workflow's cron times, each
+  run calling its endpoint again while `done` is false, up to its max_calls, stopping
+  like .github/scripts/call-cron.sh (done, rate_limited, or a call that took nothing);
+  runs start 0 to 15 minutes late, a few are dropped, one run per concurrency group at
+  a time (a newer waiting run replaces an older one).
+- Cron calls go through the Flask test client with the cron bearer; Sync now through
+  POST /api/riders/me/sync with the rider's HS256 token. Strava is the fake installed
+  with `responses`, at the documented default limits (or a larger tier), answering
+  with the real headers and 429s; each request costs a simulated latency.
+
+Run: .venv/bin/python -m bench.fleet [--riders 200] [--days 21] [--tier default]
+     [--seed 1] [--label baseline] [--quick]
+It prints the report and writes bench/results/fleet-<label>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import heapq
+import json
+import logging
+import math
+import random
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jwt
+import psycopg
+import responses
+from flask import Flask
+from flask.testing import FlaskClient
+from psycopg import sql
+from psycopg.rows import dict_row
+
+import db as dbmod
+from app_factory import create_app
+from bench.fleet_clock import DatabaseClock, VirtualClock, has_timer_seam, service_on
+from bench.fleet_world import (
+    CALL_PAUSE_S,
+    JOB_STARTUP_S,
+    Rider,
+    ScheduledRun,
+    Upload,
+    Workflow,
+    build_riders,
+    build_uploads,
+    read_workflows,
+    schedule_runs,
+)
+from bench.support import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    CRON_SECRET,
+    ROOT,
+    bench_settings,
+    table,
+    temporary_database,
+)
+from fake_strava import FakeStrava, mock
+from fake_strava.riders import connect_athlete
+from fake_strava.server import API_PREFIX, OAUTH_PREFIX
+from services.activities import is_race
+
+RESULTS = Path(__file__).resolve().parent / "results"
+API_URL = "https://www.strava.com/api/v3"
+OAUTH_URL = "https://www.strava.com/oauth"
+JWT_SECRET = "fleet-bench-supabase-jwt-secret-0123456789abcdef"
+START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday, 00:00 UTC
+DAY_S = 86400.0
+PER_PAGE = 200
+# Strava's documented default limits (overall 15 min, overall day, read 15 min, read
+# day) and larger tiers as multiples of them.
+TIERS: dict[str, tuple[int, int, int, int]] = {
+    "default": (200, 2000, 100, 1000),
+    "x2": (400, 4000, 200, 2000),
+    "x5": (1000, 10000, 500, 5000),
+    "x10": (2000, 20000, 1000, 10000),
+}
+CLASSES = ("sync_now", "incremental", "discover", "enrich", "token")
+_CONTEXT_CLASS = {
+    "sync-now": "sync_now",
+    "sync-strava": "incremental",
+    "discover": "discover",
+    "enrich": "enrich",
+}
+_LISTING = API_PREFIX + "/athlete/activities"
+_DETAIL = API_PREFIX + "/activities/"
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    riders: int = 200
+    days: int = 21
+    tier: str = "default"
+    seed: int = 1
+    history_median: int = 1000
+    latency_s: float = 0.150
+    workers: int = 1  # SYNC_WORKERS; 1 keeps the figures reproducible (no thread races)
+    label: str | None = None
+    # (overall 15 min, overall day, read 15 min, read day) instead of the tier's
+    limits: tuple[int, int, int, int] | None = None
+
+    @property
+    def rate_limits(self) -> tuple[int, int, int, int]:
+        return self.limits or TIERS[self.tier]
+
+    @property
+    def name(self) -> str:
+        return self.label or f"{self.tier}-{self.riders}r-{self.days}d-s{self.seed}"
+
+
+class FleetFake(FakeStrava):
+    """The fake Strava, noting the ids each listing answered (to count requests that
+    found nothing new without parsing the answers again)."""
+
+    last_listing: list[int] | None = None
+
+    def _list_activities(self, grant: Any, query: Mapping[str, str]) -> Any:
+        answer = super()._list_activities(grant, query)
+        body = answer.body
+        self.last_listing = [s["id"] for s in body] if isinstance(body, list) else None
+        return answer
+
+
+@dataclass
+class RunState:
+    run: ScheduledRun
+    started: float
+    calls: int = 0
+    outcome: str = ""
+
+
+@dataclass
+class Tag:
+    """What the simulation knows of one request of the fake's log."""
+
+    context: str | None
+    nothing_new: bool | None
+
+
+@dataclass
+class Totals:
+    runs_scheduled: Counter[str] = field(default_factory=Counter)
+    runs_dropped: Counter[str] = field(default_factory=Counter)
+    runs_superseded: Counter[str] = field(default_factory=Counter)
+    runs_done: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)
+    outcomes: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    call_failures: Counter[str] = field(default_factory=Counter)
+    presses: Counter[str] = field(default_factory=Counter)
+
+
+def quantiles(values: list[float]) -> dict[str, float | int | None]:
+    """n, p50, p95 and max (nearest rank), in seconds rounded to 0.1."""
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def rank(q: float) -> float | None:
+        return round(ordered[max(0, math.ceil(q * n) - 1)], 1) if n else None
+
+    return {"n": n, "p50_s": rank(0.50), "p95_s": rank(0.95), "max_s": rank(1.0)}
+
+
+def history_pages(size: int, *, read_all: bool) -> int:
+    """The fewest listings that walk a history of `size` at 200 a page: the last page
+    must come back short (or empty); without activity:read_all only an empty page ends
+    it (Strava filters private activities after paging)."""
+    if read_all:
+        return size // PER_PAGE + 1
+    return math.ceil(size / PER_PAGE) + 1
+
+
+@contextlib.contextmanager
+def throwaway_database(server_url: str | None) -> Iterator[str]:
+    """bench.support's temporary database, or one on `server_url`'s server (tests)."""
+    if server_url is None:
+        with temporary_database() as url:
+            yield url
+        return
+    name = f"strava_sync_fleet_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
+    try:
+        dbmod.migrate(url)
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+
+
+class Simulation:
+    def __init__(self, config: FleetConfig, *, server_url: str | None = None) -> None:
+        if config.tier not in TIERS:
+            raise ValueError(f"tier must be one of {sorted(TIERS)}")
+        self.config = config
+        self.server_url = server_url
+        self.rng = random.Random(config.seed)
+        self.clock = VirtualClock(START)
+        limits = config.rate_limits
+        self.fake = FleetFake(
+            clock=self.clock.time,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            limit_15min=limits[0],
+            limit_daily=limits[1],
+            read_limit_15min=limits[2],
+            read_limit_daily=limits[3],
+            seed=config.seed,
+        )
+        self.end = START.timestamp() + config.days * DAY_S
+        self.tags: list[Tag] = []
+        self.context: str | None = None
+        self._lock = threading.Lock()
+        self._served: set[int] = set()
+        self._detailed: set[int] = set()
+        self.totals = Totals()
+        self.reported: Counter[str] = Counter()  # Strava requests the answers reported
+        self.uploaded_at: dict[int, float] = {}  # visible new rides: upload time
+        self.pending: set[int] = set()  # uploaded, not stored yet
+        self.fresh: dict[int, float] = {}  # stored: seconds from upload to row
+        self.backdated: set[int] = set()
+        self.backfill_done_at: float | None = None
+        self.busy: dict[str, RunState] = {}
+        self.waiting: dict[str, ScheduledRun] = {}
+        self._heap: list[tuple[float, int, str, Any]] = []
+        self._seq = 0
+
+    # ---- the world -----------------------------------------------------------------------
+
+    def build(self) -> None:
+        config = self.config
+        self.riders: list[Rider] = build_riders(
+            self.rng, config.riders, start=START, history_median=config.history_median
+        )
+        self.uploads: list[Upload] = build_uploads(
+            self.rng, self.riders, start=START, days=config.days
+        )
+        self.workflows: list[Workflow] = read_workflows()
+        self.runs: list[ScheduledRun] = schedule_runs(
+            self.rng, self.workflows, start=START, days=config.days
+        )
+        self.history_visible: dict[int, set[int]] = {}
+        self.history_races = 0
+        for rider in self.riders:
+            self.fake.add_athlete(rider.athlete_id, firstname="Rider", lastname=str(rider.index))
+            self.fake.add_activities(rider.athlete_id, rider.history)
+            visible = [s for s in rider.history if rider.visible(s)]
+            self.history_visible[rider.index] = {s["id"] for s in visible}
+            self.history_races += sum(1 for s in visible if _race(s))
+            rider.history = []  # the fake holds its own copy
+        self.tokens: dict[int, str] = {}
+
+    def connect(self, database_url: str) -> None:
+        with psycopg.connect(database_url, row_factory=dict_row) as conn:
+            for rider in self.riders:
+                scope = "read,activity:read_all" if rider.read_all else "read,activity:read"
+                rider.rider_id = connect_athlete(
+                    conn, self.fake, rider.athlete_id, name=f"Rider {rider.index}", scope=scope
+                )
+                user = uuid.UUID(int=self.rng.getrandbits(128), version=4)
+                conn.execute(
+                    "update riders set auth_user_id = %s where id = %s", (user, rider.rider_id)
+                )
+                self.tokens[rider.index] = _rider_token(user)
+
+    # ---- Strava at the boundary ----------------------------------------------------------
+
+    def handle(
+        self, method: str, path: str, query: dict[str, str], headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        self.clock.advance(self.config.latency_s)
+        with self._lock:
+            self.fake.last_listing = None
+            answer = self.fake.handle(method, path, query, headers, body)
+            status = answer[0]
+            nothing_new: bool | None = None
+            if status == 200 and path == _LISTING and self.fake.last_listing is not None:
+                ids = self.fake.last_listing
+                nothing_new = all(i in self._served for i in ids)
+                self._served.update(ids)
+            elif status == 200 and path.startswith(_DETAIL):
+                activity = int(path.rsplit("/", 1)[1])
+                nothing_new = activity in self._detailed
+                self._detailed.add(activity)
+            self.tags.append(Tag(self.context, nothing_new))
+            assert len(self.tags) == len(self.fake.requests)
+        return answer
+
+    # ---- events --------------------------------------------------------------------------
+
+    def push(self, at: float, kind: str, data: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, kind, data))
+
+    def loop(self, client: FlaskClient, db_clock: DatabaseClock) -> None:
+        for upload in self.uploads:
+            self.push(upload.at, "upload", upload)
+        for run in self.runs:
+            self.totals.runs_scheduled[run.workflow.endpoint] += 1
+            if run.dropped:
+                self.totals.runs_dropped[run.workflow.endpoint] += 1
+            else:
+                self.push(run.starts, "run", run)
+        while self._heap:
+            at, _, kind, data = heapq.heappop(self._heap)
+            if at >= self.end:
+                break
+            db_clock.set(self.clock.set(at))
+            if kind == "upload":
+                self.upload(data)
+            elif kind == "press":
+                self.press(client, data)
+            elif kind == "run":
+                self.start_run(data)
+            elif kind == "call":
+                self.cron_call(client, data)
+            db_clock.set(self.clock.time())
+
+    def upload(self, upload: Upload) -> None:
+        rider = self.riders[upload.rider]
+        self.fake.add_activities(rider.athlete_id, [upload.summary])
+        activity = upload.summary["id"]
+        if not rider.visible(upload.summary):
+            return
+        if upload.manual_backdated:
+            self.backdated.add(activity)
+        else:
+            self.uploaded_at[activity] = upload.at
+            self.pending.add(activity)
+        if upload.press_at is not None:
+            self.push(upload.press_at, "press", (upload.rider, activity))
+
+    def start_run(self, run: ScheduledRun) -> None:
+        group = run.workflow.group
+        if group in self.busy:  # GitHub's concurrency group: wait; newest waiting kept
+            if group in self.waiting:
+                self.totals.runs_superseded[run.workflow.endpoint] += 1
+            self.waiting[group] = run
+            return
+        state = RunState(run, started=self.clock.time())
+        self.busy[group] = state
+        self.push(self.clock.time(), "call", state)
+
+    def cron_call(self, client: FlaskClient, state: RunState) -> None:
+        workflow = state.run.workflow
+        endpoint = workflow.endpoint
+        state.calls += 1
+        self.totals.calls[endpoint] += 1
+        self.context = endpoint
+        try:
+            response = client.post(
+                f"/api/cron/{endpoint}",
+                headers={"Authorization": f"Bearer {CRON_SECRET}"},
+                json={},
+            )
+        finally:
+            self.context = None
+            self.clock.settle()
+        self.after_call()
+        body = response.get_json(silent=True) or {}
+        self.reported[endpoint] += int(body.get("strava_requests", 0))
+        if response.status_code != 200:
+            self.totals.call_failures[f"{endpoint} {response.status_code}"] += 1
+            outcome = "failed"
+        elif body["done"]:
+            outcome = "done"
+        elif body["rate_limited"]:
+            outcome = "rate_limited"
+        elif body["processed"] == 0:
+            outcome = "stalled"
+        elif state.calls >= workflow.max_calls:
+            outcome = "max_calls"
+        else:
+            self.push(self.clock.time() + CALL_PAUSE_S, "call", state)
+            return
+        self.totals.outcomes[endpoint][outcome] += 1
+        self.totals.runs_done[endpoint] += 1
+        del self.busy[workflow.group]
+        waiting = self.waiting.pop(workflow.group, None)
+        if waiting is not None:
+            self.push(self.clock.time() + JOB_STARTUP_S, "run", waiting)
+
+    def press(self, client: FlaskClient, pressed: tuple[int, int]) -> None:
+        index, activity = pressed
+        had = activity not in self.pending
+        self.context = "sync-now"
+        try:
+            response = client.post(
+                "/api/riders/me/sync", headers={"Authorization": f"Bearer {self.tokens[index]}"}
+            )
+        finally:
+            self.context = None
+            self.clock.settle()
+        self.after_call()
+        body = response.get_json(silent=True) or {}
+        self.reported["sync-now"] += int(body.get("strava_requests", 0))
+        status = response.status_code
+        if status == 200:
+            if had:
+                outcome = "200: the ride was already in"
+            elif activity in self.fresh:
+                outcome = "200: answered with the new ride"
+            else:
+                outcome = "200: without the new ride"
+        elif status == 202:
+            outcome = "202: in progress (held by a cron call)"
+        else:
+            code = (body.get("error") or {}).get("code", "?")
+            outcome = f"{status}: {code}"
+        self.totals.presses[outcome] += 1
+
+    def after_call(self) -> None:
+        """Note the new rides that got their row, and the end of the backfill."""
+        now = self.clock.time()
+        with self.runtime.db.connection() as conn:
+            if self.pending:
+                rows = conn.execute(
+                    "select strava_id from activities where strava_id = any(%s)",
+                    (list(self.pending),),
+                ).fetchall()
+                for row in rows:
+                    activity = row["strava_id"]
+                    self.fresh[activity] = now - self.uploaded_at[activity]
+                    self.pending.discard(activity)
+            if self.backfill_done_at is None:
+                row = conn.execute(
+                    """
+                    select (select count(*) from strava_connections
+                             where history_complete_at is null) as walks,
+                           (select count(*) from activities
+                             where is_race and enrichment_status is distinct from 'done'
+                               and start_date < %s) as races
+                    """,
+                    (START,),
+                ).fetchone()
+                assert row is not None
+                if row["walks"] == 0 and row["races"] == 0:
+                    self.backfill_done_at = now
+
+    # ---- the whole run -------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        wall = time.perf_counter()
+        self.build()
+        built_s = time.perf_counter() - wall
+        with throwaway_database(self.server_url) as url:
+            db_clock = DatabaseClock(url, START)
+            try:
+                self.connect(url)
+                app = self._app(url)
+                original = app.extensions["strava_sync"]
+                try:
+                    with service_on(self.clock, original) as runtime:
+                        self.runtime = runtime
+                        app.extensions["strava_sync"] = runtime
+                        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+                            mock.install(
+                                self.handle, rsps, {API_URL: API_PREFIX, OAUTH_URL: OAUTH_PREFIX}
+                            )
+                            self.loop(app.test_client(), db_clock)
+                        report = self.report(wall_s=0.0, built_s=built_s)
+                finally:
+                    app.extensions["strava_sync"] = original
+                    original.db.close()
+            finally:
+                db_clock.close()
+        report["wall_time"]["total_s"] = round(time.perf_counter() - wall, 1)
+        report["wall_time"]["simulation_s"] = round(
+            report["wall_time"]["total_s"] - report["wall_time"]["world_s"], 1
+        )
+        return report
+
+    def _app(self, database_url: str) -> Flask:
+        settings = bench_settings(
+            database_url,
+            API_URL,
+            OAUTH_URL,
+            supabase_jwt_secret=JWT_SECRET,
+            sync_workers=self.config.workers,
+        )
+        return create_app(settings, environ={})
+
+    # ---- figures -------------------------------------------------------------------------
+
+    def report(self, *, wall_s: float, built_s: float) -> dict[str, Any]:
+        config = self.config
+        days = config.days
+        with self.runtime.db.connection() as conn:
+            stored_rows = conn.execute(
+                "select count(*) as n, count(distinct strava_id) as d from activities"
+            ).fetchone()
+            stored = {r["strava_id"] for r in conn.execute("select strava_id from activities")}
+            synced = {
+                r["rider_id"]: r["last_synced_at"]
+                for r in conn.execute("select rider_id, last_synced_at from strava_connections")
+            }
+        assert stored_rows is not None
+        requests = self._requests(days)
+        backfill = self._backfill(requests)
+        freshness = self._freshness(days)
+        history_missing = sum(len(ids - stored) for ids in self.history_visible.values())
+        on_strava = {a["id"] for r in self.riders for a in self.fake.activities_of(r.athlete_id)}
+        by_context = Counter(tag.context for tag in self.tags)
+        missed_before_sync = 0
+        for upload in self.uploads:
+            rider = self.riders[upload.rider]
+            last = synced.get(rider.rider_id)
+            activity = upload.summary["id"]
+            if (
+                activity in self.uploaded_at
+                and last is not None
+                and upload.at < last.timestamp()
+                and activity not in stored
+            ):
+                missed_before_sync += 1
+        freshness["missing_at_end"] = {
+            "new_rides": len(self.pending),
+            "manual_entries_dated_back": len(self.backdated - stored),
+            "manual_entries_total": len(self.backdated),
+            "history": history_missing,
+        }
+        totals = self.totals
+        presses = sum(totals.presses.values())
+        return {
+            "config": {
+                **asdict(config),
+                "label": config.name,
+                "start": _iso(START.timestamp()),
+                "limits": dict(
+                    zip(
+                        ("limit_15min", "limit_daily", "read_limit_15min", "read_limit_daily"),
+                        config.rate_limits,
+                        strict=True,
+                    )
+                ),
+                "service_timer_seam": has_timer_seam(self.runtime),
+            },
+            "fleet": self._fleet(),
+            "schedule": [
+                {
+                    "workflow": w.file,
+                    "endpoint": w.endpoint,
+                    "cron": list(w.crons),
+                    "max_calls": w.max_calls,
+                    "group": w.group,
+                    "runs_scheduled": totals.runs_scheduled[w.endpoint],
+                    "runs_dropped": totals.runs_dropped[w.endpoint],
+                    "runs_superseded": totals.runs_superseded[w.endpoint],
+                    "runs_done": totals.runs_done[w.endpoint],
+                    "calls": totals.calls[w.endpoint],
+                    "outcomes": dict(sorted(totals.outcomes[w.endpoint].items())),
+                    "call_failures": {
+                        k: v
+                        for k, v in sorted(totals.call_failures.items())
+                        if k.startswith(w.endpoint + " ")
+                    },
+                }
+                for w in self.workflows
+            ],
+            "backfill": backfill,
+            "freshness": freshness,
+            "sync_now": {
+                "presses": presses,
+                "answered_with_new_rides": totals.presses["200: answered with the new ride"],
+                "outcomes": dict(sorted(totals.presses.items())),
+                "refused": {
+                    k: v for k, v in sorted(totals.presses.items()) if not k.startswith("200")
+                },
+            },
+            "requests": requests,
+            "integrity": {
+                "rows": stored_rows["n"],
+                "stored_twice": stored_rows["n"] - stored_rows["d"],
+                "uploads_missed_before_last_sync": missed_before_sync,
+                "history_missing": history_missing,
+                "stored_not_on_strava": len(stored - on_strava),
+                "requests_in_fake_log": len(self.fake.requests),
+                # per call kind: the fake's log (token requests included) and what the
+                # service's answers said they made (`strava_requests`)
+                "requests_by_call": {
+                    kind: {"fake_log": by_context[kind], "answers": self.reported[kind]}
+                    for kind in _CONTEXT_CLASS
+                },
+            },
+            "wall_time": {"world_s": round(built_s, 1)},
+        }
+
+    def _fleet(self) -> dict[str, Any]:
+        sizes = sorted(r.history_size for r in self.riders)
+        n = len(sizes)
+        return {
+            "riders": n,
+            "history_activities": sum(sizes),
+            "history_median": sizes[n // 2] if n else 0,
+            "history_max": sizes[-1] if n else 0,
+            "riders_over_10000": sum(1 for s in sizes if s >= 10_000),
+            "without_read_all": sum(1 for r in self.riders if not r.read_all),
+            "history_races_visible": self.history_races,
+            "habits": dict(sorted(Counter(r.habit for r in self.riders).items())),
+            "new_rides_uploaded": len(self.uploaded_at),
+            "manual_entries_dated_back": len(self.backdated),
+            "uploads_invisible_to_the_service": sum(
+                1 for u in self.uploads if not self.riders[u.rider].visible(u.summary)
+            ),
+        }
+
+    def _requests(self, days: int) -> dict[str, Any]:
+        per_day = [dict.fromkeys((*CLASSES, "other", "total", "429"), 0) for _ in range(days)]
+        by_class = dict.fromkeys((*CLASSES, "other"), 0)
+        nothing_new = dict.fromkeys((*CLASSES, "other"), 0)
+        status_429 = 0
+        start = START.timestamp()
+        for record, tag in zip(self.fake.requests, self.tags, strict=True):
+            if record.method == "POST" and record.path == OAUTH_PREFIX + "/token":
+                cls = "token"
+            else:
+                cls = _CONTEXT_CLASS.get(tag.context or "", "other")
+            day = min(days - 1, max(0, int((record.at - start) // DAY_S)))
+            per_day[day][cls] += 1
+            per_day[day]["total"] += 1
+            by_class[cls] += 1
+            if record.status == 429:
+                per_day[day]["429"] += 1
+                status_429 += 1
+            if tag.nothing_new:
+                nothing_new[cls] += 1
+        return {
+            "by_class": by_class,
+            "total": sum(by_class.values()),
+            "status_429": status_429,
+            "nothing_new": nothing_new,
+            "nothing_new_means": (
+                "a 200 listing none of whose activities an earlier answer held (an empty"
+                " page included), or a detail fetched before"
+            ),
+            "per_day": [{"day": d + 1, **row} for d, row in enumerate(per_day)],
+        }
+
+    def _backfill(self, requests: dict[str, Any]) -> dict[str, Any]:
+        config = self.config
+        pages = sum(history_pages(r.history_size, read_all=r.read_all) for r in self.riders)
+        races = self.history_races
+        needed = pages + races
+        limit = config.rate_limits[3]
+        by_class = requests["by_class"]
+        incremental = by_class["incremental"] / config.days
+        sync_now = by_class["sync_now"] / config.days
+        left = limit - incremental - sync_now
+        bound = needed / left if left > 0 else None
+        done = self.backfill_done_at
+        return {
+            "done": done is not None,
+            "done_at": _iso(done) if done is not None else None,
+            "done_after_days": round((done - START.timestamp()) / DAY_S, 2) if done else None,
+            "lower_bound_days": round(bound, 2) if bound is not None else None,
+            "requests_needed": needed,
+            "history_pages": pages,
+            "races": races,
+            "daily_read_limit": limit,
+            "incremental_per_day": round(incremental, 1),
+            "sync_now_per_day": round(sync_now, 1),
+            "left_per_day": round(left, 1),
+            "how": (
+                f"({pages} history pages: per rider floor(n/200)+1 with activity:read_all,"
+                f" ceil(n/200)+1 without, + {races} races, one request each) / ({limit}"
+                f" read requests a day - {incremental:.1f} incremental - {sync_now:.1f}"
+                f" Sync now, the run's daily averages) = {needed} / {left:.1f}"
+            ),
+        }
+
+    def _freshness(self, days: int) -> dict[str, Any]:
+        start = START.timestamp()
+        by_day: list[list[float]] = [[] for _ in range(days)]
+        missing_by_day = [0] * days
+        during: list[float] = []
+        after: list[float] = []
+        done = self.backfill_done_at
+        for activity, at in self.uploaded_at.items():
+            day = min(days - 1, int((at - start) // DAY_S))
+            if activity in self.fresh:
+                delay = self.fresh[activity]
+                by_day[day].append(delay)
+                (during if done is None or at < done else after).append(delay)
+            else:
+                missing_by_day[day] += 1
+        return {
+            "per_day": [
+                {"day": d + 1, **quantiles(values), "missing": missing_by_day[d]}
+                for d, values in enumerate(by_day)
+            ],
+            "during_backfill": quantiles(during),
+            "after_backfill": quantiles(after),
+        }
+
+
+def _race(summary: Mapping[str, Any]) -> bool:
+    return is_race(
+        sport_type=summary["sport_type"],
+        workout_type=summary.get("workout_type"),
+        distance_m=float(summary["distance"]),
+        trainer=bool(summary.get("trainer")),
+        min_distance_km=200.0,
+    )
+
+
+def _rider_token(user: uuid.UUID) -> str:
+    """A Supabase-like HS256 access token (PyJWT checks exp against real time)."""
+    now = int(time.time())
+    claims = {
+        "iss": "https://fleet-bench.invalid/auth/v1",
+        "sub": str(user),
+        "aud": "authenticated",
+        "role": "authenticated",
+        "iat": now,
+        "exp": now + 7 * 86400,
+    }
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _hours(seconds: float | int | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# --- printing ------------------------------------------------------------------------------
+
+
+def render(report: dict[str, Any]) -> str:
+    config, fleet, backfill = report["config"], report["fleet"], report["backfill"]
+    limits = config["limits"]
+    out = [
+        f"Fleet simulation '{config['label']}': {fleet['riders']} riders, {config['days']}"
+        f" days from {config['start']}, seed {config['seed']}, Strava tier {config['tier']}"
+        f" (read {limits['read_limit_15min']}/15 min, {limits['read_limit_daily']}/day;"
+        f" overall {limits['limit_15min']}/{limits['limit_daily']}),"
+        f" {config['latency_s'] * 1000:.0f} ms a request, SYNC_WORKERS={config['workers']}",
+        f"Histories: {fleet['history_activities']:,} activities (median"
+        f" {fleet['history_median']:,}, max {fleet['history_max']:,},"
+        f" {fleet['riders_over_10000']} of 10,000+), {fleet['history_races_visible']:,} races"
+        f" visible, {fleet['without_read_all']} riders without activity:read_all; new:"
+        f" {fleet['new_rides_uploaded']:,} rides, {fleet['manual_entries_dated_back']} manual"
+        f" entries dated weeks back ({fleet['uploads_invisible_to_the_service']} uploads are"
+        " private to riders without read_all: not counted)",
+        "",
+        "Schedule (read from .github/workflows):",
+        table(
+            [
+                (
+                    "workflow",
+                    "cron",
+                    "max_calls",
+                    "runs",
+                    "dropped",
+                    "superseded",
+                    "calls",
+                    "outcomes",
+                )
+            ]  # fmt: skip
+            + [
+                (
+                    s["workflow"],
+                    " | ".join(s["cron"]),
+                    str(s["max_calls"]),
+                    str(s["runs_done"]),
+                    str(s["runs_dropped"]),
+                    str(s["runs_superseded"]),
+                    str(s["calls"]),
+                    ", ".join(f"{k} {v}" for k, v in s["outcomes"].items())
+                    + "".join(f", FAILED {k} {v}" for k, v in s["call_failures"].items()),
+                )
+                for s in report["schedule"]
+            ]
+        ),
+        "",
+        "Backfill (every history discovered, every race of it detailed):",
+        f"  done: {backfill['done_at'] or 'NOT DONE'}"
+        + (f" (after {backfill['done_after_days']} days)" if backfill["done"] else ""),
+        f"  lower bound: {backfill['lower_bound_days']} days = {backfill['how']}",
+        "",
+        "Freshness: upload -> row (p50 / p95 / max), by the day of the upload:",
+    ]
+    rows = [("day", "rides", "p50", "p95", "max", "missing")]
+    for day in report["freshness"]["per_day"]:
+        rows.append(
+            (
+                str(day["day"]),
+                str(day["n"]),
+                _hours(day["p50_s"]),
+                _hours(day["p95_s"]),
+                _hours(day["max_s"]),
+                str(day["missing"]),
+            )
+        )
+    for name in ("during_backfill", "after_backfill"):
+        part = report["freshness"][name]
+        rows.append(
+            (
+                name.replace("_", " "),
+                str(part["n"]),
+                _hours(part["p50_s"]),
+                _hours(part["p95_s"]),
+                _hours(part["max_s"]),
+                "",
+            )
+        )
+    out.append(table(rows))
+    missing = report["freshness"]["missing_at_end"]
+    out.append(
+        f"  missing at the end: {missing['new_rides']} new rides,"
+        f" {missing['manual_entries_dated_back']} of {missing['manual_entries_total']} manual"
+        f" entries dated back, {missing['history']} history activities"
+    )
+    sync_now = report["sync_now"]
+    out += ["", f"Sync now: {sync_now['presses']} presses"]
+    out.append(
+        table([("answer", "presses")] + [(k, str(v)) for k, v in sync_now["outcomes"].items()])
+    )
+    requests = report["requests"]
+    out += [
+        "",
+        f"Strava requests: {requests['total']:,} ({requests['status_429']} answered 429)",
+    ]
+    header = ("day", *CLASSES, "total", "429")
+    rows = [header]
+    for day in requests["per_day"]:
+        rows.append(tuple(str(day[k]) for k in header))
+    rows.append(("all", *(str(requests["by_class"][c]) for c in CLASSES),
+                 str(requests["total"]), str(requests["status_429"])))  # fmt: skip
+    rows.append(("nothing new", *(str(requests["nothing_new"][c]) for c in CLASSES), "", ""))
+    out.append(table(rows))
+    if requests["by_class"]["other"]:
+        out.append(f"  (other, outside any call: {requests['by_class']['other']})")
+    integrity = report["integrity"]
+    wall = report["wall_time"]
+    out += [
+        "",
+        f"Integrity: {integrity['rows']:,} rows, {integrity['stored_twice']} stored twice,"
+        f" {integrity['uploads_missed_before_last_sync']} uploads missing although uploaded"
+        " before the rider's last sync",
+        f"Wall time: {wall['total_s']} s ({wall['world_s']} s building the world,"
+        f" {wall['simulation_s']} s simulating); the service's timer seam:"
+        f" {'Runtime.timer' if config['service_timer_seam'] else 'none (monotonic patched)'}",
+    ]
+    return "\n".join(out)
+
+
+def write(report: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"fleet-{report['config']['label']}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[FleetConfig, str | None]:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fleet", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--riders", type=int, default=None, help="fleet size (default 200)")
+    parser.add_argument("--days", type=int, default=None, help="simulated days (default 21)")
+    parser.add_argument("--tier", choices=sorted(TIERS), default="default")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--label", default=None, help="names bench/results/fleet-<label>.json")
+    parser.add_argument("--history-median", type=int, default=1000)
+    parser.add_argument("--latency-ms", type=float, default=150.0)
+    parser.add_argument("--workers", type=int, default=1, help="SYNC_WORKERS (default 1)")
+    parser.add_argument("--quick", action="store_true", help="20 riders, 3 days")
+    parser.add_argument("--profile", metavar="PATH", help="write a cProfile of the run")
+    args = parser.parse_args(argv)
+    riders = args.riders or (20 if args.quick else 200)
+    days = args.days or (3 if args.quick else 21)
+    config = FleetConfig(
+        riders=riders,
+        days=days,
+        tier=args.tier,
+        seed=args.seed,
+        history_median=args.history_median,
+        latency_s=args.latency_ms / 1000,
+        workers=args.workers,
+        label=args.label,
+    )
+    return config, args.profile
+
+
+def simulate(config: FleetConfig) -> dict[str, Any]:
+    return Simulation(config).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config, profile = parse_args(argv)
+    logging.disable(logging.WARNING)  # the figures, not the service's log lines
+    if profile:
+        profiler = cProfile.Profile()
+        report = profiler.runcall(simulate, config)
+        profiler.dump_stats(profile)
+    else:
+        report = simulate(config)
+    print(render(report))
+    path = write(report)
+    print(f"\nwritten: {path.relative_to(ROOT) if ROOT in path.parents else path}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""bench/fleet.py kept working: a short simulation (a few riders, two days, small
+histories) through the real service, with the figures checked against the fake's own
+state and log. Not a timed test."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bench.fleet import CLASSES, FleetConfig, Simulation, render, write
+from tests.conftest import _server_url
+
+CONFIG = FleetConfig(riders=4, days=2, seed=11, history_median=80, label="test-fleet")
+# Limits small enough for the cron to meet them within the run.
+TIGHT = FleetConfig(
+    riders=4,
+    days=1,
+    seed=5,
+    history_median=400,
+    limits=(40, 400, 20, 120),
+    label="test-fleet-tight",
+)
+SECTIONS = {
+    "config",
+    "fleet",
+    "schedule",
+    "backfill",
+    "freshness",
+    "sync_now",
+    "requests",
+    "integrity",
+    "wall_time",
+}
+
+
+def run(config: FleetConfig) -> tuple[Simulation, dict[str, Any]]:
+    simulation = Simulation(config, server_url=_server_url())
+    return simulation, simulation.run()
+
+
+@pytest.fixture(scope="module")
+def fleet() -> tuple[Simulation, dict[str, Any]]:
+    return run(CONFIG)
+
+
+def figures(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k != "wall_time"}
+
+
+def test_the_report_has_every_section_and_prints(fleet, tmp_path, monkeypatch):
+    _, report = fleet
+    assert set(report) == SECTIONS
+    assert {"done", "lower_bound_days", "how", "requests_needed"} <= set(report["backfill"])
+    freshness = report["freshness"]
+    assert len(freshness["per_day"]) == CONFIG.days
+    assert {"during_backfill", "after_backfill", "missing_at_end"} <= set(freshness)
+    assert {"presses", "answered_with_new_rides", "refused"} <= set(report["sync_now"])
+    assert set(report["requests"]["by_class"]) >= set(CLASSES)
+    assert len(report["requests"]["per_day"]) == CONFIG.days
+    assert {s["endpoint"] for s in report["schedule"]} == {"sync-strava", "discover", "enrich"}
+    text = render(report)
+    for heading in ("Backfill", "Freshness", "Sync now", "Strava requests", "Wall time"):
+        assert heading in text
+    monkeypatch.setattr("bench.fleet.RESULTS", tmp_path)
+    assert json.loads(write(report).read_text()) == report
+
+
+def test_every_activity_uploaded_before_the_last_sync_is_stored_once(fleet):
+    simulation, report = fleet
+    integrity = report["integrity"]
+    assert report["backfill"]["done"]  # small histories: the backfill ends on day one
+    assert integrity["history_missing"] == 0
+    assert integrity["uploads_missed_before_last_sync"] == 0
+    assert integrity["stored_twice"] == 0 and integrity["stored_not_on_strava"] == 0
+    visible = sum(
+        1
+        for rider in simulation.riders
+        for activity in simulation.fake.activities_of(rider.athlete_id)
+        if rider.visible(activity)
+    )
+    missing = report["freshness"]["missing_at_end"]
+    not_stored = missing["new_rides"] + missing["manual_entries_dated_back"]
+    assert integrity["rows"] == visible - not_stored
+    assert report["fleet"]["new_rides_uploaded"] > 0
+
+
+def test_requests_per_class_add_up_to_the_fake_log(fleet):
+    simulation, report = fleet
+    requests = report["requests"]
+    log = simulation.fake.requests
+    assert requests["total"] == sum(requests["by_class"].values()) == len(log)
+    assert requests["by_class"]["other"] == 0
+    tokens = sum(1 for r in log if r.path == "/oauth/token")
+    assert requests["by_class"]["token"] == tokens > 0
+    assert sum(day["total"] for day in requests["per_day"]) == len(log)
+    assert sum(day["429"] for day in requests["per_day"]) == requests["status_429"]
+    # what each kind of call answered it made is what the fake saw during it
+    for kind, counts in report["integrity"]["requests_by_call"].items():
+        assert counts["fake_log"] == counts["answers"], kind
+
+
+def test_no_429_at_the_default_limits(fleet):
+    _, report = fleet
+    assert report["requests"]["status_429"] == 0
+
+
+def test_a_tight_budget_stops_the_cron_without_429s():
+    _, report = run(TIGHT)
+    outcomes = [o for s in report["schedule"] for o in s["outcomes"]]
+    assert "rate_limited" in outcomes
+    assert report["requests"]["status_429"] == 0
+
+
+def test_the_same_seed_gives_the_same_figures(fleet):
+    _, again = run(CONFIG)
+    assert figures(again) == figures(fleet[1])
