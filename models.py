@@ -79,12 +79,25 @@ class RiderLease:
         return "activity:read_all" in self.scope.split(",")
 
 
-def create_rider(conn: Conn, *, name: str, auth_user_id: UUID | str | None = None) -> int:
-    """Insert a rider and return its id."""
-    row = conn.execute(
-        "insert into riders (name, auth_user_id) values (%s, %s) returning id",
-        (name, auth_user_id),
-    ).fetchone()
+def create_rider(
+    conn: Conn,
+    *,
+    name: str,
+    auth_user_id: UUID | str | None = None,
+    created_at: datetime | None = None,
+) -> int:
+    """Insert a rider (created at `created_at`, else by the column's default) and return
+    its id. The service creates riders with ensure_rider_for_user; this is for seeding."""
+    if created_at is None:
+        row = conn.execute(
+            "insert into riders (name, auth_user_id) values (%s, %s) returning id",
+            (name, auth_user_id),
+        ).fetchone()
+    else:
+        row = conn.execute(
+            "insert into riders (name, auth_user_id, created_at) values (%s, %s, %s) returning id",
+            (name, auth_user_id, created_at),
+        ).fetchone()
     assert row is not None
     return int(row["id"])
 

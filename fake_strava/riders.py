@@ -22,8 +22,9 @@ def connect_athlete(
     """Grant the athlete's tokens on the fake and store them for a new rider, connected
     at `now` (by default the fake's clock, which a simulation shares with the service);
     its id."""
+    now = now or fake.now()
     tokens = fake.issue_tokens(athlete_id, scope=scope, expires_in=expires_in)
-    rider_id = models.create_rider(conn, name=name)
+    rider_id = models.create_rider(conn, name=name, created_at=now)
     models.save_connection(
         conn,
         rider_id=rider_id,
@@ -32,6 +33,6 @@ def connect_athlete(
         refresh_token=tokens["refresh_token"],
         expires_at=datetime.fromtimestamp(tokens["expires_at"], UTC),
         scope=scope,
-        now=now or fake.now(),
+        now=now,
     )
     return rider_id

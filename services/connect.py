@@ -91,8 +91,9 @@ def read_state(key: bytes, state: str, *, now: datetime) -> tuple[UUID, UUID]:
             key,
             algorithms=["HS256"],
             audience=_STATE_AUDIENCE,
-            # Expiry is checked against `now` below, so tests can pass their own clock.
-            options={"require": ["sub", "jti", "exp"], "verify_exp": False},
+            # Expiry is checked against `now` below, never PyJWT's real clock (which would
+            # also refuse an `iat` ahead of it), so the state follows the runtime's clock.
+            options={"require": ["sub", "jti", "exp"], "verify_exp": False, "verify_iat": False},
         )
         user, nonce = UUID(str(claims["sub"])), UUID(str(claims["jti"]))
         expires = int(claims["exp"])

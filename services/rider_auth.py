@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from jwt import PyJWK, PyJWKSet
 from jwt.exceptions import PyJWKError, PyJWKSetError
 
 from config import Settings
+from services.clock import monotonic as host_monotonic
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class JwksCache:
         ttl_s: float = JWKS_TTL_S,
         min_refetch_s: float = JWKS_MIN_REFETCH_S,
         timeout_s: float = JWKS_TIMEOUT_S,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = host_monotonic,
     ) -> None:
         self.url = url
         self._ttl_s = ttl_s
