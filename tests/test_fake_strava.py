@@ -540,6 +540,23 @@ def test_request_log(fake: FakeStrava, clock: Clock) -> None:
     assert fake.count() == 0
 
 
+@pytest.mark.usefixtures("rsps")
+def test_the_injected_clock_is_the_fakes_only_time(fake: FakeStrava, clock: Clock) -> None:
+    """Token expiry, rate windows and the request log all read the one clock passed in,
+    so a simulation can share it with the service."""
+    assert fake.clock is clock and fake.now() == NOW
+    tokens = fake.issue_tokens(ATHLETE, expires_in=60)
+    assert tokens["expires_at"] == int(NOW.timestamp()) + 60
+    fake.set_usage(read_usage_15min=100)
+    assert list_page(tokens["access_token"]).status_code == 429
+    clock.advance(59)  # same window, token still live
+    assert list_page(tokens["access_token"]).status_code == 429
+    clock.advance(15 * 60)  # next window, token expired
+    assert fake.now() == NOW + timedelta(seconds=959)
+    assert list_page(tokens["access_token"]).status_code == 401
+    assert [r.at for r in fake.requests] == [clock.now - 959, clock.now - 900, clock.now]
+
+
 def test_install_normalizes_other_base_urls(fake: FakeStrava) -> None:
     tokens = fake.issue_tokens(ATHLETE)
     data = {**SECRET, "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
