@@ -40,7 +40,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from psycopg.rows import dict_row
 
 import db as dbmod
 from app_factory import create_app
-from bench.fleet_clock import DatabaseClock, VirtualClock, has_timer_seam, service_on
+from bench.fleet_clock import VirtualClock, on_clock
 from bench.fleet_world import (
     CALL_PAUSE_S,
     JOB_STARTUP_S,
@@ -313,7 +313,7 @@ class Simulation:
         self._seq += 1
         heapq.heappush(self._heap, (at, self._seq, kind, data))
 
-    def loop(self, client: FlaskClient, db_clock: DatabaseClock) -> None:
+    def loop(self, client: FlaskClient) -> None:
         for upload in self.uploads:
             self.push(upload.at, "upload", upload)
         for run in self.runs:
@@ -326,7 +326,7 @@ class Simulation:
             at, _, kind, data = heapq.heappop(self._heap)
             if at >= self.end:
                 break
-            db_clock.set(self.clock.set(at))
+            self.clock.set(at)
             if kind == "upload":
                 self.upload(data)
             elif kind == "press":
@@ -335,7 +335,6 @@ class Simulation:
                 self.start_run(data)
             elif kind == "call":
                 self.cron_call(client, data)
-            db_clock.set(self.clock.time())
 
     def upload(self, upload: Upload) -> None:
         rider = self.riders[upload.rider]
@@ -449,7 +448,7 @@ class Simulation:
                     select (select count(*) from strava_connections
                              where history_complete_at is null) as walks,
                            (select count(*) from activities
-                             where is_race and enrichment_status is distinct from 'done'
+                             where enrichment_status in ('pending', 'failed')
                                and start_date < %s) as races
                     """,
                     (START,),
@@ -465,30 +464,20 @@ class Simulation:
         self.build()
         built_s = time.perf_counter() - wall
         with throwaway_database(self.server_url) as url:
-            db_clock = DatabaseClock(url, START)
+            self.connect(url)
+            app = self._app(url)
+            original = app.extensions["strava_sync"]
+            self.runtime = on_clock(original, self.clock)
+            app.extensions["strava_sync"] = self.runtime
             try:
-                self.connect(url)
-                app = self._app(url)
-                original = app.extensions["strava_sync"]
-                try:
-                    with service_on(self.clock, original) as runtime:
-                        self.runtime = runtime
-                        app.extensions["strava_sync"] = runtime
-                        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-                            mock.install(
-                                self.handle, rsps, {API_URL: API_PREFIX, OAUTH_URL: OAUTH_PREFIX}
-                            )
-                            self.loop(app.test_client(), db_clock)
-                        report = self.report(wall_s=0.0, built_s=built_s)
-                finally:
-                    app.extensions["strava_sync"] = original
-                    original.db.close()
+                with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+                    mock.install(self.handle, rsps, {API_URL: API_PREFIX, OAUTH_URL: OAUTH_PREFIX})
+                    self.loop(app.test_client())
+                report = self.report(built_s=built_s)
             finally:
-                db_clock.close()
-        report["wall_time"]["total_s"] = round(time.perf_counter() - wall, 1)
-        report["wall_time"]["simulation_s"] = round(
-            report["wall_time"]["total_s"] - report["wall_time"]["world_s"], 1
-        )
+                original.db.close()
+        total = time.perf_counter() - wall
+        report["wall_time"].update(total_s=round(total, 1), simulation_s=round(total - built_s, 1))
         return report
 
     def _app(self, database_url: str) -> Flask:
@@ -503,7 +492,7 @@ class Simulation:
 
     # ---- figures -------------------------------------------------------------------------
 
-    def report(self, *, wall_s: float, built_s: float) -> dict[str, Any]:
+    def report(self, *, built_s: float) -> dict[str, Any]:
         config = self.config
         days = config.days
         with self.runtime.db.connection() as conn:
@@ -515,6 +504,7 @@ class Simulation:
                 r["rider_id"]: r["last_synced_at"]
                 for r in conn.execute("select rider_id, last_synced_at from strava_connections")
             }
+            wall_stamped = self._wall_stamped(conn)
         assert stored_rows is not None
         requests = self._requests(days)
         backfill = self._backfill(requests)
@@ -554,7 +544,6 @@ class Simulation:
                         strict=True,
                     )
                 ),
-                "service_timer_seam": has_timer_seam(self.runtime),
             },
             "fleet": self._fleet(),
             "schedule": [
@@ -595,6 +584,8 @@ class Simulation:
                 "uploads_missed_before_last_sync": missed_before_sync,
                 "history_missing": history_missing,
                 "stored_not_on_strava": len(stored - on_strava),
+                # timestamps after the simulated days: something read the host's clock
+                "rows_stamped_after_the_simulation": wall_stamped,
                 "requests_in_fake_log": len(self.fake.requests),
                 # per call kind: the fake's log (token requests included) and what the
                 # service's answers said they made (`strava_requests`)
@@ -605,6 +596,32 @@ class Simulation:
             },
             "wall_time": {"world_s": round(built_s, 1)},
         }
+
+    def _wall_stamped(self, conn: Any) -> dict[str, int]:
+        """Per table.column, rows stamped after the simulated days: the service or the
+        database read the host's clock (START lies in the host's past)."""
+        columns = conn.execute(
+            """
+            select table_name, column_name from information_schema.columns
+             where table_schema = 'public' and data_type = 'timestamp with time zone'
+             order by table_name, column_name
+            """
+        ).fetchall()
+        high = datetime.fromtimestamp(self.end, UTC) + timedelta(days=1)
+        found = {}
+        for column in columns:
+            table_name, name = column["table_name"], column["column_name"]
+            if name in ("start_date", "athlete_created_at"):  # Strava's, not the service's
+                continue
+            row = conn.execute(
+                sql.SQL("select count(*) as n from {} where {} > %s").format(
+                    sql.Identifier(table_name), sql.Identifier(name)
+                ),
+                (high,),
+            ).fetchone()
+            if row["n"]:
+                found[f"{table_name}.{name}"] = row["n"]
+        return found
 
     def _fleet(self) -> dict[str, Any]:
         sizes = sorted(r.history_size for r in self.riders)
@@ -809,7 +826,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         "Freshness: upload -> row (p50 / p95 / max), by the day of the upload:",
     ]
-    rows = [("day", "rides", "p50", "p95", "max", "missing")]
+    rows: list[tuple[str, ...]] = [("day", "rides", "p50", "p95", "max", "missing")]
     for day in report["freshness"]["per_day"]:
         rows.append(
             (
@@ -850,7 +867,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"Strava requests: {requests['total']:,} ({requests['status_429']} answered 429)",
     ]
-    header = ("day", *CLASSES, "total", "429")
+    header: tuple[str, ...] = ("day", *CLASSES, "total", "429")
     rows = [header]
     for day in requests["per_day"]:
         rows.append(tuple(str(day[k]) for k in header))
@@ -866,10 +883,10 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"Integrity: {integrity['rows']:,} rows, {integrity['stored_twice']} stored twice,"
         f" {integrity['uploads_missed_before_last_sync']} uploads missing although uploaded"
-        " before the rider's last sync",
+        " before the rider's last sync; rows stamped after the simulated days (wall time):"
+        f" {integrity['rows_stamped_after_the_simulation'] or 'none'}",
         f"Wall time: {wall['total_s']} s ({wall['world_s']} s building the world,"
-        f" {wall['simulation_s']} s simulating); the service's timer seam:"
-        f" {'Runtime.timer' if config['service_timer_seam'] else 'none (monotonic patched)'}",
+        f" {wall['simulation_s']} s simulating)",
     ]
     return "\n".join(out)
 

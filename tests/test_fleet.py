@@ -5,11 +5,14 @@ state and log. Not a timed test."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from bench.fleet import CLASSES, FleetConfig, Simulation, render, write
+from bench.fleet import CLASSES, START, FleetConfig, Simulation, render, write
+from bench.fleet_clock import VirtualClock
 from tests.conftest import _server_url
 
 CONFIG = FleetConfig(riders=4, days=2, seed=11, history_median=80, label="test-fleet")
@@ -74,6 +77,7 @@ def test_every_activity_uploaded_before_the_last_sync_is_stored_once(fleet):
     assert integrity["history_missing"] == 0
     assert integrity["uploads_missed_before_last_sync"] == 0
     assert integrity["stored_twice"] == 0 and integrity["stored_not_on_strava"] == 0
+    assert integrity["rows_stamped_after_the_simulation"] == {}  # one clock, the virtual one
     visible = sum(
         1
         for rider in simulation.riders
@@ -116,3 +120,25 @@ def test_a_tight_budget_stops_the_cron_without_429s():
 def test_the_same_seed_gives_the_same_figures(fleet):
     _, again = run(CONFIG)
     assert figures(again) == figures(fleet[1])
+
+
+def test_the_virtual_clock_overlaps_a_pools_requests_and_never_goes_back():
+    clock = VirtualClock(START)
+    t0 = clock.time()
+    clock.advance(0.5)  # the driving thread's own request
+    ends: list[float] = []
+
+    def worker() -> None:
+        clock.advance(0.15)
+        clock.advance(0.15)
+        ends.append(clock.time())
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for _ in range(3):
+            pool.submit(worker)
+    assert ends == [pytest.approx(t0 + 0.8)] * 3  # side by side, from where it stood
+    assert clock.time() == pytest.approx(t0 + 0.8)  # the driver sees the latest
+    assert clock.settle() == pytest.approx(t0 + 0.8)
+    assert clock.set(t0) == pytest.approx(t0 + 0.8)  # an event in the past runs late
+    assert clock.set(t0 + 60) == t0 + 60
+    assert clock.now() == START + timedelta(seconds=60)
