@@ -443,7 +443,7 @@ class Simulation:
                     self.fresh[activity] = now - self.uploaded_at[activity]
                     self.pending.discard(activity)
             if self.backfill_done_at is None:
-                row = conn.execute(
+                left = conn.execute(
                     """
                     select (select count(*) from strava_connections
                              where history_complete_at is null) as walks,
@@ -453,8 +453,8 @@ class Simulation:
                     """,
                     (START,),
                 ).fetchone()
-                assert row is not None
-                if row["walks"] == 0 and row["races"] == 0:
+                assert left is not None
+                if left["walks"] == 0 and left["races"] == 0:
                     self.backfill_done_at = now
 
     # ---- the whole run -------------------------------------------------------------------
