@@ -148,7 +148,9 @@ def time_page_writes(url: str, repeats: int) -> dict[str, float]:
                     started = time.perf_counter()
                     with conn.transaction():
                         if label == "bulk":
-                            models.upsert_activities(conn, rider_id=rider, rows=page)
+                            models.upsert_activities(
+                                conn, rider_id=rider, rows=page, now=datetime.now(UTC)
+                            )
                         else:
                             for row in page:
                                 models.insert_activity_row(conn, rider_id=rider, row=row)
@@ -202,13 +204,15 @@ def bench_eddington(activities: int = 10_000, repeats: int = 9) -> list[tuple[st
     with temporary_database() as url, psycopg.connect(url, row_factory=dict_row) as conn:
         rider = models.create_rider(conn, name="bench")
         for chunk in range(0, activities, 1000):
-            models.upsert_activities(conn, rider_id=rider, rows=rows[chunk : chunk + 1000])
+            models.upsert_activities(
+                conn, rider_id=rider, rows=rows[chunk : chunk + 1000], now=datetime.now(UTC)
+            )
         conn.commit()
         conn.execute("analyze activities")
         for _ in range(repeats):
             started = time.perf_counter()
             with conn.transaction():
-                numbers = models.recompute_eddington(conn, rider_id=rider)
+                numbers = models.recompute_eddington(conn, rider_id=rider, now=datetime.now(UTC))
             timings.append(time.perf_counter() - started)
     return [
         ("activities", "Eddington (miles, km)", "recompute, median (ms)"),
