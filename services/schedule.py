@@ -52,9 +52,10 @@ BACKFILL = frozenset({WorkClass.ENRICH_RECENT, WorkClass.DISCOVER, WorkClass.ENR
 RECENT_RACE_DAYS = 30
 # Today's rule, kept: 10% of the 15-minute window (at least 1) only Sync now may use.
 SYNC_NOW_RESERVE = 0.10
-# In the last windows of the day the backfill may take everything the day has left: the
-# cron runs twice an hour, up to 15 minutes late, so the very last window may get no call.
-FINAL_WINDOWS = 2
+# The backfill's pool is paced to be spent an hour before midnight; in that final hour
+# (these windows) it may take everything the day has left. The cron runs twice an hour,
+# up to 15 minutes late, so a single last window could get no call at all.
+FINAL_WINDOWS = 4
 # The incremental class's daily share: at least this fraction of the day (and at least
 # one poll a rider), at most the larger fraction when the backfill has little to do.
 INCREMENTAL_MIN_FRACTION = 0.30
@@ -207,14 +208,15 @@ def backfill_pool(state: BudgetState, needs: Needs) -> int:
 
 def backfill_pace(state: BudgetState, needs: Needs, now: datetime) -> int:
     """The backfill's allowance left in this window: the day's pool re-divided over the
-    windows left (this one's own use counted back in), all of it in the final windows."""
+    windows left before the final hour (this one's own use counted back in); in the
+    final hour, all of it."""
     pool = backfill_pool(state, needs)
     used = sum(state.window_used_by.get(c, 0) for c in BACKFILL)
-    left = windows_left(now)
-    if left <= FINAL_WINDOWS:
+    spread = windows_left(now) - FINAL_WINDOWS
+    if spread <= 1:
         return pool
     # The pool at this window's start was pool + used: its share, less what is spent.
-    return max(0, min(pool, math.ceil((pool + used) / left) - used))
+    return max(0, min(pool, math.ceil((pool + used) / spread) - used))
 
 
 def allowance(cls: WorkClass, state: BudgetState, needs: Needs, now: datetime) -> Allowance:
@@ -372,9 +374,12 @@ def incremental_share_per_day(
 
 # Uploads over this many days make a rider's habit.
 HABIT_DAYS = 28
-# A rider's weight for polls above one a day is their upload rate plus this prior, so a
-# rider with no stored uploads yet (a newcomer) still gets some.
+# A rider's weight for polls above one a day is their upload rate plus this prior, so an
+# idle rider keeps a little chance. A newcomer (no uploads known, no last upload date)
+# is weighted like the fleet's median rider until their uploads are stored;
+# NEWCOMER_RATE stands in when no rider's habit is known.
 PRIOR_UPLOADS_PER_DAY = 0.1
+NEWCOMER_RATE = 0.5
 # Hour-of-day histogram smoothing: neighbours' share, and a uniform pseudo-count (in
 # uploads, spread over 24 hours) so a handful of uploads does not pin a rider to an hour.
 NEIGHBOUR_WEIGHT = 0.25
@@ -568,13 +573,20 @@ def _next_poll(
         return now, False
     last = rider.last_poll_at
     earliest = last + timedelta(seconds=floor_s)
-    planned = min(next_planned(times, rider.utc_offset_s, earliest), last + DAY)
+    planned = poll_after(times, rider.utc_offset_s, floor_s, last)
     nxt = planned
     if rider.last_poll_found:
         nxt = min(nxt, last + timedelta(seconds=max(floor_s, FOUND_FOLLOW_UP_S)))
     nxt = max(earliest, nxt)
     forward = nxt < planned and nxt > now
     return max(nxt, now), forward
+
+
+def poll_after(times: Sequence[int], offset_s: int, floor_s: int, last: datetime) -> datetime:
+    """The planned poll after one at `last`: the first daily time past the floor, at most
+    a day later (unless the floor itself is longer)."""
+    earliest = last + timedelta(seconds=floor_s)
+    return max(earliest, min(next_planned(times, offset_s, earliest), last + DAY))
 
 
 def next_planned(times: Sequence[int], offset_s: int, after: datetime) -> datetime:
@@ -596,7 +608,11 @@ def poll_plan(
     polls above one a day in proportion to upload rate, placed at the rider's usual
     local hours, never closer than `floor_s`, sooner after a poll that found something."""
     fleet = list(riders)
-    rates = [upload_rate(r, now) for r in fleet]
+    observed = [upload_rate(r, now) for r in fleet]
+    new = [rate == 0 and r.last_upload_at is None for r, rate in zip(fleet, observed, strict=True)]
+    known = sorted(rate for rate, is_new in zip(observed, new, strict=True) if not is_new)
+    typical = known[len(known) // 2] if known else NEWCOMER_RATE
+    rates = [typical if is_new else rate for rate, is_new in zip(observed, new, strict=True)]
     polls, found = _allocate(rates, share_per_day, floor_s)
     expected = sum(polls) + sum(found)
     fits = expected <= share_per_day
@@ -608,7 +624,9 @@ def poll_plan(
             f"plus follow-ups after finds), the share is {share_per_day}; once a day anyway"
         )
     decisions: dict[int, PollDecision] = {}
-    for rider, rate, count, found_rate in zip(fleet, rates, polls, found, strict=True):
+    for rider, rate, is_new, count, found_rate in zip(
+        fleet, observed, new, polls, found, strict=True
+    ):
         histogram = hour_histogram(rider, now)
         times = poll_times(histogram, count)
         nxt, forward = _next_poll(rider, times, floor_s, now)
@@ -624,7 +642,9 @@ def poll_plan(
             local_times_s=times,
             utc_offset_s=rider.utc_offset_s,
             floor_s=floor_s,
-            reason=_reason(rider, rate, times, floor_s, fits, forward, now),
+            reason=_reason(rider, rate, times, floor_s, fits, forward, now)
+            if not is_new
+            else _newcomer_reason(typical, len(times), fits),
         )
     return PollPlan(decisions, share_per_day, expected, fits, note)
 
@@ -665,10 +685,18 @@ def _reason(
     if count > 1 and count >= DAY_S // max(1, floor_s):
         words += f" (the floor: {_hours(floor_s)} between polls)"
     if forward:
-        words = f"last poll found new activities: next in {_hours(FOUND_FOLLOW_UP_S)}; {words}"
+        follow_up = _hours(max(floor_s, FOUND_FOLLOW_UP_S))
+        words = f"last poll found new activities: next in {follow_up}; {words}"
     if not fits:
         words += "; the budget's share is too small for more"
     return words
+
+
+def _newcomer_reason(typical: float, count: int, fits: bool) -> str:
+    """A newcomer's decision in plain words."""
+    cadence = "once a day" if count == 1 else f"{count} polls a day"
+    words = f"no uploads known yet: polled like a typical rider (~{typical:.1f} a day): {cadence}"
+    return words + ("; the budget's share is too small for more" if not fits else "")
 
 
 def polls_between(decision: PollDecision, start: datetime, end: datetime) -> int:
@@ -678,8 +706,9 @@ def polls_between(decision: PollDecision, start: datetime, end: datetime) -> int
     while moment < end:
         if moment >= start:
             count += 1
-        floor = moment + timedelta(seconds=max(1, decision.floor_s))
-        moment = next_planned(decision.local_times_s, decision.utc_offset_s, floor)
+        moment = poll_after(
+            decision.local_times_s, decision.utc_offset_s, max(1, decision.floor_s), moment
+        )
     return count
 
 
