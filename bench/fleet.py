@@ -64,6 +64,7 @@ from bench.fleet_world import (
     Workflow,
     build_riders,
     build_uploads,
+    histories,
     read_workflows,
     schedule_runs,
 )
@@ -262,13 +263,14 @@ class Simulation:
         )
         self.history_visible: dict[int, set[int]] = {}
         self.history_races = 0
-        for rider in self.riders:
+        self.history_ids: set[int] = set()
+        for rider, history in zip(self.riders, histories(self.riders), strict=True):
             self.fake.add_athlete(rider.athlete_id, firstname="Rider", lastname=str(rider.index))
-            self.fake.add_activities(rider.athlete_id, rider.history)
-            visible = [s for s in rider.history if rider.visible(s)]
+            self.fake.add_activities(rider.athlete_id, history)
+            visible = [s for s in history if rider.visible(s)]
             self.history_visible[rider.index] = {s["id"] for s in visible}
+            self.history_ids.update(s["id"] for s in history)
             self.history_races += sum(1 for s in visible if _race(s))
-            rider.history = []  # the fake holds its own copy
         self.tokens: dict[int, str] = {}
 
     def connect(self, database_url: str) -> None:
@@ -510,7 +512,7 @@ class Simulation:
         backfill = self._backfill(requests)
         freshness = self._freshness(days)
         history_missing = sum(len(ids - stored) for ids in self.history_visible.values())
-        on_strava = {a["id"] for r in self.riders for a in self.fake.activities_of(r.athlete_id)}
+        on_strava = self.history_ids | {u.summary["id"] for u in self.uploads}
         by_context = Counter(tag.context for tag in self.tags)
         missed_before_sync = 0
         for upload in self.uploads:

@@ -7,8 +7,11 @@ Everything is drawn from one random.Random in a fixed order, so a seed gives one
 from __future__ import annotations
 
 import math
+import multiprocessing
 import random
 import re
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +31,12 @@ CALLER = WORKFLOWS / "cron-call.yml"
 # 10x the median (a few riders of 10,000 in 200 at the default median of 1,000).
 HISTORY_SIGMA = 1.0
 HISTORY_CAP_FACTOR = 15
-RACE_FRACTION = 0.03
+# 3% races as the service counts them: make_activities makes 2% of a history brevets
+# (rides of 200 km or more, races by RACE_MIN_DISTANCE_KM) on top of its workout_type
+# races, so 1% of those; new rides are 2% workout_type races and 1% brevets.
+HISTORY_WORKOUT_RACES = 0.01
+NEW_WORKOUT_RACES = 0.02
+NEW_BREVETS = 0.01
 READ_ONLY_SHARE = 0.25
 # Riding habits: rides a week, and the share of riders with it ("stopped": no ride).
 HABITS: tuple[tuple[str, float, float], ...] = (
@@ -68,7 +76,8 @@ class Rider:
     private_fraction: float
     press_probability: float
     history_size: int
-    history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    # make_activities' arguments for the rider's history (drawn in order, generated later)
+    history_spec: dict[str, Any] | None = field(default=None, repr=False)
     rider_id: int | None = None
 
     @property
@@ -125,18 +134,34 @@ def build_riders(
         years = rng.uniform(1.0, 12.0)
         history_end = start - timedelta(hours=rng.uniform(1.0, 72.0))
         if size:
-            rider.history = make_activities(
-                rider.athlete_id,
-                size,
-                start=history_end - timedelta(days=365 * years),
-                end=history_end,
-                seed=rng.randrange(2**31),
-                race_fraction=RACE_FRACTION,
-                private_fraction=private,
-                first_id=first_id(i),
-            )
+            rider.history_spec = {
+                "athlete_id": rider.athlete_id,
+                "n": size,
+                "start": history_end - timedelta(days=365 * years),
+                "end": history_end,
+                "seed": rng.randrange(2**31),
+                "race_fraction": HISTORY_WORKOUT_RACES,
+                "private_fraction": private,
+                "first_id": first_id(i),
+            }
         riders.append(rider)
     return riders
+
+
+def _history(spec: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return make_activities(**spec) if spec else []
+
+
+def histories(riders: list[Rider], *, processes: int = 2) -> Iterator[list[dict[str, Any]]]:
+    """Each rider's history, in the riders' order; generated on `processes` processes
+    when the fleet is large (the same histories either way: each is seeded)."""
+    specs = [rider.history_spec for rider in riders]
+    if processes <= 1 or sum(s["n"] for s in specs if s) < 20_000:
+        yield from map(_history, specs)
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        yield from pool.map(_history, specs)
 
 
 def first_id(index: int) -> int:
@@ -170,9 +195,9 @@ def build_uploads(
             weekend_boost = 1.6 if (start + timedelta(days=day)).weekday() >= 5 else 0.85
             if rng.random() < min(0.95, rider.rides_per_week / 7 * weekend_boost):
                 ride_start = _ride_start(rng, midnight)
-                race = rng.random() < RACE_FRACTION
+                race = rng.random() < NEW_WORKOUT_RACES
                 km = rng.lognormvariate(math.log(45.0), 0.5)
-                if rng.random() < 0.01:
+                if rng.random() < NEW_BREVETS:
                     km = rng.choice((200, 300, 400)) * rng.uniform(1.0, 1.05)
                 serial += 1
                 summary = make_activity(
