@@ -466,10 +466,15 @@ def hour_histogram(rider: RiderHabit, now: datetime) -> list[float]:
 
 def poll_times(histogram: Sequence[float], polls: int) -> tuple[int, ...]:
     """`polls` local times (seconds after midnight) splitting the day into intervals that
-    each carry an equal share of expected uploads; each poll closes its interval, and the
-    first interval starts at the quietest hour."""
+    each carry an equal share of expected uploads; each poll closes its interval. The
+    cycle starts where a single daily poll would keep uploads waiting least: just after
+    the usual upload hours."""
     total = sum(histogram)
-    start = min(range(24), key=lambda h: (histogram[h], h))
+    # Hours an upload in hour k (at its middle) waits for a poll at the start of hour h.
+    start = min(
+        range(24),
+        key=lambda h: (sum(m * ((h - k - 0.5) % 24) for k, m in enumerate(histogram)), h),
+    )
     times: list[int] = []
     for k in range(1, polls + 1):
         target, acc = total * k / polls, 0.0
@@ -572,12 +577,10 @@ def _next_poll(
     if rider.last_poll_at is None:
         return now, False
     last = rider.last_poll_at
-    earliest = last + timedelta(seconds=floor_s)
     planned = poll_after(times, rider.utc_offset_s, floor_s, last)
     nxt = planned
     if rider.last_poll_found:
         nxt = min(nxt, last + timedelta(seconds=max(floor_s, FOUND_FOLLOW_UP_S)))
-    nxt = max(earliest, nxt)
     forward = nxt < planned and nxt > now
     return max(nxt, now), forward
 

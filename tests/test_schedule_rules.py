@@ -544,6 +544,16 @@ def test_polls_are_placed_in_the_riders_usual_hours():
         assert "mostly 1" in d.reason
 
 
+def test_a_single_daily_poll_comes_just_after_the_usual_uploads():
+    rng = random.Random(8_016)
+    for local_hour in (0.5, 6, 12, 18, 23):
+        rider = habit(1, per_day=1, local_hour=local_hour, offset_h=-5, rng=rng, spread_h=0.7)
+        d = schedule.poll_plan([rider], 1, 3600, NOW).decisions[1]
+        assert len(d.local_times_s) == 1
+        after_h = ((d.local_times_s[0] / HOUR) - local_hour) % 24
+        assert 1 <= after_h <= 4, (local_hour, d.local_times_s)
+
+
 def test_a_poll_that_found_something_brings_the_next_one_forward():
     rng = random.Random(8_012)
     for _ in range(CASES):
