@@ -682,12 +682,18 @@ class Simulation:
         races = self.history_races
         needed = pages + races
         limit = config.rate_limits[3]
-        by_class = requests["by_class"]
-        incremental = by_class["incremental"] / config.days
-        sync_now = by_class["sync_now"] / config.days
+        done = self.backfill_done_at
+        # what incremental sync and Sync now really used a day while the backfill ran
+        until = done if done is not None else self.end
+        period_days = (until - START.timestamp()) / DAY_S
+        used: Counter[str] = Counter()
+        for record, tag in zip(self.fake.requests, self.tags, strict=True):
+            if record.at < until and record.path.startswith(API_PREFIX):
+                used[_CONTEXT_CLASS.get(tag.context or "", "other")] += 1
+        incremental = used["incremental"] / period_days
+        sync_now = used["sync_now"] / period_days
         left = limit - incremental - sync_now
         bound = needed / left if left > 0 else None
-        done = self.backfill_done_at
         return {
             "done": done is not None,
             "done_at": _iso(done) if done is not None else None,
@@ -704,7 +710,8 @@ class Simulation:
                 f"({pages} history pages: per rider floor(n/200)+1 with activity:read_all,"
                 f" ceil(n/200)+1 without, + {races} races, one request each) / ({limit}"
                 f" read requests a day - {incremental:.1f} incremental - {sync_now:.1f}"
-                f" Sync now, the run's daily averages) = {needed} / {left:.1f}"
+                f" Sync now, their daily averages over the {period_days:.2f} days of the"
+                f" backfill) = {needed} / {left:.1f}"
             ),
         }
 
