@@ -586,6 +586,36 @@ def read_rate_budget(conn: Conn, *, for_update: bool = False) -> BudgetRow:
     return BudgetRow(**row)
 
 
+def count_request(conn: Conn, *, window_start: datetime, work_class: str) -> None:
+    """One Strava request reserved by `work_class` in the window starting `window_start`."""
+    conn.execute(
+        """
+        insert into strava_request_windows as w (window_start, work_class, requests)
+        values (%s, %s, 1)
+        on conflict (window_start, work_class) do update set requests = w.requests + 1
+        """,
+        (window_start, work_class),
+    )
+
+
+def requests_by_class(conn: Conn, *, since: datetime) -> list[dict[str, Any]]:
+    """Requests per window and class from `since` on, oldest window first."""
+    return conn.execute(
+        """
+        select window_start, work_class, requests from strava_request_windows
+         where window_start >= %s order by window_start, work_class
+        """,
+        (since,),
+    ).fetchall()
+
+
+def prune_request_windows(conn: Conn, *, before: datetime) -> int:
+    """Forget the request counts of windows that started before `before`."""
+    return conn.execute(
+        "delete from strava_request_windows where window_start < %s", (before,)
+    ).rowcount
+
+
 def save_rate_budget(conn: Conn, budget: BudgetRow, *, now: datetime) -> None:
     """Write the budget row back at `now` (the caller holds its lock)."""
     conn.execute(

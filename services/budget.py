@@ -11,6 +11,9 @@ the limit stops and says when it resets.
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from threading import Lock
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import models
 from services.clock import Clock, utcnow
+from services.schedule import WorkClass
 from services.strava import (
     RateLimited,
     RateLimitSnapshot,
@@ -188,15 +192,32 @@ class RateBudget:
         db: Database,
         *,
         reserve_fraction: float,
-        for_sync_now: bool = False,
+        work_class: WorkClass,
         clock: Clock = utcnow,
     ) -> None:
         self._db = db
         self._reserve_fraction = reserve_fraction
-        self._for_sync_now = for_sync_now
+        self._for_sync_now = work_class is WorkClass.SYNC_NOW
+        self._work_class = work_class
         self._clock = clock
         self._lock = Lock()
+        self._thread = threading.local()  # a worker's class while it works as another
         self.refusal: RateLimited | None = None
+
+    @contextmanager
+    def working_as(self, work_class: WorkClass) -> Iterator[None]:
+        """Count this thread's requests as `work_class` (an enrich call's recent races)."""
+        previous = getattr(self._thread, "work_class", None)
+        self._thread.work_class = work_class
+        try:
+            yield
+        finally:
+            self._thread.work_class = previous
+
+    @property
+    def work_class(self) -> WorkClass:
+        """The class this thread's next request is counted as."""
+        return getattr(self._thread, "work_class", None) or self._work_class
 
     def _held_back(self, budget: models.BudgetRow) -> int:
         return 0 if self._for_sync_now else reserve_size(budget, self._reserve_fraction)
@@ -210,6 +231,10 @@ class RateBudget:
             budget = models.read_rate_budget(conn, for_update=True)
             budget, refusal = try_reserve(budget, now, held_back=self._held_back(budget))
             models.save_rate_budget(conn, budget, now=now)
+            if refusal is None:
+                models.count_request(
+                    conn, window_start=budget.window_start, work_class=self.work_class.value
+                )
         if refusal is not None:
             with self._lock:
                 self.refusal = self.refusal or refusal

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID, uuid4
 
@@ -17,6 +17,7 @@ from config import Settings
 from services.budget import RateBudget
 from services.clock import Clock, Timer, monotonic, utcnow
 from services.errors import NotConnected
+from services.schedule import WorkClass
 from services.strava import (
     ApplicationBlocked,
     ApplicationInactive,
@@ -43,6 +44,22 @@ SUCCEEDED, FAILED, SKIPPED = "succeeded", "failed", "skipped"
 # Runs are kept this long: ample for the status's 24-hour figures and run history, and
 # each holds its items, so an unpruned log would grow by hundreds of MB a year.
 RUN_LOG_DAYS = 30
+
+
+# The kind of work each call's Strava requests are counted as (services/schedule.py):
+# a rider's own press (and disconnecting) draws on Sync now's share; enrich counts each
+# race as recent or old (enrichment.enrich_race).
+CALL_CLASSES: dict[str, WorkClass] = {
+    "sync-now": WorkClass.SYNC_NOW,
+    "disconnect": WorkClass.SYNC_NOW,
+    "sync-strava": WorkClass.INCREMENTAL,
+    "discover": WorkClass.DISCOVER,
+    "enrich": WorkClass.ENRICH_OLD,
+}
+
+# Request counts per window are kept this long: the status's 24-hour chart, and a week
+# of history for the rate plan.
+REQUEST_WINDOW_DAYS = 8
 
 
 class LeaseLost(Exception):
@@ -92,7 +109,6 @@ class Call:
         runtime: Runtime,
         *,
         kind: str,
-        for_sync_now: bool = False,
         budget_s: float | None = None,
     ) -> None:
         settings = runtime.settings
@@ -106,7 +122,7 @@ class Call:
         self.budget = RateBudget(
             runtime.db,
             reserve_fraction=settings.sync_now_reserve,
-            for_sync_now=for_sync_now,
+            work_class=CALL_CLASSES[kind],
             clock=runtime.clock,
         )
         self.strava = StravaClient(
@@ -284,6 +300,7 @@ def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) ->
         now = runtime.clock()
         run_id = models.start_run(conn, kind=kind, now=now)
         models.prune_runs(conn, kind=kind, keep_days=RUN_LOG_DAYS, now=now)
+        models.prune_request_windows(conn, before=now - timedelta(days=REQUEST_WINDOW_DAYS))
     try:
         answer = body()
     except Exception as exc:

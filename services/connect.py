@@ -330,7 +330,7 @@ def disconnect(runtime: Runtime, identity: RiderIdentity) -> dict[str, Any]:
 def _deauthorize(runtime: Runtime, rider_id: int) -> tuple[bool, str | None]:
     """Revoke at Strava; a grant already dead is fine, and Strava being down does not stop
     the deletion (the rider is told to revoke on Strava's side)."""
-    call = Call(runtime, kind="disconnect", for_sync_now=True)
+    call = Call(runtime, kind="disconnect")
     try:
         call.tokens.call(rider_id, call.strava.deauthorize)
         return True, None

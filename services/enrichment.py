@@ -15,6 +15,7 @@ from typing import Any
 import models
 from services.activities import as_integer, as_number
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
+from services.schedule import WorkClass, race_class
 from services.strava import NotFound
 from services.tokens import NeedsReauth
 
@@ -140,9 +141,15 @@ def _race_outcome(race: models.RaceLease, status: str, **more: Any) -> Outcome:
 def enrich_race(call: Call, race: models.RaceLease) -> Outcome:
     """Fetch one race's detailed activity and store its details (or remove it on a 404)."""
     try:
-        detail = call.tokens.call(
-            race.rider_id, lambda token: call.strava.get_activity(token, race.strava_id)
-        )
+        # A recent race keeps what riders see fresh: it counts before old history. (Sync
+        # now's own races stay Sync now's.)
+        work_class = call.budget.work_class
+        if work_class is not WorkClass.SYNC_NOW:
+            work_class = race_class(race.start_date, call.started_at)
+        with call.budget.working_as(work_class):
+            detail = call.tokens.call(
+                race.rider_id, lambda token: call.strava.get_activity(token, race.strava_id)
+            )
     except NotFound:
         with call.db.connection() as conn:
             if not models.remove_race(conn, strava_id=race.strava_id, lease_token=call.lease_token):

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import models
-from services.budget import describe, headroom, reserve_size, roll_windows
+from services.budget import (
+    day_start,
+    describe,
+    headroom,
+    reserve_size,
+    roll_windows,
+    window_start,
+)
 from services.calls import Runtime
 from services.errors import NotConnected, UnknownRider
+from services.schedule import PRIORITY
 from services.strava import PER_PAGE_MAX
 
 RUN_KINDS = ["sync-strava", "discover", "enrich", "sync-now"]
@@ -280,6 +288,26 @@ def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def requests_by_class(rows: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """Requests per class in the current window, today (UTC) and each window with any."""
+    window, day = window_start(now), day_start(now)
+    classes = [c.value for c in PRIORITY]
+    windows: dict[datetime, dict[str, int]] = {}
+    this_window, today = dict.fromkeys(classes, 0), dict.fromkeys(classes, 0)
+    for row in rows:
+        start, cls, n = row["window_start"], row["work_class"], int(row["requests"])
+        windows.setdefault(start, dict.fromkeys(classes, 0))[cls] += n
+        if start >= day:
+            today[cls] += n
+        if start == window:
+            this_window[cls] += n
+    return {
+        "this_window": this_window,
+        "today": today,
+        "windows": [{"window_start": iso(start), **counts} for start, counts in windows.items()],
+    }
+
+
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
@@ -345,6 +373,7 @@ def admin_status(runtime: Runtime) -> dict[str, Any]:
         auto_sync_riders = models.count_auto_sync_riders(conn)
         budget = models.read_rate_budget(conn)
         runs = models.last_runs(conn, kinds=RUN_KINDS, per_kind=RUNS_PER_KIND)
+        request_windows = models.requests_by_class(conn, since=now - timedelta(hours=24))
         day = {row["kind"]: row for row in models.run_stats_since(conn, hours=24, now=now)}
         stalled_count, stalled = models.stalled_races(
             conn,
@@ -444,6 +473,7 @@ def admin_status(runtime: Runtime) -> dict[str, Any]:
             "cron_share_15min": rate["cron_share_15min"],
             "cron_share_daily": rate["cron_share_daily"],
         },
+        "requests": requests_by_class(request_windows, now),
         "runs": {
             kind: {
                 "last": [_run_summary(r) for r in runs if r["kind"] == kind],

@@ -169,7 +169,7 @@ def sync_now(runtime: Runtime, identity: RiderIdentity) -> SyncNowResult:
     held = _refuse_or_hold(runtime, identity, rider_id, check_budget=True)
     if held is not None:
         return held
-    call = Call(runtime, kind="sync-now", for_sync_now=True)
+    call = Call(runtime, kind="sync-now")
     try:
         with runtime.db.connection() as conn:
             lease = models.claim_rider_for_sync_now(

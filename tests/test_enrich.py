@@ -359,7 +359,7 @@ def test_enrich_rider_races_takes_only_that_riders_newest_races(make_app, strava
     rider, mine = rider_with_races(database, strava, 413, 5, first_day=30)
     _, theirs = rider_with_races(database, strava, 414, 3)  # newer, but another rider's
     runtime = make_app().extensions["strava_sync"]
-    call = Call(runtime, kind="sync-now", for_sync_now=True)
+    call = Call(runtime, kind="sync-now")
     try:
         outcomes = enrich_rider_races(call, rider, limit=3)
     finally:
