@@ -509,7 +509,7 @@ class Simulation:
             wall_stamped = self._wall_stamped(conn)
         assert stored_rows is not None
         requests = self._requests(days)
-        backfill = self._backfill(requests)
+        backfill = self._backfill()
         freshness = self._freshness(days)
         history_missing = sum(len(ids - stored) for ids in self.history_visible.values())
         on_strava = self.history_ids | {u.summary["id"] for u in self.uploads}
@@ -676,7 +676,7 @@ class Simulation:
             "per_day": [{"day": d + 1, **row} for d, row in enumerate(per_day)],
         }
 
-    def _backfill(self, requests: dict[str, Any]) -> dict[str, Any]:
+    def _backfill(self) -> dict[str, Any]:
         config = self.config
         pages = sum(history_pages(r.history_size, read_all=r.read_all) for r in self.riders)
         races = self.history_races
@@ -688,7 +688,8 @@ class Simulation:
         period_days = (until - START.timestamp()) / DAY_S
         used: Counter[str] = Counter()
         for record, tag in zip(self.fake.requests, self.tags, strict=True):
-            if record.at < until and record.path.startswith(API_PREFIX):
+            # listings only: the races a Sync now details may be the backfill's
+            if record.at < until and record.path == _LISTING:
                 used[_CONTEXT_CLASS.get(tag.context or "", "other")] += 1
         incremental = used["incremental"] / period_days
         sync_now = used["sync_now"] / period_days
@@ -710,8 +711,9 @@ class Simulation:
                 f"({pages} history pages: per rider floor(n/200)+1 with activity:read_all,"
                 f" ceil(n/200)+1 without, + {races} races, one request each) / ({limit}"
                 f" read requests a day - {incremental:.1f} incremental - {sync_now:.1f}"
-                f" Sync now, their daily averages over the {period_days:.2f} days of the"
-                f" backfill) = {needed} / {left:.1f}"
+                f" Sync now listings, their daily averages over the {period_days:.2f} days"
+                f" of the backfill) = {needed} / {left:.1f} daily budgets (a backfill"
+                " starting at 00:00 UTC has a new one each midnight)"
             ),
         }
 
