@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from config import load_settings
@@ -19,6 +19,13 @@ from services.rider_auth import TokenVerifier
 # The service takes tiny JSON bodies (`{"limit": 50}`); anything larger is refused with 413
 # `payload_too_large` before a route runs.
 MAX_CONTENT_LENGTH = 16 * 1024
+
+# The rider endpoints the club's site calls from its own origin (CORS). The cron and
+# admin endpoints are never opened to other origins.
+CORS_PREFIXES = ("/api/riders/me/",)
+CORS_PATHS = frozenset({"/api/strava/connect", "/api/strava/disconnect"})
+CORS_REQUEST_HEADERS = "Authorization, Content-Type"
+CORS_MAX_AGE_S = 600
 
 
 def create_app(
@@ -44,7 +51,56 @@ def create_app(
     app.extensions["rider_tokens"] = TokenVerifier.from_settings(settings)
     register_blueprints(app)
     register_error_handlers(app)
+    register_cors(app, settings.allowed_origins)
     return app
+
+
+def is_cors_path(path: str) -> bool:
+    return path in CORS_PATHS or path.startswith(CORS_PREFIXES)
+
+
+def register_cors(app: Flask, origins: tuple[str, ...]) -> None:
+    """CORS for the rider endpoints: exact origins from ALLOWED_ORIGINS, no credentials
+    (the rider's token travels in the Authorization header, not in a cookie).
+
+    A listed origin's preflight gets 204 with the route's methods and the Authorization
+    header; every answer of these endpoints (errors included) carries Vary: Origin and,
+    for a listed origin, Access-Control-Allow-Origin. An unlisted origin gets no CORS
+    header at all (its preflight is Flask's plain OPTIONS answer), so the browser blocks it.
+    """
+    allowed = frozenset(origins)
+
+    def listed_origin() -> str | None:
+        origin = request.headers.get("Origin", "").lower()
+        return origin if origin in allowed and is_cors_path(request.path) else None
+
+    def preflight() -> Response | None:
+        if request.method != "OPTIONS" or request.url_rule is None or listed_origin() is None:
+            return None
+        if "Access-Control-Request-Method" not in request.headers:
+            return None  # a plain OPTIONS request, not a preflight
+        adapter = app.create_url_adapter(request)
+        allowed = adapter.allowed_methods() if adapter is not None else []
+        methods = sorted(set(allowed) - {"HEAD", "OPTIONS"})
+        response = Response(status=204)
+        del response.headers["Content-Type"]
+        response.headers["Access-Control-Allow-Methods"] = ", ".join([*methods, "OPTIONS"])
+        response.headers["Access-Control-Allow-Headers"] = CORS_REQUEST_HEADERS
+        response.headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_S)
+        return response
+
+    def cors_headers(response: Response) -> Response:
+        if not is_cors_path(request.path):
+            return response
+        response.vary.add("Origin")
+        origin = listed_origin()
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+        return response
+
+    app.before_request(preflight)
+    app.after_request(cors_headers)
 
 
 def _bounded_body() -> None:

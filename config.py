@@ -31,6 +31,7 @@ class Settings:
     supabase_jwt_secret: str | None = None
     public_base_url: str | None = None
     app_return_url: str | None = None
+    allowed_origins: tuple[str, ...] = ()
     cron_time_budget_s: float = 8.0
     sync_min_interval_s: int = 3600
     race_min_distance_km: float = 200.0
@@ -111,6 +112,25 @@ def _text(value: str) -> str:
     return value
 
 
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    """ALLOWED_ORIGINS: comma-separated exact origins (scheme://host[:port]), no wildcard."""
+    origins = []
+    for part in value.split(","):
+        origin = part.strip()
+        if not origin:
+            continue
+        if not _ORIGIN.fullmatch(origin):
+            raise ValueError(
+                "must be comma-separated origins such as https://club.example"
+                f" (scheme, host and optional port; no path, no wildcard; got {origin!r})"
+            )
+        origins.append(origin.lower())
+    return tuple(dict.fromkeys(origins))
+
+
 DAY_S = 86_400
 
 # env var -> (field, parser). Every number setting has its allowed range here.
@@ -125,6 +145,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SUPABASE_JWT_SECRET": ("supabase_jwt_secret", _text),
     "PUBLIC_BASE_URL": ("public_base_url", _url),
     "APP_RETURN_URL": ("app_return_url", _url),
+    # Club sites whose pages may call the rider endpoints (CORS); exact origins only.
+    "ALLOWED_ORIGINS": ("allowed_origins", _origins),
     # A serverless call's budget: Vercel functions run for seconds, at most a few minutes.
     "CRON_TIME_BUDGET_S": ("cron_time_budget_s", Number(float, 0.5, 300)),
     # 0 makes every rider due on every call; more than a week leaves riders stale.

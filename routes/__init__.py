@@ -11,6 +11,7 @@ def register_blueprints(app: Flask) -> None:
     from routes.health import bp as health
     from routes.riders import bp as riders
     from routes.strava_oauth import bp as strava_oauth
+    from routes.web import bp as web
 
-    for blueprint in (health, cron, admin, riders, strava_oauth):
+    for blueprint in (health, cron, admin, riders, strava_oauth, web):
         app.register_blueprint(blueprint)
