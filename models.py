@@ -478,6 +478,18 @@ ACTIVITY_COLUMNS: dict[str, str] = {
     "is_race": "boolean",
 }
 _SUMMARY_COLUMNS = [c for c in ACTIVITY_COLUMNS if c != "strava_id"]
+# Stored with each activity from its start point (services/places.py), beside Strava's
+# summary fields; the bulk upsert writes them (and compares them) like the others.
+PLACE_COLUMNS: dict[str, str] = {
+    "start_lat": "double precision",
+    "start_lng": "double precision",
+    "start_city": "text",
+    "start_region": "text",
+    "start_country": "text",
+}
+# What the upsert writes: Strava's fields and the place columns (services/places.py).
+_STORED_COLUMNS = {**ACTIVITY_COLUMNS, **PLACE_COLUMNS}
+_STORED_SUMMARY_COLUMNS = [c for c in _STORED_COLUMNS if c != "strava_id"]
 
 
 @dataclass(frozen=True)
@@ -488,20 +500,20 @@ class UpsertCounts:
 
 
 _UPSERT_ACTIVITIES = f"""
-    insert into activities as a (rider_id, {", ".join(ACTIVITY_COLUMNS)},
+    insert into activities as a (rider_id, {", ".join(_STORED_COLUMNS)},
                                  enrichment_status, seen_at, created_at, updated_at)
-    select %(rider_id)s, {", ".join("r." + c for c in ACTIVITY_COLUMNS)},
+    select %(rider_id)s, {", ".join("r." + c for c in _STORED_COLUMNS)},
            case when r.is_race then 'pending' end, %(now)s, %(now)s, %(now)s
       from json_to_recordset(%(rows)s::json) as r(
-           {", ".join(f"{c} {t}" for c, t in ACTIVITY_COLUMNS.items())})
+           {", ".join(f"{c} {t}" for c, t in _STORED_COLUMNS.items())})
     on conflict (strava_id) do update set
-           {", ".join(f"{c} = excluded.{c}" for c in _SUMMARY_COLUMNS)},
+           {", ".join(f"{c} = excluded.{c}" for c in _STORED_SUMMARY_COLUMNS)},
            enrichment_status = case when excluded.is_race
                                     then coalesce(a.enrichment_status, 'pending') end,
            seen_at = excluded.seen_at, updated_at = excluded.updated_at
      where a.rider_id = excluded.rider_id
-       and (({", ".join("a." + c for c in _SUMMARY_COLUMNS)})
-            is distinct from ({", ".join("excluded." + c for c in _SUMMARY_COLUMNS)})
+       and (({", ".join("a." + c for c in _STORED_SUMMARY_COLUMNS)})
+            is distinct from ({", ".join("excluded." + c for c in _STORED_SUMMARY_COLUMNS)})
             or a.seen_at < %(seen_since)s::timestamptz)
     returning (xmax = 0) as inserted, is_race
 """
@@ -523,12 +535,18 @@ def upsert_activities(
     """
     if not rows:
         return UpsertCounts()
+    from services.places import with_places  # pure module; here to keep models' imports light
+
+    rows = with_places(rows)
     result = conn.execute(
         _UPSERT_ACTIVITIES,
         # Plain json text: Postgres parses it faster than jsonb, and it is read once.
         {"rider_id": rider_id, "rows": json.dumps(rows), "seen_since": seen_since, "now": now},
     ).fetchall()
     inserted = sum(1 for r in result if r["inserted"])
+    span = _rows_span(rows) if result else None
+    if span is not None:  # something was written: pair (or unpair) rides recorded twice
+        mark_duplicates(conn, rider_id=rider_id, since=span[0], until=span[1])
     return UpsertCounts(
         inserted=inserted,
         updated=len(result) - inserted,
@@ -538,16 +556,22 @@ def upsert_activities(
 
 def insert_activity_row(conn: Conn, *, rider_id: int, row: dict[str, Any]) -> None:
     """One plain INSERT ... ON CONFLICT for one activity (the benchmark's baseline)."""
-    columns = list(ACTIVITY_COLUMNS)
+    from services.places import with_places
+
+    (row,) = with_places([row])
+    columns = list(_STORED_COLUMNS)
     conn.execute(
         f"""
         insert into activities (rider_id, {", ".join(columns)})
         values (%s, {", ".join(["%s"] * len(columns))})
         on conflict (strava_id) do update set
-            {", ".join(f"{c} = excluded.{c}" for c in _SUMMARY_COLUMNS)}
+            {", ".join(f"{c} = excluded.{c}" for c in _STORED_SUMMARY_COLUMNS)}
         """,
         [rider_id, *(row[c] for c in columns)],
     )
+    span = _rows_span([row])
+    if span is not None:
+        mark_duplicates(conn, rider_id=rider_id, since=span[0], until=span[1])
 
 
 # --- the shared rate budget ----------------------------------------------------------
@@ -1410,6 +1434,7 @@ def recompute_eddington(conn: Conn, *, rider_id: int, now: datetime) -> tuple[in
             select sum(distance_m)::numeric as metres
               from activities
              where rider_id = %(rider_id)s and sport_type = any(%(sports)s)
+               and duplicate_of is null  -- one ride recorded twice counts once
              group by coalesce(start_date_local::date, (start_date at time zone 'UTC')::date)
         ), ranked as (
             select metres, row_number() over (order by metres desc) as n from days
@@ -1723,3 +1748,195 @@ def unfinished_runs(conn: Conn, *, stuck_after_s: int, now: datetime) -> list[di
         """,
         (now, stuck_after_s),
     ).fetchall()
+
+
+# --- places and one ride recorded twice (issue 12) ------------------------------------
+
+# Two activities of one rider are one ride recorded twice when they are of the same kind,
+# their time ranges overlap for at least this share of the longer one, and their
+# distances differ by at most this share of the longer one.
+DUPLICATE_MIN_OVERLAP = 0.7
+DUPLICATE_MAX_DISTANCE_GAP = 0.15
+# Bike computers (over phones) by the detailed activity's device name or the upload's
+# external id; the copy kept is the better device, then the longer, then the first upload.
+_BIKE_COMPUTERS = (
+    r"garmin|edge|wahoo|elemnt|hammerhead|karoo|bryton|coros|polar|suunto|lezyne|sigma|srm|igpsport"  # noqa: E501
+)
+
+_MARK_DUPLICATES = """
+    with scope as (
+        select a.id, a.strava_id, a.start_date, a.distance_m,
+               greatest(coalesce(a.elapsed_time_s, a.moving_time_s, 0), 1) as seconds,
+               a.start_date + make_interval(
+                   secs => greatest(coalesce(a.elapsed_time_s, a.moving_time_s, 0), 1)) as end_at,
+               case when a.sport_type = any(%(rides)s) then 'ride'
+                    when a.sport_type = any(%(runs)s) then 'run'
+                    else a.sport_type end as kind,
+               case when a.manual then 0
+                    when coalesce(a.details ->> 'device_name', '') ~* %(computers)s
+                      or coalesce(a.external_id, '') ~* '(^garmin|\\.fit$)' then 2
+                    else 1 end as device_rank
+          from activities a
+         where a.rider_id = %(rider_id)s
+           and a.start_date >= %(since)s::timestamptz - interval '4 days'
+           and a.start_date <= %(until)s::timestamptz + interval '2 days'
+    ), candidates as (
+        select x.id, y.id as keep_id,
+               row_number() over (partition by x.id
+                                  order by y.device_rank desc, y.distance_m desc, y.strava_id)
+                   as n
+          from scope x
+          join scope y on y.id <> x.id
+          left join duplicate_overrules o
+            on o.first_strava_id = least(x.strava_id, y.strava_id)
+           and o.second_strava_id = greatest(x.strava_id, y.strava_id)
+         where case
+             when o.verdict = 'distinct' then false
+             when o.verdict = 'duplicate' then o.keep_strava_id = y.strava_id
+             else y.kind = x.kind
+                  and extract(epoch from least(x.end_at, y.end_at)
+                                         - greatest(x.start_date, y.start_date))
+                      >= %(overlap)s * greatest(x.seconds, y.seconds)
+                  and abs(x.distance_m - y.distance_m)
+                      <= %(gap)s * greatest(x.distance_m, y.distance_m)
+                  and (y.device_rank, y.distance_m, -y.strava_id)
+                      > (x.device_rank, x.distance_m, -x.strava_id)
+         end
+    ), wanted as (
+        select s.id, c.keep_id
+          from scope s left join candidates c on c.id = s.id and c.n = 1
+         where s.start_date >= %(since)s::timestamptz - interval '2 days'
+    )
+    update activities a
+       set duplicate_of = w.keep_id
+      from wanted w
+     where a.id = w.id and a.duplicate_of is distinct from w.keep_id
+    returning a.strava_id, w.keep_id
+"""
+
+
+def mark_duplicates(conn: Conn, *, rider_id: int, since: datetime, until: datetime) -> int:
+    """Mark (and unmark) one rider's rides recorded twice among the activities started
+    between `since` and `until` (with a margin either side); one statement. Returns how
+    many rows changed."""
+    from services.activities import RIDE_SPORTS, RUN_SPORTS
+
+    rows = conn.execute(
+        _MARK_DUPLICATES,
+        {
+            "rider_id": rider_id,
+            "since": since,
+            "until": until,
+            "rides": sorted(RIDE_SPORTS),
+            "runs": sorted(RUN_SPORTS),
+            "computers": _BIKE_COMPUTERS,
+            "overlap": DUPLICATE_MIN_OVERLAP,
+            "gap": DUPLICATE_MAX_DISTANCE_GAP,
+        },
+    ).fetchall()
+    return len(rows)
+
+
+def _rows_span(rows: list[dict[str, Any]]) -> tuple[datetime, datetime] | None:
+    from services.activities import parse_start_date
+
+    starts = [parse_start_date(r["start_date"]) for r in rows if r.get("start_date")]
+    return (min(starts), max(starts)) if starts else None
+
+
+def activity_span(
+    conn: Conn, *, rider_id: int, strava_ids: list[int]
+) -> tuple[datetime, datetime] | None:  # noqa: E501
+    """The first and last start of some of a rider's activities (None if none is theirs)."""
+    row = conn.execute(
+        "select min(start_date) as lo, max(start_date) as hi from activities"
+        " where rider_id = %s and strava_id = any(%s)",
+        (rider_id, strava_ids),
+    ).fetchone()
+    return (row["lo"], row["hi"]) if row and row["lo"] else None
+
+
+def save_duplicate_overrule(
+    conn: Conn,
+    *,
+    rider_id: int,
+    strava_ids: tuple[int, int],
+    verdict: str | None,
+    keep_strava_id: int | None,
+    now: datetime,
+) -> None:
+    """Record an operator's word on a pair (verdict None: forget it, back to the rule)."""
+    first, second = sorted(strava_ids)
+    if verdict is None:
+        conn.execute(
+            "delete from duplicate_overrules where first_strava_id = %s and second_strava_id = %s",
+            (first, second),
+        )
+        return
+    conn.execute(
+        """
+        insert into duplicate_overrules
+               (first_strava_id, second_strava_id, rider_id, verdict, keep_strava_id, created_at)
+        values (%s, %s, %s, %s, %s, %s)
+        on conflict (first_strava_id, second_strava_id) do update
+           set verdict = excluded.verdict, keep_strava_id = excluded.keep_strava_id,
+               created_at = excluded.created_at
+        """,
+        (first, second, rider_id, verdict, keep_strava_id, now),
+    )
+
+
+def rider_duplicates(conn: Conn, *, rider_id: int, limit: int = 50) -> list[dict[str, Any]]:
+    """A rider's copies and the activity each copies, newest first, with any overrule."""
+    return conn.execute(
+        """
+        select d.strava_id as activity_id, k.strava_id as duplicate_of,
+               d.sport_type, d.start_date, d.distance_m, k.distance_m as kept_distance_m,
+               d.name, o.verdict as overruled
+          from activities d
+          join activities k on k.id = d.duplicate_of
+          left join duplicate_overrules o
+            on o.first_strava_id = least(d.strava_id, k.strava_id)
+           and o.second_strava_id = greatest(d.strava_id, k.strava_id)
+         where d.rider_id = %s
+         order by d.start_date desc, d.strava_id
+         limit %s
+        """,
+        (rider_id, limit),
+    ).fetchall()
+
+
+def rider_overrules(conn: Conn, *, rider_id: int) -> list[dict[str, Any]]:
+    return conn.execute(
+        """
+        select first_strava_id, second_strava_id, verdict, keep_strava_id, created_at
+          from duplicate_overrules where rider_id = %s order by created_at desc
+        """,
+        (rider_id,),
+    ).fetchall()
+
+
+def count_rider_activities(conn: Conn, *, rider_id: int, strava_ids: list[int]) -> int:
+    row = conn.execute(
+        "select count(*) as n from activities where rider_id = %s and strava_id = any(%s)",
+        (rider_id, strava_ids),
+    ).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def better_copy(conn: Conn, *, strava_ids: list[int]) -> int:
+    """Of two activities, the one the duplicate rule would keep."""
+    row = conn.execute(
+        """
+        select strava_id from activities where strava_id = any(%(ids)s)
+         order by case when manual then 0
+                       when coalesce(details ->> 'device_name', '') ~* %(computers)s
+                         or coalesce(external_id, '') ~* '(^garmin|\\.fit$)' then 2
+                       else 1 end desc,
+                  distance_m desc, strava_id
+         limit 1
+        """,
+        {"ids": strava_ids, "computers": _BIKE_COMPUTERS},
+    ).fetchone()
+    assert row is not None
+    return int(row["strava_id"])

@@ -10,6 +10,7 @@ from flask import Blueprint, jsonify, request
 from routes.errors import ApiError
 from routes.guards import require_cron_secret, runtime
 from services.discovery import request_full_refresh
+from services.duplicates import OverruleError, overrule
 from services.status import admin_status, reset_rider, rider_detail, set_auto_sync
 
 bp = Blueprint("admin", __name__, url_prefix="/api/admin")
@@ -53,3 +54,24 @@ def pause(rider_id: int):  # type: ignore[no-untyped-def]
 def resume(rider_id: int):  # type: ignore[no-untyped-def]
     """Resume the scheduled sync for this rider."""
     return jsonify(set_auto_sync(runtime(), rider_id, enabled=True))
+
+
+@bp.post("/riders/<int:rider_id>/duplicates")
+def duplicates(rider_id: int):  # type: ignore[no-untyped-def]
+    """Overrule the duplicate rule for a pair of the rider's activities (Strava ids):
+    `{"activity_ids": [a, b], "verdict": "distinct" | "duplicate" | "auto", "keep": a}`."""
+    body = request.get_json(silent=True)
+    body = body if isinstance(body, dict) else {}
+    ids, keep = body.get("activity_ids"), body.get("keep")
+    if not isinstance(ids, list) or not all(type(i) is int for i in ids):
+        raise ApiError(
+            400, "invalid_parameter", "activity_ids: two activity ids", field="activity_ids"
+        )
+    if keep is not None and type(keep) is not int:
+        raise ApiError(400, "invalid_parameter", "keep: an activity id", field="keep")
+    verdict = body.get("verdict")
+    try:
+        answer = overrule(runtime(), rider_id, activity_ids=ids, verdict=str(verdict), keep=keep)
+    except OverruleError as exc:
+        raise ApiError(400, "invalid_parameter", exc.message, field=exc.field) from None
+    return jsonify(answer)

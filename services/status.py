@@ -22,6 +22,7 @@ from services.budget import (
     window_start,
 )
 from services.calls import Runtime
+from services.duplicates import describe as describe_duplicates
 from services.errors import NotConnected, UnknownRider
 from services.schedule import PRIORITY
 from services.strava import PER_PAGE_MAX
@@ -502,6 +503,7 @@ def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
         budget = models.read_rate_budget(conn)
         runs = models.rider_runs(conn, rider_id=rider_id, limit=RIDER_RUNS)
         failed = models.failed_races(conn, rider_id=rider_id, limit=LISTED_MAX)
+        duplicates = models.rider_duplicates(conn, rider_id=rider_id, limit=LISTED_MAX)
         _, stalled = models.stalled_races(
             conn,
             stuck_after_s=settings.stuck_after_s,
@@ -568,6 +570,7 @@ def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
                 for r in failed
             ],
         },
+        "duplicates": describe_duplicates(duplicates),  # rides recorded twice (issue 12)
         "stuck": stuck,
         "rate_limit_blocked_until": iso(blocked) if blocked and blocked > now else None,
         "runs": [

@@ -682,3 +682,31 @@ def test_connect_callback_and_disconnect(make_app, auth_settings, web, issuer, d
     assert body["error"]["code"] == "strava_not_configured"
     response = no_strava.get(callback, query_string={"state": state, "code": "x"})
     assert contract.check(response, callback, "get")["error"]["code"] == "strava_not_configured"
+
+
+def test_duplicate_overrule_answers(client, strava, database, contract):
+    """POST /api/admin/riders/{rider_id}/duplicates (issue 12): 200 and 400."""
+    path = "/api/admin/riders/{rider_id}/duplicates"
+    rider = connect_rider(database, strava, 8801, activities=2)
+    cron = client.post("/api/cron/sync-strava", headers=cron_headers())
+    assert cron.status_code == 200
+    ids = [r["strava_id"] for r in query(database, "select strava_id from activities")]
+    url = f"/api/admin/riders/{rider}/duplicates"
+    paired = contract.check(
+        client.post(
+            url, json={"activity_ids": ids, "verdict": "duplicate"}, headers=cron_headers()
+        ),
+        path,
+        "post",
+    )
+    assert paired["duplicate"] is not None and paired["verdict"] == "duplicate"
+    refused = contract.check(
+        client.post(url, json={"activity_ids": ids[:1], "verdict": "x"}, headers=cron_headers()),
+        path,
+        "post",
+    )
+    assert refused["error"]["code"] == "invalid_parameter"
+    detail = contract.check(
+        client.get(STATUS, query_string={"rider_id": rider}, headers=cron_headers()), STATUS, "get"
+    )
+    assert len(detail["duplicates"]) == 1

@@ -1,0 +1,99 @@
+"""One ride recorded twice: riders often record a ride on a bike computer and a phone,
+and both reach Strava.
+
+Detection is one SQL statement (models.mark_duplicates), run whenever a page of
+activities writes something: per rider, two activities of the same kind (rides, runs,
+else the same sport) whose time ranges overlap for at least 70% of the longer one and
+whose distances differ by at most 15% are one ride. Both rows stay; the lesser copy is
+marked `duplicate_of` the one kept (a bike computer over a phone, then the longer, then
+the first upload). The mark is recomputed from the rows each time, so an edit that makes
+them differ undoes it, and deleting the kept one unmarks the copy (on delete set null).
+The Eddington number leaves copies out. An operator can overrule a pair.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import models
+from services.calls import Runtime
+from services.eddington import recompute
+
+VERDICTS = ("distinct", "duplicate", "auto")
+
+
+class OverruleError(ValueError):
+    """The operator's request does not name a pair of this rider's activities."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def overrule(
+    runtime: Runtime,
+    rider_id: int,
+    *,
+    activity_ids: list[int],
+    verdict: str,
+    keep: int | None = None,
+) -> dict[str, Any]:
+    """An operator's word on a pair of a rider's activities (Strava ids): `distinct`
+    (never pair them), `duplicate` (pair them, keeping `keep`, by default the copy the
+    rule would keep) or `auto` (back to the rule). Marks are recomputed at once, and the
+    Eddington number with them."""
+    if verdict not in VERDICTS:
+        raise OverruleError("verdict", "verdict must be one of: " + ", ".join(VERDICTS))
+    if len(activity_ids) != 2 or activity_ids[0] == activity_ids[1]:
+        raise OverruleError("activity_ids", "activity_ids must be two different activities")
+    if keep is not None and (verdict != "duplicate" or keep not in activity_ids):
+        raise OverruleError("keep", "keep must be one of the pair, and only for 'duplicate'")
+    first, second = activity_ids
+    now = runtime.clock()
+    with runtime.db.connection() as conn:
+        span = models.activity_span(conn, rider_id=rider_id, strava_ids=activity_ids)
+        owned = models.count_rider_activities(conn, rider_id=rider_id, strava_ids=activity_ids)
+        if span is None or owned != 2:
+            raise OverruleError("activity_ids", "both activities must be this rider's")
+        if verdict == "duplicate" and keep is None:
+            keep = models.better_copy(conn, strava_ids=activity_ids)
+        models.save_duplicate_overrule(
+            conn,
+            rider_id=rider_id,
+            strava_ids=(first, second),
+            verdict=None if verdict == "auto" else verdict,
+            keep_strava_id=keep if verdict == "duplicate" else None,
+            now=now,
+        )
+        models.mark_duplicates(conn, rider_id=rider_id, since=span[0], until=span[1])
+        duplicates = models.rider_duplicates(conn, rider_id=rider_id)
+    miles, km = recompute(runtime.db, rider_id, now=now)
+    pair = [d for d in duplicates if {d["activity_id"], d["duplicate_of"]} == {first, second}]
+    return {
+        "rider_id": rider_id,
+        "activity_ids": [first, second],
+        "verdict": verdict,
+        "duplicate": (
+            {"activity_id": pair[0]["activity_id"], "duplicate_of": pair[0]["duplicate_of"]}
+            if pair
+            else None
+        ),
+        "eddington": {"miles": miles, "km": km},
+    }
+
+
+def describe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rider detail's `duplicates`: each copy and the activity kept."""
+    return [
+        {
+            "activity_id": r["activity_id"],
+            "duplicate_of": r["duplicate_of"],
+            "sport_type": r["sport_type"],
+            "start_date": r["start_date"].isoformat().replace("+00:00", "Z"),
+            "distance_m": r["distance_m"],
+            "kept_distance_m": r["kept_distance_m"],
+            "overruled": r["overruled"],
+        }
+        for r in rows
+    ]
