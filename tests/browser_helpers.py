@@ -1,0 +1,165 @@
+"""What the browser tests serve on loopback besides the service: the club's page (on its
+own origin, so CORS is real), Supabase's JWKS, and a consent button on the fake Strava's
+authorize page; and headless Chromium (Debian's package) driven by Playwright."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+from fake_strava import FakeStrava
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path(os.environ.get("CHROMIUM") or "/usr/bin/chromium")
+# Flags for a closed network: without the background-networking ones Chromium calls out.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = ROOT / (os.environ.get("SCREENSHOT_DIR") or ".ci/artifacts/screenshots")
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class Served:
+    """A WSGI app on 127.0.0.1 in a daemon thread."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+class Deferred:
+    """A WSGI app set later (the service's URL must exist before its app is built)."""
+
+    def __init__(self) -> None:
+        self.app: WsgiApp | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        assert self.app is not None
+        return self.app(environ, start_response)
+
+
+def jwks_app(jwks: Callable[[], dict[str, Any]]) -> WsgiApp:
+    """Supabase's JWKS at <SUPABASE_URL>/auth/v1/.well-known/jwks.json."""
+
+    @Request.application
+    def app(request: Request) -> Response:
+        if request.path != "/auth/v1/.well-known/jwks.json":
+            return Response("not found", status=404)
+        return Response(json.dumps(jwks()), content_type="application/json")
+
+    return app  # type: ignore[no-any-return]
+
+
+class Consent:
+    """The fake Strava with an "Authorize" button on its authorize page: the fake checks the
+    request, and the button sends the browser back to redirect_uri with a code for the
+    athlete the test chose, as Strava does when the rider approves."""
+
+    def __init__(self, fake: FakeStrava) -> None:
+        self.fake = fake
+        self.athlete_id = 0
+        self.scope = "read,activity:read_all"
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") != "/oauth/authorize":
+            return self.fake.wsgi_app(environ, start_response)
+        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        checked: list[Any] = []
+        body = b"".join(
+            self.fake.wsgi_app(environ, lambda status, headers, *a: checked.append(status))
+        )
+        if not checked[0].startswith("200"):
+            start_response(checked[0], [("Content-Type", "text/plain")])
+            return [body]
+        code = self.fake.add_authorization_code(self.athlete_id, scope=self.scope)
+        back = (
+            query["redirect_uri"]
+            + "?"
+            + urlencode({"state": query.get("state", ""), "code": code, "scope": self.scope})
+        )
+        page = body.decode() + f'<p><a id="approve" href="{back}">Authorize</a></p>'
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+        return [page.encode()]
+
+
+CLUB_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Velo Club: my rides</title>
+<link rel="stylesheet" href="/club.css">
+<script src="{service}/widget.js" defer></script>
+<script src="/club.js" defer></script>
+</head><body><header><h1>Velo Club</h1></header>
+<main><p>Welcome back. Your rides come in from Strava on their own.</p>
+<div id="strava-sync"></div></main></body></html>
+"""
+CLUB_JS = """document.addEventListener("DOMContentLoaded", function () {
+  ClubSync.mount(document.getElementById("strava-sync"), {
+    // On a real club page: (await supabase.auth.getSession()).data.session?.access_token
+    getAccessToken: function () {
+      return fetch("/token", { cache: "no-store" }).then(function (r) { return r.text(); });
+    },
+  });
+});
+"""
+CLUB_CSS = """body { font-family: Georgia, serif; margin: 0; background: #fbfaf7; }
+header { background: #14452f; color: #fff; padding: 0.5rem 1rem; }
+main { padding: 1rem; }
+.clubsync-card { background: #fff; }
+"""
+
+
+class Club:
+    """The club's site: its page embeds the widget from the service; /token stands for
+    the page's Supabase session (the signed-in rider's current access token)."""
+
+    def __init__(self) -> None:
+        self.token = ""
+        self.service = ""
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        return self.app(environ, start_response)
+
+    @Request.application
+    def app(self, request: Request) -> Response:
+        csp = (
+            f"default-src 'none'; script-src 'self' {self.service}; style-src 'self' "
+            f"{self.service}; connect-src 'self' {self.service}; img-src 'self'"
+        )
+        if request.path == "/":
+            response = Response(CLUB_PAGE.format(service=self.service), content_type="text/html")
+            response.headers["Content-Security-Policy"] = csp
+            return response
+        if request.path == "/club.js":
+            return Response(CLUB_JS, content_type="text/javascript")
+        if request.path == "/club.css":
+            return Response(CLUB_CSS, content_type="text/css")
+        if request.path == "/token":
+            return Response(
+                self.token, content_type="text/plain", headers={"Cache-Control": "no-store"}
+            )
+        return Response("not found", status=404)

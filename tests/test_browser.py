@@ -1,0 +1,432 @@
+"""The widget on the club's page and the operator's dashboard, in headless Chromium
+(Debian's chromium, driven by Playwright) against the service on loopback, with the
+club's page on other loopback ports so that CORS is real. Screenshots go to
+SCREENSHOTS (.ci/artifacts/screenshots/ by default), which .ci/run prints."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import requests
+
+from app_factory import create_app
+from fake_strava import FakeStrava, make_activities
+from tests.browser_helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
+    PHONE,
+    SCREENSHOTS,
+    Club,
+    Consent,
+    Deferred,
+    Served,
+    jwks_app,
+)
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, CRON_SECRET, _clean, settings_for
+from tests.factories import connect_rider, execute, query
+
+pytest_plugins = ["tests.jwks_fixture"]
+
+# Playwright's waits, in milliseconds.
+WAIT = 10_000
+
+
+class Stack:
+    """Everything one module's tests share: servers, the app, the browser."""
+
+    fake: FakeStrava
+    consent: Consent
+    issuer: Any
+    iss: str
+    club: Club
+    other: Club
+    service: str
+    club_url: str
+    other_url: str
+    database_url: str
+    browser: Any
+
+    def token(self, user: uuid.UUID) -> str:
+        return self.issuer.es256(user, iss=self.iss)
+
+
+@pytest.fixture(scope="module")
+def stack(database_url: str, keys) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"Chromium is not installed at {CHROMIUM}: the browser tests need Debian's package "
+            "(apt-get install -y chromium; .ci/run installs it), or set CHROMIUM to its path."
+        )
+    from playwright.sync_api import sync_playwright
+
+    from tests.jwks_fixture import Issuer  # loaded as this module's plugin
+
+    s = Stack()
+    s.database_url = database_url
+    s.fake = FakeStrava(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    s.consent = Consent(s.fake)
+    s.issuer = Issuer(keys)
+    jwks = Served(jwks_app(s.issuer.jwks))
+    s.iss = f"{jwks.url}/auth/v1"
+    s.club, s.other = Club(), Club()
+    club, other = Served(s.club), Served(s.other)
+    s.club_url, s.other_url = club.url, other.url
+    deferred = Deferred()
+    service = Served(deferred)
+    s.service = service.url
+    s.club.service = s.other.service = service.url
+    strava = Served(s.consent)
+    app = create_app(
+        settings_for(
+            database_url,
+            strava_api_url=strava.url + "/api/v3",
+            strava_oauth_url=strava.url + "/oauth",
+            supabase_url=jwks.url,
+            public_base_url=service.url,
+            app_return_url=club.url + "/",
+            allowed_origins=(club.url,),
+        ),
+        environ={},
+    )
+    deferred.app = app
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        s.browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield s
+        finally:
+            s.browser.close()
+            for server in (service, club, other, jwks, strava):
+                server.stop()
+            app.extensions["strava_sync"].db.close()
+
+
+@pytest.fixture
+def clean(stack: Stack) -> Stack:
+    _clean(stack.database_url)
+    return stack
+
+
+@pytest.fixture
+def page(stack: Stack) -> Iterator[Any]:
+    context = stack.browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(WAIT)
+    page.console_messages: list[str] = []  # type: ignore[misc]
+    page.on("console", lambda message: page.console_messages.append(message.text))
+    yield page
+    context.close()
+
+
+def rider(stack: Stack, athlete_id: int, **options: Any) -> tuple[int, uuid.UUID]:
+    user = uuid.uuid4()
+    rider_id = connect_rider(stack.database_url, stack.fake, athlete_id, **options)
+    execute(stack.database_url, "update riders set auth_user_id = %s where id = %s", user, rider_id)
+    stack.club.token = stack.token(user)
+    return rider_id, user
+
+
+def widget_text(page: Any) -> str:
+    return page.inner_text("#strava-sync")
+
+
+def shoot(page: Any, name: str) -> None:
+    for label, size in (("phone", PHONE), ("desktop", DESKTOP)):
+        page.set_viewport_size(size)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)
+
+
+# --- the widget ----------------------------------------------------------------------
+
+
+def test_widget_connects_a_rider_and_syncs_now(clean, page):
+    stack = clean
+    user = uuid.uuid4()
+    stack.club.token = stack.token(user)
+    stack.consent.athlete_id = 7301
+    page.goto(stack.club_url + "/")
+    page.get_by_text("not connected yet").wait_for()
+    connect = page.get_by_role("button", name="Connect Strava")
+    connect.focus()
+    page.keyboard.press("Enter")  # a real button: the keyboard works
+    page.wait_for_url(re.compile(r".*/oauth/authorize\?.*"))
+    assert "Authorize application" in page.content()
+    page.click("#approve")
+    page.wait_for_url(stack.club_url + "/?strava=connected")
+    page.get_by_text("Strava is connected").wait_for()
+    row = query(stack.database_url, "select * from strava_connections")[0]
+    assert row["athlete_id"] == 7301 and row["status"] == "active"
+
+    now = datetime.now(UTC)
+    stack.fake.add_activities(
+        7301,
+        make_activities(
+            7301, 12, start=now - timedelta(days=3), end=now - timedelta(hours=1), seed=3
+        ),
+    )
+    stack.fake.latency_s = 0.4  # slow enough to see the progress state
+    try:
+        sync = page.get_by_role("button", name="Sync now")
+        sync.click()
+        page.get_by_role("button", name="Syncing…").wait_for()
+        assert page.get_attribute(".clubsync-sync", "aria-busy") == "true"
+        status = page.get_by_role("status")
+        assert "Syncing your activities" in status.inner_text()
+        assert status.get_attribute("aria-live") == "polite"
+        page.get_by_text("Done: 12 new activities added").wait_for()
+    finally:
+        stack.fake.latency_s = 0.0
+    assert "12 new activities" in page.inner_text(".clubsync-last-sync")
+    assert page.inner_text(".clubsync-races-waiting") == "0"
+    assert re.search(r"\d+ km · \d+ mi", page.inner_text(".clubsync-eddington"))
+    assert page.get_attribute(".clubsync-progress", "max") == "100"
+    assert page.get_by_label("History discovered").count() == 1
+    # The cooldown starts at once, as a countdown.
+    assert re.search(r"available again in [45]:\d\d", page.inner_text(".clubsync-countdown"))
+    assert page.get_by_role("button", name="Sync now").is_disabled()
+    assert not [m for m in page.console_messages if "Content Security Policy" in m]
+    shoot(page, "widget")
+
+
+def test_an_unlisted_origin_is_blocked_by_the_browser(clean, page):
+    stack = clean
+    _, user = rider(clean, 7302, activities=2)
+    stack.other.token = stack.token(user)
+    page.goto(stack.other_url + "/")
+    page.get_by_text("cannot be reached").wait_for()
+    blocked = [m for m in page.console_messages if "CORS policy" in m]
+    assert blocked and stack.other_url in blocked[0], page.console_messages
+    assert "Access-Control-Allow-Origin" in blocked[0]
+
+
+def test_widget_states_show_their_text(clean, page):
+    stack = clean
+    # Not signed in on the club's site.
+    stack.club.token = ""
+    page.goto(stack.club_url + "/")
+    page.get_by_text("Sign in to the club's site").wait_for()
+    # Cooldown: pressed a minute ago.
+    rider_id, _ = rider(stack, 7303, activities=1)
+    execute(
+        stack.database_url,
+        "update strava_connections set last_sync_now_at = now() - interval '60 seconds'"
+        " where rider_id = %s",
+        rider_id,
+    )
+    page.goto(stack.club_url + "/")
+    page.locator(".clubsync-countdown").get_by_text(re.compile(r"again in 3:[45]\d")).wait_for()
+    assert page.get_by_role("button", name="Sync now").is_disabled()
+    # Rate limited: the club's budget is blocked for 7 minutes.
+    execute(
+        stack.database_url,
+        "update strava_connections set last_sync_now_at = null where rider_id = %s",
+        rider_id,
+    )
+    execute(
+        stack.database_url,
+        "update strava_rate_budget set blocked_until = now() + interval '7 minutes'",
+    )
+    page.goto(stack.club_url + "/")
+    page.get_by_role("button", name="Sync now").click()
+    page.get_by_text(
+        re.compile(r"allowance for now\. Sync now works again in [67]:\d\d")
+    ).wait_for()
+    assert "UTC" in page.get_by_role("status").inner_text()
+    execute(stack.database_url, "update strava_rate_budget set blocked_until = null")
+    # needs_reauth: a reconnect button with the reason in plain words.
+    execute(
+        stack.database_url,
+        "update strava_connections set status = 'needs_reauth' where rider_id = %s",
+        rider_id,
+    )
+    page.goto(stack.club_url + "/")
+    page.get_by_role("button", name="Reconnect Strava").wait_for()
+    assert "expired or was withdrawn" in widget_text(page)
+    assert page.get_by_role("button", name="Sync now").count() == 0
+    # Not connected.
+    stack.club.token = stack.token(uuid.uuid4())
+    page.goto(stack.club_url + "/")
+    page.get_by_text("Your Strava account is not connected yet").wait_for()
+    assert page.get_by_role("button", name="Connect Strava").is_visible()
+
+
+# --- the dashboard -------------------------------------------------------------------
+
+
+def seed_fleet(stack: Stack) -> dict[str, int]:
+    now = datetime.now(UTC)
+    ids = {}
+    for n, name in enumerate(["walking", "new", "racer", "reauth"]):
+        ids[name] = connect_rider(
+            stack.database_url,
+            stack.fake,
+            7400 + n,
+            activities=30 + 10 * n,
+            start=now - timedelta(days=400),
+            end=now - timedelta(days=1),
+            history_complete=name != "racer",
+            seed=n,
+            race_fraction=0.3,
+        )
+    execute(
+        stack.database_url,
+        "update strava_connections set status = 'needs_reauth' where rider_id = %s",
+        ids["reauth"],
+    )
+    execute(
+        stack.database_url,
+        "update strava_connections set history_complete_at = null where rider_id in (%s, %s)",
+        ids["walking"],
+        ids["new"],
+    )
+    headers = {"Authorization": f"Bearer {CRON_SECRET}"}
+    for endpoint in ("sync-strava", "discover", "enrich"):
+        answer = requests.post(f"{stack.service}/api/cron/{endpoint}", headers=headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+    # Two histories mid-walk (as a long history would be), for the backfill bars.
+    for name, days in (("walking", 200), ("new", 40)):
+        execute(
+            stack.database_url,
+            "update strava_connections set history_complete_at = null,"
+            " history_walk_started_at = now() - interval '1 hour',"
+            " history_cursor = now() - make_interval(days => %s),"
+            " history_pages = 3, history_activities = 420 where rider_id = %s",
+            days,
+            ids[name],
+        )
+    # Earlier windows of the day, as the budget would have counted them.
+    window = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+    for back, cls, n in ((1, "incremental", 12), (1, "discover", 30), (5, "enrich_old", 8)):
+        execute(
+            stack.database_url,
+            "insert into strava_request_windows (window_start, work_class, requests)"
+            " values (%s, %s, %s) on conflict (window_start, work_class)"
+            " do update set requests = excluded.requests",
+            window - timedelta(minutes=15 * back),
+            cls,
+            n,
+        )
+    return ids
+
+
+def status(stack: Stack) -> dict[str, Any]:
+    answer = requests.get(
+        f"{stack.service}/api/admin/status",
+        headers={"Authorization": f"Bearer {CRON_SECRET}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def sign_in(page: Any, stack: Stack, bearer: str) -> None:
+    page.goto(stack.service + "/admin")
+    page.get_by_label("Cron bearer").fill(bearer)
+    page.get_by_role("button", name="Open the dashboard").click()
+
+
+def number(page: Any, key: str) -> str:
+    return page.inner_text(f'[data-key="{key}"] dd')  # type: ignore[no-any-return]
+
+
+def test_the_dashboard_shows_the_fleet_and_acts(clean, page):
+    stack = clean
+    ids = seed_fleet(stack)
+    expected = status(stack)
+    sign_in(page, stack, CRON_SECRET)
+    page.locator("#dashboard").wait_for()
+    riders = expected["riders"]
+    assert number(page, "total") == str(riders["total"]) == "4"
+    assert number(page, "due_now") == str(riders["due_now"])
+    assert number(page, "connection.needs_reauth") == "1"
+    races = expected["backlog"]["races"]
+    for key in ("total", "waiting", "pending", "failed", "done"):
+        assert number(page, f"races.{key}") == str(races[key])
+    history = expected["backlog"]["history"]
+    assert number(page, "riders_incomplete") == str(history["riders_incomplete"])
+    rate = expected["rate_limit"]
+    assert page.get_attribute("#gauge-window", "value") == str(rate["read_usage_15min"])
+    assert page.get_attribute("#gauge-window", "max") == str(rate["read_limit_15min"])
+    assert page.get_attribute("#gauge-day", "value") == str(rate["read_usage_daily"])
+    # One point per window with requests, each as tall as its total.
+    windows = [w for w in expected["requests"]["windows"]]
+    assert len(windows) >= 3
+    drawn = page.locator("#chart g.window")
+    assert drawn.count() == len(windows)
+    totals = {
+        w["window_start"]: sum(v for k, v in w.items() if k != "window_start") for w in windows
+    }
+    for i in range(drawn.count()):
+        group = drawn.nth(i)
+        assert int(group.get_attribute("data-total")) == totals[group.get_attribute("data-window")]
+    # Runs: the three cron calls, each a mark on its timeline.
+    for kind in ("sync-strava", "discover", "enrich"):
+        marks = page.locator(f'[data-kind="{kind}"] .timeline li[data-outcome]')
+        assert marks.count() == len(expected["runs"][kind]["last"]) >= 1
+    # Backfill bars per rider, sortable and filterable.
+    listed = {h["rider_id"] for h in history["riders"]}
+    assert page.locator("#riders tbody tr[data-rider]").count() >= len(listed)
+    page.get_by_role("button", name="History").click()
+    assert page.get_attribute("#riders th:nth-child(3)", "aria-sort") == "ascending"
+    statuses = {h["status"] for h in history["riders"]}
+    page.select_option("#filter", "active")
+    shown = page.locator("#riders tbody tr[data-rider]")
+    assert shown.count() == sum(1 for h in history["riders"] if h["status"] == "active")
+    assert statuses <= {"active"}
+    shoot(page, "dashboard")
+    # An operator action, confirmed, and its result.
+    page.select_option("#filter", "")
+    target = int(shown.first.get_attribute("data-rider"))
+    assert target in ids.values()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name=f"Pause rider {target}").click()
+    page.get_by_text(f"Pause rider {target}: done (200).").wait_for()
+    paused = query(stack.database_url, "select auto_sync from riders where id = %s", target)
+    assert paused == [{"auto_sync": False}]
+    page.wait_for_function(
+        "document.querySelector('[data-key=\"sync.paused\"] dd').textContent === '1'"
+    )
+    # A dismissed confirmation does nothing.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name=f"Resume rider {target}").click()
+    assert query(stack.database_url, "select auto_sync from riders where id = %s", target) == [
+        {"auto_sync": False}
+    ]
+
+
+def test_a_wrong_bearer_and_where_the_bearer_goes(clean, page):
+    stack = clean
+    seen: list[Any] = []
+    page.on("request", lambda request: seen.append(request))
+    sign_in(page, stack, "not-the-secret")
+    alert = page.get_by_role("alert")
+    alert.get_by_text("refused that bearer").wait_for()
+    assert "401" in alert.inner_text()
+    assert page.evaluate("sessionStorage.getItem('clubsync.bearer')") is None
+    sign_in(page, stack, CRON_SECRET)
+    page.locator("#dashboard").wait_for()
+    page.get_by_role("button", name="Refresh").click()
+    page.wait_for_load_state("networkidle")
+    assert page.evaluate("sessionStorage.getItem('clubsync.bearer')") == CRON_SECRET
+    assert page.context.cookies() == []
+    assert CRON_SECRET not in page.url and CRON_SECRET not in page.content()
+    carried = []
+    for request in seen:
+        assert CRON_SECRET not in request.url
+        headers = request.all_headers()
+        if any(CRON_SECRET in value for value in headers.values()):
+            carried.append(request.url)
+            assert request.url.startswith(stack.service + "/api/admin/")
+    assert carried, "the bearer was never sent"
+    # A reload keeps the session (the tab's storage), without asking again.
+    page.reload()
+    page.locator("#dashboard").wait_for()
+    page.get_by_role("button", name="Forget the bearer").click()
+    assert page.evaluate("sessionStorage.getItem('clubsync.bearer')") is None
