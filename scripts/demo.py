@@ -7,7 +7,11 @@ workflows call them: each one again while `done` is false, until the backlog is 
 The embedded Postgres keeps running afterwards (for the next run, the tests, or a look
 with its psql); `python3 dev.py stop` ends it.
 
-    python3 dev.py demo [--latency-ms 40]
+    python3 dev.py demo [--latency-ms 40] [--serve]
+
+With --serve it then keeps serving until interrupted (Ctrl-C) and prints the operator's
+dashboard address (with its bearer) and a page on another loopback origin, standing
+for the club's site, that embeds the rider widget for a demo rider.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import jwt
 import psycopg
 import requests
 from psycopg import sql
 from psycopg.rows import dict_row
 from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
 import db as dbmod
 from app_factory import create_app
@@ -254,12 +261,102 @@ def closing_hint(database_url: str) -> str:
     )
 
 
+CLUB_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Demo club page</title>
+<script src="{service}/widget.js" defer></script>
+<script src="/club.js" defer></script>
+</head><body><h1>Demo club</h1>
+<p>The rider widget, embedded from {service} (signed in as {rider}).</p>
+<div id="strava-sync"></div></body></html>
+"""
+CLUB_JS = """document.addEventListener("DOMContentLoaded", function () {
+  ClubSync.mount(document.getElementById("strava-sync"), {
+    getAccessToken: function () {
+      return fetch("/token", { cache: "no-store" }).then(function (r) { return r.text(); });
+    },
+  });
+});
+"""
+
+
+class ClubPage:
+    """A page on its own loopback origin standing for the club's site: it embeds the
+    widget from the service, and /token stands for its Supabase session."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.token = ""
+        self.rider = ""
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def app(self, environ: Any, start_response: Any) -> Any:
+        return self.answer(Request(environ))(environ, start_response)
+
+    def answer(self, request: Request) -> Response:
+        if request.path == "/":
+            page = CLUB_PAGE.format(service=self.service, rider=self.rider)
+            response = Response(page, content_type="text/html; charset=utf-8")
+            response.headers["Content-Security-Policy"] = (
+                f"default-src 'none'; script-src 'self' {self.service}; "
+                f"style-src {self.service}; connect-src 'self' {self.service}"
+            )
+            return response
+        if request.path == "/club.js":
+            return Response(CLUB_JS, content_type="text/javascript")
+        if request.path == "/token":
+            return Response(self.token, content_type="text/plain")
+        return Response("not found", status=404)
+
+
+def demo_rider_token(database_url: str, secret: str, rider_id: int) -> str:
+    """Link a demo rider to a made-up Supabase user and sign that user's access token
+    (HS256, as a project on the legacy JWT secret would)."""
+    import uuid
+
+    user = uuid.uuid4()
+    with psycopg.connect(database_url) as conn:
+        conn.execute("update riders set auth_user_id = %s where id = %s", (user, rider_id))
+    now = int(time.time())
+    claims = {
+        "sub": str(user),
+        "aud": "authenticated",
+        "role": "authenticated",
+        "iss": "demo",
+        "iat": now,
+        "exp": now + 12 * 3600,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def serve_until_interrupted(served_url: str, cron_secret: str, club: ClubPage) -> None:
+    print(
+        "\nServing until interrupted (Ctrl-C):\n"
+        f"  operator's dashboard: {served_url}/admin  (bearer: {cron_secret})\n"
+        f"  a club page embedding the widget: {club.url}/  (rider: {club.rider})",
+        flush=True,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nStopped serving.", flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python3 dev.py demo", description=(__doc__ or "").splitlines()[0]
     )
     parser.add_argument(
         "--latency-ms", type=int, default=40, help="fake Strava answer time (default 40)"
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="then keep serving: the dashboard and a club page with the widget",
     )
     return parser
 
@@ -290,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     cron_secret = secrets.token_urlsafe(24)
+    jwt_secret = secrets.token_urlsafe(32)
+    club = ClubPage()
     with serve(fake) as strava:
         app = create_app(
             {
@@ -299,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
                 "strava_client_secret": CLIENT_SECRET,
                 "strava_api_url": strava.api_url,
                 "strava_oauth_url": strava.oauth_url,
+                "supabase_jwt_secret": jwt_secret,
+                "allowed_origins": (club.url,),
+                "app_return_url": club.url + "/",
             },
             environ={},
         )
@@ -322,7 +424,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"POST /api/cron/{endpoint}?limit={limit} until done:", flush=True)
                 drive(served.url, cron_secret, endpoint, limit)
             ok = summary(database_url, riders, fake)
+            if args.serve:
+                first = min(riders)
+                club.service, club.rider = served.url, riders[first].name
+                club.token = demo_rider_token(database_url, jwt_secret, first)
+                club.thread.start()
+                serve_until_interrupted(served.url, cron_secret, club)
         finally:
+            if club.thread.is_alive():
+                club.server.shutdown()
+            club.server.server_close()
             served.stop()
             app.extensions["strava_sync"].db.close()
     print(
