@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The project's commands, on a machine with only Python 3.11 and pip:
 
-    python3 dev.py demo [--latency-ms N]  the main job on embedded defaults (no Strava, no Supabase)
+    python3 dev.py demo [--latency-ms N] [--serve]
+                                          the main job on embedded defaults (no Strava, no Supabase)
     python3 dev.py test [PYTEST ARGS]     lint and format (ruff), types (mypy), the test suite
     python3 dev.py bench                  the benchmark figures (bench.sync, then bench.discovery)
     python3 dev.py stop                   stop the embedded Postgres under DATA_DIR (default .data)

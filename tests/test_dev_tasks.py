@@ -54,7 +54,7 @@ def test_dev_py_usage_names_only_real_options() -> None:
         for option in action.option_strings
         if option.startswith("--") and option != "--help"
     }
-    assert parser_options == {"--latency-ms"}
+    assert parser_options == {"--latency-ms", "--serve"}
     for text in (dev.__doc__, demo.__doc__):
         assert text is not None
         demo_lines = [line for line in text.splitlines() if "dev.py demo" in line]
