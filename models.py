@@ -152,15 +152,23 @@ _NOT_DONE_IN_ROUND = """
            where w.kind = 'sync-strava' and w.closed_at is null), 'infinity'))
 """
 
+# The rider's poll is due at %(now)s: its planned time has come (none planned: at once)
+# and the floor since the last sync has passed; a listing cut short resumes at once.
+_POLL_DUE = """
+    (c.sync_listing_page is not null
+     or ((c.next_poll_at is null or c.next_poll_at <= %(now)s)
+         and (c.last_synced_at is null
+              or c.last_synced_at <= %(now)s - make_interval(secs => %(min_interval_s)s))))
+"""
+
 # Due for sync-strava at the instant %(now)s: an active connection with auto sync on, not
-# held by any call, not backing off, not synced within the interval, and not already
-# synced or tried in the open round (see open_sync_round).
+# held by any call, not backing off, its poll due, and not already synced or tried in the
+# open round (see open_sync_round).
 _SYNC_DUE = f"""
     c.status = 'active' and r.auto_sync
     and (c.lease_expires_at is null or c.lease_expires_at < %(now)s)
     and (c.next_attempt_at is null or c.next_attempt_at <= %(now)s)
-    and (c.last_synced_at is null
-         or c.last_synced_at <= %(now)s - make_interval(secs => %(min_interval_s)s))
+    and {_POLL_DUE}
     and {_NOT_DONE_IN_ROUND}
 """
 
@@ -1350,9 +1358,7 @@ _SYNC_STATE = f"""
       when c.lease_expires_at >= %(now)s then 'in_progress'
       when not r.auto_sync then 'paused'
       when c.next_attempt_at > %(now)s then 'backing_off'
-      when (c.last_synced_at is null
-            or c.last_synced_at <= %(now)s - make_interval(secs => %(min_interval_s)s))
-           and {_NOT_DONE_IN_ROUND} then 'due'
+      when {_POLL_DUE} and {_NOT_DONE_IN_ROUND} then 'due'
       else 'up_to_date'
     end
 """
@@ -1683,13 +1689,17 @@ def overdue_syncs(
     return conn.execute(
         """
         select c.rider_id, c.next_attempt_at, c.failure_count, c.last_error,
-               coalesce(c.last_synced_at + make_interval(secs => %(interval)s), c.connected_at)
-                   as since
+               case when c.last_synced_at is null then c.connected_at
+                    else greatest(c.next_poll_at,
+                                  c.last_synced_at + make_interval(secs => %(interval)s))
+               end as since
           from strava_connections c join riders r on r.id = c.rider_id
          where c.status = 'active' and r.auto_sync
            and not coalesce(c.lease_expires_at >= %(now)s, false)
-           and coalesce(c.last_synced_at + make_interval(secs => %(interval)s), c.connected_at)
-               < %(now)s - make_interval(secs => %(stuck)s)
+           and case when c.last_synced_at is null then c.connected_at
+                    else greatest(c.next_poll_at,
+                                  c.last_synced_at + make_interval(secs => %(interval)s))
+               end < %(now)s - make_interval(secs => %(stuck)s)
            and (%(rider_id)s::bigint is null or c.rider_id = %(rider_id)s)
          order by since
         """,
@@ -1748,6 +1758,119 @@ def unfinished_runs(conn: Conn, *, stuck_after_s: int, now: datetime) -> list[di
         """,
         (now, stuck_after_s),
     ).fetchall()
+
+
+# --- polling by need and the rate plan (issue 8) --------------------------------------
+
+
+def poll_habits(conn: Conn, *, since: datetime) -> list[dict[str, Any]]:
+    """What polling needs of each active auto-sync rider: the last sync and whether it
+    found something, the end times of activities started since `since` (an upload comes
+    after its ride ends), the latest UTC offset and the newest start."""
+    return conn.execute(
+        """
+        select c.rider_id, c.last_synced_at,
+               (c.last_sync_added + c.last_sync_updated) > 0 as last_found,
+               coalesce(h.ends, '{}') as ends, h.offset_s, n.newest
+          from strava_connections c join riders r on r.id = c.rider_id
+          left join lateral (
+                select array_agg(a.start_date
+                                 + make_interval(secs => coalesce(a.elapsed_time_s, 0))) as ends,
+                       (array_agg(extract(epoch from a.start_date_local
+                                          - (a.start_date at time zone 'utc'))
+                                  order by a.start_date desc))[1]::int as offset_s
+                  from activities a
+                 where a.rider_id = c.rider_id and a.start_date >= %(since)s
+          ) h on true
+          left join lateral (
+                select max(a.start_date) as newest from activities a
+                 where a.rider_id = c.rider_id
+          ) n on true
+         where c.status = 'active' and r.auto_sync
+         order by c.rider_id
+        """,
+        {"since": since},
+    ).fetchall()
+
+
+def save_poll_plan(conn: Conn, *, decisions: list[dict[str, Any]]) -> None:
+    """Store each rider's next poll, its polls a day and the reason, in one statement."""
+    if not decisions:
+        return
+    conn.execute(
+        """
+        update strava_connections c
+           set next_poll_at = d.next_poll_at, polls_per_day = d.polls_per_day,
+               poll_reason = d.reason
+          from json_to_recordset(%s::json)
+               as d(rider_id bigint, next_poll_at timestamptz, polls_per_day int, reason text)
+         where c.rider_id = d.rider_id
+        """,
+        (json.dumps(decisions, default=str),),
+    )
+
+
+def incremental_polls_before(conn: Conn, *, until: datetime, now: datetime) -> dict[str, int]:
+    """Active auto-sync riders whose next poll comes before `until`, and the polls a day
+    they are planned for, for the incremental class's need."""
+    row = conn.execute(
+        """
+        select count(*) filter (where coalesce(c.next_poll_at, %(now)s) < %(until)s) as riders,
+               coalesce(sum(coalesce(c.polls_per_day, 1)), 0) as polls_per_day
+          from strava_connections c join riders r on r.id = c.rider_id
+         where c.status = 'active' and r.auto_sync
+        """,
+        {"until": until, "now": now},
+    ).fetchone()
+    assert row is not None
+    return {"riders": int(row["riders"]), "polls_per_day": int(row["polls_per_day"])}
+
+
+def class_requests(conn: Conn, *, window_start: datetime, day_start: datetime) -> dict[str, Any]:
+    """Requests each class sent in the window starting `window_start` and since
+    `day_start`, and its average a day over the seven days before `day_start`."""
+    rows = conn.execute(
+        """
+        select work_class,
+               coalesce(sum(requests) filter (where window_start = %(window)s), 0) as window,
+               coalesce(sum(requests) filter (where window_start >= %(day)s), 0) as today,
+               coalesce(sum(requests) filter (where window_start < %(day)s), 0) / 7.0
+                   as per_day
+          from strava_request_windows
+         where window_start >= %(day)s - interval '7 days'
+         group by work_class
+        """,
+        {"window": window_start, "day": day_start},
+    ).fetchall()
+    return {r["work_class"]: r for r in rows}
+
+
+def class_requests_now(conn: Conn, *, window_start: datetime, work_class: str) -> int:
+    """Requests `work_class` has reserved in the window (read under the budget's lock)."""
+    row = conn.execute(
+        "select requests from strava_request_windows where window_start = %s and work_class = %s",
+        (window_start, work_class),
+    ).fetchone()
+    return int(row["requests"]) if row else 0
+
+
+def backfill_backlog(conn: Conn, *, max_attempts: int, recent_since: datetime) -> dict[str, int]:
+    """What the backfill classes have waiting: races to detail, recent and old, and
+    histories still to walk."""
+    row = conn.execute(
+        f"""
+        select
+          (select count(*) from activities a
+            where a.is_race and {_RACE_WAITING} and a.start_date >= %(recent)s) as recent_races,
+          (select count(*) from activities a
+            where a.is_race and {_RACE_WAITING} and a.start_date < %(recent)s) as old_races,
+          (select count(*) from strava_connections c
+            where c.status = 'active' and c.history_complete_at is null) as histories
+        """,
+        {"max_attempts": max_attempts, "recent": recent_since},
+    ).fetchone()
+    assert row is not None
+    return {k: int(v) for k, v in row.items()}
 
 
 # --- places and one ride recorded twice (issue 12) ------------------------------------

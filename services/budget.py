@@ -20,6 +20,8 @@ from threading import Lock
 from typing import TYPE_CHECKING, Any
 
 import models
+from config import Settings
+from services import planning
 from services.clock import Clock, utcnow
 from services.schedule import WorkClass
 from services.strava import (
@@ -194,12 +196,16 @@ class RateBudget:
         reserve_fraction: float,
         work_class: WorkClass,
         clock: Clock = utcnow,
+        settings: Settings | None = None,
     ) -> None:
         self._db = db
         self._reserve_fraction = reserve_fraction
         self._for_sync_now = work_class is WorkClass.SYNC_NOW
         self._work_class = work_class
         self._clock = clock
+        # With settings, each class keeps to its share of the window (services/planning).
+        self._settings = settings
+        self._caps: dict[tuple[WorkClass, datetime], int] = {}
         self._lock = Lock()
         self._thread = threading.local()  # a worker's class while it works as another
         self.refusal: RateLimited | None = None
@@ -222,18 +228,60 @@ class RateBudget:
     def _held_back(self, budget: models.BudgetRow) -> int:
         return 0 if self._for_sync_now else reserve_size(budget, self._reserve_fraction)
 
+    def _share_refusal(
+        self, conn: models.Conn, budget: models.BudgetRow, work_class: WorkClass, now: datetime
+    ) -> RateLimited | None:
+        """A refusal when `work_class` has used its share of this window (rolled `budget`,
+        read under its lock, so overlapping calls of one class never overdraw it)."""
+        if self._settings is None or work_class is WorkClass.SYNC_NOW:
+            return None
+        key = (work_class, budget.window_start)
+        with self._lock:
+            cap = self._caps.get(key)
+        if cap is None:
+            cap = planning.class_cap(conn, budget, self._settings, work_class, now)
+            with self._lock:
+                self._caps[key] = cap
+        used = models.class_requests_now(
+            conn, window_start=budget.window_start, work_class=work_class.value
+        )
+        if used < cap:
+            return None
+        return RateLimited(
+            f"the {work_class.value} share of this window is spent",
+            resets_at=next_window_reset(now),
+        )
+
+    def check_share(self) -> bool:
+        """Whether the call's class may send a request now (refusing it if not): a call
+        whose share is spent claims no work."""
+        if self.refusal is not None:
+            return False
+        now = self._clock()
+        with self._db.connection() as conn:
+            budget = roll_windows(models.read_rate_budget(conn, for_update=True), now)
+            refusal = self._share_refusal(conn, budget, self.work_class, now)
+        if refusal is None:
+            return True
+        with self._lock:
+            self.refusal = self.refusal or refusal
+        return False
+
     def reserve(self) -> None:
         """Take one request from the shared budget, or raise RateLimited."""
         if self.refusal is not None:
             raise self.refusal
         now = self._clock()
+        work_class = self.work_class
         with self._db.connection() as conn:
             budget = models.read_rate_budget(conn, for_update=True)
-            budget, refusal = try_reserve(budget, now, held_back=self._held_back(budget))
-            models.save_rate_budget(conn, budget, now=now)
+            refusal = self._share_refusal(conn, roll_windows(budget, now), work_class, now)
+            if refusal is None:
+                budget, refusal = try_reserve(budget, now, held_back=self._held_back(budget))
+                models.save_rate_budget(conn, budget, now=now)
             if refusal is None:
                 models.count_request(
-                    conn, window_start=budget.window_start, work_class=self.work_class.value
+                    conn, window_start=budget.window_start, work_class=work_class.value
                 )
         if refusal is not None:
             with self._lock:

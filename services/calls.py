@@ -124,6 +124,7 @@ class Call:
             reserve_fraction=settings.sync_now_reserve,
             work_class=CALL_CLASSES[kind],
             clock=runtime.clock,
+            settings=settings,
         )
         self.strava = StravaClient(
             api_url=settings.strava_api_url,
@@ -280,8 +281,10 @@ def bounded_call(
     def body() -> dict[str, Any]:
         call = Call(runtime, kind=kind)
         try:
-            with runtime.db.connection() as conn:
-                items = claim(conn, call)
+            items: Sequence[T] = []
+            if call.budget.check_share():  # a class whose share is spent claims nothing
+                with runtime.db.connection() as conn:
+                    items = claim(conn, call)
             outcomes = call.run(
                 items, lambda item: work(call, item), lambda item: hand_back(call, item)
             )

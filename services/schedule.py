@@ -147,6 +147,9 @@ class Needs:
     window: Mapping[WorkClass, int] = field(default_factory=dict)
     day: Mapping[WorkClass, int] = field(default_factory=dict)
     per_day: Mapping[WorkClass, int] = field(default_factory=dict)
+    # The backfill's whole waiting work in requests, when known: a backlog today's pool
+    # can finish is not paced (a small club gets its history at once).
+    backlog: int | None = None
 
     def in_window(self, cls: WorkClass) -> int:
         """The class's need for the rest of this window."""
@@ -213,7 +216,7 @@ def backfill_pace(state: BudgetState, needs: Needs, now: datetime) -> int:
     pool = backfill_pool(state, needs)
     used = sum(state.window_used_by.get(c, 0) for c in BACKFILL)
     spread = windows_left(now) - FINAL_WINDOWS
-    if spread <= 1:
+    if spread <= 1 or (needs.backlog is not None and needs.backlog <= pool):
         return pool
     # The pool at this window's start was pool + used: its share, less what is spent.
     return max(0, min(pool, math.ceil((pool + used) / spread) - used))

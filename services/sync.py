@@ -9,7 +9,9 @@ from typing import Any
 
 import models
 from services.activities import listing_ended, newest_start, page_rows
+from services.budget import roll_windows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
+from services.planning import replan_polls
 from services.strava import PER_PAGE_MAX
 
 log = logging.getLogger(__name__)
@@ -126,8 +128,11 @@ def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         left = models.count_riders_due_for_sync(
             conn, min_interval_s=settings.sync_min_interval_s, now=call.started_at
         )
+        now = call.now()
         if left == 0:
-            models.close_sync_round(conn, now=call.now())
+            models.close_sync_round(conn, now=now)
+        # What this call found moves the riders' next polls (a find brings one forward).
+        replan_polls(conn, roll_windows(models.read_rate_budget(conn), now), settings, now)
         return left
 
     return bounded_call(

@@ -57,8 +57,10 @@ def listings(fake, status=200):
 
 
 def allow_requests(database, n):
-    """Leave cron exactly n requests in this 15-minute window (10 of 100 are Sync now's)."""
+    """Leave discover exactly n requests in this 15-minute window (10 of 100 are Sync
+    now's; no rider's poll falls in the window, so incremental sync holds none)."""
     used = 90 - n
+    execute(database, "update strava_connections set next_poll_at = now() + interval '1 day'")
     execute(
         database,
         "update strava_rate_budget set limit_15min = 200, read_limit_15min = 100,"
@@ -508,7 +510,7 @@ def test_an_upload_and_a_deletion_during_a_first_walk_end_up_right(make_app, str
     ids = set(stored_ids(database, rider))
     assert deleted not in ids and 1 in ids
     assert 2 not in ids  # newer than the walk's start: sync-strava's job
-    execute(database, "update strava_connections set last_synced_at = null")
+    execute(database, "update strava_connections set last_synced_at = null, next_poll_at = null")
     response = client.post("/api/cron/sync-strava", headers=cron_headers())
     assert response.status_code == 200
     assert sorted(stored_ids(database, rider)) == sorted(history(strava, 340))

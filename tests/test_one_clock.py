@@ -270,7 +270,7 @@ def test_a_rider_backoff_and_a_race_backoff_expire_on_the_virtual_clock(
         7302, 1, start=START - timedelta(days=2), end=START, race_fraction=1.0, seed=9
     )
     strava.add_activities(7302, race)
-    execute(database, "update strava_connections set last_synced_at = null")
+    execute(database, "update strava_connections set last_synced_at = null, next_poll_at = null")
     clock.advance(seconds=1)  # a new round opens after the last one's sync
     assert cron(client, "sync-strava")["items"][0]["races"] == 1
     strava.fail_next(path_contains="/activities/", status=400)
@@ -319,10 +319,13 @@ def test_a_token_near_expiry_by_the_virtual_clock_is_refreshed(client, strava, d
     assert strava.count(path_contains=TOKEN) == 0  # two hours left: used as it is
     # One hour later the token still has an hour: no refresh.
     clock.advance(hours=1)
+    poll_now = "update strava_connections set next_poll_at = null"  # polled by need: due now
+    execute(database, poll_now)
     assert cron(client, "sync-strava")["succeeded"] == 1
     assert strava.count(path_contains=TOKEN) == 0
     # Within 5 minutes of expiry: refreshed before use, the new expiry on the same clock.
     later = clock.advance(minutes=56)
+    execute(database, poll_now)
     assert cron(client, "sync-strava")["succeeded"] == 1
     assert strava.count(path_contains=TOKEN) == 1
     row = connection(database, rider)

@@ -38,7 +38,11 @@ def test_nothing_new_costs_exactly_one_request(client, strava, database):
     assert stored(database, rider) == 12
     # a re-run within the interval does nothing; after it, one request and no duplicates
     assert sync(client)["processed"] == 0
-    execute(database, "update strava_connections set last_synced_at = now() - interval '2 hours'")
+    execute(
+        database,
+        "update strava_connections"
+        " set last_synced_at = now() - interval '2 hours', next_poll_at = null",
+    )
     strava.reset_log()
     again = sync(client)
     assert again["items"][0]["added"] == 0 and again["items"][0]["fetched"] == 12
@@ -200,7 +204,7 @@ def test_invalid_grant_marks_needs_reauth_and_others_go_on(client, strava, datab
     assert row["status"] == "needs_reauth" and "reconnect" in row["last_error"]
     assert stored(database, good) == 4
     # skipped until reconnected: not due, not counted as remaining
-    execute(database, "update strava_connections set last_synced_at = null")
+    execute(database, "update strava_connections set last_synced_at = null, next_poll_at = null")
     again = sync(client)
     assert bad not in {i["rider_id"] for i in again["items"]}
 
@@ -546,7 +550,9 @@ def test_a_loop_with_no_interval_ends_and_lists_each_rider_once(make_app, strava
     assert sorted(taken) == sorted(riders)  # every rider once, none twice
     listings = [r.athlete_id for r in strava.requests if LIST in r.path]
     assert sorted(listings) == sorted(riders.values())
-    # the next loop (the next schedule) is a new round: every rider is due again
+    # the next loop (the next schedule) is a new round: riders whose poll is due again
+    # (here all of them) are taken again
+    execute(database, "update strava_connections set next_poll_at = null")
     strava.reset_log()
     again = _loop(client, limit=5)
     assert len(again) == 1 and again[0]["processed"] == 5 and again[0]["done"] is True

@@ -246,7 +246,8 @@ def test_sync_now_draws_on_the_reserve_the_cron_keeps(rider_client, client, web,
     _, user = link(database, web, 9009, activities=2)
     _spend_budget(database, read_usage_15min=95)  # 5 left: inside the cron's reserve of 10
     cron = client.post("/api/cron/sync-strava", headers=cron_headers()).get_json()
-    assert cron["rate_limited"] is True and cron["processed"] == 1 and web.requests == []
+    # the share is spent: the call claims nobody and sends nothing
+    assert cron["rate_limited"] is True and cron["processed"] == 0 and web.requests == []
     execute(
         database,
         "update strava_connections set lease_token = null, lease_kind = null,"
