@@ -27,6 +27,8 @@ class Settings:
     strava_client_secret: str | None = None
     strava_api_url: str = "https://www.strava.com/api/v3"
     strava_oauth_url: str = "https://www.strava.com/oauth"
+    # Open-Meteo's historical weather API (keyless); the weather phase's only source.
+    weather_api_url: str = "https://archive-api.open-meteo.com/v1/archive"
     supabase_url: str | None = None
     supabase_jwt_secret: str | None = None
     public_base_url: str | None = None
@@ -141,6 +143,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "STRAVA_CLIENT_SECRET": ("strava_client_secret", _text),
     "STRAVA_API_URL": ("strava_api_url", _url),
     "STRAVA_OAUTH_URL": ("strava_oauth_url", _url),
+    "WEATHER_API_URL": ("weather_api_url", _url),
     "SUPABASE_URL": ("supabase_url", _url),
     "SUPABASE_JWT_SECRET": ("supabase_jwt_secret", _text),
     "PUBLIC_BASE_URL": ("public_base_url", _url),

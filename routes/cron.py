@@ -8,6 +8,7 @@ from routes.guards import parse_limit, require_cron_secret, runtime
 from services.discovery import run_discover
 from services.enrichment import run_enrich
 from services.sync import run_sync
+from services.weather import run_weather
 
 bp = Blueprint("cron", __name__, url_prefix="/api/cron")
 
@@ -34,3 +35,10 @@ def enrich():  # type: ignore[no-untyped-def]
     require_cron_secret()
     limit = parse_limit(default=15)
     return jsonify(run_enrich(runtime(), limit=limit))
+
+
+@bp.route("/weather", methods=CRON_METHODS)
+def weather():  # type: ignore[no-untyped-def]
+    require_cron_secret()
+    limit = parse_limit(default=50)
+    return jsonify(run_weather(runtime(), limit=limit))

@@ -26,6 +26,7 @@ from services.duplicates import describe as describe_duplicates
 from services.errors import NotConnected, UnknownRider
 from services.schedule import PRIORITY
 from services.strava import PER_PAGE_MAX
+from services.weather import weather_status
 
 RUN_KINDS = ["sync-strava", "discover", "enrich", "sync-now"]
 RUNS_PER_KIND = 5
@@ -374,6 +375,7 @@ def admin_status(runtime: Runtime) -> dict[str, Any]:
         auto_sync_riders = models.count_auto_sync_riders(conn)
         budget = models.read_rate_budget(conn)
         runs = models.last_runs(conn, kinds=RUN_KINDS, per_kind=RUNS_PER_KIND)
+        weather = weather_status(conn, now)  # the weather source's breaker and counts
         request_windows = models.requests_by_class(conn, since=now - timedelta(hours=24))
         day = {row["kind"]: row for row in models.run_stats_since(conn, hours=24, now=now)}
         stalled_count, stalled = models.stalled_races(
@@ -421,6 +423,7 @@ def admin_status(runtime: Runtime) -> dict[str, Any]:
     window_left, day_left = headroom(roll_windows(budget, now))
     return {
         "generated_at": iso(now),
+        "weather": weather,
         "riders": {
             "total": sum(row["riders"] for row in buckets),
             "by_connection_status": by_connection,

@@ -710,3 +710,34 @@ def test_duplicate_overrule_answers(client, strava, database, contract):
         client.get(STATUS, query_string={"rider_id": rider}, headers=cron_headers()), STATUS, "get"
     )
     assert len(detail["duplicates"]) == 1
+
+
+def test_weather_answers(make_app, fake, database, contract):
+    """GET and POST /api/cron/weather (issue 12) against the fake weather on loopback."""
+    import psycopg
+    import psycopg.rows
+
+    from fake_weather import FakeWeather, serve
+    from models import upsert_activities
+    from services.activities import page_rows
+    from tests.factories import connect_rider as connect
+
+    path = "/api/cron/weather"
+    rider = connect(database, fake, 8802)
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    summaries = make_activities(8802, 3, start=long_ago - timedelta(days=2), end=long_ago, seed=5)
+    with psycopg.connect(database, row_factory=psycopg.rows.dict_row) as conn:
+        upsert_activities(
+            conn, rider_id=rider, rows=page_rows(summaries, min_race_distance_km=10_000),
+            now=datetime.now(UTC),
+        )  # fmt: skip
+    with serve(FakeWeather()) as served:
+        client = make_app(weather_api_url=served.archive_url).test_client()
+        posted = contract.check(client.post(path, headers=cron_headers()), path, "post")
+        assert posted["succeeded"] >= 1 and posted["weather_requests"] >= 1
+        got = contract.check(client.get(path, headers=cron_headers()), path, "get")
+        assert got["processed"] == 0 and got["done"] is True
+        fleet = contract.check(client.get(STATUS, headers=cron_headers()), STATUS, "get")
+        assert fleet["weather"]["activities"]["done"] == posted["succeeded"]
+        bad = client.post(path, query_string={"limit": "0"}, headers=cron_headers())
+        assert contract.check(bad, path, "post")["error"]["field"] == "limit"
