@@ -1389,7 +1389,8 @@ def rider_sync_state(
                c.history_complete_at, c.history_walk_started_at, c.history_cursor,
                c.history_pages, c.history_activities, c.history_races,
                c.full_refresh_requested_at, c.athlete_created_at, c.last_progress_at,
-               c.last_sync_now_at, q.*, %(now)s::timestamptz as now
+               c.last_sync_now_at, c.next_poll_at, c.polls_per_day, c.poll_reason,
+               q.*, %(now)s::timestamptz as now
           from riders r
           left join strava_connections c on c.rider_id = r.id
           cross join lateral (

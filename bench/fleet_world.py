@@ -265,6 +265,9 @@ def _caller_default_max_calls() -> int:
     return int(_on(caller)["workflow_call"]["inputs"]["max_calls"]["default"])
 
 
+STRAVA_ENDPOINTS = ("sync-strava", "discover", "enrich")
+
+
 def read_workflows(directory: Path = WORKFLOWS) -> list[Workflow]:
     """The scheduled workflows: each calls cron-call.yml with an endpoint; on a schedule
     max_calls is the `fromJSON(inputs.max_calls || 'N')` fallback (or the caller's
@@ -278,7 +281,8 @@ def read_workflows(directory: Path = WORKFLOWS) -> list[Workflow]:
             continue
         for job in document.get("jobs", {}).values():
             given = job.get("with", {})
-            if "endpoint" not in given:
+            # The weather phase spends no Strava request: the fleet measures Strava's budget.
+            if given.get("endpoint") not in STRAVA_ENDPOINTS:
                 continue
             max_calls = default_max
             fallback = re.search(r"\|\|\s*'(\d+)'", str(given.get("max_calls", "")))

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import models
+from services import planning, schedule
 from services.budget import (
     day_start,
     describe,
@@ -310,6 +311,28 @@ def requests_by_class(rows: list[dict[str, Any]], now: datetime) -> dict[str, An
     }
 
 
+def rate_plan(
+    here: planning.Situation, poll_share: int, *, backlog_requests: int, now: datetime
+) -> dict[str, Any]:
+    """The scheduler's plan: each class's share and use in this window and today, when
+    the backlog completes at that pace, and the polling's share of the day."""
+    completes = schedule.projected_completion(backlog_requests, here.state, here.needs, now)
+    planned = here.needs.per_day.get(schedule.WorkClass.INCREMENTAL, 0)
+    return {
+        **schedule.plan(here.state, here.needs, now).as_dict(),
+        "backlog": {
+            "requests": backlog_requests,
+            "per_day": schedule.backfill_per_day(here.state, here.needs),
+            "completes_on": completes.isoformat() if completes else None,
+        },
+        "polling": {
+            "share_per_day": poll_share,
+            "planned_per_day": planned,
+            "fits": planned <= poll_share,
+        },
+    }
+
+
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
@@ -377,6 +400,9 @@ def admin_status(runtime: Runtime) -> dict[str, Any]:
         runs = models.last_runs(conn, kinds=RUN_KINDS, per_kind=RUNS_PER_KIND)
         weather = weather_status(conn, now)  # the weather source's breaker and counts
         request_windows = models.requests_by_class(conn, since=now - timedelta(hours=24))
+        rolled = roll_windows(budget, now)
+        here = planning.situation(conn, rolled, settings, now)
+        poll_share = planning.incremental_share(conn, rolled, settings)
         day = {row["kind"]: row for row in models.run_stats_since(conn, hours=24, now=now)}
         stalled_count, stalled = models.stalled_races(
             conn,
@@ -478,6 +504,7 @@ def admin_status(runtime: Runtime) -> dict[str, Any]:
             "cron_share_daily": rate["cron_share_daily"],
         },
         "requests": requests_by_class(request_windows, now),
+        "plan": rate_plan(here, poll_share, backlog_requests=total_requests, now=now),
         "runs": {
             kind: {
                 "last": [_run_summary(r) for r in runs if r["kind"] == kind],
@@ -607,6 +634,16 @@ def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
             "failure_count": row["failure_count"],
             "next_attempt_at": iso(row["next_attempt_at"]),
             "last_sync_now_at": iso(row["last_sync_now_at"]),
+            "poll": {
+                "next_at": iso(row["next_poll_at"]),
+                "per_day": row["polls_per_day"],
+                "interval_s": (
+                    int((row["next_poll_at"] - row["last_synced_at"]).total_seconds())
+                    if row["next_poll_at"] and row["last_synced_at"]
+                    else None
+                ),
+                "reason": row["poll_reason"],
+            },
             "lease": (
                 {
                     "kind": row["lease_kind"],
