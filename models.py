@@ -1017,6 +1017,7 @@ _ENRICH_DUE = f"""
     and exists (select 1 from strava_connections c
                  where c.rider_id = a.rider_id and c.status = 'active')
     and (%(rider_id)s::bigint is null or a.rider_id = %(rider_id)s::bigint)
+    and (%(since)s::timestamptz is null or a.start_date >= %(since)s::timestamptz)
 """
 
 
@@ -1039,6 +1040,7 @@ def claim_races_for_enrichment(
     max_attempts: int,
     now: datetime,
     rider_id: int | None = None,
+    started_since: datetime | None = None,
 ) -> list[RaceLease]:
     """Lease up to `limit` races due at `now` (of one rider, if given), newest first.
 
@@ -1063,6 +1065,7 @@ def claim_races_for_enrichment(
             "now": now,
             "max_attempts": max_attempts,
             "rider_id": rider_id,
+            "since": started_since,
             "limit": limit,
             "token": lease_token,
             "ttl": lease_ttl_s,
@@ -1078,7 +1081,7 @@ def count_races_due_for_enrichment(
     """Races due for enrichment at `now` and not held by any call."""
     row = conn.execute(
         f"select count(*) as n from activities a where {_ENRICH_DUE}",
-        {"max_attempts": max_attempts, "rider_id": rider_id, "now": now},
+        {"max_attempts": max_attempts, "rider_id": rider_id, "now": now, "since": None},
     ).fetchone()
     assert row is not None
     return int(row["n"])

@@ -15,7 +15,7 @@ from typing import Any
 import models
 from services.activities import as_integer, as_number
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
-from services.schedule import WorkClass, race_class
+from services.schedule import RECENT_RACE_DAYS, WorkClass, race_class
 from services.strava import NotFound
 from services.tokens import NeedsReauth
 
@@ -217,7 +217,10 @@ def enrich_races(call: Call, races: list[models.RaceLease]) -> list[Outcome]:
 
 
 def enrich_rider_races(call: Call, rider_id: int, *, limit: int) -> list[Outcome]:
-    """Claim and enrich up to `limit` due races of one rider within `call`, newest first."""
+    """Claim and enrich up to `limit` due recent races of one rider within `call`, newest
+    first. Older races are the backfill's: a rider's press must not spend the club's top
+    priority on their history."""
+    now = call.now()
     with call.db.connection() as conn:
         races = models.claim_races_for_enrichment(
             conn,
@@ -225,8 +228,9 @@ def enrich_rider_races(call: Call, rider_id: int, *, limit: int) -> list[Outcome
             limit=limit,
             lease_ttl_s=call.settings.lease_ttl_s,
             max_attempts=call.settings.enrich_max_attempts,
-            now=call.now(),
+            now=now,
             rider_id=rider_id,
+            started_since=now - timedelta(days=RECENT_RACE_DAYS),
         )
     return enrich_races(call, races)
 

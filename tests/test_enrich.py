@@ -356,7 +356,7 @@ def test_enrich_rider_races_takes_only_that_riders_newest_races(make_app, strava
     from services.calls import Call
     from services.enrichment import enrich_rider_races
 
-    rider, mine = rider_with_races(database, strava, 413, 5, first_day=30)
+    rider, mine = rider_with_races(database, strava, 413, 5, first_day=20)
     _, theirs = rider_with_races(database, strava, 414, 3)  # newer, but another rider's
     runtime = make_app().extensions["strava_sync"]
     call = Call(runtime, kind="sync-now")
@@ -441,3 +441,28 @@ def test_race_details_keep_what_a_race_page_wants_and_tolerate_missing_parts():
     bare = race_details({"id": 1, "laps": None, "gear": "b1", "photos": None, "calories": "x"})
     assert bare["laps"] == [] and bare["gear"] is None and bare["calories"] is None
     assert bare["photo_count"] == 0 and bare["splits_metric"] == [] and bare["stats"] == {}
+
+
+def test_sync_now_leaves_a_riders_old_races_to_the_backfill(make_app, strava, database):
+    """A press details the rider's recent races; their history's are the backfill's."""
+    from services.calls import Call
+    from services.enrichment import enrich_rider_races
+
+    rider, recent = rider_with_races(database, strava, 415, 2, first_day=3)
+    old = make_activity(
+        4150999,
+        athlete_id=415,
+        start_date=NOW - timedelta(days=400),
+        sport_type="Ride",
+        distance_m=60_000,
+        workout_type=11,
+    )
+    strava.add_activities(415, [old])
+    store(database, rider, [old])
+    call = Call(make_app().extensions["strava_sync"], kind="sync-now")
+    try:
+        outcomes = enrich_rider_races(call, rider, limit=10)
+    finally:
+        call.close()
+    assert [o.id for o in outcomes] == recent
+    assert race(database, old["id"])["enrichment_status"] == "pending"
