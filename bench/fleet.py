@@ -26,7 +26,6 @@ It prints the report and writes bench/results/fleet-<label>.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import heapq
 import json
@@ -38,7 +37,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,7 +51,6 @@ from flask.testing import FlaskClient
 from psycopg import sql
 from psycopg.rows import dict_row
 
-import db as dbmod
 from app_factory import create_app
 from bench.fleet_clock import VirtualClock, on_clock
 from bench.fleet_world import (
@@ -189,25 +187,6 @@ def history_pages(size: int, *, read_all: bool) -> int:
     if read_all:
         return size // PER_PAGE + 1
     return math.ceil(size / PER_PAGE) + 1
-
-
-@contextlib.contextmanager
-def throwaway_database(server_url: str | None) -> Iterator[str]:
-    """bench.support's temporary database, or one on `server_url`'s server (tests)."""
-    if server_url is None:
-        with temporary_database() as url:
-            yield url
-        return
-    name = f"strava_sync_fleet_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
-    try:
-        dbmod.migrate(url)
-        yield url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
 
 
 class Simulation:
@@ -465,7 +444,7 @@ class Simulation:
         wall = time.perf_counter()
         self.build()
         built_s = time.perf_counter() - wall
-        with throwaway_database(self.server_url) as url:
+        with temporary_database(self.server_url) as url:
             self.connect(url)
             app = self._app(url)
             original = app.extensions["strava_sync"]

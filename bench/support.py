@@ -23,11 +23,12 @@ CRON_SECRET = "bench-cron-secret"
 
 
 @contextlib.contextmanager
-def temporary_database() -> Iterator[str]:
-    """A fresh, migrated database on DATABASE_URL's server, or the embedded one under
-    DATA_DIR (default .data, as for the demo and the tests), dropped after."""
+def temporary_database(server_url: str | None = None) -> Iterator[str]:
+    """A fresh, migrated database on `server_url`'s server (the tests'), DATABASE_URL's,
+    or the embedded one under DATA_DIR (default .data, as for the demo and the tests),
+    dropped after."""
     data_dir = ROOT / (os.environ.get("DATA_DIR") or ".data")
-    server = os.environ.get("DATABASE_URL") or dbmod.embedded_database_url(data_dir)
+    server = server_url or os.environ.get("DATABASE_URL") or dbmod.embedded_database_url(data_dir)
     name = f"strava_sync_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
