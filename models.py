@@ -549,9 +549,6 @@ def upsert_activities(
     """
     if not rows:
         return UpsertCounts()
-    from services.places import with_places  # pure module; here to keep models' imports light
-
-    rows = with_places(rows)
     result = conn.execute(
         _UPSERT_ACTIVITIES,
         # Plain json text: Postgres parses it faster than jsonb, and it is read once.
@@ -570,9 +567,6 @@ def upsert_activities(
 
 def insert_activity_row(conn: Conn, *, rider_id: int, row: dict[str, Any]) -> None:
     """One plain INSERT ... ON CONFLICT for one activity (the benchmark's baseline)."""
-    from services.places import with_places
-
-    (row,) = with_places([row])
     columns = list(_STORED_COLUMNS)
     conn.execute(
         f"""

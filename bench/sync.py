@@ -65,7 +65,8 @@ def one_call(database_url: str, server, workers: int) -> dict:
     """A fresh fleet's first sync-strava call with `workers` riders at a time."""
     with psycopg.connect(database_url) as conn:
         conn.execute(
-            "update strava_connections set last_synced_at = null,"
+            "update strava_connections set last_synced_at = null, next_poll_at = null,"
+            " last_sync_attempt_at = null,"
             " lease_token = null, lease_kind = null, lease_expires_at = null"
         )
         conn.execute("delete from activities")

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from services.places import with_places
 from services.strava import PER_PAGE_MAX, BadPayload
 
 RUN_SPORTS = frozenset({"Run", "TrailRun", "VirtualRun"})
@@ -122,12 +123,13 @@ def activity_row(summary: dict[str, Any], *, min_race_distance_km: float) -> dic
 def page_rows(
     summaries: Iterable[dict[str, Any]], *, min_race_distance_km: float
 ) -> list[dict[str, Any]]:
-    """A page's rows, one per id (a page must not upsert the same row twice)."""
+    """A page's rows, one per id (a page must not upsert the same row twice), with the
+    place of each start (offline, services/places)."""
     rows: dict[int, dict[str, Any]] = {}
     for summary in summaries:
         row = activity_row(summary, min_race_distance_km=min_race_distance_km)
         rows[row["strava_id"]] = row
-    return list(rows.values())
+    return with_places(rows.values())
 
 
 def listing_ended(page_size: int, *, per_page: int = PER_PAGE_MAX, read_all: bool) -> bool:
