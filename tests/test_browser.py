@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+from playwright.sync_api import expect
 
 from app_factory import create_app
 from fake_strava import FakeStrava, make_activities
@@ -390,9 +391,9 @@ def test_the_dashboard_shows_the_fleet_and_acts(clean, page):
     page.get_by_text(f"Pause rider {target}: done (200).").wait_for()
     paused = query(stack.database_url, "select auto_sync from riders where id = %s", target)
     assert paused == [{"auto_sync": False}]
-    page.wait_for_function(
-        "document.querySelector('[data-key=\"sync.paused\"] dd').textContent === '1'"
-    )
+    # A locator's wait, not wait_for_function: the page's CSP forbids the eval that a
+    # string predicate needs once Playwright has to poll it.
+    expect(page.locator('[data-key="sync.paused"] dd')).to_have_text("1")
     # A dismissed confirmation does nothing.
     page.once("dialog", lambda dialog: dialog.dismiss())
     page.get_by_role("button", name=f"Resume rider {target}").click()
