@@ -1890,22 +1890,30 @@ _BIKE_COMPUTERS = (
     r"garmin|edge|wahoo|elemnt|hammerhead|karoo|bryton|coros|polar|suunto|lezyne|sigma|srm|igpsport"  # noqa: E501
 )
 
-_MARK_DUPLICATES = """
+# The columns the duplicate rule compares, for an activity row `a`.
+_DUPLICATE_FACTS = """
+    a.id, a.strava_id, a.start_date, a.distance_m,
+    greatest(coalesce(a.elapsed_time_s, a.moving_time_s, 0), 1) as seconds,
+    a.start_date + make_interval(
+        secs => greatest(coalesce(a.elapsed_time_s, a.moving_time_s, 0), 1)) as end_at,
+    case when a.sport_type = any(%(rides)s) then 'ride'
+         when a.sport_type = any(%(runs)s) then 'run'
+         else a.sport_type end as kind,
+    case when a.manual then 0
+         when coalesce(a.details ->> 'device_name', '') ~* %(computers)s
+           or coalesce(a.external_id, '') ~* '(^garmin|\\.fit$)' then 2
+         else 1 end as device_rank
+"""
+
+# Each activity of the span is compared only with the rider's activities that started
+# near it (an index range scan on activities_rider_start), so a page costs its size, not
+# the square of the rider's history.
+_MARK_DUPLICATES = f"""
     with scope as (
-        select a.id, a.strava_id, a.start_date, a.distance_m,
-               greatest(coalesce(a.elapsed_time_s, a.moving_time_s, 0), 1) as seconds,
-               a.start_date + make_interval(
-                   secs => greatest(coalesce(a.elapsed_time_s, a.moving_time_s, 0), 1)) as end_at,
-               case when a.sport_type = any(%(rides)s) then 'ride'
-                    when a.sport_type = any(%(runs)s) then 'run'
-                    else a.sport_type end as kind,
-               case when a.manual then 0
-                    when coalesce(a.details ->> 'device_name', '') ~* %(computers)s
-                      or coalesce(a.external_id, '') ~* '(^garmin|\\.fit$)' then 2
-                    else 1 end as device_rank
+        select {_DUPLICATE_FACTS}
           from activities a
          where a.rider_id = %(rider_id)s
-           and a.start_date >= %(since)s::timestamptz - interval '4 days'
+           and a.start_date >= %(since)s::timestamptz - interval '2 days'
            and a.start_date <= %(until)s::timestamptz + interval '2 days'
     ), candidates as (
         select x.id, y.id as keep_id,
@@ -1913,7 +1921,13 @@ _MARK_DUPLICATES = """
                                   order by y.device_rank desc, y.distance_m desc, y.strava_id)
                    as n
           from scope x
-          join scope y on y.id <> x.id
+          cross join lateral (
+                select {_DUPLICATE_FACTS}
+                  from activities a
+                 where a.rider_id = %(rider_id)s and a.id <> x.id
+                   and a.start_date >= x.start_date - interval '2 days'
+                   and a.start_date < x.end_at
+          ) y
           left join duplicate_overrules o
             on o.first_strava_id = least(x.strava_id, y.strava_id)
            and o.second_strava_id = greatest(x.strava_id, y.strava_id)
@@ -1932,7 +1946,6 @@ _MARK_DUPLICATES = """
     ), wanted as (
         select s.id, c.keep_id
           from scope s left join candidates c on c.id = s.id and c.n = 1
-         where s.start_date >= %(since)s::timestamptz - interval '2 days'
     )
     update activities a
        set duplicate_of = w.keep_id
