@@ -1033,19 +1033,29 @@ def claim_races_for_enrichment(
     lease_ttl_s: int,
     max_attempts: int,
     now: datetime,
+    recent_since: datetime,
     rider_id: int | None = None,
     started_since: datetime | None = None,
 ) -> list[RaceLease]:
-    """Lease up to `limit` races due at `now` (of one rider, if given), newest first.
+    """Lease up to `limit` races due at `now` (of one rider, if given): races started
+    since `recent_since` first, then the others, each in turns over riders (every
+    rider's newest, then every rider's second newest, ...), so one rider's hundred races
+    do not hold back everyone else's.
 
-    One statement; SKIP LOCKED and the lease keep two calls off the same race.
+    One statement; SKIP LOCKED and the lease keep two calls off the same race (the turns
+    are ranked first: a window function cannot sit beside FOR UPDATE).
     """
     rows = conn.execute(
         f"""
-        with due as (
-            select a.id from activities a
-            where {_ENRICH_DUE}
-            order by a.start_date desc, a.id desc
+        with ranked as (
+            select a.id, a.start_date, a.start_date >= %(recent)s as recent,
+                   row_number() over (partition by a.rider_id, a.start_date >= %(recent)s
+                                      order by a.start_date desc, a.id desc) as turn
+              from activities a
+             where {_ENRICH_DUE}
+        ), due as (
+            select a.id from activities a join ranked r on r.id = a.id
+            order by r.recent desc, r.turn, r.start_date desc, a.id desc
             limit %(limit)s
             for update of a skip locked
         )
@@ -1060,6 +1070,7 @@ def claim_races_for_enrichment(
             "max_attempts": max_attempts,
             "rider_id": rider_id,
             "since": started_since,
+            "recent": recent_since,
             "limit": limit,
             "token": lease_token,
             "ttl": lease_ttl_s,
@@ -1927,6 +1938,15 @@ _MARK_DUPLICATES = f"""
                  where a.rider_id = %(rider_id)s and a.id <> x.id
                    and a.start_date >= x.start_date - interval '2 days'
                    and a.start_date < x.end_at
+                union  -- and whatever an operator paired with it, wherever it lies
+                select {_DUPLICATE_FACTS}
+                  from duplicate_overrules p
+                  join activities a
+                    on a.strava_id = case when p.first_strava_id = x.strava_id
+                                          then p.second_strava_id else p.first_strava_id end
+                 where p.verdict = 'duplicate'
+                   and x.strava_id in (p.first_strava_id, p.second_strava_id)
+                   and a.rider_id = %(rider_id)s
           ) y
           left join duplicate_overrules o
             on o.first_strava_id = least(x.strava_id, y.strava_id)

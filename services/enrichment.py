@@ -229,6 +229,7 @@ def enrich_rider_races(call: Call, rider_id: int, *, limit: int) -> list[Outcome
             lease_ttl_s=call.settings.lease_ttl_s,
             max_attempts=call.settings.enrich_max_attempts,
             now=now,
+            recent_since=now - timedelta(days=RECENT_RACE_DAYS),
             rider_id=rider_id,
             started_since=now - timedelta(days=RECENT_RACE_DAYS),
         )
@@ -251,6 +252,7 @@ def run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
             lease_ttl_s=settings.lease_ttl_s,
             max_attempts=settings.enrich_max_attempts,
             now=call.started_at,
+            recent_since=call.started_at - timedelta(days=RECENT_RACE_DAYS),
         ),
         work=_enrich_or_record_failure,
         hand_back=_hand_back,

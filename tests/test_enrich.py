@@ -387,6 +387,7 @@ def test_a_race_reclassified_while_held_is_handed_back_not_broken(make_app, stra
                 lease_ttl_s=60,
                 max_attempts=5,
                 now=call.started_at,
+                recent_since=call.started_at - timedelta(days=30),
             )
         strava.update_activity(changed, workout_type=10)
         store(database, rider, [a for a in strava.activities_of(415) if a["id"] == changed])
@@ -466,3 +467,14 @@ def test_sync_now_leaves_a_riders_old_races_to_the_backfill(make_app, strava, da
         call.close()
     assert [o.id for o in outcomes] == recent
     assert race(database, old["id"])["enrichment_status"] == "pending"
+
+
+def test_one_riders_many_races_do_not_hold_back_the_others(client, strava, database):
+    """Races are taken in turns over riders, recent ones first, newest first in a turn."""
+    busy, many = rider_with_races(database, strava, 416, 20, first_day=1)
+    quiet, few = rider_with_races(database, strava, 417, 2, first_day=10)  # older races
+    _, old = rider_with_races(database, strava, 418, 1, first_day=400)  # an old race
+    body = enrich(client, limit=5)
+    assert body["succeeded"] == 5
+    assert set(fetched(strava)) == {many[0], few[0], many[1], few[1], many[2]}
+    assert race(database, old[0])["enrichment_status"] == "pending"  # recent races first
