@@ -101,6 +101,16 @@ class Outcome:
         return item
 
 
+def outcome_counts(outcomes: Sequence[Outcome]) -> dict[str, int]:
+    """The contract's counts of a call's items: processed, succeeded, failed, skipped."""
+    return {
+        "processed": len(outcomes),
+        "succeeded": sum(o.status == SUCCEEDED for o in outcomes),
+        "failed": sum(o.status == FAILED for o in outcomes),
+        "skipped": sum(o.status == SKIPPED for o in outcomes),
+    }
+
+
 class Call:
     """One bounded call: deadline, lease token, budget, Strava client, tokens."""
 
@@ -248,10 +258,7 @@ class Call:
         """The contract's JSON for this call."""
         rate_limited = isinstance(self.stopped_by, RateLimited) or self.budget.refusal is not None
         answer: dict[str, Any] = {
-            "processed": len(outcomes),
-            "succeeded": sum(o.status == SUCCEEDED for o in outcomes),
-            "failed": sum(o.status == FAILED for o in outcomes),
-            "skipped": sum(o.status == SKIPPED for o in outcomes),
+            **outcome_counts(outcomes),
             "remaining": remaining,
             "done": remaining == 0,
             "rate_limited": rate_limited,

@@ -39,7 +39,7 @@ import requests
 import models
 from services import places
 from services.budget import describe as describe_budget
-from services.calls import FAILED, SKIPPED, SUCCEEDED, Outcome, Runtime, recorded
+from services.calls import FAILED, SKIPPED, SUCCEEDED, Outcome, Runtime, outcome_counts, recorded
 
 log = logging.getLogger(__name__)
 
@@ -613,10 +613,7 @@ class WeatherCall:
             budget = models.read_rate_budget(conn)
         outcomes = [a.outcome for a in activities if a.outcome is not None]
         answer: dict[str, Any] = {
-            "processed": len(outcomes),
-            "succeeded": sum(o.status == SUCCEEDED for o in outcomes),
-            "failed": sum(o.status == FAILED for o in outcomes),
-            "skipped": sum(o.status == SKIPPED for o in outcomes),
+            **outcome_counts(outcomes),
             "remaining": remaining,
             "done": remaining == 0,
             "rate_limited": self.stopped_by == "weather_rate_limited",
