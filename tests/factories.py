@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import jwt
 import psycopg
 
 from fake_strava import FakeStrava, make_activities
@@ -89,3 +92,17 @@ def riders_held_or_backing_off(database_url: str) -> int:
             " where lease_token is not null or failure_count > 0",
         )[0]["n"]
     )
+
+
+def hs256_rider_headers(secret: str) -> dict[str, str]:
+    """The Authorization header of a new Supabase user's access token, signed with the
+    legacy HS256 secret and valid for ten minutes."""
+    now = int(time.time())
+    claims = {
+        "iss": "https://club-test.supabase.co/auth/v1",
+        "sub": str(uuid.uuid4()),
+        "aud": "authenticated",
+        "iat": now,
+        "exp": now + 600,
+    }
+    return {"Authorization": f"Bearer {jwt.encode(claims, secret, algorithm='HS256')}"}

@@ -10,14 +10,12 @@ import dataclasses
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import jwt
 import psycopg
 import pytest
 import yaml
@@ -25,6 +23,7 @@ import yaml
 import db as dbmod
 from app_factory import create_app
 from tests.conftest import CRON_SECRET, cron_headers
+from tests.factories import hs256_rider_headers
 
 PASSWORD = "pw-7e1b9c0d-not-in-any-answer"
 JWT_SECRET = "test-jwt-secret-for-unavailable-db-3a9f"
@@ -109,15 +108,7 @@ def app_on(port: int) -> Any:
 
 
 def rider_headers() -> dict[str, str]:
-    now = int(time.time())
-    claims = {
-        "iss": "https://club-test.supabase.co/auth/v1",
-        "sub": str(uuid.uuid4()),
-        "aud": "authenticated",
-        "iat": now,
-        "exp": now + 600,
-    }
-    return {"Authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
+    return hs256_rider_headers(JWT_SECRET)
 
 
 # Every kind of endpoint: (method, url, spec path, headers).

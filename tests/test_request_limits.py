@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import io
 import json
-import time
-import uuid
 from typing import Any
 
-import jwt
 import psycopg
 import pytest
 
 from app_factory import MAX_CONTENT_LENGTH
 from tests.conftest import cron_headers
+from tests.factories import hs256_rider_headers
 
 JWT_SECRET = "test-jwt-secret-for-request-limits-5d2e"
 SYNC = "/api/cron/sync-strava"
@@ -23,15 +21,7 @@ RIDER_SYNC = "/api/riders/me/sync"
 
 
 def rider_headers() -> dict[str, str]:
-    now = int(time.time())
-    claims = {
-        "iss": "https://club-test.supabase.co/auth/v1",
-        "sub": str(uuid.uuid4()),
-        "aud": "authenticated",
-        "iat": now,
-        "exp": now + 600,
-    }
-    return {"Authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
+    return hs256_rider_headers(JWT_SECRET)
 
 
 def body_of(size: int) -> bytes:
