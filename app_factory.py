@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from cli import register_commands
 from config import load_settings
 from db import Database, database_password, resolve_database_url
 from logging_setup import configure_logging
@@ -38,6 +39,7 @@ def create_app(
             settings.cron_secret,
             settings.strava_client_secret,
             settings.supabase_jwt_secret,
+            settings.strava_webhook_verify_token,
             database_password(settings.database_url),
         ]
     )
@@ -52,6 +54,7 @@ def create_app(
     register_blueprints(app)
     register_error_handlers(app)
     register_cors(app, settings.allowed_origins)
+    register_commands(app)
     return app
 
 

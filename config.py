@@ -33,6 +33,8 @@ class Settings:
     supabase_jwt_secret: str | None = None
     public_base_url: str | None = None
     app_return_url: str | None = None
+    # The verify token of Strava's push subscription (the webhook's GET validation).
+    strava_webhook_verify_token: str | None = None
     allowed_origins: tuple[str, ...] = ()
     cron_time_budget_s: float = 8.0
     sync_min_interval_s: int = 3600
@@ -46,12 +48,25 @@ class Settings:
     enrich_max_attempts: int = 5
     stuck_after_s: int = 600
     strava_timeout_s: float = 10.0
+    # Webhooks (services/webhooks.py): silence after which polling resumes its cadence,
+    # requests an athlete's events may cost an hour, the time an event's POST may spend
+    # processing it at once (0: never inside the POST), and attempts before failing.
+    webhook_silence_s: int = 12 * 3600
+    webhook_athlete_hourly_cap: int = 20
+    webhook_inline_budget_s: float = 1.0
+    webhook_max_attempts: int = 5
     data_dir: str = ".data"
     on_vercel: bool = False
 
     def redacted(self) -> dict[str, Any]:
         """The settings with every secret masked, safe to log."""
-        secret = {"cron_secret", "strava_client_secret", "supabase_jwt_secret", "database_url"}
+        secret = {
+            "cron_secret",
+            "strava_client_secret",
+            "supabase_jwt_secret",
+            "database_url",
+            "strava_webhook_verify_token",
+        }
         return {
             f.name: ("***" if f.name in secret and getattr(self, f.name) else getattr(self, f.name))
             for f in fields(self)
@@ -148,6 +163,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SUPABASE_JWT_SECRET": ("supabase_jwt_secret", _text),
     "PUBLIC_BASE_URL": ("public_base_url", _url),
     "APP_RETURN_URL": ("app_return_url", _url),
+    "STRAVA_WEBHOOK_VERIFY_TOKEN": ("strava_webhook_verify_token", _text),
     # Club sites whose pages may call the rider endpoints (CORS); exact origins only.
     "ALLOWED_ORIGINS": ("allowed_origins", _origins),
     # A serverless call's budget: Vercel functions run for seconds, at most a few minutes.
@@ -169,6 +185,12 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "STUCK_AFTER_S": ("stuck_after_s", Number(int, 60, 7 * DAY_S)),
     # One Strava request; the call's deadline cuts it shorter when the budget runs out.
     "STRAVA_TIMEOUT_S": ("strava_timeout_s", Number(float, 1, 60)),
+    # An hour without events is normal for a small club at night; a week is too long.
+    "WEBHOOK_SILENCE_S": ("webhook_silence_s", Number(int, 3600, 7 * DAY_S)),
+    "WEBHOOK_ATHLETE_HOURLY_CAP": ("webhook_athlete_hourly_cap", Number(int, 1, 1000)),
+    # Strava waits 2 s for the answer: processing inside the POST must leave room.
+    "WEBHOOK_INLINE_BUDGET_S": ("webhook_inline_budget_s", Number(float, 0, 1.5)),
+    "WEBHOOK_MAX_ATTEMPTS": ("webhook_max_attempts", Number(int, 1, 20)),
     "DATA_DIR": ("data_dir", _text),
 }
 

@@ -26,6 +26,7 @@ from werkzeug.wrappers import Request, Response
 from fake_strava import errors, mock
 from fake_strava.data import iso_z, legacy_type, parse_iso_z, summary_athlete
 from fake_strava.detail import detailed_activity
+from fake_strava.push import PushSender
 from fake_strava.ratelimit import RateLimits
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 ORDERS = frozenset({"strava", "newest_first", "oldest_first", "shuffled"})
 API_PREFIX = "/api/v3"
+PUSH_PATH = API_PREFIX + "/push_subscriptions"
 OAUTH_PREFIX = "/oauth"
 _READ_ALL = "activity:read_all"
 _ACTIVITY_SCOPES = frozenset({"activity:read", _READ_ALL})
@@ -196,6 +198,10 @@ class FakeStrava:
         self._codes: dict[str, tuple[int, str]] = {}
         self._refreshes: Counter[int] = Counter()
         self._faults: list[_Fault] = []
+        # Webhooks: the push subscription and the events of changes made here.
+        self.push = PushSender(
+            clock=clock, application_id=int(client_id) if client_id.isdigit() else 1, seed=seed
+        )
 
     # ---- time ---------------------------------------------------------------------------
 
@@ -231,7 +237,10 @@ class FakeStrava:
             self._ensure_athlete(athlete_id)
             for summary in incoming:
                 summary["athlete"] = {"id": athlete_id, "resource_state": 1}
+                new = summary["id"] not in self._activities
                 self._store(_Activity(athlete_id, _start_epoch(summary), summary))
+                if new:
+                    self.push.emit("activity", summary["id"], "create", athlete_id)
 
     def update_activity(self, activity_id: int, **fields: Any) -> None:
         """Change fields of a stored activity, keeping dependent fields consistent like Strava.
@@ -258,12 +267,14 @@ class FakeStrava:
                 offset = timedelta(seconds=summary["utc_offset"])
                 summary["start_date_local"] = iso_z(parse_iso_z(summary["start_date"]) + offset)
             self._store(_Activity(stored.owner, _start_epoch(summary), summary))
+            self._emit_update(stored.owner, stored.summary, summary)
 
     def delete_activity(self, activity_id: int) -> None:
         """Delete an activity, as its owner would on Strava (KeyError if unknown)."""
         with self._lock:
             stored = self._activities.pop(activity_id)
             del self._owned[stored.owner][activity_id]
+            self.push.emit("activity", activity_id, "delete", stored.owner)
 
     def activities_of(self, athlete_id: int) -> list[dict[str, Any]]:
         """Copies of an athlete's current summaries, oldest first."""
@@ -305,6 +316,7 @@ class FakeStrava:
         """Deauthorize the app for an athlete: every token of theirs stops working."""
         with self._lock:
             self._revoke(athlete_id)
+            self.push.emit("athlete", athlete_id, "update", athlete_id, {"authorized": "false"})
 
     def current_refresh_token(self, athlete_id: int) -> str | None:
         """The refresh token that works now for the athlete, if they are authorized."""
@@ -390,6 +402,9 @@ class FakeStrava:
     ) -> tuple[int, dict[str, str], bytes]:
         """Answer one request: (status, headers, body)."""
         method = method.upper()
+        if path == PUSH_PATH or path.startswith(PUSH_PATH + "/"):
+            # Outside the lock: creating one calls the callback, which may call us.
+            return self._push_subscriptions(method, path, query, headers, body)
         at = self._clock()
         # Sleep outside the lock so concurrent requests overlap as on a real network.
         if self.latency_s > 0:
@@ -436,6 +451,60 @@ class FakeStrava:
         fire only requires that Strava was called at least once.
         """
         mock.install(self.handle, rsps, {api_url: API_PREFIX, oauth_url: OAUTH_PREFIX})
+
+    # ---- webhooks -------------------------------------------------------------------------
+
+    def _push_subscriptions(
+        self, method: str, path: str, query: dict[str, str], headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The application's push subscription, authenticated by its client credentials
+        (in the query or a form body), outside the athletes' rate limits."""
+        lowered = {name.lower(): value for name, value in headers.items()}
+        form = {**query, **_parse_form(lowered, body)}
+        if (form.get("client_id"), form.get("client_secret")) != (
+            self.client_id,
+            self.client_secret,
+        ):
+            status, payload = 401, errors.bad_request("Application", "client_id")
+        elif method == "POST" and path == PUSH_PATH:
+            status, payload = self.push.create(
+                form.get("callback_url", ""), form.get("verify_token", "")
+            )
+        elif method == "GET" and path == PUSH_PATH:
+            status, payload = self.push.list()
+        elif method == "DELETE" and path != PUSH_PATH and path[len(PUSH_PATH) + 1 :].isdigit():
+            status, payload = self.push.delete(int(path[len(PUSH_PATH) + 1 :]))
+        else:
+            status, payload = 404, errors.not_found("resource", "path")
+        with self._lock:
+            self.requests.append(RecordedRequest(method, path, {}, status, self._clock(), None))
+        if payload is None:
+            return status, {}, b""
+        return (
+            status,
+            {"Content-Type": "application/json; charset=utf-8"},
+            json.dumps(payload).encode(),
+        )
+
+    def _emit_update(self, owner: int, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+        """The update event of an activity's change, for the fields Strava reports
+        (title, type, privacy). Turned private under a grant without activity:read_all,
+        it arrives as a delete (as third parties report)."""
+        updates: dict[str, str] = {}
+        if before.get("name") != after.get("name"):
+            updates["title"] = str(after.get("name"))
+        if before.get("sport_type") != after.get("sport_type"):
+            updates["type"] = str(after.get("sport_type"))
+        if bool(before.get("private")) != bool(after.get("private")):
+            updates["private"] = "true" if after.get("private") else "false"
+        if not updates:
+            return
+        grant = self._grants.get(owner)
+        sees_private = grant is not None and _READ_ALL in grant.scopes
+        if updates.get("private") == "true" and not sees_private:
+            self.push.emit("activity", after["id"], "delete", owner)
+        else:
+            self.push.emit("activity", after["id"], "update", owner, updates)
 
     # ---- internals (called with the lock held) ------------------------------------------
 
@@ -666,6 +735,8 @@ class FakeStrava:
             return _Answer(401, errors.invalid_token())
         token = grant.access_token
         self._revoke(grant.athlete_id)
+        athlete = grant.athlete_id
+        self.push.emit("athlete", athlete, "update", athlete, {"authorized": "false"})
         return _Answer(200, {"access_token": token}, athlete_id=grant.athlete_id)
 
     def _authorize(self, query: Mapping[str, str]) -> _Answer:

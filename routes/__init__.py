@@ -12,6 +12,7 @@ def register_blueprints(app: Flask) -> None:
     from routes.riders import bp as riders
     from routes.strava_oauth import bp as strava_oauth
     from routes.web import bp as web
+    from routes.webhook import bp as webhook
 
-    for blueprint in (health, cron, admin, riders, strava_oauth, web):
+    for blueprint in (health, cron, admin, riders, strava_oauth, webhook, web):
         app.register_blueprint(blueprint)

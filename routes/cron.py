@@ -7,6 +7,7 @@ from flask import Blueprint, jsonify
 from routes.guards import parse_limit, require_cron_secret, runtime
 from services.discovery import run_discover
 from services.enrichment import run_enrich
+from services.events import run_events
 from services.sync import run_sync
 from services.weather import run_weather
 
@@ -42,3 +43,10 @@ def weather():  # type: ignore[no-untyped-def]
     require_cron_secret()
     limit = parse_limit(default=50)
     return jsonify(run_weather(runtime(), limit=limit))
+
+
+@bp.route("/events", methods=CRON_METHODS)
+def events():  # type: ignore[no-untyped-def]
+    require_cron_secret()
+    limit = parse_limit(default=50)
+    return jsonify(run_events(runtime(), limit=limit))

@@ -53,6 +53,9 @@ CALL_CLASSES: dict[str, WorkClass] = {
     "sync-now": WorkClass.SYNC_NOW,
     "disconnect": WorkClass.SYNC_NOW,
     "sync-strava": WorkClass.INCREMENTAL,
+    # Webhook events keep riders fresh in place of polls: the same class as sync.
+    "events": WorkClass.INCREMENTAL,
+    "webhook": WorkClass.INCREMENTAL,
     "discover": WorkClass.DISCOVER,
     "enrich": WorkClass.ENRICH_OLD,
 }

@@ -16,7 +16,7 @@ from typing import Any
 
 import models
 from config import Settings
-from services import schedule
+from services import schedule, webhooks
 from services.schedule import DAY, WorkClass
 from services.strava import next_day_reset, next_window_reset
 
@@ -133,17 +133,34 @@ def habits(rows: list[dict[str, Any]]) -> list[schedule.RiderHabit]:
     ]
 
 
+def stored_subscription(conn: models.Conn) -> webhooks.Subscription | None:
+    row = models.read_push_subscription(conn)
+    return webhooks.Subscription(**row) if row else None
+
+
+def webhook_health(conn: models.Conn, settings: Settings, now: datetime) -> webhooks.Health:
+    """Whether Strava's events can be trusted to bring changes (polling steps back)."""
+    return webhooks.health(
+        stored_subscription(conn),
+        models.last_event_received_at(conn),
+        now,
+        silence_s=settings.webhook_silence_s,
+    )
+
+
 def replan_polls(
     conn: models.Conn, budget: models.BudgetRow, settings: Settings, now: datetime
 ) -> schedule.PollPlan:
     """Plan every rider's next poll and store it."""
     rows = models.poll_habits(conn, since=now - timedelta(days=schedule.HABIT_DAYS))
-    polls = schedule.poll_plan(
-        habits(rows),
-        incremental_share(conn, budget, settings),
-        settings.sync_min_interval_s,
-        now,
-    )
+    share = incremental_share(conn, budget, settings)
+    events = webhook_health(conn, settings, now)
+    if events.healthy:
+        polls = schedule.safety_net_plan(
+            habits(rows), share, settings.sync_min_interval_s, now, events.reason
+        )
+    else:
+        polls = schedule.poll_plan(habits(rows), share, settings.sync_min_interval_s, now)
     models.save_poll_plan(
         conn,
         decisions=[

@@ -655,6 +655,48 @@ def poll_plan(
     return PollPlan(decisions, share_per_day, expected, fits, note)
 
 
+# Riders' safety-net polls are spread through the day by id (the golden ratio's steps
+# fill a circle evenly), so a fleet's daily polls never come in one burst.
+_SPREAD = (math.sqrt(5) - 1) / 2
+
+
+def safety_net_time(rider_id: int) -> int:
+    """A rider's safety-net poll, in seconds after UTC midnight."""
+    return int((rider_id * _SPREAD) % 1 * DAY_S)
+
+
+def safety_net_plan(
+    riders: Iterable[RiderHabit], share_per_day: int, floor_s: int, now: datetime, why: str
+) -> PollPlan:
+    """While webhooks bring each change (services/webhooks.health): every rider polled
+    once a day at a time of its own, listing after its cursor, since deliveries can be
+    lost; no follow-up after a find (a find means one event was lost, not a busy day)."""
+    fleet = list(riders)
+    decisions: dict[int, PollDecision] = {}
+    for rider in fleet:
+        times = (safety_net_time(rider.rider_id),)
+        if rider.last_poll_at is None:
+            nxt, interval = now, 0
+        else:
+            nxt = max(now, poll_after(times, 0, floor_s, rider.last_poll_at))
+            interval = int((nxt - rider.last_poll_at).total_seconds())
+        at = f"{times[0] // HOUR_S:02d}:{times[0] % HOUR_S // 60:02d} UTC"
+        decisions[rider.rider_id] = PollDecision(
+            rider_id=rider.rider_id,
+            next_poll_at=nxt,
+            interval_s=interval,
+            polls_per_day=1,
+            found_per_day=0.0,
+            local_times_s=times,
+            utc_offset_s=0,
+            floor_s=floor_s,
+            reason=f"{why}; this rider's daily poll at {at}",
+        )
+    expected = float(len(fleet))
+    note = f"{why}: {len(fleet)} polls a day (one per rider) of a share of {share_per_day}"
+    return PollPlan(decisions, share_per_day, expected, expected <= share_per_day, note)
+
+
 def _reason(
     rider: RiderHabit,
     rate: float,

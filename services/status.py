@@ -25,11 +25,12 @@ from services.budget import (
 from services.calls import Runtime
 from services.duplicates import describe as describe_duplicates
 from services.errors import NotConnected, UnknownRider
+from services.events import webhook_status
 from services.schedule import PRIORITY
 from services.strava import PER_PAGE_MAX
 from services.weather import weather_status
 
-RUN_KINDS = ["sync-strava", "discover", "enrich", "sync-now"]
+RUN_KINDS = ["sync-strava", "discover", "enrich", "events", "sync-now"]
 RUNS_PER_KIND = 5
 RIDER_RUNS = 20
 LISTED_MAX = 50  # stuck items and incomplete histories listed by name; the counts are total
@@ -399,6 +400,7 @@ def admin_status(runtime: Runtime) -> dict[str, Any]:
         budget = models.read_rate_budget(conn)
         runs = models.last_runs(conn, kinds=RUN_KINDS, per_kind=RUNS_PER_KIND)
         weather = weather_status(conn, now)  # the weather source's breaker and counts
+        webhooks = webhook_status(conn, settings, now)
         request_windows = models.requests_by_class(conn, since=now - timedelta(hours=24))
         rolled = roll_windows(budget, now)
         here = planning.situation(conn, rolled, settings, now)
@@ -450,6 +452,7 @@ def admin_status(runtime: Runtime) -> dict[str, Any]:
     return {
         "generated_at": iso(now),
         "weather": weather,
+        "webhooks": webhooks,
         "riders": {
             "total": sum(row["riders"] for row in buckets),
             "by_connection_status": by_connection,

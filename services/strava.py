@@ -382,6 +382,66 @@ class StravaClient:
             raise BadPayload("activity was not a JSON object with an id")
         return body
 
+    def get_athlete(self, access_token: str) -> dict[str, Any]:
+        """GET /athlete: the authenticated athlete (whether the grant still works)."""
+        body = self._api_get("/athlete", access_token, {})
+        if not isinstance(body, dict) or "id" not in body:
+            raise BadPayload("athlete was not a JSON object with an id")
+        return body
+
+    # The application's push subscription: client credentials, no athlete token.
+
+    def list_push_subscriptions(self) -> list[dict[str, Any]]:
+        """GET /push_subscriptions. A GET has no body, so Strava takes the client secret
+        in the query here (the one request that does); the URL is never logged."""
+        client_id, client_secret = self._require_client()
+        response = self._send(
+            "GET",
+            f"{self.api_url}/push_subscriptions",
+            params={"client_id": client_id, "client_secret": client_secret},
+        )
+        body = self._subscription_answer(response)
+        if not isinstance(body, list) or not all(isinstance(s, dict) for s in body):
+            raise BadPayload("push subscriptions were not a JSON array of objects")
+        return body
+
+    def create_push_subscription(self, *, callback_url: str, verify_token: str) -> int:
+        """POST /push_subscriptions: Strava validates the callback (a GET echoing the
+        challenge) before answering; returns the new subscription's id."""
+        client_id, client_secret = self._require_client()
+        response = self._send(
+            "POST",
+            f"{self.api_url}/push_subscriptions",
+            data={
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "callback_url": callback_url,
+                "verify_token": verify_token,
+            },
+        )
+        body = self._subscription_answer(response)
+        if not isinstance(body, dict) or not isinstance(body.get("id"), int):
+            raise BadPayload("push subscription answer had no id")
+        return int(body["id"])
+
+    def delete_push_subscription(self, subscription_id: int) -> None:
+        """DELETE /push_subscriptions/{id} (credentials in the form body)."""
+        client_id, client_secret = self._require_client()
+        response = self._send(
+            "DELETE",
+            f"{self.api_url}/push_subscriptions/{int(subscription_id)}",
+            data={"client_id": client_id, "client_secret": client_secret},
+        )
+        if response.status_code != 404:  # already gone is what was wanted
+            self._subscription_answer(response)
+
+    def _subscription_answer(self, response: requests.Response) -> Any:
+        if response.status_code == 401:
+            raise InvalidClient("Strava refused STRAVA_CLIENT_ID/STRAVA_CLIENT_SECRET", status=401)
+        if response.status_code >= 400:
+            raise StravaError.from_response(response, now=self._clock())
+        return None if response.status_code == 204 else _json(response)
+
     def refresh(self, refresh_token: str) -> TokenGrant:
         """Exchange a refresh token; Strava may rotate it, so store the answer at once."""
         return self._token_grant({"grant_type": "refresh_token", "refresh_token": refresh_token})

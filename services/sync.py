@@ -11,6 +11,7 @@ import models
 from services.activities import listing_ended, newest_start, page_rows
 from services.budget import roll_windows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
+from services.events import process_rider_events
 from services.planning import replan_polls
 from services.strava import PER_PAGE_MAX
 
@@ -103,9 +104,14 @@ def sync_rider(call: Call, lease: models.RiderLease) -> Outcome:
 
 def _sync_or_record_failure(call: Call, lease: models.RiderLease) -> Outcome:
     try:
-        return sync_rider(call, lease)
+        outcome = sync_rider(call, lease)
     except Exception as exc:  # each rider is isolated: one failing never stops the others
         return call.settle_rider(lease, exc)
+    # The rider's webhook events ride along: creates the listing stored cost nothing.
+    events = process_rider_events(call, lease)
+    if events:
+        outcome.counts["events"] = sum(o.counts.get("events", 0) for o in events)
+    return outcome
 
 
 def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
