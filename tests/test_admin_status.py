@@ -360,7 +360,7 @@ def test_rate_limit_section(client, database, fleet):
 
 def test_runs_and_success_rates(client, database, fleet):
     runs = status(client)["runs"]
-    assert set(runs) == {"sync-strava", "discover", "enrich", "sync-now"}
+    assert set(runs) == {"sync-strava", "discover", "enrich", "events", "sync-now"}
     sync = runs["sync-strava"]
     started = [r["started_at"] for r in sync["last"]]
     assert len(started) == 5 and started == sorted(started, reverse=True)

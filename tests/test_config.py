@@ -23,6 +23,10 @@ RANGES = [
     ("ENRICH_MAX_ATTEMPTS", "enrich_max_attempts", int, 1, 20, 5),
     ("STUCK_AFTER_S", "stuck_after_s", int, 60, 604800, 600),
     ("STRAVA_TIMEOUT_S", "strava_timeout_s", float, 1, 60, 10.0),
+    ("WEBHOOK_SILENCE_S", "webhook_silence_s", int, 3600, 604800, 43200),
+    ("WEBHOOK_ATHLETE_HOURLY_CAP", "webhook_athlete_hourly_cap", int, 1, 1000, 20),
+    ("WEBHOOK_INLINE_BUDGET_S", "webhook_inline_budget_s", float, 0, 1.5, 1.0),
+    ("WEBHOOK_MAX_ATTEMPTS", "webhook_max_attempts", int, 1, 20, 5),
 ]
 IDS = [r[0] for r in RANGES]
 # A lease long enough for the longest budget, so each bound is tested on its own.

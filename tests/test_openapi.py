@@ -741,3 +741,49 @@ def test_weather_answers(make_app, fake, database, contract):
         assert fleet["weather"]["activities"]["done"] == posted["succeeded"]
         bad = client.post(path, query_string={"limit": "0"}, headers=cron_headers())
         assert contract.check(bad, path, "post")["error"]["field"] == "limit"
+
+
+def test_webhook_and_events_answers(make_app, strava, database, contract):
+    """GET and POST /api/strava/webhook and /api/cron/events (issue 9)."""
+    from models import save_push_subscription
+    from services.webhooks import validation_answer
+
+    hook, events = "/api/strava/webhook", "/api/cron/events"
+    client = make_app(strava_webhook_verify_token="v-token").test_client()
+    challenge = {"hub.mode": "subscribe", "hub.challenge": "c1", "hub.verify_token": "v-token"}
+    assert validation_answer(challenge, "v-token")[0] == 200
+    assert contract.check(client.get(hook, query_string=challenge), hook, "get") == {
+        "hub.challenge": "c1"
+    }
+    wrong = {**challenge, "hub.verify_token": "nope"}
+    assert contract.check(client.get(hook, query_string=wrong), hook, "get")["error"]
+    unset = make_app().test_client().get(hook, query_string=challenge)
+    assert contract.check(unset, hook, "get")["error"]["code"] == "not_configured"
+
+    rider = connect_rider(database, strava, 8803, activities=2)
+    [activity] = [a["id"] for a in strava.activities_of(8803)][:1]
+    import psycopg
+
+    with psycopg.connect(database) as conn:
+        save_push_subscription(
+            conn, subscription_id=77, callback_url="https://x/api/strava/webhook",
+            now=datetime.now(UTC),
+        )  # fmt: skip
+    body = {
+        "object_type": "activity", "object_id": activity, "aspect_type": "create",
+        "owner_id": 8803, "subscription_id": 77, "event_time": int(datetime.now(UTC).timestamp()),
+        "updates": {},
+    }  # fmt: skip
+    stored = contract.check(client.post(hook, json=body), hook, "post")
+    assert stored["stored"] is True and stored["processed"]["rider_id"] == rider
+    again = contract.check(client.post(hook, json=body), hook, "post")
+    assert again == {"stored": False, "ignored": "duplicate"}
+    pending = {**body, "aspect_type": "update", "updates": {"title": "x"}}
+    slow = make_app(strava_webhook_verify_token="v-token", webhook_inline_budget_s=0)
+    assert contract.check(slow.test_client().post(hook, json=pending), hook, "post")["stored"]
+    posted = contract.check(client.post(events, headers=cron_headers()), events, "post")
+    assert posted["processed"] == 1 and posted["items"][0]["reason"] == "unchanged"
+    got = contract.check(client.get(events, headers=cron_headers()), events, "get")
+    assert got["done"] is True
+    fleet = contract.check(client.get(STATUS, headers=cron_headers()), STATUS, "get")
+    assert fleet["webhooks"]["events_24h"]["received"] == 2
