@@ -265,7 +265,7 @@ def _caller_default_max_calls() -> int:
     return int(_on(caller)["workflow_call"]["inputs"]["max_calls"]["default"])
 
 
-STRAVA_ENDPOINTS = ("sync-strava", "discover", "enrich")
+STRAVA_ENDPOINTS = ("sync-strava", "discover", "enrich", "events")
 
 
 def read_workflows(directory: Path = WORKFLOWS) -> list[Workflow]:

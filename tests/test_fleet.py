@@ -62,7 +62,12 @@ def test_the_report_has_every_section_and_prints(fleet, tmp_path, monkeypatch):
     assert {"presses", "answered_with_new_rides", "refused"} <= set(report["sync_now"])
     assert set(report["requests"]["by_class"]) >= set(CLASSES)
     assert len(report["requests"]["per_day"]) == CONFIG.days
-    assert {s["endpoint"] for s in report["schedule"]} == {"sync-strava", "discover", "enrich"}
+    assert {s["endpoint"] for s in report["schedule"]} == {
+        "sync-strava",
+        "discover",
+        "enrich",
+        "events",
+    }
     text = render(report)
     for heading in ("Backfill", "Freshness", "Sync now", "Strava requests", "Wall time"):
         assert heading in text

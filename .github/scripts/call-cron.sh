@@ -12,7 +12,7 @@
 #   SERVICE_URL   base URL of the deployed service: https://..., or
 #                 http://localhost / http://127.0.0.1 / http://[::1] for local runs
 #   CRON_SECRET   the bearer secret (the service's CRON_SECRET)
-#   ENDPOINT      sync-strava | discover | enrich | weather
+#   ENDPOINT      sync-strava | discover | enrich | events | weather
 #   LIMIT         optional: riders (sync-strava, discover) or races (enrich)
 #                 per call, an integer from 1 to 500; empty = the service's default
 #   MAX_CALLS     optional: most calls in this run, 1 to 100 (default 20)
@@ -124,11 +124,19 @@ done
 
 endpoint=$(trim "${ENDPOINT:-}")
 case $endpoint in
-sync-strava | discover | enrich | weather) ;;
-*) reject "ENDPOINT must be one of: sync-strava, discover, enrich, weather." ;;
+sync-strava | discover | enrich | events | weather) ;;
+*) reject "ENDPOINT must be one of: sync-strava, discover, enrich, events, weather." ;;
 esac
 # What one unit of work is, for messages.
-if [[ $endpoint == enrich ]]; then unit=races; elif [[ $endpoint == weather ]]; then unit=activities; else unit=riders; fi
+if [[ $endpoint == enrich ]]; then
+  unit=races
+elif [[ $endpoint == weather ]]; then
+  unit=activities
+elif [[ $endpoint == events ]]; then
+  unit=objects
+else
+  unit=riders
+fi
 
 limit=$(trim "${LIMIT:-}")
 if [[ -n $limit ]] && ! is_int "$limit" 1 500; then
