@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 import click
-from flask import Flask
+from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from services.calls import Runtime
 from services.tokens import Rotation, rotate_token_key
@@ -32,6 +33,7 @@ def register_commands(app: Flask) -> None:
     show_default=True,
     help="Seconds to keep retrying rows a token refresh holds.",
 )
+@with_appcontext
 def rotate_token_key_command(batch_size: int, busy_wait_s: float) -> None:
     """Seal every rider's Strava tokens under TOKEN_ENCRYPTION_KEY.
 
@@ -39,8 +41,6 @@ def rotate_token_key_command(batch_size: int, busy_wait_s: float) -> None:
     tokens were sealed, are sealed again in batches; safe while cron calls run. Exits 1
     if any row could not be opened or stayed busy.
     """
-    from flask import current_app
-
     runtime: Runtime = current_app.extensions["strava_sync"]
     sealer = runtime.sealer
     old = [k for k in sealer.key_ids if k != sealer.current.id]

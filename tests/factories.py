@@ -77,7 +77,9 @@ def connect_rider(
     return rider_id
 
 
-def stored_tokens(database_url: str, rider_id: int | None = None) -> dict[str, Any]:
+def stored_tokens(
+    database_url: str, rider_id: int | None = None, *, sealer: Sealer = SEALER
+) -> dict[str, Any]:
     """A connection's tokens, opened with the session's key (the only rider's if no id):
     `access_token`, `refresh_token` and `expires_at`."""
     where, params = ("where rider_id = %s", (rider_id,)) if rider_id is not None else ("", ())
@@ -88,7 +90,7 @@ def stored_tokens(database_url: str, rider_id: int | None = None) -> dict[str, A
             params,
         ).fetchall()
     assert len(rows) == 1, f"expected one connection, found {len(rows)}"
-    tokens = open_tokens(SEALER, models.StoredTokens(**rows[0]))
+    tokens = open_tokens(sealer, models.StoredTokens(**rows[0]))
     return {
         "access_token": tokens.access_token,
         "refresh_token": tokens.refresh_token,
