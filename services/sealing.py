@@ -4,8 +4,8 @@ A stored token is `enc1:<key id>:<base64url(nonce || ciphertext || tag)>`. The k
 names the key that sealed it, so keys can be rotated: the current key seals, the old
 keys still open what they sealed until `flask --app api.index rotate-token-key` has
 re-sealed every row. A value without the `enc1:` prefix was stored before tokens were
-sealed (Strava's tokens are 40 hex digits, which never start so) and is read as it is,
-to be sealed on first use.
+sealed (Strava's tokens are letters and digits, 40 hex digits today, so never start
+so) and is read as it is, to be sealed on first use.
 
 Why AES-GCM rather than Fernet (both authenticated, both from `cryptography`): GCM
 takes associated data, and each seal binds its ciphertext to its row and column (the

@@ -423,3 +423,35 @@ def test_the_migration_takes_back_a_column_grant_made_by_mistake(database):
             conn.execute("set local role authenticated")
             conn.execute("select access_token from strava_connections")
         conn.rollback()
+
+
+def test_the_command_runs_from_the_deployed_entry_point(strava, database, tmp_path):
+    """`flask --app api.index rotate-token-key` in a clean process, configured as a
+    deployment is (DATABASE_URL and the keys in the environment)."""
+    import os
+    import subprocess
+    import sys
+
+    riders = [connect_rider(database, strava, 290 + i, sealer=Sealer(K1)) for i in range(3)]
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "api.index", "rotate-token-key"],
+        cwd=ROOT,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "PYTHON_DOTENV_DISABLED": "1",
+            "DATABASE_URL": database,
+            "TOKEN_ENCRYPTION_KEY": TOKEN_KEY.text(),
+            "TOKEN_ENCRYPTION_OLD_KEYS": K1.text(),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sealed anew from key 'k1': 3" in result.stdout
+    assert result.stdout.splitlines()[-1] == "done: every row is under 'test'"
+    assert key_ids(database) == ["test"]
+    assert all(stored_tokens(database, r)["refresh_token"] for r in riders)
+    for text in [*TOKEN_KEY.secret_texts(), *K1.secret_texts()]:
+        assert text not in result.stdout + result.stderr
