@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from cli import register_commands
-from config import load_settings
+from commands import register_commands
+from config import load_settings, token_sealer
 from db import Database, database_password, resolve_database_url
 from logging_setup import configure_logging
 from routes import register_blueprints
 from routes.errors import register_error_handlers
 from services.calls import Runtime
 from services.rider_auth import TokenVerifier
+
+log = logging.getLogger(__name__)
 
 # The service takes tiny JSON bodies (`{"limit": 50}`); anything larger is refused with 413
 # `payload_too_large` before a route runs.
@@ -34,21 +37,25 @@ def create_app(
 ) -> Flask:
     """Build the app from defaults, then `.env` and the environment, then `overrides`."""
     settings = load_settings(environ, overrides)
-    configure_logging(
-        secrets=[
-            settings.cron_secret,
-            settings.strava_client_secret,
-            settings.supabase_jwt_secret,
-            settings.strava_webhook_verify_token,
-            database_password(settings.database_url),
-        ]
-    )
+    secrets = [
+        settings.cron_secret,
+        settings.strava_client_secret,
+        settings.supabase_jwt_secret,
+        settings.strava_webhook_verify_token,
+        database_password(settings.database_url),
+    ]
+    configure_logging(secrets=secrets)
+    database_url = resolve_database_url(settings)  # first: on Vercel it names DATABASE_URL
+    sealer, made_key = token_sealer(settings)
+    configure_logging(secrets=[*secrets, *sealer.secret_texts()])  # the keys, local one too
+    if made_key is not None:
+        log.info("made a token key for local runs", extra={"path": str(made_key.resolve())})
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.before_request(_bounded_body)
-    db = Database(resolve_database_url(settings), max_size=settings.sync_workers + 4)
-    app.extensions["strava_sync"] = Runtime(settings=settings, db=db)
+    db = Database(database_url, max_size=settings.sync_workers + 4)
+    app.extensions["strava_sync"] = Runtime(settings=settings, db=db, sealer=sealer)
     # One verifier per app, so the JWKS cache lives across requests.
     app.extensions["rider_tokens"] = TokenVerifier.from_settings(settings)
     register_blueprints(app)

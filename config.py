@@ -14,6 +14,8 @@ from typing import Any
 from dotenv.main import resolve_variables
 from dotenv.parser import parse_stream
 
+from services.sealing import Sealer, TokenKey, local_key, parse_key, parse_keys
+
 
 class ConfigError(ValueError):
     """A configuration variable is missing or malformed; the message names it."""
@@ -57,6 +59,9 @@ class Settings:
     webhook_max_attempts: int = 5
     data_dir: str = ".data"
     on_vercel: bool = False
+    # The key that seals riders' Strava tokens, and old keys still read (services/sealing.py).
+    token_encryption_key: TokenKey | None = None
+    token_encryption_old_keys: tuple[TokenKey, ...] = ()
 
     def redacted(self) -> dict[str, Any]:
         """The settings with every secret masked, safe to log."""
@@ -66,6 +71,8 @@ class Settings:
             "supabase_jwt_secret",
             "database_url",
             "strava_webhook_verify_token",
+            "token_encryption_key",
+            "token_encryption_old_keys",
         }
         return {
             f.name: ("***" if f.name in secret and getattr(self, f.name) else getattr(self, f.name))
@@ -192,6 +199,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WEBHOOK_INLINE_BUDGET_S": ("webhook_inline_budget_s", Number(float, 0, 1.5)),
     "WEBHOOK_MAX_ATTEMPTS": ("webhook_max_attempts", Number(int, 1, 20)),
     "DATA_DIR": ("data_dir", _text),
+    # `<key id>:<32 bytes in base64>`; the old keys comma-separated (services/sealing.py).
+    "TOKEN_ENCRYPTION_KEY": ("token_encryption_key", parse_key),
+    "TOKEN_ENCRYPTION_OLD_KEYS": ("token_encryption_old_keys", parse_keys),
 }
 
 
@@ -271,6 +281,7 @@ def load_settings(
             raise ConfigError(f"{name} is invalid: {exc}") from None
         given[name] = raw
     _check_lease(values, given)
+    _check_key_ids(values.get("token_encryption_key"), values.get("token_encryption_old_keys", ()))
     values["on_vercel"] = bool(environ.get("VERCEL"))
     settings = Settings(**values)
     if overrides:
@@ -286,4 +297,54 @@ def load_settings(
                 except ValueError as exc:
                     raise ConfigError(f"override {field} is invalid: {exc}") from None
         settings = replace(settings, **overrides)
+        _check_key_overrides(settings)
     return settings
+
+
+def _check_key_ids(current: TokenKey | None, old: tuple[TokenKey, ...]) -> None:
+    if current is not None and any(k.id == current.id for k in old):
+        raise ConfigError(
+            f"TOKEN_ENCRYPTION_OLD_KEYS is invalid: key id {current.id!r} is also "
+            "TOKEN_ENCRYPTION_KEY's; give each key its own id"
+        )
+
+
+def _check_key_overrides(settings: Settings) -> None:
+    current, old = settings.token_encryption_key, settings.token_encryption_old_keys
+    if current is not None and not isinstance(current, TokenKey):
+        raise ConfigError("override token_encryption_key is invalid: must be a TokenKey")
+    if not isinstance(old, tuple) or not all(isinstance(k, TokenKey) for k in old):
+        raise ConfigError("override token_encryption_old_keys is invalid: must be TokenKeys")
+    _check_key_ids(current, old)
+
+
+def token_sealer(settings: Settings) -> tuple[Sealer, Path | None]:
+    """The Sealer of riders' tokens, and the key file if one was just made for a local run.
+
+    TOKEN_ENCRYPTION_KEY is required on Vercel and wherever DATABASE_URL is set: a key
+    made on this machine would seal a shared database's tokens under a key no other host
+    has (and `rotate-token-key` run so would lock the deployment out of every token). Only
+    with the embedded Postgres of local runs is a key made under DATA_DIR, once.
+    """
+    current = settings.token_encryption_key
+    made: Path | None = None
+    if current is None:
+        if settings.on_vercel or settings.database_url:
+            where = "on Vercel" if settings.on_vercel else "with DATABASE_URL set"
+            raise ConfigError(
+                f"TOKEN_ENCRYPTION_KEY is not set, and {where} it is required: it seals "
+                "riders' Strava tokens in the database. Make one with\n"
+                "  python3 -c \"import base64, os; print('k1:' + "
+                'base64.urlsafe_b64encode(os.urandom(32)).decode())"\n'
+                "and set it in the host's environment (README: Deploying, step 3). Only "
+                "local runs on the embedded Postgres make their own key."
+            )
+        try:
+            current, created = local_key(settings.data_dir)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"TOKEN_ENCRYPTION_KEY is not set and the local key failed: {exc}"
+            ) from None
+        if created:
+            made = Path(settings.data_dir) / "token-key"
+    return Sealer(current, settings.token_encryption_old_keys), made

@@ -21,7 +21,8 @@ _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
 # `postcode`, `zipcode` or `status_code` are not the field `code`.
 _TOKEN_FIELD = re.compile(
     r"""(?ix)
-    (?P<key>\b(?:access_token|refresh_token|client_secret|code)\b
+    (?P<key>\b(?:access_token|refresh_token|client_secret|code
+              |token_encryption_key|token_encryption_old_keys)\b
         (?:\\?["'])?\s*[:=]\s*)
     (?P<value>
         \\"(?:(?!\\").)*\\"       # \"...\"
@@ -31,10 +32,21 @@ _TOKEN_FIELD = re.compile(
     )
     """
 )
+# A token sealed by services/sealing.py (enc1:<key id>:<ciphertext>): the key id stays,
+# the ciphertext goes (a leaked ciphertext is one step from a leaked token).
+_SEALED = re.compile(r"\b(enc1:[A-Za-z0-9._-]{1,32}:)[A-Za-z0-9_-]+")
 # The password of a URL such as postgresql://user:password@host/db.
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/:@\s]*:)[^/@\s]+@")
 # Dict keys (and `extra=` names) whose value is masked whatever it looks like.
-_SECRET_KEYS = {"access_token", "refresh_token", "client_secret", "code", "authorization"}
+_SECRET_KEYS = {
+    "access_token",
+    "refresh_token",
+    "client_secret",
+    "code",
+    "authorization",
+    "token_encryption_key",
+    "token_encryption_old_keys",
+}
 _MAX_DEPTH = 8
 
 
@@ -50,7 +62,8 @@ def _masked_value(match: re.Match[str]) -> str:
 
 
 class RedactingJsonFormatter(logging.Formatter):
-    """Format records as JSON, masking bearer tokens, token fields and known secrets.
+    """Format records as JSON, masking bearer tokens, token fields, sealed tokens and known
+    secrets (the token keys among them).
 
     The code never logs a token; this is the safety net for a message that slips one in.
     Every string of the entry (message, exception, each `extra=` value, nested in dicts
@@ -73,6 +86,7 @@ class RedactingJsonFormatter(logging.Formatter):
             text = text.replace(secret, _MASK)
         text = _BEARER.sub(r"\1" + _MASK, text)
         text = _TOKEN_FIELD.sub(_masked_value, text)
+        text = _SEALED.sub(r"\1" + _MASK, text)
         return _URL_PASSWORD.sub(r"\1" + _MASK + "@", text)
 
     def clean(self, value: Any, depth: int = 0) -> Any:

@@ -31,6 +31,7 @@ from bench.support import (
     CLIENT_ID,
     CLIENT_SECRET,
     CRON_SECRET,
+    SEALER,
     bench_settings,
     table,
     temporary_database,
@@ -84,7 +85,9 @@ def connect(
     )
     scope = "read,activity:read_all" if read_all else "read,activity:read"
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        connect_athlete(conn, fake, athlete, name=f"Bench rider {athlete}", scope=scope)
+        connect_athlete(
+            conn, fake, athlete, sealer=SEALER, name=f"Bench rider {athlete}", scope=scope
+        )
 
 
 def build_app(database_url: str, server: ServedFake, **overrides: Any) -> Flask:

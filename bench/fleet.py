@@ -71,6 +71,7 @@ from bench.support import (
     CLIENT_SECRET,
     CRON_SECRET,
     ROOT,
+    SEALER,
     bench_settings,
     table,
     temporary_database,
@@ -257,7 +258,12 @@ class Simulation:
             for rider in self.riders:
                 scope = "read,activity:read_all" if rider.read_all else "read,activity:read"
                 rider.rider_id = connect_athlete(
-                    conn, self.fake, rider.athlete_id, name=f"Rider {rider.index}", scope=scope
+                    conn,
+                    self.fake,
+                    rider.athlete_id,
+                    sealer=SEALER,
+                    name=f"Rider {rider.index}",
+                    scope=scope,
                 )
                 user = uuid.UUID(int=self.rng.getrandbits(128), version=4)
                 conn.execute(

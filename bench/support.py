@@ -16,10 +16,14 @@ import psycopg
 from psycopg import sql
 
 import db as dbmod
+from services.sealing import Sealer, new_key
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-client-secret"
 CRON_SECRET = "bench-cron-secret"
+# The key that seals the riders' tokens of this run (the apps' and the seeding's).
+TOKEN_KEY = new_key("bench")
+SEALER = Sealer(TOKEN_KEY)
 
 
 @contextlib.contextmanager
@@ -50,6 +54,7 @@ def bench_settings(database_url: str, api_url: str, oauth_url: str, **overrides:
         "strava_client_secret": CLIENT_SECRET,
         "strava_api_url": api_url,
         "strava_oauth_url": oauth_url,
+        "token_encryption_key": TOKEN_KEY,
         **overrides,
     }
 

@@ -27,6 +27,7 @@ from bench.support import (
     CLIENT_ID,
     CLIENT_SECRET,
     CRON_SECRET,
+    SEALER,
     LatencyProxy,
     bench_settings,
     table,
@@ -58,7 +59,7 @@ def connect_fleet(database_url: str, fake: FakeStrava, riders: int) -> None:
                     seed=i,
                 ),
             )
-            connect_athlete(conn, fake, athlete, name=f"Bench rider {i}")
+            connect_athlete(conn, fake, athlete, sealer=SEALER, name=f"Bench rider {i}")
 
 
 def one_call(database_url: str, server, workers: int) -> dict:

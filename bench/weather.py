@@ -18,14 +18,18 @@ from psycopg.rows import dict_row
 
 import models
 from app_factory import create_app
-from bench.support import CRON_SECRET, table, temporary_database
+from bench.support import CRON_SECRET, TOKEN_KEY, table, temporary_database
 from fake_strava import make_activity
 from fake_weather import FakeWeather, serve
 from services.activities import page_rows
 
 WEATHER_LATENCY_S = 0.2
 NOW = datetime.now(UTC)
-SETTINGS: dict[str, Any] = {"cron_secret": CRON_SECRET, "cron_time_budget_s": 8.0}
+SETTINGS: dict[str, Any] = {
+    "cron_secret": CRON_SECRET,
+    "cron_time_budget_s": 8.0,
+    "token_encryption_key": TOKEN_KEY,
+}
 
 
 def riders(database: str, n: int) -> list[int]:

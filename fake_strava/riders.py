@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import models
 from fake_strava.server import FakeStrava
+from services.sealing import Sealer
+from services.tokens import seal_tokens
 
 
 def connect_athlete(
@@ -14,6 +16,7 @@ def connect_athlete(
     fake: FakeStrava,
     athlete_id: int,
     *,
+    sealer: Sealer,
     name: str,
     scope: str = "read,activity:read_all",
     expires_in: int | None = None,
@@ -21,16 +24,17 @@ def connect_athlete(
 ) -> int:
     """Grant the athlete's tokens on the fake and store them for a new rider, connected
     at `now` (by default the fake's clock, which a simulation shares with the service);
-    its id."""
+    its id. The tokens are sealed with `sealer`, as the service's own would be."""
     now = now or fake.now()
     tokens = fake.issue_tokens(athlete_id, scope=scope, expires_in=expires_in)
     rider_id = models.create_rider(conn, name=name, created_at=now)
+    access, refresh = seal_tokens(sealer, rider_id, tokens["access_token"], tokens["refresh_token"])
     models.save_connection(
         conn,
         rider_id=rider_id,
         athlete_id=athlete_id,
-        access_token=tokens["access_token"],
-        refresh_token=tokens["refresh_token"],
+        access_sealed=access,
+        refresh_sealed=refresh,
         expires_at=datetime.fromtimestamp(tokens["expires_at"], UTC),
         scope=scope,
         now=now,

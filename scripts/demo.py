@@ -42,6 +42,7 @@ import db as dbmod
 from app_factory import create_app
 from fake_strava import FakeStrava, make_activities, serve
 from fake_strava.riders import connect_athlete
+from services.sealing import Sealer, local_key
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where the embedded Postgres lives, as for the tests and `python3 dev.py stop`.
@@ -90,7 +91,7 @@ def fresh_database() -> str:
     return psycopg.conninfo.make_conninfo(server, dbname=DEMO_DB)
 
 
-def seed(fake: FakeStrava, database_url: str) -> dict[int, DemoRider]:
+def seed(fake: FakeStrava, database_url: str, sealer: Sealer) -> dict[int, DemoRider]:
     """Put the demo riders on the fake Strava and connect them, as the OAuth flow would."""
     now = datetime.now(UTC)
     dbmod.migrate(database_url)
@@ -125,6 +126,7 @@ def seed(fake: FakeStrava, database_url: str) -> dict[int, DemoRider]:
                 conn,
                 fake,
                 rider.athlete_id,
+                sealer=sealer,
                 name=rider.name,
                 scope=rider.scope,
                 expires_in=rider.token_expires_in,
@@ -379,7 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         read_limit_15min=600,
         read_limit_daily=6000,
     )
-    riders = seed(fake, database_url)
+    # The tokens' key of local runs, made once under the data dir (as the service makes it).
+    token_key, _ = local_key(DATA_DIR)
+    sealer = Sealer(token_key)
+    riders = seed(fake, database_url, sealer)
     print(
         f"Fake Strava with {len(riders)} demo riders and "
         f"{sum(r.history + r.recent for r in RIDERS)} activities, answering in "
@@ -401,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                 "supabase_jwt_secret": jwt_secret,
                 "allowed_origins": (club.url,),
                 "app_return_url": club.url + "/",
+                "token_encryption_key": token_key,
             },
             environ={},
         )
@@ -411,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         file_handler = logging.FileHandler(log_file, mode="w")
         from logging_setup import RedactingJsonFormatter
 
-        file_handler.setFormatter(RedactingJsonFormatter([cron_secret, CLIENT_SECRET]))
+        secrets_shown = [cron_secret, CLIENT_SECRET, *sealer.secret_texts()]
+        file_handler.setFormatter(RedactingJsonFormatter(secrets_shown))
         root.addHandler(file_handler)
         served = ServedApp(app)
         print(f"Service on {served.url}; its log: {shown(log_file)}\n", flush=True)

@@ -18,6 +18,7 @@ from services.budget import RateBudget
 from services.clock import Clock, Timer, monotonic, utcnow
 from services.errors import NotConnected
 from services.schedule import WorkClass
+from services.sealing import Sealer
 from services.strava import (
     ApplicationBlocked,
     ApplicationInactive,
@@ -71,7 +72,8 @@ class LeaseLost(Exception):
 
 @dataclass(frozen=True)
 class Runtime:
-    """What the app builds once: settings, the database, a clock and a timer.
+    """What the app builds once: settings, the database, the token sealer, a clock and a
+    timer.
 
     The clock is the service's only "now" (every decision, in Python and in SQL); the
     timer (monotonic seconds) only measures time budgets within a call. A simulation
@@ -80,6 +82,7 @@ class Runtime:
 
     settings: Settings
     db: Database
+    sealer: Sealer
     clock: Clock = utcnow
     timer: Timer = monotonic
 
@@ -151,7 +154,7 @@ class Call:
             clock=runtime.clock,
             timer=runtime.timer,
         )
-        self.tokens = TokenKeeper(runtime.db, self.strava, runtime.clock)
+        self.tokens = TokenKeeper(runtime.db, self.strava, runtime.clock, runtime.sealer)
         self.stopped_by: StravaError | None = None
         self._stop = threading.Event()
 

@@ -33,7 +33,7 @@ from services.strava import (
     StravaError,
     TokenRejected,
 )
-from services.tokens import NeedsReauth
+from services.tokens import NeedsReauth, seal_tokens
 
 log = logging.getLogger(__name__)
 
@@ -260,11 +260,14 @@ def _store(
             if owner is not None and owner != rider_id:
                 # The exchange made a new grant for that athlete; keep the existing link on
                 # the newest tokens so it goes on working, and refuse the second link.
+                access, refresh = seal_tokens(
+                    runtime.sealer, owner, grant.access_token, grant.refresh_token
+                )
                 models.replace_grant(
                     conn,
                     rider_id=owner,
-                    access_token=grant.access_token,
-                    refresh_token=grant.refresh_token,
+                    access_sealed=access,
+                    refresh_sealed=refresh,
                     expires_at=grant.expires_at,
                     scope=scope,
                     now=now,
@@ -277,12 +280,15 @@ def _store(
                     # Another Strava account replaces the old one: its activities would
                     # never be synced or deleted again.
                     models.delete_rider_activities(conn, rider_id=rider_id)
+                access, refresh = seal_tokens(
+                    runtime.sealer, rider_id, grant.access_token, grant.refresh_token
+                )
                 models.save_connection(
                     conn,
                     rider_id=rider_id,
                     athlete_id=athlete_id,
-                    access_token=grant.access_token,
-                    refresh_token=grant.refresh_token,
+                    access_sealed=access,
+                    refresh_sealed=refresh,
                     expires_at=grant.expires_at,
                     scope=scope,
                     now=now,

@@ -23,6 +23,7 @@ from psycopg import sql
 import db as dbmod
 from app_factory import create_app
 from fake_strava import FakeStrava
+from services.sealing import Sealer, new_key
 
 ROOT = Path(__file__).resolve().parent.parent
 API_URL = "https://www.strava.com/api/v3"
@@ -30,6 +31,10 @@ OAUTH_URL = "https://www.strava.com/oauth"
 CRON_SECRET = "test-cron-secret-4f1c2a9e"
 CLIENT_ID = "1234"
 CLIENT_SECRET = "test-client-secret-77d0e"
+# The key sealing riders' tokens in this session: the apps' (settings_for) and the
+# seeding's (factories.connect_rider), so both read what the other wrote.
+TOKEN_KEY = new_key("test")
+SEALER = Sealer(TOKEN_KEY)
 
 TABLES = ["activities", "strava_connections", "riders", "cron_runs"]
 
@@ -93,6 +98,7 @@ def settings_for(database: str, **overrides: Any) -> dict[str, Any]:
         "strava_api_url": API_URL,
         "strava_oauth_url": OAUTH_URL,
         "cron_time_budget_s": 8.0,
+        "token_encryption_key": TOKEN_KEY,
         **overrides,
     }
 

@@ -10,8 +10,12 @@ from typing import Any
 import jwt
 import psycopg
 
+import models
 from fake_strava import FakeStrava, make_activities
 from fake_strava.riders import connect_athlete
+from services.sealing import Sealer
+from services.tokens import open_tokens
+from tests.conftest import SEALER
 
 
 def connect_rider(
@@ -29,13 +33,15 @@ def connect_rider(
     history_complete: bool = True,
     private_fraction: float = 0.0,
     seed: int | None = None,
+    sealer: Sealer | None = None,
     **activity_options: Any,
 ) -> int:
     """A rider in the database connected to `athlete_id` on the fake, with `activities`
     activities there (not yet synced). Returns the rider id.
 
     By default the history counts as discovered (so discover leaves it alone) and the
-    sync cursor is the connection time, as for a rider who just connected.
+    sync cursor is the connection time, as for a rider who just connected. The tokens are
+    sealed with `sealer`, by default the session's (conftest.SEALER, the apps' own).
     """
     fake.add_athlete(athlete_id)
     now = fake.now()  # the fake's clock, which a test may share with the service
@@ -57,6 +63,7 @@ def connect_rider(
             conn,
             fake,
             athlete_id,
+            sealer=sealer or SEALER,
             name=name or f"Rider {athlete_id}",
             scope=scope,
             expires_in=expires_in,
@@ -68,6 +75,27 @@ def connect_rider(
             (sync_cursor, history_complete, now, rider_id),
         )
     return rider_id
+
+
+def stored_tokens(
+    database_url: str, rider_id: int | None = None, *, sealer: Sealer = SEALER
+) -> dict[str, Any]:
+    """A connection's tokens, opened with the session's key (the only rider's if no id):
+    `access_token`, `refresh_token` and `expires_at`."""
+    where, params = ("where rider_id = %s", (rider_id,)) if rider_id is not None else ("", ())
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
+        rows = conn.execute(
+            "select rider_id, access_token, refresh_token, expires_at, status"
+            f" from strava_connections {where}",
+            params,
+        ).fetchall()
+    assert len(rows) == 1, f"expected one connection, found {len(rows)}"
+    tokens = open_tokens(sealer, models.StoredTokens(**rows[0]))
+    return {
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "expires_at": tokens.expires_at,
+    }
 
 
 def query(database_url: str, sql: str, *params: Any) -> list[dict[str, Any]]:

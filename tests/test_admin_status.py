@@ -11,7 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.conftest import cron_headers
-from tests.factories import connect_rider, execute, query
+from tests.factories import connect_rider, execute, query, stored_tokens
 
 STATUS = "/api/admin/status"
 
@@ -467,11 +467,13 @@ def test_one_rider_in_full(client, database, fleet):
     assert owner["races"]["waiting"] == 7 and owner["activities"]["total"] == 16
     assert owner["rider"]["eddington"] == {"miles": None, "km": None, "updated_at": None}
     assert len(owner["runs"]) == 4  # three sync-strava runs (one two days old), one enrich
-    tokens = query(database, "select access_token, refresh_token from strava_connections")
+    sealed = query(database, "select access_token, refresh_token from strava_connections")
+    tokens = [*sealed, stored_tokens(database, rider)]  # as stored, and opened
     text = client.get(STATUS, query_string={"rider_id": rider}, headers=cron_headers()).get_data(
         as_text=True
     )
     assert not any(t["access_token"] in text or t["refresh_token"] in text for t in tokens)
+    assert "enc1:" not in text
     unconnected = status(client, rider_id=fleet["no_connection"])
     assert unconnected["connection"] is None and "sync" not in unconnected
 

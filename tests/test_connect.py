@@ -19,7 +19,7 @@ from services.connect import (
     state_key,
 )
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
-from tests.factories import connect_rider, execute, query
+from tests.factories import connect_rider, execute, query, stored_tokens
 
 # Fixtures: keys, issuer, web (fake Strava + JWKS over HTTP), auth_settings, rider_app,
 # rider_client.
@@ -62,8 +62,14 @@ def callback(client, state, *, code=None, scope="read,activity:read_all", error=
 
 
 def connection(database, athlete_id):
+    """The athlete's connection row, its tokens opened (and checked to be stored sealed)."""
     rows = query(database, "select * from strava_connections where athlete_id = %s", athlete_id)
-    return rows[0] if rows else None
+    if not rows:
+        return None
+    row = rows[0]
+    assert row["access_token"].startswith("enc1:test:")
+    assert row["refresh_token"].startswith("enc1:test:")
+    return {**row, **stored_tokens(database, row["rider_id"])}
 
 
 def test_connect_end_to_end(client, web, issuer, database):

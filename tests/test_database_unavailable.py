@@ -22,7 +22,7 @@ import yaml
 
 import db as dbmod
 from app_factory import create_app
-from tests.conftest import CRON_SECRET, cron_headers
+from tests.conftest import CRON_SECRET, TOKEN_KEY, cron_headers
 from tests.factories import hs256_rider_headers
 
 PASSWORD = "pw-7e1b9c0d-not-in-any-answer"
@@ -100,6 +100,7 @@ def app_on(port: int) -> Any:
             "database_url": f"postgresql://u:{PASSWORD}@127.0.0.1:{port}/x",
             "cron_secret": CRON_SECRET,
             "supabase_jwt_secret": JWT_SECRET,
+            "token_encryption_key": TOKEN_KEY,
         },
         environ={},
     )

@@ -9,8 +9,15 @@ import pytest
 import responses
 
 from fake_strava import FakeStrava, make_activities
-from tests.conftest import API_URL, CLIENT_ID, CLIENT_SECRET, OAUTH_URL, cron_headers
-from tests.factories import connect_rider, execute, query, riders_held_or_backing_off
+from services.tokens import seal_tokens
+from tests.conftest import API_URL, CLIENT_ID, CLIENT_SECRET, OAUTH_URL, SEALER, cron_headers
+from tests.factories import (
+    connect_rider,
+    execute,
+    query,
+    riders_held_or_backing_off,
+    stored_tokens,
+)
 
 SYNC = "/api/cron/sync-strava"
 LIST = "/athlete/activities"
@@ -136,17 +143,13 @@ def test_races_are_classified_and_marked_pending(client, strava, database):
 
 def test_expired_token_is_refreshed_once_and_rotated_token_stored(client, strava, database):
     rider = connect_rider(database, strava, 105, activities=3, expires_in=60)
-    old_refresh = query(database, "select refresh_token from strava_connections")[0][
-        "refresh_token"
-    ]
+    old_refresh = stored_tokens(database)["refresh_token"]
     assert sync(client)["succeeded"] == 1
     assert strava.refresh_count(105) == 1
-    row = query(
-        database,
-        "select refresh_token, expires_at from strava_connections where rider_id = %s",
-        rider,
-    )[0]
+    row = stored_tokens(database, rider)
     assert row["refresh_token"] == strava.current_refresh_token(105) != old_refresh
+    sealed = query(database, "select access_token, refresh_token from strava_connections")[0]
+    assert all(v.startswith("enc1:test:") for v in sealed.values())  # stored sealed
     assert row["expires_at"] > datetime.now(UTC) + timedelta(hours=5)
 
 
@@ -185,8 +188,7 @@ def test_two_calls_refreshing_one_rider_end_with_one_refresh(make_app, strava, d
     assert not errors
     assert strava.refresh_count(107) == 1
     assert len(set(tokens)) == 1
-    stored_token = query(database, "select access_token from strava_connections")[0]["access_token"]
-    assert tokens[0] == stored_token
+    assert tokens[0] == stored_tokens(database)["access_token"]
     assert sync(make_app().test_client())["succeeded"] == 1  # and the token works
 
 
@@ -215,7 +217,7 @@ def test_invalid_grant_after_a_rotation_elsewhere_rereads_the_row(client, strava
     # another process refreshes first and stores the new tokens, without our lock
     import requests as http
 
-    old = query(database, "select refresh_token from strava_connections")[0]["refresh_token"]
+    old = stored_tokens(database)["refresh_token"]
     fresh = http.post(
         f"{OAUTH_URL}/token",
         data={
@@ -232,12 +234,13 @@ def test_invalid_grant_after_a_rotation_elsewhere_rereads_the_row(client, strava
     runtime = client.application.extensions["strava_sync"]
     call = Call(runtime, kind="sync-strava")
     # the row is updated by the other process just after our read of the old token
+    access, refresh = seal_tokens(SEALER, rider, fresh["access_token"], fresh["refresh_token"])
     execute(
         database,
         "update strava_connections set refresh_token = %s, access_token = %s,"
         " expires_at = to_timestamp(%s) where rider_id = %s",
-        fresh["refresh_token"],
-        fresh["access_token"],
+        refresh,
+        access,
         fresh["expires_at"],
         rider,
     )
@@ -248,9 +251,7 @@ def test_invalid_grant_after_a_rotation_elsewhere_rereads_the_row(client, strava
         call.close()
     # our refresh used the stored (rotated) token, so it worked: still active
     assert query(database, "select status from strava_connections")[0]["status"] == "active"
-    assert (
-        token == query(database, "select access_token from strava_connections")[0]["access_token"]
-    )
+    assert token == stored_tokens(database)["access_token"]
 
 
 def test_a_429_stops_the_call_and_the_next_call_sends_nothing(make_app, database):

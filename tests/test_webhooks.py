@@ -17,7 +17,7 @@ from fake_strava import FakeStrava, serve
 from fake_strava.data import make_activities
 from fake_strava.serve import ServedApp, serve_app
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, CRON_SECRET, cron_headers
-from tests.factories import connect_rider, execute, query
+from tests.factories import connect_rider, execute, query, stored_tokens
 
 VERIFY = "verify-token-3b9e1c"
 HOOK = "/api/strava/webhook"
@@ -413,7 +413,7 @@ def test_no_secret_in_any_answer_or_log(world, caplog):
         world.drain()
         status = world.client.get("/api/admin/status", headers=cron_headers())
         shown = world.cli("show")
-    tokens = query(world.database, "select access_token, refresh_token from strava_connections")[0]
+    tokens = stored_tokens(world.database)
     texts = [status.get_data(as_text=True), shown.output, caplog.text]
     for secret in (
         VERIFY,
