@@ -193,7 +193,7 @@ def health(
     """Healthy while the subscription exists at Strava and events arrived within
     `silence_s` (a new subscription has that long for its first event)."""
     if subscription is None:
-        return Health(False, "no push subscription: riders are polled at the normal cadence")
+        return Health(False, "no push subscription: polling at the normal cadence")
     if subscription.missing_since is not None:
         return Health(
             False,

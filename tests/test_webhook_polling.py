@@ -1,0 +1,149 @@
+"""Polling steps back while webhooks work, on virtual time: days of a small club with
+the workflows' schedule (events every 5 minutes, sync-strava hourly), events lost at
+5%; the daily safety-net poll still brings every rider to Strava's state, and when
+events stop, polling resumes its cadence and the status says why."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import responses
+
+from fake_strava import FakeStrava, make_activities
+from tests.conftest import API_URL, CLIENT_ID, CLIENT_SECRET, OAUTH_URL, cron_headers
+from tests.factories import connect_rider, query
+from tests.test_one_clock import START, VirtualClock, on_virtual_time
+
+HOOK = "/api/strava/webhook"
+RIDERS = 8
+LIST = "/athlete/activities"
+
+
+@pytest.fixture
+def club(make_app, database):
+    clock = VirtualClock(START)
+    fake = FakeStrava(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, clock=clock.time, seed=3)
+    app = make_app(
+        strava_webhook_verify_token="verify-me",
+        public_base_url="https://sync.club.example",
+        sync_min_interval_s=1800,
+    )
+    client = on_virtual_time(app, clock).test_client()
+
+    def validate(url: str) -> tuple[int, Any]:
+        answer = client.get(url.removeprefix("https://sync.club.example"))
+        return answer.status_code, answer.get_json()
+
+    fake.push.validator = validate
+    fake.push.transport = lambda url, event: client.post(HOOK, json=event).status_code
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake.install(rsps, api_url=API_URL, oauth_url=OAUTH_URL)
+        riders = {
+            athlete: connect_rider(database, fake, athlete, activities=5)
+            for athlete in range(9101, 9101 + RIDERS)
+        }
+        result = app.test_cli_runner().invoke(args=["strava-webhook", "create"])
+        assert result.exit_code == 0, result.output
+        yield Club(clock, fake, client, riders, database)
+
+
+class Club:
+    def __init__(self, clock, fake, client, riders, database) -> None:
+        self.clock, self.fake, self.client = clock, fake, client
+        self.riders, self.database = riders, database
+        self.rng = random.Random(11)
+        self.next_id = 7_000_000
+
+    def cron(self, kind: str) -> dict[str, Any]:
+        while True:
+            answer = self.client.post(f"/api/cron/{kind}", headers=cron_headers())
+            assert answer.status_code == 200, answer.get_data(as_text=True)
+            if answer.get_json()["done"]:
+                return answer.get_json()
+
+    def upload(self, athlete: int) -> None:
+        now = self.clock.now()
+        self.next_id += 1
+        [ride] = make_activities(
+            athlete, 1, start=now - timedelta(hours=2), end=now - timedelta(hours=1),
+            first_id=self.next_id, seed=self.next_id,
+        )  # fmt: skip
+        self.fake.add_activities(athlete, [ride])
+
+    def live(self, hours: int, *, uploads_per_hour: float, only: int | None = None) -> None:
+        """Hours of the club in 5-minute steps: uploads at random (by anyone, or `only`
+        one rider), deliveries as they fall due, the events workflow every 5 minutes,
+        sync-strava hourly."""
+        for step in range(hours * 12):
+            if self.rng.random() < uploads_per_hour / 12:
+                self.upload(only or self.rng.choice(list(self.riders)))
+            self.fake.push.deliver_due()
+            self.cron("events")
+            if step % 12 == 3:
+                self.cron("sync-strava")
+            self.clock.advance(minutes=5)
+
+    def stored(self, athlete: int) -> set[int]:
+        rows = query(
+            self.database,
+            "select strava_id from activities where rider_id = %s",
+            self.riders[athlete],
+        )
+        return {r["strava_id"] for r in rows}
+
+    def status(self) -> dict[str, Any]:
+        return self.client.get("/api/admin/status", headers=cron_headers()).get_json()
+
+
+def test_the_daily_safety_net_brings_every_rider_to_stravas_state_with_events_lost(club):
+    club.cron("sync-strava")  # everyone's first listing
+    club.fake.push.loss = 0.05
+    club.fake.reset_log()
+    club.live(48, uploads_per_hour=2)
+    log = club.fake.push.log
+    assert log.lost >= 2, "the seed must lose some events for this test to mean anything"
+    missed = sum(
+        len({a["id"] for a in club.fake.activities_of(athlete)} - club.stored(athlete))
+        for athlete in club.riders
+    )
+    # A day more, events still arriving (one rider riding): every rider's daily poll.
+    club.fake.push.loss = 0.0
+    club.live(25, uploads_per_hour=1, only=next(iter(club.riders)))
+    for athlete in club.riders:
+        assert club.stored(athlete) == {a["id"] for a in club.fake.activities_of(athlete)}
+    listings = club.fake.count(path_contains=LIST)
+    # About one safety-net listing per rider per day over the 73 hours, not the busy
+    # riders' several polls a day.
+    assert listings <= RIDERS * 4, (listings, missed)
+    fetches = club.fake.count(path_contains="/activities/")
+    assert fetches <= log.emitted  # about one request per delivered event, none per poll
+    reasons = {
+        r["poll_reason"] for r in query(club.database, "select poll_reason from strava_connections")
+    }
+    assert all("safety net" in reason for reason in reasons)
+    status = club.status()["webhooks"]
+    assert status["healthy"] is True
+    assert status["events_24h"]["processed"] >= 1
+    assert status["lag_s"]["p95"] is not None and status["lag_s"]["p95"] <= 600
+
+
+def test_when_events_stop_polling_resumes_its_cadence_and_the_status_says_why(club):
+    club.cron("sync-strava")
+    club.live(6, uploads_per_hour=3)
+    assert club.status()["webhooks"]["healthy"] is True
+    club.fake.push.loss = 1.0  # the subscription silently stops delivering
+    club.live(14, uploads_per_hour=3)
+    webhooks = club.status()["webhooks"]
+    assert webhooks["healthy"] is False
+    assert "no event for" in webhooks["reason"] and "polling resumed" in webhooks["reason"]
+    reasons = [
+        r["poll_reason"] for r in query(club.database, "select poll_reason from strava_connections")
+    ]
+    assert not any("safety net" in reason for reason in reasons)
+    club.fake.reset_log()
+    club.live(6, uploads_per_hour=3)
+    # Back to polling by habit: more than the one daily listing per rider in 6 hours.
+    assert club.fake.count(path_contains=LIST) > RIDERS * 6 / 24

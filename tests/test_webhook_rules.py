@@ -1,0 +1,214 @@
+"""The webhook decisions without I/O: what a delivery says, which deliveries are one
+event, Strava's validation, the subscription's health, and the safety-net polls."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services import schedule
+from services.webhooks import (
+    CONFIRM_EVERY,
+    Malformed,
+    Subscription,
+    confirmation_due,
+    event_backoff,
+    health,
+    parse_event,
+    validation_answer,
+)
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+GOOD = {
+    "aspect_type": "create",
+    "event_time": int((NOW - timedelta(seconds=5)).timestamp()),
+    "object_id": 1360128428,
+    "object_type": "activity",
+    "owner_id": 134815,
+    "subscription_id": 120475,
+    "updates": {},
+}
+
+
+def test_a_documented_event_is_read_as_strava_sends_it():
+    event = parse_event(GOOD, NOW)
+    assert (event.object_type, event.aspect_type, event.object_id) == (
+        "activity",
+        "create",
+        GOOD["object_id"],
+    )
+    assert event.event_time == NOW - timedelta(seconds=5)
+    assert not event.deauthorization
+    deauth = parse_event(
+        {**GOOD, "object_type": "athlete", "aspect_type": "update", "object_id": 134815,
+         "updates": {"authorized": "false"}},
+        NOW,
+    )  # fmt: skip
+    assert deauth.deauthorization
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"object_type": "club"}, "object_type"),
+        ({"aspect_type": "rename"}, "aspect_type"),
+        ({"object_id": "1360128428"}, "object_id"),
+        ({"object_id": True}, "object_id"),
+        ({"owner_id": 0}, "owner_id"),
+        ({"subscription_id": -1}, "subscription_id"),
+        ({"subscription_id": 2**63}, "out of range"),
+        ({"event_time": 1_000}, "plausible"),
+        ({"event_time": int((NOW + timedelta(days=2)).timestamp())}, "plausible"),
+        ({"updates": ["title"]}, "updates"),
+        ({"updates": {"title": "x" * 600}}, "short"),
+        ({"updates": {f"k{i}": "v" for i in range(17)}}, "updates"),
+        ({"object_type": "athlete", "object_id": 5}, "owner_id"),
+    ],
+)
+def test_anything_else_is_malformed_with_the_reason(change, reason):
+    with pytest.raises(Malformed, match=reason):
+        parse_event({**GOOD, **change}, NOW)
+    with pytest.raises(Malformed):
+        parse_event([GOOD], NOW)
+
+
+def test_repeated_deliveries_share_a_key_and_different_events_do_not():
+    key = parse_event(GOOD, NOW).delivery_key
+    assert parse_event(dict(reversed(GOOD.items())), NOW).delivery_key == key
+    others = [
+        {**GOOD, "aspect_type": "update", "updates": {"title": "A"}},
+        {**GOOD, "aspect_type": "update", "updates": {"title": "B"}},
+        {**GOOD, "event_time": GOOD["event_time"] + 1},
+        {**GOOD, "object_id": GOOD["object_id"] + 1},
+        {**GOOD, "subscription_id": 9},
+    ]
+    keys = {parse_event(o, NOW).delivery_key for o in others}
+    assert len(keys) == len(others) and key not in keys
+    # Strava's strings; a boolean or number sent instead means the same.
+    assert (
+        parse_event({**GOOD, "updates": {"private": True}}, NOW).delivery_key
+        == parse_event({**GOOD, "updates": {"private": "true"}}, NOW).delivery_key
+    )
+
+
+def test_validation_fails_closed_and_compares_the_token():
+    query = {"hub.mode": "subscribe", "hub.challenge": "abc", "hub.verify_token": "t0k"}
+    assert validation_answer(query, "t0k") == (200, {"hub.challenge": "abc"})
+    assert validation_answer(query, None)[0] == 503
+    assert validation_answer(query, "")[0] == 503
+    assert validation_answer({**query, "hub.verify_token": "t0K"}, "t0k")[0] == 403
+    assert validation_answer({**query, "hub.mode": "unsubscribe"}, "t0k")[0] == 403
+    assert (
+        validation_answer({k: v for k, v in query.items() if k != "hub.challenge"}, "t0k")[0] == 403
+    )
+    assert validation_answer({**query, "hub.challenge": "x" * 1000}, "t0k")[1] == {
+        "hub.challenge": "x" * 256
+    }
+
+
+def subscription(**change) -> Subscription:
+    values = {
+        "subscription_id": 120475,
+        "callback_url": "https://club.example/api/strava/webhook",
+        "created_at": NOW - timedelta(days=3),
+        "confirmed_at": NOW - timedelta(hours=1),
+        "missing_since": None,
+    }
+    return Subscription(**{**values, **change})
+
+
+SILENCE = 12 * 3600
+
+
+def test_healthy_while_the_subscription_exists_and_events_arrive():
+    state = health(subscription(), NOW - timedelta(hours=2), NOW, silence_s=SILENCE)
+    assert state.healthy and "safety net" in state.reason
+
+
+@pytest.mark.parametrize(
+    ("sub", "last_event", "words"),
+    [
+        (None, None, "no push subscription"),
+        (subscription(missing_since=NOW - timedelta(hours=1)), NOW, "no longer lists"),
+        (subscription(confirmed_at=None), NOW, "not confirmed"),
+        (
+            subscription(confirmed_at=NOW - 2 * CONFIRM_EVERY - timedelta(seconds=1)),
+            NOW,
+            "not confirmed",
+        ),
+        (subscription(), NOW - timedelta(hours=13), "no event for 13 h"),
+        (subscription(), None, "no event for 72 h"),
+    ],
+)
+def test_unhealthy_says_why(sub, last_event, words):
+    state = health(sub, last_event, NOW, silence_s=SILENCE)
+    assert not state.healthy
+    assert words in state.reason and "polling" in state.reason
+
+
+def test_a_new_subscription_has_the_silence_threshold_for_its_first_event():
+    fresh = subscription(
+        created_at=NOW - timedelta(hours=11), confirmed_at=NOW - timedelta(hours=11)
+    )
+    assert health(fresh, None, NOW, silence_s=SILENCE).healthy
+    assert not health(fresh, None, NOW + timedelta(hours=2), silence_s=SILENCE).healthy
+
+
+def test_the_subscription_is_confirmed_every_few_hours():
+    assert not confirmation_due(None, NOW)
+    assert not confirmation_due(subscription(), NOW)
+    assert confirmation_due(subscription(confirmed_at=NOW - CONFIRM_EVERY), NOW)
+    assert confirmation_due(subscription(confirmed_at=None), NOW)
+    missing = subscription(
+        confirmed_at=NOW - timedelta(days=2), missing_since=NOW - timedelta(hours=1)
+    )
+    assert not confirmation_due(missing, NOW)
+
+
+def test_failed_events_back_off_doubling_to_an_hour():
+    waits = [event_backoff(n) for n in range(10)]
+    assert waits[:4] == [timedelta(minutes=m) for m in (1, 2, 4, 8)]
+    assert waits[-1] == timedelta(hours=1)
+    assert waits == sorted(waits)
+
+
+def habit(rider_id: int, last_poll: datetime | None, *, found: bool = False) -> schedule.RiderHabit:
+    return schedule.RiderHabit(
+        rider_id=rider_id,
+        uploads=tuple(NOW - timedelta(hours=h) for h in range(0, 48, 3)),  # a busy rider
+        utc_offset_s=3600,
+        last_poll_at=last_poll,
+        last_poll_found=found,
+    )
+
+
+def test_safety_net_polls_every_rider_once_a_day_spread_through_the_day():
+    riders = [habit(i, NOW - timedelta(hours=1), found=True) for i in range(1, 201)]
+    plan = schedule.safety_net_plan(riders, 600, 3600, NOW, "events arriving")
+    assert plan.expected_per_day == 200 and plan.fits
+    assert "events arriving" in plan.note
+    for decision in plan.decisions.values():
+        assert decision.polls_per_day == 1 and decision.found_per_day == 0
+        # never sooner than the floor after the last poll (a find brings none forward),
+        # never more than a day after it
+        assert (
+            timedelta(hours=1)
+            <= decision.next_poll_at - (NOW - timedelta(hours=1))
+            <= timedelta(days=1)
+        )
+        assert decision.reason.startswith("events arriving; this rider's daily poll at ")
+    hours = [d.local_times_s[0] // 3600 for d in plan.decisions.values()]
+    per_hour = [hours.count(h) for h in range(24)]
+    assert max(per_hour) - min(per_hour) <= 3  # evenly spread: 200/24 is 8.3 an hour
+    assert (
+        sum(
+            schedule.polls_between(d, NOW, NOW + timedelta(days=1)) for d in plan.decisions.values()
+        )
+        == 200
+    )
+
+
+def test_a_rider_never_polled_is_polled_now_under_the_safety_net():
+    plan = schedule.safety_net_plan([habit(7, None)], 600, 3600, NOW, "events arriving")
+    assert plan.decisions[7].next_poll_at == NOW
