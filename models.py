@@ -491,6 +491,8 @@ _SUMMARY_COLUMNS = [c for c in ACTIVITY_COLUMNS if c != "strava_id"]
 PLACE_COLUMNS: dict[str, str] = {
     "start_lat": "double precision",
     "start_lng": "double precision",
+    "end_lat": "double precision",
+    "end_lng": "double precision",
     "start_city": "text",
     "start_region": "text",
     "start_country": "text",
@@ -1124,6 +1126,30 @@ def finish_enrichment(
             "strava_id": strava_id,
             "token": lease_token,
         },
+    ).fetchone()
+    return row is not None
+
+
+def store_detail_place(conn: Conn, *, strava_id: int, place: dict[str, Any], now: datetime) -> bool:
+    """A detailed activity's place (services/places.row_place of it) over the summary's,
+    where they differ; a moved start point is looked up for weather again. True if the
+    row changed."""
+    columns = list(PLACE_COLUMNS)
+    row = conn.execute(
+        f"""
+        update activities a
+           set {", ".join(f"{c} = %({c})s" for c in columns)},
+               weather_status = case
+                   when (a.start_lat, a.start_lng) is distinct from
+                        (%(start_lat)s::double precision, %(start_lng)s::double precision)
+                   then null else a.weather_status end,
+               updated_at = %(now)s
+         where a.strava_id = %(strava_id)s
+           and ({", ".join("a." + c for c in columns)}) is distinct from
+               ({", ".join(f"%({c})s::{t}" for c, t in PLACE_COLUMNS.items())})
+        returning 1
+        """,
+        {**{c: place.get(c) for c in columns}, "strava_id": strava_id, "now": now},
     ).fetchone()
     return row is not None
 
