@@ -132,7 +132,8 @@ def strava_place(payload: dict[str, Any]) -> dict[str, Any]:
     """The fields of a Strava activity (summary or detailed) that say where it was: its
     start and end points, its location_* fields and its polylines."""
     fields = {k: payload.get(k) for k in STRAVA_PLACE_FIELDS}
-    activity_map = payload.get("map") if isinstance(payload.get("map"), dict) else {}
+    found = payload.get("map")
+    activity_map: dict[str, Any] = found if isinstance(found, dict) else {}
     fields["summary_polyline"] = activity_map.get("summary_polyline") or None
     fields["polyline"] = activity_map.get("polyline") or None
     return fields

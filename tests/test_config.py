@@ -23,6 +23,8 @@ RANGES = [
     ("ENRICH_MAX_ATTEMPTS", "enrich_max_attempts", int, 1, 20, 5),
     ("STUCK_AFTER_S", "stuck_after_s", int, 60, 604800, 600),
     ("STRAVA_TIMEOUT_S", "strava_timeout_s", float, 1, 60, 10.0),
+    ("WEATHER_ARCHIVE_DELAY_DAYS", "weather_archive_delay_days", float, 1, 30, 5.0),
+    ("WEATHER_FORECAST_DELAY_H", "weather_forecast_delay_h", float, 0, 72, 3.0),
 ]
 IDS = [r[0] for r in RANGES]
 # A lease long enough for the longest budget, so each bound is tested on its own.

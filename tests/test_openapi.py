@@ -732,7 +732,9 @@ def test_weather_answers(make_app, fake, database, contract):
             now=datetime.now(UTC),
         )  # fmt: skip
     with serve(FakeWeather()) as served:
-        client = make_app(weather_api_url=served.archive_url).test_client()
+        client = make_app(
+            weather_api_url=served.archive_url, weather_forecast_url=served.forecast_url
+        ).test_client()
         posted = contract.check(client.post(path, headers=cron_headers()), path, "post")
         assert posted["succeeded"] >= 1 and posted["weather_requests"] >= 1
         got = contract.check(client.get(path, headers=cron_headers()), path, "get")
