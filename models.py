@@ -1550,6 +1550,52 @@ def status_sync_buckets(conn: Conn, *, min_interval_s: int, now: datetime) -> li
     ).fetchall()
 
 
+def status_rider_page(
+    conn: Conn,
+    *,
+    min_interval_s: int,
+    max_attempts: int,
+    limit: int,
+    offset: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """One page of every rider (by id) with its connection, sync state, history walk and
+    race counts at `now`, for the status's rider list; one statement."""
+    return conn.execute(
+        f"""
+        select r.id as rider_id, r.name, r.auto_sync,
+               c.rider_id is not null as connected,
+               coalesce(c.status, 'not_connected') as connection,
+               {_SYNC_STATE} as sync_state,
+               c.last_synced_at, c.last_sync_added, c.last_error, c.failure_count,
+               c.next_attempt_at, c.next_poll_at, c.polls_per_day, c.poll_reason,
+               c.history_complete_at, c.history_walk_started_at, c.history_cursor,
+               c.history_pages, c.history_activities, c.history_races,
+               c.full_refresh_requested_at, c.athlete_created_at, c.last_progress_at,
+               q.*
+          from riders r
+          left join strava_connections c on c.rider_id = r.id
+          cross join lateral (
+              select count(*) as races,
+                     count(*) filter (where {_RACE_WAITING}) as races_waiting,
+                     count(*) filter (where a.enrichment_status = 'failed'
+                                      and a.enrichment_attempts >= %(max_attempts)s)
+                         as races_failed
+                from activities a where a.rider_id = r.id and a.is_race
+          ) q
+         order by r.id
+         limit %(limit)s offset %(offset)s
+        """,
+        {
+            "min_interval_s": min_interval_s,
+            "max_attempts": max_attempts,
+            "limit": limit,
+            "offset": offset,
+            "now": now,
+        },
+    ).fetchall()
+
+
 def incomplete_histories(conn: Conn) -> list[dict[str, Any]]:
     """Connections whose history is still to be walked (new, or a full refresh asked)."""
     return conn.execute(
