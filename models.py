@@ -1576,12 +1576,13 @@ def status_rider_page(
           from riders r
           left join strava_connections c on c.rider_id = r.id
           cross join lateral (
-              select count(*) as races,
-                     count(*) filter (where {_RACE_WAITING}) as races_waiting,
-                     count(*) filter (where a.enrichment_status = 'failed'
+              select count(*) as activities,
+                     count(*) filter (where a.is_race) as races,
+                     count(*) filter (where a.is_race and {_RACE_WAITING}) as races_waiting,
+                     count(*) filter (where a.is_race and a.enrichment_status = 'failed'
                                       and a.enrichment_attempts >= %(max_attempts)s)
                          as races_failed
-                from activities a where a.rider_id = r.id and a.is_race
+                from activities a where a.rider_id = r.id
           ) q
          order by r.id
          limit %(limit)s offset %(offset)s

@@ -395,6 +395,7 @@ def rider_entry(row: dict[str, Any]) -> dict[str, Any]:
         "auto_sync": row["auto_sync"],
         "connection": row["connection"],
         "sync_state": row["sync_state"],
+        "activities": row["activities"],
         "history": {
             "complete": complete,
             "percent": history_percent(

@@ -318,6 +318,9 @@ def test_every_rider_is_listed_a_page_at_a_time(client, database, fleet):
             item["rider_id"],
         )[0]
         assert item["races"] == races, item
+        assert item["activities"] == count(
+            database, "select 1 from activities where rider_id = %s", item["rider_id"]
+        )
         walked = query(
             database,
             "select history_pages, history_activities, history_complete_at is not null"

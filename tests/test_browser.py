@@ -276,6 +276,22 @@ def seed_fleet(stack: Stack) -> dict[str, int]:
             seed=n,
             race_fraction=0.3,
         )
+    # Riders the old view (incomplete histories and stuck riders only) never listed:
+    # complete histories, nothing stuck, and one rider who never connected.
+    for n in range(6):
+        ids[f"settled{n}"] = connect_rider(
+            stack.database_url,
+            stack.fake,
+            7410 + n,
+            activities=3,
+            name=f"Settled rider {n}",
+            start=now - timedelta(days=30),
+            end=now - timedelta(days=2),
+            seed=10 + n,
+        )
+    ids["unconnected"] = query(
+        stack.database_url, "insert into riders (name) values ('Never connected') returning id"
+    )[0]["id"]
     execute(
         stack.database_url,
         "update strava_connections set status = 'needs_reauth' where rider_id = %s",
@@ -344,7 +360,7 @@ def test_the_dashboard_shows_the_fleet_and_acts(clean, page):
     sign_in(page, stack, CRON_SECRET)
     page.locator("#dashboard").wait_for()
     riders = expected["riders"]
-    assert number(page, "total") == str(riders["total"]) == "4"
+    assert number(page, "total") == str(riders["total"]) == str(len(ids)) == "11"
     assert number(page, "due_now") == str(riders["due_now"])
     assert number(page, "connection.needs_reauth") == "1"
     races = expected["backlog"]["races"]
@@ -371,20 +387,63 @@ def test_the_dashboard_shows_the_fleet_and_acts(clean, page):
     for kind in ("sync-strava", "discover", "enrich"):
         marks = page.locator(f'[data-kind="{kind}"] .timeline li[data-outcome]')
         assert marks.count() == len(expected["runs"][kind]["last"]) >= 1
-    # Backfill bars per rider, sortable and filterable.
-    listed = {h["rider_id"] for h in history["riders"]}
-    assert page.locator("#riders tbody tr[data-rider]").count() >= len(listed)
-    page.get_by_role("button", name="History").click()
+    # The rider table: every rider of the status's list, row for row, with its bar.
+    listed = expected["riders"]["list"]
+    assert listed["count"] == len(listed["items"]) == len(ids)
+    old_view = {h["rider_id"] for h in history["riders"]} | {
+        i["rider_id"] for i in expected["stuck"]["items"] if i.get("rider_id") is not None
+    }
+    assert len(old_view) < len(listed["items"])  # what the table showed before
+    rows = page.locator("#riders tbody tr[data-rider]")
+    assert rows.count() == len(listed["items"])
+    drawn_rows = {}
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        drawn_rows[int(row.get_attribute("data-rider"))] = {
+            "status": row.get_attribute("data-status"),
+            "percent": int(row.locator("progress").get_attribute("value")),
+            "waiting": int(row.locator(".races-waiting").inner_text()),
+            "failed": int(row.locator(".races-failed").inner_text()),
+            "activities": int(row.locator("td.num").first.inner_text()),
+        }
+    assert drawn_rows == {
+        r["rider_id"]: {
+            "status": r["sync_state"] if r["connection"] == "active" else r["connection"],
+            "percent": r["history"]["percent"],
+            "waiting": r["races"]["waiting"],
+            "failed": r["races"]["failed"],
+            "activities": r["activities"],
+        }
+        for r in listed["items"]
+    }
+    assert drawn_rows[ids["unconnected"]]["status"] == "not_connected"
+    assert drawn_rows[ids["reauth"]]["status"] == "needs_reauth"
+    assert page.inner_text("#rider-count") == "11 riders"
+    # Sortable: by history, ascending then descending.
+    history_button = page.locator("#riders thead").get_by_role("button", name="History")
+    history_button.click()
     assert page.get_attribute("#riders th:nth-child(3)", "aria-sort") == "ascending"
-    statuses = {h["status"] for h in history["riders"]}
-    page.select_option("#filter", "active")
-    shown = page.locator("#riders tbody tr[data-rider]")
-    assert shown.count() == sum(1 for h in history["riders"] if h["status"] == "active")
-    assert statuses <= {"active"}
+
+    def shown_percents():
+        values = rows.locator("progress").evaluate_all("bars => bars.map(b => b.value)")
+        return [int(v) for v in values]
+
+    assert shown_percents() == sorted(r["history"]["percent"] for r in listed["items"])
+    history_button.click()
+    assert page.get_attribute("#riders th:nth-child(3)", "aria-sort") == "descending"
+    assert shown_percents() == sorted(
+        (r["history"]["percent"] for r in listed["items"]), reverse=True
+    )
+    # Filterable by status.
+    page.select_option("#filter", "needs_reauth")
+    assert [int(r) for r in rows.evaluate_all("rs => rs.map(r => r.dataset.rider)")] == [
+        ids["reauth"]
+    ]
+    page.select_option("#filter", "")
+    assert rows.count() == len(listed["items"])
     shoot(page, "dashboard")
     # An operator action, confirmed, and its result.
-    page.select_option("#filter", "")
-    target = int(shown.first.get_attribute("data-rider"))
+    target = int(rows.first.get_attribute("data-rider"))
     assert target in ids.values()
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name=f"Pause rider {target}").click()
