@@ -41,7 +41,7 @@ def create_app(
             database_password(settings.database_url),
         ]
     )
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # web/ is served by routes/web.py alone
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.before_request(_bounded_body)
