@@ -5,10 +5,12 @@ SCREENSHOTS (.ci/artifacts/screenshots/ by default), which .ci/run prints."""
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from tests.browser_helpers import (
     CHROMIUM_ARGS,
     DESKTOP,
     PHONE,
+    ROOT,
     SCREENSHOTS,
     Club,
     Consent,
@@ -137,11 +140,37 @@ def widget_text(page: Any) -> str:
     return page.inner_text("#strava-sync")
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    """A PNG's width and height, from its IHDR chunk."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
 def shoot(page: Any, name: str) -> None:
     for label, size in (("phone", PHONE), ("desktop", DESKTOP)):
         page.set_viewport_size(size)
-        page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+        path = SCREENSHOTS / f"{name}-{label}.png"
+        page.screenshot(path=str(path), full_page=True)
+        assert png_size(path)[0] == size["width"], path  # the width it was taken at
     page.set_viewport_size(DESKTOP)
+
+
+def test_ci_prints_the_screenshot_folder_and_the_readme_shows_one_of_each():
+    run = (ROOT / ".ci" / "run").read_text()
+    printed = re.search(r'echo "Browser screenshots[^"]*\$\{SCREENSHOT_DIR:-([^}]+)\}', run)
+    assert printed, "the .ci/run line printing the screenshots' folder"
+    assert ROOT / printed[1] == ROOT / ".ci/artifacts/screenshots"
+    if "SCREENSHOT_DIR" not in os.environ:
+        assert SCREENSHOTS == ROOT / printed[1]  # where the tests above save them
+    readme = (ROOT / "README.md").read_text()
+    shown = re.findall(r"!\[[^\]]*\]\((docs/(widget|dashboard)-(phone|desktop)\.png)\)", readme)
+    assert {(page, width) for _, page, width in shown} == {
+        (page, width) for page in ("widget", "dashboard") for width in ("phone", "desktop")
+    }
+    for path, _, width in shown:
+        expected = (PHONE if width == "phone" else DESKTOP)["width"]
+        assert png_size(ROOT / path)[0] == expected, path
 
 
 # --- the widget ----------------------------------------------------------------------
@@ -485,6 +514,9 @@ def test_a_wrong_bearer_and_where_the_bearer_goes(clean, page):
             carried.append(request.url)
             assert request.url.startswith(stack.service + "/api/admin/")
     assert carried, "the bearer was never sent"
+    # Nothing is loaded from, or sent to, another origin.
+    assert {r.url.split("/", 3)[2] for r in seen} == {stack.service.split("/", 3)[2]}
+    assert not [m for m in page.console_messages if "Content Security Policy" in m]
     # A reload keeps the session (the tab's storage), without asking again.
     page.reload()
     page.locator("#dashboard").wait_for()
