@@ -490,6 +490,29 @@ def test_the_dashboard_shows_the_fleet_and_acts(clean, page):
     ]
 
 
+def test_a_club_of_more_riders_than_a_page_is_paged(clean, page):
+    stack = clean
+    execute(
+        stack.database_url,
+        "insert into riders (name) select 'Rider ' || n from generate_series(1, 512) n",
+    )
+    expected = status(stack)["riders"]["list"]
+    assert (expected["count"], len(expected["items"]), expected["limit"]) == (512, 500, 500)
+    sign_in(page, stack, CRON_SECRET)
+    page.locator("#dashboard").wait_for()
+    rows = page.locator("#riders tbody tr[data-rider]")
+    assert page.inner_text("#rider-count") == "Riders 1–500 of 512"
+    assert rows.count() == 500
+    assert page.get_by_role("button", name="Previous riders").is_disabled()
+    page.get_by_role("button", name="Next riders").click()
+    expect(page.locator("#rider-count")).to_have_text("Riders 501–512 of 512")
+    ids = [int(r) for r in rows.evaluate_all("rs => rs.map(r => r.dataset.rider)")]
+    assert len(ids) == 12 and min(ids) > max(r["rider_id"] for r in expected["items"])
+    assert page.get_by_role("button", name="Next riders").is_disabled()
+    page.get_by_role("button", name="Previous riders").click()
+    expect(page.locator("#rider-count")).to_have_text("Riders 1–500 of 512")
+
+
 def test_a_wrong_bearer_and_where_the_bearer_goes(clean, page):
     stack = clean
     seen: list[Any] = []
