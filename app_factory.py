@@ -50,7 +50,7 @@ def create_app(
     configure_logging(secrets=[*secrets, *sealer.secret_texts()])  # the keys, local one too
     if made_key is not None:
         log.info("made a token key for local runs", extra={"path": str(made_key.resolve())})
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # web/ is served by routes/web.py alone
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.before_request(_bounded_body)

@@ -31,6 +31,10 @@ class Settings:
     strava_oauth_url: str = "https://www.strava.com/oauth"
     # Open-Meteo's historical weather API (keyless); the weather phase's only source.
     weather_api_url: str = "https://archive-api.open-meteo.com/v1/archive"
+    # Its archive of past forecasts, for the days the archive has not reached yet.
+    weather_forecast_url: str = "https://historical-forecast-api.open-meteo.com/v1/forecast"
+    weather_archive_delay_days: float = 5.0
+    weather_forecast_delay_h: float = 3.0
     supabase_url: str | None = None
     supabase_jwt_secret: str | None = None
     public_base_url: str | None = None
@@ -166,6 +170,11 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "STRAVA_API_URL": ("strava_api_url", _url),
     "STRAVA_OAUTH_URL": ("strava_oauth_url", _url),
     "WEATHER_API_URL": ("weather_api_url", _url),
+    "WEATHER_FORECAST_URL": ("weather_forecast_url", _url),
+    # How far the archive lags behind today (Open-Meteo: about 5 days); the forecast
+    # archive takes the days in between, lagging by hours.
+    "WEATHER_ARCHIVE_DELAY_DAYS": ("weather_archive_delay_days", Number(float, 1, 30)),
+    "WEATHER_FORECAST_DELAY_H": ("weather_forecast_delay_h", Number(float, 0, 72)),
     "SUPABASE_URL": ("supabase_url", _url),
     "SUPABASE_JWT_SECRET": ("supabase_jwt_secret", _text),
     "PUBLIC_BASE_URL": ("public_base_url", _url),

@@ -574,6 +574,8 @@ _SUMMARY_COLUMNS = [c for c in ACTIVITY_COLUMNS if c != "strava_id"]
 PLACE_COLUMNS: dict[str, str] = {
     "start_lat": "double precision",
     "start_lng": "double precision",
+    "end_lat": "double precision",
+    "end_lng": "double precision",
     "start_city": "text",
     "start_region": "text",
     "start_country": "text",
@@ -1211,6 +1213,30 @@ def finish_enrichment(
     return row is not None
 
 
+def store_detail_place(conn: Conn, *, strava_id: int, place: dict[str, Any], now: datetime) -> bool:
+    """A detailed activity's place (services/places.row_place of it) over the summary's,
+    where they differ; a moved start point is looked up for weather again. True if the
+    row changed."""
+    columns = list(PLACE_COLUMNS)
+    row = conn.execute(
+        f"""
+        update activities a
+           set {", ".join(f"{c} = %({c})s" for c in columns)},
+               weather_status = case
+                   when (a.start_lat, a.start_lng) is distinct from
+                        (%(start_lat)s::double precision, %(start_lng)s::double precision)
+                   then null else a.weather_status end,
+               updated_at = %(now)s
+         where a.strava_id = %(strava_id)s
+           and ({", ".join("a." + c for c in columns)}) is distinct from
+               ({", ".join(f"%({c})s::{t}" for c, t in PLACE_COLUMNS.items())})
+        returning 1
+        """,
+        {**{c: place.get(c) for c in columns}, "strava_id": strava_id, "now": now},
+    ).fetchone()
+    return row is not None
+
+
 def remove_race(conn: Conn, *, strava_id: int, lease_token: UUID) -> bool:
     """Delete a race Strava no longer has (404); False if this call no longer holds it."""
     cursor = conn.execute(
@@ -1605,6 +1631,53 @@ def status_sync_buckets(conn: Conn, *, min_interval_s: int, now: datetime) -> li
          group by 1, 2
         """,
         {"min_interval_s": min_interval_s, "now": now},
+    ).fetchall()
+
+
+def status_rider_page(
+    conn: Conn,
+    *,
+    min_interval_s: int,
+    max_attempts: int,
+    limit: int,
+    offset: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """One page of every rider (by id) with its connection, sync state, history walk and
+    race counts at `now`, for the status's rider list; one statement."""
+    return conn.execute(
+        f"""
+        select r.id as rider_id, r.name, r.auto_sync,
+               c.rider_id is not null as connected,
+               coalesce(c.status, 'not_connected') as connection,
+               {_SYNC_STATE} as sync_state,
+               c.last_synced_at, c.last_sync_added, c.last_error, c.failure_count,
+               c.next_attempt_at, c.next_poll_at, c.polls_per_day, c.poll_reason,
+               c.history_complete_at, c.history_walk_started_at, c.history_cursor,
+               c.history_pages, c.history_activities, c.history_races,
+               c.full_refresh_requested_at, c.athlete_created_at, c.last_progress_at,
+               q.*
+          from riders r
+          left join strava_connections c on c.rider_id = r.id
+          cross join lateral (
+              select count(*) as activities,
+                     count(*) filter (where a.is_race) as races,
+                     count(*) filter (where a.is_race and {_RACE_WAITING}) as races_waiting,
+                     count(*) filter (where a.is_race and a.enrichment_status = 'failed'
+                                      and a.enrichment_attempts >= %(max_attempts)s)
+                         as races_failed
+                from activities a where a.rider_id = r.id
+          ) q
+         order by r.id
+         limit %(limit)s offset %(offset)s
+        """,
+        {
+            "min_interval_s": min_interval_s,
+            "max_attempts": max_attempts,
+            "limit": limit,
+            "offset": offset,
+            "now": now,
+        },
     ).fetchall()
 
 

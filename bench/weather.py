@@ -20,7 +20,7 @@ import models
 from app_factory import create_app
 from bench.support import CRON_SECRET, TOKEN_KEY, table, temporary_database
 from fake_strava import make_activity
-from fake_weather import FakeWeather, serve
+from fake_weather import ARCHIVE_PATH, FORECAST_PATH, FakeWeather, serve
 from services.activities import page_rows
 
 WEATHER_LATENCY_S = 0.2
@@ -51,7 +51,12 @@ def store(database: str, rider: int, summaries: list[dict[str, Any]]) -> None:
 
 def run(database: str, url: str, *, limit: int = 50) -> tuple[int, float, list[dict[str, Any]]]:
     """Call the weather endpoint until done; (calls, seconds, answers)."""
-    app = create_app({"database_url": database, "weather_api_url": url, **SETTINGS}, environ={})
+    forecast = url.removesuffix(ARCHIVE_PATH) + FORECAST_PATH  # the fake serves both
+    app = create_app(
+        {"database_url": database, "weather_api_url": url, "weather_forecast_url": forecast,
+         **SETTINGS},
+        environ={},
+    )  # fmt: skip
     client = app.test_client()
     answers = []
     started = time.perf_counter()

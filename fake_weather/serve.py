@@ -7,15 +7,17 @@ import threading
 from werkzeug.serving import BaseWSGIServer
 
 from fake_strava.serve import ServedApp, serve_app
-from fake_weather.server import ARCHIVE_PATH, FakeWeather
+from fake_weather.server import ARCHIVE_PATH, FORECAST_PATH, FakeWeather
 
 
 class ServedWeather(ServedApp):
-    """The fake archive served: its archive URL (WEATHER_API_URL)."""
+    """The fake served: its archive URL (WEATHER_API_URL) and its forecast archive's
+    (WEATHER_FORECAST_URL)."""
 
     def __init__(self, server: BaseWSGIServer, thread: threading.Thread) -> None:
         super().__init__(server, thread)
         self.archive_url = self.url + ARCHIVE_PATH
+        self.forecast_url = self.url + FORECAST_PATH
 
 
 def serve(fake: FakeWeather, host: str = "127.0.0.1", port: int = 0) -> ServedWeather:

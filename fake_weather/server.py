@@ -1,12 +1,14 @@
-"""The fake archive: `GET /v1/archive` as Open-Meteo answers it.
+"""The fake archive: `GET /v1/archive` as Open-Meteo answers it, and `GET /v1/forecast`
+as its historical forecast API (historical-forecast-api.open-meteo.com) does: the same
+parameters and answers, hours behind instead of days, from 2022 on.
 
 What it copies from Open-Meteo's historical weather API: `latitude` and `longitude` as
 comma lists (several locations in one request; the answer is then a JSON list, one object
 per location in order, else one object), `start_date` / `end_date` (YYYY-MM-DD,
 inclusive), `hourly` (a comma list of variables), `timezone` (only UTC/GMT here); an
 answer's `hourly.time` as "YYYY-MM-DDTHH:MM"; hours later than the archive's delay
-(about 5 days before now) are null; errors as `{"error": true, "reason": ...}` with 400,
-and 429 when the per-minute limit is exceeded.
+(about 5 days before now; the forecast archive's: 2 hours) are null; errors as
+`{"error": true, "reason": ...}` with 400, and 429 when the per-minute limit is exceeded.
 
 The weather itself is a deterministic function of place and hour (or `weather`, set by a
 test for a hand-worked case). Faults: `fail_next` (a status and body for the next
@@ -28,6 +30,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 ARCHIVE_PATH = "/v1/archive"
+FORECAST_PATH = "/v1/forecast"
 VARIABLES = (
     "temperature_2m",
     "apparent_temperature",
@@ -47,6 +50,8 @@ UNITS = {
     "weather_code": "wmo code",
 }
 ARCHIVE_DELAY = timedelta(days=5)
+FORECAST_DELAY = timedelta(hours=2)
+FORECAST_SINCE = date(2022, 1, 1)  # the forecast archive's first day
 MAX_LOCATIONS = 1000
 
 Weather = Callable[[float, float, datetime], dict[str, float]]
@@ -150,7 +155,7 @@ class FakeWeather:
         args = request.args
         lats = [p for p in args.get("latitude", "").split(",") if p]
         count = max(1, len(lats))
-        if request.path != ARCHIVE_PATH:
+        if request.path not in (ARCHIVE_PATH, FORECAST_PATH):
             self._record(request.path, count, 0, 404)
             return _error(404, "Not Found")
         with self._lock:
@@ -175,14 +180,20 @@ class FakeWeather:
                 429, "Minutely API request limit exceeded. Please try again in one minute."
             )  # noqa: E501
         try:
-            body, days = self._archive(args)
+            body, days = self._archive(args, forecast=request.path == FORECAST_PATH)
         except ValueError as exc:
             self._record(request.path, count, 0, 400)
             return _error(400, str(exc))
         self._record(request.path, count, days, 200)
         return Response(json.dumps(body), status=200, mimetype="application/json")
 
-    def _archive(self, args: Any) -> tuple[Any, int]:
+    def forecast_requests(self) -> int:
+        return sum(1 for entry in self.log if entry.path == FORECAST_PATH)
+
+    def archive_requests(self) -> int:
+        return sum(1 for entry in self.log if entry.path == ARCHIVE_PATH)
+
+    def _archive(self, args: Any, *, forecast: bool = False) -> tuple[Any, int]:
         try:
             lats = [float(v) for v in args.get("latitude", "").split(",")]
             lngs = [float(v) for v in args.get("longitude", "").split(",")]
@@ -204,8 +215,9 @@ class FakeWeather:
             raise ValueError("Parameter 'start_date' and 'end_date' must be YYYY-MM-DD") from None
         if last < first:
             raise ValueError("Parameter 'end_date' must not be before 'start_date'")
-        if first < date(1940, 1, 1):
-            raise ValueError("Parameter 'start_date' is out of allowed range from 1940-01-01")
+        since = FORECAST_SINCE if forecast else date(1940, 1, 1)
+        if first < since:
+            raise ValueError(f"Parameter 'start_date' is out of allowed range from {since}")
         if args.get("timezone", "GMT") not in ("UTC", "GMT"):
             raise ValueError("only UTC in the fake")
         wanted = [v for v in args.get("hourly", "").split(",") if v]
@@ -219,7 +231,7 @@ class FakeWeather:
             datetime(first.year, first.month, first.day, tzinfo=UTC) + timedelta(hours=h)
             for h in range(days * 24)
         ]
-        available = self.now() - ARCHIVE_DELAY
+        available = self.now() - (FORECAST_DELAY if forecast else ARCHIVE_DELAY)
         answers = []
         for index, (lat, lng) in enumerate(zip(lats, lngs, strict=True)):
             series: dict[str, list[Any]] = {"time": [h.strftime("%Y-%m-%dT%H:%M") for h in hours]}

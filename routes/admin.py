@@ -11,10 +11,30 @@ from routes.errors import ApiError
 from routes.guards import require_cron_secret, runtime
 from services.discovery import request_full_refresh
 from services.duplicates import OverruleError, overrule
-from services.status import admin_status, reset_rider, rider_detail, set_auto_sync
+from services.status import (
+    RIDER_PAGE,
+    RIDER_PAGE_MAX,
+    admin_status,
+    reset_rider,
+    rider_detail,
+    set_auto_sync,
+)
 
 bp = Blueprint("admin", __name__, url_prefix="/api/admin")
 bp.before_request(require_cron_secret)
+
+
+def _count(raw: str | None, field: str, low: int, high: int, default: int) -> int:
+    """A whole number query parameter from `low` to `high`, or the default when absent."""
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or not low <= int(text) <= high:
+        raise ApiError(
+            400, "invalid_parameter", f"{field} must be an integer from {low} to {high}",
+            field=field,
+        )  # fmt: skip
+    return int(text)
 
 
 @bp.get("/status")
@@ -22,7 +42,11 @@ def status():  # type: ignore[no-untyped-def]
     """The fleet's state for an operator; `?rider_id=` narrows to one rider in full."""
     raw = request.args.get("rider_id")
     if raw is None:
-        return jsonify(admin_status(runtime()))
+        offset = _count(request.args.get("riders_offset"), "riders_offset", 0, 10**9, 0)
+        limit = _count(
+            request.args.get("riders_limit"), "riders_limit", 1, RIDER_PAGE_MAX, RIDER_PAGE
+        )
+        return jsonify(admin_status(runtime(), riders_offset=offset, riders_limit=limit))
     text = raw.strip()
     if not text.isascii() or not text.isdigit() or len(text) > 18:
         raise ApiError(400, "invalid_parameter", "rider_id must be a rider's id", field="rider_id")

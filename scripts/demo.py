@@ -2,8 +2,10 @@
 
 An embedded Postgres (under DATA_DIR, default .data/), a fake Strava served on 127.0.0.1
 with a few demo riders (one with several thousand activities), and the service itself
-served on 127.0.0.1. The cron endpoints are then called over HTTP the way the GitHub
-workflows call them: each one again while `done` is false, until the backlog is clear.
+served on 127.0.0.1, with a fake Open-Meteo (its archive and its forecast archive) on
+127.0.0.1 for the weather phase. The cron endpoints are then called over HTTP the way the
+GitHub workflows call them: each one again while `done` is false, until the backlog is
+clear, the weather last.
 The embedded Postgres keeps running afterwards (for the next run, the tests, or a look
 with its psql); `python3 dev.py stop` ends it.
 
@@ -25,6 +27,7 @@ import shlex
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +45,8 @@ import db as dbmod
 from app_factory import create_app
 from fake_strava import FakeStrava, make_activities, serve
 from fake_strava.riders import connect_athlete
+from fake_weather import FakeWeather
+from fake_weather import serve as serve_weather
 from services.sealing import Sealer, local_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,6 +173,11 @@ def drive(base_url: str, cron_secret: str, endpoint: str, limit: int) -> dict[st
         totals["requests"] += body.get("strava_requests", 0)
         if endpoint == "enrich":
             gained = f"+{body['succeeded']:>4} races detailed"
+        elif endpoint == "weather":
+            gained = (
+                f"+{body['succeeded']:>4} with weather ({body['weather_requests']} requests, "
+                f"{body['weather_locations']} locations)"
+            )
         else:
             gained = f"+{sum(i.get('added', 0) for i in body['items']):>4} activities"
         print(
@@ -186,7 +196,9 @@ def drive(base_url: str, cron_secret: str, endpoint: str, limit: int) -> dict[st
     return totals
 
 
-def summary(database_url: str, riders: dict[int, DemoRider], fake: FakeStrava) -> bool:
+def summary(
+    database_url: str, riders: dict[int, DemoRider], fake: FakeStrava, weather_requests: str
+) -> bool:
     """Print what is stored against what Strava holds; True when nothing is missing."""
     print("\nWhat the club's database now holds:")
     header = (
@@ -221,19 +233,42 @@ def summary(database_url: str, riders: dict[int, DemoRider], fake: FakeStrava) -
             )
             if not rider.revoked:
                 complete &= row["stored"] == len(visible) and row["races"] == row["detailed"]
+        weather = conn.execute(
+            """
+            select count(*) filter (where weather_status = 'done') as done,
+                   count(*) filter (where weather_status = 'done' and weather_route is not null)
+                       as routes,
+                   count(*) filter (where weather_status = 'waiting') as waiting,
+                   count(*) filter (where weather_status = 'skipped') as skipped,
+                   count(*) filter (where weather_status = 'failed') as failed,
+                   count(*) filter (where weather_status is null and duplicate_of is null)
+                       as untouched,
+                   count(*) filter (where duplicate_of is not null) as copies,
+                   count(*) as total
+              from activities
+            """
+        ).fetchone()
         counted = conn.execute(
             "select count(*) - count(distinct strava_id) as n from activities"
         ).fetchone()
         budget = conn.execute("select * from strava_rate_budget").fetchone()
-    assert counted is not None and budget is not None
+    assert counted is not None and budget is not None and weather is not None
     duplicates = counted["n"]
+    print(
+        f"\n  weather: {weather['done']:,} of {weather['total']:,} activities filled"
+        f" ({weather['routes']} races along their route), {weather['waiting']} waiting"
+        f" (too recent), {weather['skipped']} skipped (no start point),"
+        f" {weather['copies']} copies of another ride left out, {weather['failed']} failed;"
+        f" weather requests: {weather_requests}"
+    )
     print(
         f"\n  duplicates: {duplicates}; Strava requests this run (API and OAuth): {fake.count()}"
         f" (read budget used this window: {budget['read_usage_15min']}"
         f"/{budget['read_limit_15min']}, today: {budget['read_usage_daily']}"
         f"/{budget['read_limit_daily']})"
     )
-    return complete and duplicates == 0
+    filled = weather["done"] > 0 and weather["failed"] == 0 and weather["untouched"] == 0
+    return complete and duplicates == 0 and filled
 
 
 def shown(path: Path) -> Path:
@@ -394,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     cron_secret = secrets.token_urlsafe(24)
     jwt_secret = secrets.token_urlsafe(32)
     club = ClubPage()
-    with serve(fake) as strava:
+    weather_fake = FakeWeather()
+    with serve(fake) as strava, serve_weather(weather_fake) as weather:
         app = create_app(
             {
                 "database_url": database_url,
@@ -403,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                 "strava_client_secret": CLIENT_SECRET,
                 "strava_api_url": strava.api_url,
                 "strava_oauth_url": strava.oauth_url,
+                "weather_api_url": weather.archive_url,
+                "weather_forecast_url": weather.forecast_url,
                 "supabase_jwt_secret": jwt_secret,
                 "allowed_origins": (club.url,),
                 "app_return_url": club.url + "/",
@@ -421,16 +459,25 @@ def main(argv: list[str] | None = None) -> int:
         file_handler.setFormatter(RedactingJsonFormatter(secrets_shown))
         root.addHandler(file_handler)
         served = ServedApp(app)
-        print(f"Service on {served.url}; its log: {shown(log_file)}\n", flush=True)
+        print(
+            f"Service on {served.url}; its log: {shown(log_file)}; fake weather on {weather.url}\n",
+            flush=True,
+        )
         try:
-            plan = [("sync-strava", 50), ("discover", 5), ("enrich", 15)]
+            plan = [("sync-strava", 50), ("discover", 5), ("enrich", 15), ("weather", 500)]
             available = {rule.rule for rule in app.url_map.iter_rules()}
             for endpoint, limit in plan:
                 if f"/api/cron/{endpoint}" not in available:
                     continue
                 print(f"POST /api/cron/{endpoint}?limit={limit} until done:", flush=True)
                 drive(served.url, cron_secret, endpoint, limit)
-            ok = summary(database_url, riders, fake)
+            by_path = Counter(entry.path for entry in weather_fake.log)
+            weather_requests = (
+                f"{weather_fake.requests:,} ({by_path[weather.archive_url[len(weather.url) :]]:,}"
+                f" to the archive, {by_path[weather.forecast_url[len(weather.url) :]]:,} to the"
+                " forecast archive)"
+            )
+            ok = summary(database_url, riders, fake, weather_requests)
             if args.serve:
                 first = min(riders)
                 club.service, club.rider = served.url, riders[first].name
@@ -446,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nDone in {time.monotonic() - started:.1f} s. "
         + (
-            "Every visible activity is stored once; every race has its details."
+            "Every visible activity is stored once; every race has its details; every"
+            " activity with a start point has its weather, or waits with the reason."
             if ok
             else "Something is missing: see the table above and the service log."
         )

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from services.places import with_places
+from services.places import row_place, strava_place
 from services.strava import PER_PAGE_MAX, BadPayload
 
 RUN_SPORTS = frozenset({"Run", "TrailRun", "VirtualRun"})
@@ -123,13 +123,14 @@ def activity_row(summary: dict[str, Any], *, min_race_distance_km: float) -> dic
 def page_rows(
     summaries: Iterable[dict[str, Any]], *, min_race_distance_km: float
 ) -> list[dict[str, Any]]:
-    """A page's rows, one per id (a page must not upsert the same row twice), with the
-    place of each start (offline, services/places)."""
+    """A page's rows, one per id (a page must not upsert the same row twice), with their
+    place: Strava's start_latlng, end_latlng and location_* where present, else the
+    polyline's ends and the offline table (services/places)."""
     rows: dict[int, dict[str, Any]] = {}
     for summary in summaries:
         row = activity_row(summary, min_race_distance_km=min_race_distance_km)
-        rows[row["strava_id"]] = row
-    return with_places(rows.values())
+        rows[row["strava_id"]] = {**row, **row_place(strava_place(summary))}
+    return list(rows.values())
 
 
 def listing_ended(page_size: int, *, per_page: int = PER_PAGE_MAX, read_all: bool) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import models
 from services.activities import as_integer, as_number
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
+from services.places import row_place, strava_place
 from services.schedule import RECENT_RACE_DAYS, WorkClass, race_class
 from services.strava import NotFound
 from services.tokens import NeedsReauth
@@ -169,6 +170,13 @@ def enrich_race(call: Call, race: models.RaceLease) -> Outcome:
             details=race_details(detail),
             now=call.now(),
         )
+        if stored:  # Strava's location fields of the detail, else the offline table
+            models.store_detail_place(
+                conn,
+                strava_id=race.strava_id,
+                place=row_place(strava_place(detail)),
+                now=call.now(),
+            )
     if not stored:
         raise LeaseLost()
     return _race_outcome(race, SUCCEEDED)

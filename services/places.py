@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import math
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,15 +87,56 @@ def valid_point(lat: Any, lng: Any) -> bool:
 def start_point(row: dict[str, Any]) -> Point | None:
     """An activity row's start point: Strava's start_latlng if the row has it, else the
     first point of its summary polyline."""
-    latlng = row.get("start_latlng")
-    if isinstance(latlng, list | tuple) and len(latlng) == 2 and valid_point(*latlng):
-        return (float(latlng[0]), float(latlng[1]))
+    latlng = _latlng(row.get("start_latlng"))
+    if latlng is not None:
+        return latlng
     polyline = row.get("summary_polyline") or row.get("polyline")
     if isinstance(polyline, str) and polyline:
         points = decode_polyline(polyline, limit=1)
         if points and valid_point(*points[0]):
             return points[0]
     return None
+
+
+def _latlng(value: Any) -> Point | None:
+    if isinstance(value, list | tuple) and len(value) == 2 and valid_point(*value):
+        return (float(value[0]), float(value[1]))
+    return None
+
+
+def end_point(row: dict[str, Any]) -> Point | None:
+    """An activity's end point: Strava's end_latlng if present, else the last point of its
+    summary (or full) polyline."""
+    point = _latlng(row.get("end_latlng"))
+    if point is not None:
+        return point
+    polyline = row.get("summary_polyline") or row.get("polyline")
+    if isinstance(polyline, str) and polyline:
+        points = decode_polyline(polyline)
+        if points and valid_point(*points[-1]):
+            return points[-1]
+    return None
+
+
+# Strava's own location fields of a summary or detailed activity: what row_place reads.
+STRAVA_PLACE_FIELDS = (
+    "start_latlng",
+    "end_latlng",
+    "location_city",
+    "location_state",
+    "location_country",
+)
+
+
+def strava_place(payload: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a Strava activity (summary or detailed) that say where it was: its
+    start and end points, its location_* fields and its polylines."""
+    fields = {k: payload.get(k) for k in STRAVA_PLACE_FIELDS}
+    found = payload.get("map")
+    activity_map: dict[str, Any] = found if isinstance(found, dict) else {}
+    fields["summary_polyline"] = activity_map.get("summary_polyline") or None
+    fields["polyline"] = activity_map.get("polyline") or None
+    return fields
 
 
 # --- the table -----------------------------------------------------------------------
@@ -170,10 +210,12 @@ def _strava_text(value: Any) -> str | None:
 
 
 def row_place(row: dict[str, Any]) -> dict[str, Any]:
-    """The place columns for an activity row: start_lat, start_lng, start_city,
-    start_region, start_country. Strava's location_* fields are kept where present; the
-    offline table fills the rest."""
+    """The place columns for an activity row: start_lat, start_lng, end_lat, end_lng,
+    start_city, start_region, start_country. Strava's start_latlng, end_latlng and
+    location_* fields are kept where present; the polyline and the offline table fill
+    the rest."""
     point = start_point(row)
+    end = end_point(row)
     strava = (
         _strava_text(row.get("location_city")),
         _strava_text(row.get("location_state")),
@@ -185,15 +227,12 @@ def row_place(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "start_lat": round(point[0], 5) if point else None,
         "start_lng": round(point[1], 5) if point else None,
+        "end_lat": round(end[0], 5) if end else None,
+        "end_lng": round(end[1], 5) if end else None,
         "start_city": city,
         "start_region": region,
         "start_country": country,
     }
-
-
-def with_places(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with their place columns filled in (rows that already carry them are kept)."""
-    return [row if "start_city" in row else {**row, **row_place(row)} for row in rows]
 
 
 # --- building the table (once, by hand) ----------------------------------------------

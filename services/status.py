@@ -34,6 +34,8 @@ RUN_KINDS = ["sync-strava", "discover", "enrich", "events", "sync-now"]
 RUNS_PER_KIND = 5
 RIDER_RUNS = 20
 LISTED_MAX = 50  # stuck items and incomplete histories listed by name; the counts are total
+RIDER_PAGE = 500  # riders in the status's list a page (riders_limit), at most RIDER_PAGE_MAX
+RIDER_PAGE_MAX = 2000
 CONNECTION_STATUSES = ["active", "needs_reauth", "revoked", "not_connected"]
 SYNC_STATES = [
     "in_progress",
@@ -380,14 +382,72 @@ def _history_entry(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def rider_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """One rider of the status's list: state, backfill progress, races, last sync, poll."""
+    connected = bool(row["connected"])
+    complete = (
+        connected
+        and row["history_complete_at"] is not None
+        and row["full_refresh_requested_at"] is None
+    )
+    return {
+        "rider_id": row["rider_id"],
+        "name": row["name"],
+        "auto_sync": row["auto_sync"],
+        "connection": row["connection"],
+        "sync_state": row["sync_state"],
+        "activities": row["activities"],
+        "history": {
+            "complete": complete,
+            "percent": history_percent(
+                complete=complete,
+                walk_started_at=row["history_walk_started_at"],
+                cursor=row["history_cursor"],
+                floor=row["athlete_created_at"],
+            )
+            if connected
+            else 0,
+            "pages": row["history_pages"] or 0,
+            "activities": row["history_activities"] or 0,
+            "oldest_reached": iso(row["history_cursor"]),
+        },
+        "races": {
+            "total": row["races"],
+            "waiting": row["races_waiting"],
+            "failed": row["races_failed"],
+        },
+        "last_synced_at": iso(row["last_synced_at"]),
+        "last_sync_added": row["last_sync_added"],
+        "last_error": row["last_error"],
+        "failure_count": row["failure_count"] or 0,
+        "next_attempt_at": iso(row["next_attempt_at"]),
+        "poll": {
+            "next_at": iso(row["next_poll_at"]),
+            "per_day": row["polls_per_day"],
+            "reason": row["poll_reason"],
+        },
+    }
+
+
 # --- I/O -----------------------------------------------------------------------------
 
 
-def admin_status(runtime: Runtime) -> dict[str, Any]:
-    """The whole fleet: riders, backlog and its estimate, rate limit, runs, what is stuck."""
+def admin_status(
+    runtime: Runtime, *, riders_offset: int = 0, riders_limit: int = RIDER_PAGE
+) -> dict[str, Any]:
+    """The whole fleet: riders (counts, and every rider a page at a time), backlog and its
+    estimate, rate limit, runs, what is stuck."""
     settings = runtime.settings
     now = runtime.clock()
     with runtime.db.connection() as conn:
+        rider_page = models.status_rider_page(
+            conn,
+            min_interval_s=settings.sync_min_interval_s,
+            max_attempts=settings.enrich_max_attempts,
+            limit=riders_limit,
+            offset=riders_offset,
+            now=now,
+        )
         buckets = models.status_sync_buckets(
             conn, min_interval_s=settings.sync_min_interval_s, now=now
         )
@@ -459,6 +519,12 @@ def admin_status(runtime: Runtime) -> dict[str, Any]:
             "by_sync_state": by_state,
             "due_now": due_now,
             "never_synced": sum(row["never_synced"] for row in buckets),
+            "list": {
+                "count": sum(row["riders"] for row in buckets),
+                "offset": riders_offset,
+                "limit": riders_limit,
+                "items": [rider_entry(row) for row in rider_page],
+            },
         },
         "backlog": {
             "history": {

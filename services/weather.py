@@ -19,9 +19,12 @@ historical weather API (keyless; WEATHER_API_URL), in a phase of its own.
   which calls take nothing; the first request after it is the probe. A 429 opens it
   until Open-Meteo's limit resets, costing the activities nothing. A 400 is the
   activities' own failure (counted, not the source's).
+- Recent days come from Open-Meteo's historical forecast API (WEATHER_FORECAST_URL, its
+  archive of past forecasts, hours behind) until the archive (about 5 days behind,
+  WEATHER_ARCHIVE_DELAY_DAYS) has them; the same parameters and answers.
 - Nothing is retried forever: an activity without a start point is `skipped`
-  (`no_start_point`); one too recent for the archive (about 5 days behind) `waits`
-  until it is in; one the archive still has no values for a month after is `skipped`
+  (`no_start_point`); one too recent even for the forecast archive `waits`
+  (`too_recent`) until it is in; one still without values a month after is `skipped`
   (`no_data`).
 """
 
@@ -55,7 +58,8 @@ HOURLY = (
 SAMPLE_EVERY_KM = 25.0
 MAX_LOCATIONS = 50
 MAX_RANGE_DAYS = 3
-ARCHIVE_DELAY = timedelta(days=5)  # the archive's lag behind today
+ARCHIVE, FORECAST = "archive", "forecast"  # the two sources, by how recent the activity is
+FORECAST_MARGIN = timedelta(hours=1)  # a too-recent activity is tried this long after it is in
 NO_DATA_AFTER = timedelta(days=30)  # still no values this long after: skipped
 WAIT_FOR_DATA = timedelta(days=1)
 TIMEOUT_S = 10.0
@@ -184,13 +188,27 @@ def activity_points(lease: models.WeatherLease) -> list[Sample]:
     return [Sample(float(start[0]), float(start[1]), lease.start_date, 0.0)]
 
 
+def pick_source(
+    end: datetime, now: datetime, *, archive_delay: timedelta, forecast_delay: timedelta
+) -> str | None:
+    """Where an activity that ended at `end` is looked up at `now`: the archive once its
+    delay has passed, else the forecast archive once its (shorter) delay has, else
+    nowhere yet (None: too recent)."""
+    if end <= now - archive_delay:
+        return ARCHIVE
+    if end <= now - forecast_delay:
+        return FORECAST
+    return None
+
+
 @dataclass
 class Batch:
-    """One request: several locations over one date range."""
+    """One request: several locations over one date range, to one source."""
 
     first: datetime  # midnight UTC of the first date
     last: datetime  # midnight UTC of the last date
     needs: list[tuple[int, int, Sample]] = field(default_factory=list)  # (activity, point)
+    source: str = ARCHIVE
 
     def params(self) -> dict[str, str]:
         return {
@@ -213,15 +231,28 @@ def plan_batches(
     *,
     max_locations: int = MAX_LOCATIONS,
     max_days: int = MAX_RANGE_DAYS,
+    sources: list[str] | None = None,
 ) -> list[Batch]:
     """Pack every point of every activity into as few requests as dates allow: points
     sorted by time, a request taking the next while it spans at most `max_days` dates and
-    holds at most `max_locations` locations."""
+    holds at most `max_locations` locations. With `sources` (each activity's), a request
+    goes to one source only: the archive's requests, then the forecast archive's."""
+    if sources is not None:
+        batches: list[Batch] = []
+        for source in (ARCHIVE, FORECAST):
+            chosen = [i for i, s in enumerate(sources) if s == source]
+            for batch in plan_batches(
+                [points[i] for i in chosen], max_locations=max_locations, max_days=max_days
+            ):
+                batch.source = source
+                batch.needs = [(chosen[a], p, sample) for a, p, sample in batch.needs]
+                batches.append(batch)
+        return batches
     needs = sorted(
         ((a, p, s) for a, samples in enumerate(points) for p, s in enumerate(samples)),
         key=lambda need: need[2].at,
     )
-    batches: list[Batch] = []
+    batches = []
     for need in needs:
         first = _day(need[2].at)
         last = _day(need[2].at + timedelta(hours=1))  # the hour after, for the nearest
@@ -491,14 +522,15 @@ class Breaker:
 class WeatherClient:
     """Open-Meteo over its own Session: timeouts capped at the call's time left."""
 
-    def __init__(self, url: str, *, runtime: Runtime, deadline: float) -> None:
-        self.url = url
+    def __init__(self, urls: dict[str, str], *, runtime: Runtime, deadline: float) -> None:
+        self.urls = urls  # by source: the archive, the forecast archive
         self.timer = runtime.timer
         self.deadline = deadline
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "club-strava-sync weather"
         self.requests_made = 0
         self.locations = 0
+        self.by_source = dict.fromkeys(urls, 0)
 
     def close(self) -> None:
         self.session.close()
@@ -512,8 +544,10 @@ class WeatherClient:
             raise TimeoutError("time budget")
         self.requests_made += 1
         self.locations += len(batch.needs)
+        self.by_source[batch.source] += 1
+        url = self.urls[batch.source]
         try:
-            response = self.session.get(self.url, params=batch.params(), timeout=timeout)
+            response = self.session.get(url, params=batch.params(), timeout=timeout)
         except requests.RequestException as exc:
             raise SourceFailed(f"{type(exc).__name__}") from None
         reason = _reason(response)
@@ -553,6 +587,7 @@ class _Activity:
     samples: list[Sample]
     values: list[dict[str, float | None] | None]
     outcome: Outcome | None = None
+    source: str = ARCHIVE
 
 
 class WeatherCall:
@@ -569,8 +604,12 @@ class WeatherCall:
         self.lease_token = uuid4()
         self.breaker = Breaker(runtime)
         self.client = WeatherClient(
-            settings.weather_api_url, runtime=runtime, deadline=self.deadline
-        )  # noqa: E501
+            {ARCHIVE: settings.weather_api_url, FORECAST: settings.weather_forecast_url},
+            runtime=runtime,
+            deadline=self.deadline,
+        )
+        self.archive_delay = timedelta(days=settings.weather_archive_delay_days)
+        self.forecast_delay = timedelta(hours=settings.weather_forecast_delay_h)
         self.stopped_by: str | None = None
 
     def now(self) -> datetime:
@@ -623,6 +662,7 @@ class WeatherCall:
             "items": [o.as_item() for o in outcomes],
             "weather_requests": self.client.requests_made,
             "weather_locations": self.client.locations,
+            "weather_requests_by_source": dict(self.client.by_source),
             "weather_source": describe_source(self.breaker.read(), self.now()),
         }
         if self.stopped_by is not None:
@@ -665,11 +705,21 @@ class WeatherCall:
             activity.outcome = self._settle(activity, "skipped", "no_start_point")
             return activity
         end = samples[-1].at
-        available = self.started_at - ARCHIVE_DELAY
-        if end > available:
+        source = pick_source(
+            end,
+            self.started_at,
+            archive_delay=self.archive_delay,
+            forecast_delay=self.forecast_delay,
+        )
+        if source is None:  # too recent even for the forecast archive: waits, with why
             activity.outcome = self._settle(
-                activity, "waiting", "too_recent", next_at=end + ARCHIVE_DELAY + timedelta(hours=6)
+                activity,
+                "waiting",
+                "too_recent",
+                next_at=end + self.forecast_delay + FORECAST_MARGIN,
             )
+        else:
+            activity.source = source
         return activity
 
     def _hand_back(self, activities: list[_Activity], reason: str) -> None:
@@ -698,7 +748,9 @@ class WeatherCall:
             )
 
     def _look_up(self, activities: list[_Activity]) -> None:
-        batches = plan_batches([a.samples for a in activities])
+        batches = plan_batches(
+            [a.samples for a in activities], sources=[a.source for a in activities]
+        )
         for index, batch in enumerate(batches):
             in_batch = list({id(activities[a]): activities[a] for a, _, _ in batch.needs}.values())
             if self.client.time_left() <= 0.05:

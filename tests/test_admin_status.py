@@ -291,6 +291,63 @@ def test_riders_by_connection_and_sync_state(client, database, fleet):
     )
 
 
+def test_every_rider_is_listed_a_page_at_a_time(client, database, fleet):
+    body = status(client)
+    listed = body["riders"]["list"]
+    assert listed["count"] == body["riders"]["total"] == 11
+    assert (listed["offset"], listed["limit"]) == (0, 500)
+    ids = [r["rider_id"] for r in listed["items"]]
+    assert ids == [r["id"] for r in query(database, "select id from riders order by id")]
+    # Each rider's state agrees with the counts, rider by rider.
+    states = {}
+    for item in listed["items"]:
+        states[item["sync_state"]] = states.get(item["sync_state"], 0) + 1
+    assert states == {k: v for k, v in body["riders"]["by_sync_state"].items() if v}
+    connections = {}
+    for item in listed["items"]:
+        connections[item["connection"]] = connections.get(item["connection"], 0) + 1
+    assert connections == {k: v for k, v in body["riders"]["by_connection_status"].items() if v}
+    # Backfill and races per rider, against SQL.
+    for item in listed["items"]:
+        races = query(
+            database,
+            "select count(*) as total, count(*) filter (where enrichment_status = 'pending'"
+            " or (enrichment_status = 'failed' and enrichment_attempts < 5)) as waiting,"
+            " count(*) filter (where enrichment_status = 'failed' and enrichment_attempts >= 5)"
+            " as failed from activities where rider_id = %s and is_race",
+            item["rider_id"],
+        )[0]
+        assert item["races"] == races, item
+        assert item["activities"] == count(
+            database, "select 1 from activities where rider_id = %s", item["rider_id"]
+        )
+        walked = query(
+            database,
+            "select history_pages, history_activities, history_complete_at is not null"
+            " and full_refresh_requested_at is null as complete"
+            " from strava_connections where rider_id = %s",
+            item["rider_id"],
+        )
+        if walked:
+            assert item["history"]["pages"] == walked[0]["history_pages"]
+            assert item["history"]["activities"] == walked[0]["history_activities"]
+            assert item["history"]["complete"] is walked[0]["complete"]
+            assert (item["history"]["percent"] == 100) is walked[0]["complete"]
+        else:
+            assert item["connection"] == "not_connected" and item["history"]["percent"] == 0
+    # Pages: the same riders in order, none twice, the count on every page.
+    pages = [status(client, riders_offset=o, riders_limit=4)["riders"]["list"] for o in (0, 4, 8)]
+    assert [r["rider_id"] for page in pages for r in page["items"]] == ids
+    assert [len(page["items"]) for page in pages] == [4, 4, 3]
+    assert {page["count"] for page in pages} == {11}
+    assert status(client, riders_offset=11)["riders"]["list"]["items"] == []
+    for field, bad in (("riders_limit", "0"), ("riders_limit", "2001"), ("riders_offset", "-1"),
+                       ("riders_offset", "x")):  # fmt: skip
+        answer = client.get(STATUS, query_string={field: bad}, headers=cron_headers())
+        assert answer.status_code == 400, (field, bad)
+        assert answer.get_json()["error"]["field"] == field
+
+
 def test_backlog_and_its_estimate(client, database, fleet):
     backlog = status(client)["backlog"]
     history = backlog["history"]

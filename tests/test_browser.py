@@ -5,10 +5,12 @@ SCREENSHOTS (.ci/artifacts/screenshots/ by default), which .ci/run prints."""
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from tests.browser_helpers import (
     CHROMIUM_ARGS,
     DESKTOP,
     PHONE,
+    ROOT,
     SCREENSHOTS,
     Club,
     Consent,
@@ -137,11 +140,37 @@ def widget_text(page: Any) -> str:
     return page.inner_text("#strava-sync")
 
 
+def png_size(path: Path) -> tuple[int, int]:
+    """A PNG's width and height, from its IHDR chunk."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
 def shoot(page: Any, name: str) -> None:
     for label, size in (("phone", PHONE), ("desktop", DESKTOP)):
         page.set_viewport_size(size)
-        page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+        path = SCREENSHOTS / f"{name}-{label}.png"
+        page.screenshot(path=str(path), full_page=True)
+        assert png_size(path)[0] == size["width"], path  # the width it was taken at
     page.set_viewport_size(DESKTOP)
+
+
+def test_ci_prints_the_screenshot_folder_and_the_readme_shows_one_of_each():
+    run = (ROOT / ".ci" / "run").read_text()
+    printed = re.search(r'echo "Browser screenshots[^"]*\$\{SCREENSHOT_DIR:-([^}]+)\}', run)
+    assert printed, "the .ci/run line printing the screenshots' folder"
+    assert ROOT / printed[1] == ROOT / ".ci/artifacts/screenshots"
+    if "SCREENSHOT_DIR" not in os.environ:
+        assert SCREENSHOTS == ROOT / printed[1]  # where the tests above save them
+    readme = (ROOT / "README.md").read_text()
+    shown = re.findall(r"!\[[^\]]*\]\((docs/(widget|dashboard)-(phone|desktop)\.png)\)", readme)
+    assert {(page, width) for _, page, width in shown} == {
+        (page, width) for page in ("widget", "dashboard") for width in ("phone", "desktop")
+    }
+    for path, _, width in shown:
+        expected = (PHONE if width == "phone" else DESKTOP)["width"]
+        assert png_size(ROOT / path)[0] == expected, path
 
 
 # --- the widget ----------------------------------------------------------------------
@@ -276,6 +305,22 @@ def seed_fleet(stack: Stack) -> dict[str, int]:
             seed=n,
             race_fraction=0.3,
         )
+    # Riders the old view (incomplete histories and stuck riders only) never listed:
+    # complete histories, nothing stuck, and one rider who never connected.
+    for n in range(6):
+        ids[f"settled{n}"] = connect_rider(
+            stack.database_url,
+            stack.fake,
+            7410 + n,
+            activities=3,
+            name=f"Settled rider {n}",
+            start=now - timedelta(days=30),
+            end=now - timedelta(days=2),
+            seed=10 + n,
+        )
+    ids["unconnected"] = query(
+        stack.database_url, "insert into riders (name) values ('Never connected') returning id"
+    )[0]["id"]
     execute(
         stack.database_url,
         "update strava_connections set status = 'needs_reauth' where rider_id = %s",
@@ -344,7 +389,7 @@ def test_the_dashboard_shows_the_fleet_and_acts(clean, page):
     sign_in(page, stack, CRON_SECRET)
     page.locator("#dashboard").wait_for()
     riders = expected["riders"]
-    assert number(page, "total") == str(riders["total"]) == "4"
+    assert number(page, "total") == str(riders["total"]) == str(len(ids)) == "11"
     assert number(page, "due_now") == str(riders["due_now"])
     assert number(page, "connection.needs_reauth") == "1"
     races = expected["backlog"]["races"]
@@ -371,20 +416,63 @@ def test_the_dashboard_shows_the_fleet_and_acts(clean, page):
     for kind in ("sync-strava", "discover", "enrich"):
         marks = page.locator(f'[data-kind="{kind}"] .timeline li[data-outcome]')
         assert marks.count() == len(expected["runs"][kind]["last"]) >= 1
-    # Backfill bars per rider, sortable and filterable.
-    listed = {h["rider_id"] for h in history["riders"]}
-    assert page.locator("#riders tbody tr[data-rider]").count() >= len(listed)
-    page.get_by_role("button", name="History").click()
+    # The rider table: every rider of the status's list, row for row, with its bar.
+    listed = expected["riders"]["list"]
+    assert listed["count"] == len(listed["items"]) == len(ids)
+    old_view = {h["rider_id"] for h in history["riders"]} | {
+        i["rider_id"] for i in expected["stuck"]["items"] if i.get("rider_id") is not None
+    }
+    assert len(old_view) < len(listed["items"])  # what the table showed before
+    rows = page.locator("#riders tbody tr[data-rider]")
+    assert rows.count() == len(listed["items"])
+    drawn_rows = {}
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        drawn_rows[int(row.get_attribute("data-rider"))] = {
+            "status": row.get_attribute("data-status"),
+            "percent": int(row.locator("progress").get_attribute("value")),
+            "waiting": int(row.locator(".races-waiting").inner_text()),
+            "failed": int(row.locator(".races-failed").inner_text()),
+            "activities": int(row.locator("td.num").first.inner_text()),
+        }
+    assert drawn_rows == {
+        r["rider_id"]: {
+            "status": r["sync_state"] if r["connection"] == "active" else r["connection"],
+            "percent": r["history"]["percent"],
+            "waiting": r["races"]["waiting"],
+            "failed": r["races"]["failed"],
+            "activities": r["activities"],
+        }
+        for r in listed["items"]
+    }
+    assert drawn_rows[ids["unconnected"]]["status"] == "not_connected"
+    assert drawn_rows[ids["reauth"]]["status"] == "needs_reauth"
+    assert page.inner_text("#rider-count") == "11 riders"
+    # Sortable: by history, ascending then descending.
+    history_button = page.locator("#riders thead").get_by_role("button", name="History")
+    history_button.click()
     assert page.get_attribute("#riders th:nth-child(3)", "aria-sort") == "ascending"
-    statuses = {h["status"] for h in history["riders"]}
-    page.select_option("#filter", "active")
-    shown = page.locator("#riders tbody tr[data-rider]")
-    assert shown.count() == sum(1 for h in history["riders"] if h["status"] == "active")
-    assert statuses <= {"active"}
+
+    def shown_percents():
+        values = rows.locator("progress").evaluate_all("bars => bars.map(b => b.value)")
+        return [int(v) for v in values]
+
+    assert shown_percents() == sorted(r["history"]["percent"] for r in listed["items"])
+    history_button.click()
+    assert page.get_attribute("#riders th:nth-child(3)", "aria-sort") == "descending"
+    assert shown_percents() == sorted(
+        (r["history"]["percent"] for r in listed["items"]), reverse=True
+    )
+    # Filterable by status.
+    page.select_option("#filter", "needs_reauth")
+    assert [int(r) for r in rows.evaluate_all("rs => rs.map(r => r.dataset.rider)")] == [
+        ids["reauth"]
+    ]
+    page.select_option("#filter", "")
+    assert rows.count() == len(listed["items"])
     shoot(page, "dashboard")
     # An operator action, confirmed, and its result.
-    page.select_option("#filter", "")
-    target = int(shown.first.get_attribute("data-rider"))
+    target = int(rows.first.get_attribute("data-rider"))
     assert target in ids.values()
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name=f"Pause rider {target}").click()
@@ -400,6 +488,29 @@ def test_the_dashboard_shows_the_fleet_and_acts(clean, page):
     assert query(stack.database_url, "select auto_sync from riders where id = %s", target) == [
         {"auto_sync": False}
     ]
+
+
+def test_a_club_of_more_riders_than_a_page_is_paged(clean, page):
+    stack = clean
+    execute(
+        stack.database_url,
+        "insert into riders (name) select 'Rider ' || n from generate_series(1, 512) n",
+    )
+    expected = status(stack)["riders"]["list"]
+    assert (expected["count"], len(expected["items"]), expected["limit"]) == (512, 500, 500)
+    sign_in(page, stack, CRON_SECRET)
+    page.locator("#dashboard").wait_for()
+    rows = page.locator("#riders tbody tr[data-rider]")
+    assert page.inner_text("#rider-count") == "Riders 1–500 of 512"
+    assert rows.count() == 500
+    assert page.get_by_role("button", name="Previous riders").is_disabled()
+    page.get_by_role("button", name="Next riders").click()
+    expect(page.locator("#rider-count")).to_have_text("Riders 501–512 of 512")
+    ids = [int(r) for r in rows.evaluate_all("rs => rs.map(r => r.dataset.rider)")]
+    assert len(ids) == 12 and min(ids) > max(r["rider_id"] for r in expected["items"])
+    assert page.get_by_role("button", name="Next riders").is_disabled()
+    page.get_by_role("button", name="Previous riders").click()
+    expect(page.locator("#rider-count")).to_have_text("Riders 1–500 of 512")
 
 
 def test_a_wrong_bearer_and_where_the_bearer_goes(clean, page):
@@ -426,6 +537,9 @@ def test_a_wrong_bearer_and_where_the_bearer_goes(clean, page):
             carried.append(request.url)
             assert request.url.startswith(stack.service + "/api/admin/")
     assert carried, "the bearer was never sent"
+    # Nothing is loaded from, or sent to, another origin.
+    assert {r.url.split("/", 3)[2] for r in seen} == {stack.service.split("/", 3)[2]}
+    assert not [m for m in page.console_messages if "Content Security Policy" in m]
     # A reload keeps the session (the tab's storage), without asking again.
     page.reload()
     page.locator("#dashboard").wait_for()

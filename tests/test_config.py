@@ -27,6 +27,8 @@ RANGES = [
     ("WEBHOOK_ATHLETE_HOURLY_CAP", "webhook_athlete_hourly_cap", int, 1, 1000, 20),
     ("WEBHOOK_INLINE_BUDGET_S", "webhook_inline_budget_s", float, 0, 1.5, 1.0),
     ("WEBHOOK_MAX_ATTEMPTS", "webhook_max_attempts", int, 1, 20, 5),
+    ("WEATHER_ARCHIVE_DELAY_DAYS", "weather_archive_delay_days", float, 1, 30, 5.0),
+    ("WEATHER_FORECAST_DELAY_H", "weather_forecast_delay_h", float, 0, 72, 3.0),
 ]
 IDS = [r[0] for r in RANGES]
 # A lease long enough for the longest budget, so each bound is tested on its own.

@@ -43,7 +43,15 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 CRON = ("/api/cron/sync-strava", "/api/cron/discover", "/api/cron/enrich")
 STATUS = "/api/admin/status"
 SYNC = "/api/riders/me/sync"
-ACTIONS = ("full-refresh", "reset", "pause", "resume")  # POST /api/admin/riders/{rider_id}/...
+ACTIONS = ("full-refresh", "reset", "pause", "resume")
+# The browser's files (routes/web.py) and the type each is served with.
+WEB_FILES = {
+    "/widget.js": "text/javascript",
+    "/widget.css": "text/css",
+    "/admin": "text/html",
+    "/admin/admin.js": "text/javascript",
+    "/admin/admin.css": "text/css",
+}  # POST /api/admin/riders/{rider_id}/...
 # A Flask rule's variable: <name>, <conv:name> or <conv(args):name>.
 VARIABLE = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 
@@ -122,6 +130,8 @@ class Contract:
         status = response.status_code
         where, declared = self.declared(path, method, status)
         for name, header in declared.get("headers", {}).items():
+            if "$ref" in header:
+                _, header = resolve(self.spec, header["$ref"])
             if header.get("required"):
                 assert name in response.headers, f"{status} from {path} lacks {name}"
                 schema = header["schema"]
@@ -133,6 +143,14 @@ class Contract:
         self.seen.add((path, method.lower(), str(status)))
         if not content:
             return None
+        if "application/json" not in content:  # a web page or file: its type, a body
+            assert response.mimetype in content, (
+                f"{method.upper()} {path} {status} is {response.mimetype}; "
+                f"the spec declares {sorted(content)}"
+            )
+            text = response.get_data(as_text=True)
+            assert text.strip(), f"{path} {status} is empty"
+            return text
         assert response.is_json, f"{path} {status} is not JSON: {response.content_type}"
         body = response.get_json()
         validator = self.validator(where + pointer("content", "application/json", "schema"))
@@ -216,12 +234,10 @@ def test_every_local_reference_resolves(spec):
 
 
 def flask_operations(app: Flask) -> dict[tuple[str, str], dict[str, str]]:
-    """(path, method) for every /api rule, Flask's `<conv:name>` as `{name}`, with the
-    converters of its variables."""
+    """(path, method) for every rule of the app (the API, the widget's files and the
+    dashboard), Flask's `<conv:name>` as `{name}`, with the converters of its variables."""
     operations: dict[tuple[str, str], dict[str, str]] = {}
     for rule in app.url_map.iter_rules():
-        if not (rule.rule == "/api" or rule.rule.startswith("/api/")):
-            continue
         path = VARIABLE.sub(r"{\2}", rule.rule)
         converters = {name: conv or "default" for conv, name in VARIABLE.findall(rule.rule)}
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
@@ -248,6 +264,14 @@ def test_routes_and_spec_agree_both_ways(app, spec):
     extra = sorted(in_spec - set(in_app))
     assert not missing, f"routes the spec does not describe: {missing}"
     assert not extra, f"spec operations the app does not have: {extra}"
+
+
+def test_every_route_is_described_the_web_files_too(app, spec):
+    web = {path for path, _ in flask_operations(app) if not path.startswith("/api/")}
+    assert web == set(WEB_FILES)  # and no /static route beside them
+    for path, mimetype in WEB_FILES.items():
+        assert set(spec["paths"][path]) == {"get"}
+        assert set(spec["paths"][path]["get"]["responses"]["200"]["content"]) == {mimetype}
 
 
 def test_path_variables_are_declared_with_their_types(app, spec):
@@ -732,7 +756,9 @@ def test_weather_answers(make_app, fake, database, contract):
             now=datetime.now(UTC),
         )  # fmt: skip
     with serve(FakeWeather()) as served:
-        client = make_app(weather_api_url=served.archive_url).test_client()
+        client = make_app(
+            weather_api_url=served.archive_url, weather_forecast_url=served.forecast_url
+        ).test_client()
         posted = contract.check(client.post(path, headers=cron_headers()), path, "post")
         assert posted["succeeded"] >= 1 and posted["weather_requests"] >= 1
         got = contract.check(client.get(path, headers=cron_headers()), path, "get")
@@ -787,3 +813,17 @@ def test_webhook_and_events_answers(make_app, strava, database, contract):
     assert got["done"] is True
     fleet = contract.check(client.get(STATUS, headers=cron_headers()), STATUS, "get")
     assert fleet["webhooks"]["events_24h"]["received"] == 2
+
+
+def test_web_files_answer_with_their_types_and_304_when_unchanged(client, contract):
+    """The widget's files and the dashboard (routes/web.py), against their operations."""
+    for path, mimetype in WEB_FILES.items():
+        response = client.get(path)
+        text = contract.check(response, path, "get")
+        assert response.mimetype == mimetype and text
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+        again = client.get(path, headers={"If-None-Match": response.headers["ETag"]})
+        assert again.status_code == 304 and again.get_data() == b""
+        assert contract.check(again, path, "get") is None
+    assert "ClubSync" in client.get("/widget.js").get_data(as_text=True)
+    assert "connect-src 'self'" in client.get("/admin").headers["Content-Security-Policy"]

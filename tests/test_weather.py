@@ -16,9 +16,10 @@ import responses
 from psycopg.rows import dict_row
 
 import models
+from config import ConfigError, load_settings
 from fake_strava import FakeStrava, make_activity
 from fake_strava.polyline import encode
-from fake_weather import FakeWeather, serve
+from fake_weather import ARCHIVE_PATH, FORECAST_PATH, FakeWeather, serve
 from services.activities import page_rows
 from services.weather import (
     BREAKER_FAILURES,
@@ -26,6 +27,7 @@ from services.weather import (
     Sample,
     headwind_kmh,
     limit_reset,
+    pick_source,
     plan_batches,
     route_summary,
     sample_route,
@@ -68,12 +70,13 @@ def strava(fake: FakeStrava, weather: tuple[FakeWeather, str]) -> Iterator[FakeS
     """The fake Strava on Strava's URLs (through `responses`), the fake weather on loopback."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         fake.install(rsps, api_url=API_URL, oauth_url=OAUTH_URL)
-        rsps.add_passthru(weather[1])
+        rsps.add_passthru(weather[1].removesuffix(ARCHIVE_PATH))  # both of its endpoints
         yield fake
 
 
 def app_on(make_app, clock: Clock, url: str, **settings: Any):
-    app = make_app(weather_api_url=url, **settings)
+    forecast = url.removesuffix(ARCHIVE_PATH) + FORECAST_PATH  # the fake serves both
+    app = make_app(weather_api_url=url, weather_forecast_url=forecast, **settings)
     runtime = app.extensions["strava_sync"]
     app.extensions["strava_sync"] = replace(runtime, clock=clock.now)
     return app.test_client()
@@ -257,7 +260,8 @@ def test_no_start_point_is_skipped_and_too_recent_waits_never_forever(
     rider = connect_rider(database, strava, 7201)
     manual = make_activity(72010, athlete_id=7201, start_date=START - timedelta(days=30),
                            manual=True)  # fmt: skip
-    recent = make_activity(72011, athlete_id=7201, start_date=START - timedelta(days=1))
+    # Started two hours ago: too recent even for the forecast archive (3 hours behind).
+    recent = make_activity(72011, athlete_id=7201, start_date=START - timedelta(hours=2))
     store(database, rider, [manual, recent])
     answer = call(client)
     reasons = {i["activity_id"]: (i["status"], i.get("reason")) for i in answer["items"]}
@@ -266,11 +270,16 @@ def test_no_start_point_is_skipped_and_too_recent_waits_never_forever(
     rows = weather_rows(database)
     assert rows[72010]["weather_status"] == "skipped"
     assert rows[72011]["weather_status"] == "waiting"
+    assert rows[72011]["weather_error"] == "too_recent"
+    # It waits for the forecast archive's delay and a margin, then is due once, not before.
+    assert rows[72011]["weather_next_attempt_at"] == START + timedelta(hours=-2 + 3 + 1)
     assert call(client)["processed"] == 0  # neither is due again now
-    clock.advance(days=4)  # in the archive 5 days after it ended, plus 6 hours' margin
+    clock.advance(hours=1, minutes=50)
     assert call(client)["processed"] == 0
-    clock.advance(hours=8)
-    assert call(client)["succeeded"] == 1
+    clock.advance(minutes=10)
+    done = call(client)
+    assert done["succeeded"] == 1 and done["weather_requests_by_source"] == {
+        "archive": 0, "forecast": 1}  # fmt: skip
     assert weather_rows(database)[72011]["weather_status"] == "done"
     # The archive answering nulls (its delay longer than ours): waits, then gives up.
     fake.clock = lambda: (START - timedelta(days=60)).timestamp()
@@ -414,3 +423,62 @@ def test_plan_batches_keeps_every_point_once():
     needs = sorted((a, p) for b in batches for a, p, _ in b.needs)
     assert needs == [(a, 0) for a in range(100)]
     assert all(len(b.needs) <= 30 and (b.last - b.first).days < 3 for b in batches)
+
+
+def test_recent_days_come_from_the_forecast_archive_and_older_ones_from_the_archive(
+    make_app, weather, database, strava, clock
+):
+    fake, url = weather
+    rider = connect_rider(database, strava, 7701)
+    two_days = make_activity(77010, athlete_id=7701, start_date=START - timedelta(days=2))
+    a_month = make_activity(77011, athlete_id=7701, start_date=START - timedelta(days=30))
+    store(database, rider, [two_days, a_month])
+    answer = call(app_on(make_app, clock, url))
+    assert answer["succeeded"] == 2 and answer["done"] is True, answer["items"]
+    assert answer["weather_requests_by_source"] == {"archive": 1, "forecast": 1}
+    by_path = sorted((entry.path, entry.status) for entry in fake.log)
+    assert by_path == [(ARCHIVE_PATH, 200), (FORECAST_PATH, 200)]
+    rows = weather_rows(database)
+    assert rows[77010]["weather_status"] == rows[77011]["weather_status"] == "done"
+    assert rows[77010]["weather_temperature_c"] is not None
+    # The delays are settings: an archive said to lag 40 days sends both to the forecast.
+    fake.reset_log()
+    execute(database, "update activities set weather_status = null")
+    later = call(app_on(make_app, clock, url, weather_archive_delay_days=40.0))
+    assert later["succeeded"] == 2  # four weeks apart: a request each
+    assert later["weather_requests_by_source"] == {"archive": 0, "forecast": 2}
+    assert [entry.path for entry in fake.log] == [FORECAST_PATH] * 2
+
+
+def test_the_source_is_picked_by_how_long_ago_the_activity_ended():
+    now = START
+    delays = {"archive_delay": timedelta(days=5), "forecast_delay": timedelta(hours=3)}
+    assert pick_source(now - timedelta(days=30), now, **delays) == "archive"
+    assert pick_source(now - timedelta(days=5), now, **delays) == "archive"
+    assert pick_source(now - timedelta(days=2), now, **delays) == "forecast"
+    assert pick_source(now - timedelta(hours=3), now, **delays) == "forecast"
+    assert pick_source(now - timedelta(hours=2), now, **delays) is None
+    points = [[Sample(45.0, 5.0, now - timedelta(days=d), 0.0)] for d in (30, 2, 29, 1)]
+    batches = plan_batches(points, sources=["archive", "forecast", "archive", "forecast"])
+    assert [(b.source, sorted(a for a, _, _ in b.needs)) for b in batches] == [
+        ("archive", [0, 2]),
+        ("forecast", [1, 3]),
+    ]
+
+
+def test_the_weather_delays_are_settings_with_ranges():
+    settings = load_settings(
+        {"WEATHER_ARCHIVE_DELAY_DAYS": "7", "WEATHER_FORECAST_DELAY_H": "0.5",
+         "WEATHER_FORECAST_URL": "https://forecast.example/v1/forecast/"}
+    )  # fmt: skip
+    assert settings.weather_archive_delay_days == 7.0
+    assert settings.weather_forecast_delay_h == 0.5
+    assert settings.weather_forecast_url == "https://forecast.example/v1/forecast"
+    defaults = load_settings({})
+    assert defaults.weather_forecast_url == (
+        "https://historical-forecast-api.open-meteo.com/v1/forecast"
+    )
+    for name, bad in (("WEATHER_ARCHIVE_DELAY_DAYS", "0"), ("WEATHER_FORECAST_DELAY_H", "73"),
+                      ("WEATHER_FORECAST_URL", "forecast.example")):  # fmt: skip
+        with pytest.raises(ConfigError, match=name):
+            load_settings({name: bad})

@@ -21,6 +21,7 @@
   var status = null;
   var sortKey = "rider_id";
   var sortDir = 1;
+  var riderOffset = 0; // the rider list's page (riders.list.offset)
 
   function el(tag, className, text) {
     var node = document.createElement(tag);
@@ -67,7 +68,8 @@
   }
 
   function load() {
-    return api("GET", "/api/admin/status").then(function (answer) {
+    var path = "/api/admin/status" + (riderOffset ? "?riders_offset=" + riderOffset : "");
+    return api("GET", path).then(function (answer) {
       if (answer.status === 401) {
         signedOut("The service refused that bearer (401 unauthorized). Enter exactly the " +
           "CRON_SECRET set on the server.");
@@ -240,31 +242,60 @@
     });
   }
 
+  // One row per rider of the status's list (riders.list): every rider, a page at a time.
   function rows(s) {
-    var byId = {};
-    s.backlog.history.riders.forEach(function (h) {
-      byId[h.rider_id] = { rider_id: h.rider_id, status: h.status, percent: h.percent,
-        activities: h.activities, races: h.races, stuck: [] };
-    });
+    var stuckBy = {};
     s.stuck.items.forEach(function (item) {
       if (item.rider_id === undefined || item.rider_id === null) return;
-      var row = byId[item.rider_id] || (byId[item.rider_id] = { rider_id: item.rider_id,
-        status: "complete history", percent: 100, activities: null, races: null, stuck: [] });
-      row.stuck.push(item.kind);
+      (stuckBy[item.rider_id] = stuckBy[item.rider_id] || []).push(item.kind);
     });
-    return Object.keys(byId).map(function (k) { return byId[k]; });
+    return s.riders.list.items.map(function (r) {
+      return {
+        rider_id: r.rider_id,
+        name: r.name || "",
+        // One status a rider: its connection when not active, else its sync state.
+        status: r.connection === "active" ? r.sync_state : r.connection,
+        auto_sync: r.auto_sync,
+        percent: r.history.percent,
+        complete: r.history.complete,
+        activities: r.activities,
+        races_waiting: r.races.waiting,
+        races_failed: r.races.failed,
+        last_synced_at: r.last_synced_at,
+        last_sync_added: r.last_sync_added,
+        next_poll_at: r.poll.next_at,
+        poll_reason: r.poll.reason,
+        last_error: r.last_error,
+        stuck: stuckBy[r.rider_id] || [],
+      };
+    });
+  }
+
+  function words(text) { return String(text).replace(/_/g, " "); }
+
+  function pager(list) {
+    var first = list.count ? list.offset + 1 : 0;
+    var last = list.offset + list.items.length;
+    $("rider-count").textContent = list.count > list.items.length
+      ? "Riders " + first + "–" + last + " of " + list.count
+      : list.count + " riders";
+    $("rider-count").setAttribute("data-count", String(list.count));
+    $("prev-riders").hidden = $("next-riders").hidden = list.count <= list.limit;
+    $("prev-riders").disabled = list.offset <= 0;
+    $("next-riders").disabled = last >= list.count;
   }
 
   function table(s) {
     var all = rows(s);
+    pager(s.riders.list);
     var select = $("filter");
     var chosen = select.value;
     var statuses = {};
-    all.forEach(function (r) { statuses[r.status] = true; });
+    all.forEach(function (r) { statuses[r.status] = (statuses[r.status] || 0) + 1; });
     select.textContent = "";
-    select.appendChild(el("option", null, "all")).value = "";
+    select.appendChild(el("option", null, "all (" + all.length + ")")).value = "";
     Object.keys(statuses).sort().forEach(function (st) {
-      var option = el("option", null, st);
+      var option = el("option", null, words(st) + " (" + statuses[st] + ")");
       option.value = st;
       select.appendChild(option);
     });
@@ -273,8 +304,8 @@
     shown.sort(function (a, b) {
       var x = a[sortKey], y = b[sortKey];
       if (x === y) return a.rider_id - b.rider_id;
-      if (x === null) return 1;
-      if (y === null) return -1;
+      if (x === null || x === undefined) return 1;
+      if (y === null || y === undefined) return -1;
       return (x < y ? -1 : 1) * sortDir;
     });
     document.querySelectorAll("#riders th").forEach(function (th) {
@@ -291,19 +322,34 @@
     shown.forEach(function (r) {
       var tr = el("tr");
       tr.setAttribute("data-rider", String(r.rider_id));
-      tr.appendChild(el("td", null, r.rider_id));
-      tr.appendChild(el("td", null, r.status + (r.stuck.length ? " · stuck: " + r.stuck.join(", ") : "")));
-      var cell = el("td");
+      tr.setAttribute("data-status", r.status);
+      var who = el("td");
+      who.appendChild(el("strong", null, r.rider_id));
+      if (r.name) who.appendChild(el("span", "name", " " + r.name));
+      tr.appendChild(who);
+      var state = el("td", "status " + r.status, words(r.status) +
+        (r.auto_sync || r.status === "paused" ? "" : " (paused)"));
+      if (r.stuck.length) state.appendChild(el("span", "stuck-tag", " stuck: " + r.stuck.map(words).join(", ")));
+      if (r.last_error) state.title = r.last_error;
+      tr.appendChild(state);
+      var cell = el("td", "history");
       var bar = el("progress");
       bar.max = 100;
       bar.value = r.percent;
       bar.setAttribute("aria-label", "Rider " + r.rider_id + " history discovered");
       bar.textContent = r.percent + "%";
       cell.appendChild(bar);
-      cell.appendChild(document.createTextNode(" " + r.percent + "%"));
+      cell.appendChild(el("span", "percent", " " + (r.complete ? "complete" : r.percent + "%")));
       tr.appendChild(cell);
-      tr.appendChild(el("td", null, r.activities === null ? "—" : r.activities));
-      tr.appendChild(el("td", null, r.races === null ? "—" : r.races));
+      tr.appendChild(el("td", "num", r.activities));
+      tr.appendChild(el("td", "num races-waiting", r.races_waiting));
+      tr.appendChild(el("td", "num races-failed", r.races_failed));
+      var synced = el("td", "synced", time(r.last_synced_at) +
+        (r.last_sync_added ? " · +" + r.last_sync_added : ""));
+      tr.appendChild(synced);
+      var poll = el("td", "poll", time(r.next_poll_at));
+      if (r.poll_reason) poll.title = r.poll_reason;
+      tr.appendChild(poll);
       var actions = el("td");
       var wrap = el("div", "actions");
       ACTIONS.forEach(function (a) {
@@ -320,8 +366,8 @@
     });
     if (!shown.length) {
       var empty = el("tr");
-      var td = el("td", null, "No rider to show: every history is complete and nothing is stuck.");
-      td.colSpan = 6;
+      var td = el("td", null, all.length ? "No rider has that status." : "No rider yet.");
+      td.colSpan = 9;
       empty.appendChild(td);
       body.appendChild(empty);
     }
@@ -395,6 +441,16 @@
     $("signout").addEventListener("click", function () { signedOut("The bearer is forgotten."); });
     $("reload").addEventListener("click", load);
     $("filter").addEventListener("change", function () { if (status) table(status); });
+    $("prev-riders").addEventListener("click", function () {
+      if (!status) return;
+      riderOffset = Math.max(0, riderOffset - status.riders.list.limit);
+      load();
+    });
+    $("next-riders").addEventListener("click", function () {
+      if (!status) return;
+      riderOffset += status.riders.list.limit;
+      load();
+    });
     document.querySelectorAll("#riders th button").forEach(function (b) {
       b.addEventListener("click", function () {
         var key = b.getAttribute("data-sort");
