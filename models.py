@@ -1139,7 +1139,10 @@ def claim_races_for_enrichment(
               from activities a
              where {_ENRICH_DUE}
         ), due as (
+            -- Due again here: a row another call leased and committed after this
+            -- statement's snapshot is re-read by FOR UPDATE, and must be seen as held.
             select a.id from activities a join ranked r on r.id = a.id
+             where {_ENRICH_DUE}
             order by r.recent desc, r.turn, r.start_date desc, a.id desc
             limit %(limit)s
             for update of a skip locked
