@@ -2622,6 +2622,7 @@ class EventGroup:
     attempts: int  # failed attempts so far (the most of the group's events)
     events: int
     claimed_at: datetime
+    latest_event_time: datetime  # Strava's clock
 
 
 # Objects with a due event (backoff over) whose events no call holds, within their
@@ -2685,7 +2686,8 @@ def claim_event_groups(
          where e.status = 'pending' and e.rider_id = c.rider_id
            and e.object_type = c.object_type and e.object_id = c.object_id
         returning e.rider_id, e.object_type, e.object_id, e.aspect_type, e.attempts,
-                  (e.updates ->> 'authorized') = 'false' as deauthorization, c.first_received
+                  e.event_time, (e.updates ->> 'authorized') = 'false' as deauthorization,
+                  c.first_received
         """,
         {
             "now": now,
@@ -2711,6 +2713,7 @@ def claim_event_groups(
             attempts=max(int(r["attempts"]) for r in events),
             events=len(events),
             claimed_at=now,
+            latest_event_time=max(r["event_time"] for r in events),
         )
         for (rider_id, object_type, object_id), events in ordered
     ]
@@ -2791,9 +2794,14 @@ def release_event_group(conn: Conn, *, group: EventGroup, lease_token: UUID) -> 
     )
 
 
-def activity_of_rider(conn: Conn, *, rider_id: int, strava_id: int) -> bool:
+def activity_of_rider(
+    conn: Conn, *, rider_id: int, strava_id: int, written_since: datetime | None = None
+) -> bool:
+    """Whether the rider has this activity stored (and written since `written_since`)."""
     row = conn.execute(
-        "select 1 from activities where rider_id = %s and strava_id = %s", (rider_id, strava_id)
+        "select 1 from activities where rider_id = %s and strava_id = %s"
+        " and (%s::timestamptz is null or seen_at >= %s::timestamptz)",
+        (rider_id, strava_id, written_since, written_since),
     ).fetchone()
     return row is not None
 

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 EVENT_LOG_DAYS = 30
 # Pending events of one rider a sync-strava call takes after its listing.
 EVENTS_PER_SYNCED_RIDER = 20
+# How far Strava's clock (event_time) and ours may differ.
+CLOCK_MARGIN = timedelta(minutes=1)
 
 
 class RiderBusy(Exception):
@@ -205,10 +207,15 @@ def _finish(call: Call, conn: models.Conn, group: models.EventGroup, word: str) 
 
 def _activity(call: Call, group: models.EventGroup, rider_lease: models.RiderLease | None) -> str:
     rider_id, strava_id = group.rider_id, group.object_id
-    if group.aspects == {"create"}:
+    if "delete" not in group.aspects:
+        # A listing that stored the activity, or wrote a change of it, after the events
+        # (a margin for the two clocks) has answered them: no request.
+        since = None if group.aspects == {"create"} else group.latest_event_time + CLOCK_MARGIN
         with call.db.connection() as conn:
-            if models.activity_of_rider(conn, rider_id=rider_id, strava_id=strava_id):
-                return _finish(call, conn, group, "covered")  # a listing stored it since
+            if models.activity_of_rider(
+                conn, rider_id=rider_id, strava_id=strava_id, written_since=since
+            ):
+                return _finish(call, conn, group, "covered")
     try:
         detail: dict[str, Any] | None = call.tokens.call(
             rider_id, lambda token: call.strava.get_activity(token, strava_id)

@@ -611,3 +611,47 @@ def test_served_over_loopback_with_overlapping_latency() -> None:
         time.sleep(0.25)  # let the slow answer finish before the server stops
     assert fake.count(path_contains="/athlete/activities", status=200) == 6
     assert fake.count(status=500) == 1
+
+
+def test_the_push_sender_retries_three_times_in_all_then_gives_up():
+    from fake_strava.push import PushSender
+
+    answers: list[int] = []
+    sender = PushSender(
+        clock=lambda: 1_000.0, application_id=1, transport=lambda u, e: answers.pop(0)
+    )
+    sender.subscription = {"id": 5, "callback_url": "http://callback"}
+    answers[:] = [500, 503, 200]
+    sender.emit("activity", 1, "create", 2)
+    assert sender.deliver_due() == 3 and sender.log.delivered == 1
+    answers[:] = [500, 500, 500, 200]
+    sender.emit("activity", 2, "create", 2)
+    assert sender.deliver_due() == 3 and sender.log.given_up == 1 and answers == [200]
+
+
+def test_a_slow_answer_counts_as_none_and_losses_and_duplicates_are_seeded():
+    import time as real_time
+
+    from fake_strava.push import PushSender
+
+    def slow(url, event):
+        real_time.sleep(0.06)
+        return 200
+
+    sender = PushSender(clock=lambda: 0.0, application_id=1, transport=slow)
+    sender.subscription = {"id": 5, "callback_url": "http://callback"}
+    sender.answer_within_s = 0.05
+    sender.emit("activity", 1, "create", 2)
+    sender.deliver_due()
+    assert sender.log.statuses == [599, 599, 599] and sender.log.given_up == 1
+    counted = PushSender(clock=lambda: 0.0, application_id=1, transport=lambda u, e: 200, seed=4)
+    counted.subscription = {"id": 5, "callback_url": "http://callback"}
+    counted.loss, counted.duplicate = 0.1, 0.1
+    for i in range(1000):
+        counted.emit("activity", i + 1, "create", 2)
+    assert 60 < counted.log.lost < 140 and 60 < counted.log.duplicated < 140
+    assert counted.pending() == 1000 - counted.log.lost + counted.log.duplicated
+    # Without a subscription nothing is queued.
+    idle = PushSender(clock=lambda: 0.0, application_id=1)
+    idle.emit("activity", 1, "create", 2)
+    assert idle.pending() == 0 and idle.log.emitted == 0

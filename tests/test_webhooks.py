@@ -423,3 +423,62 @@ def test_no_secret_in_any_answer_or_log(world, caplog):
         tokens["refresh_token"],
     ):
         assert all(secret not in text for text in texts)
+
+
+def test_sync_strava_takes_the_pending_events_of_the_riders_it_syncs(world, make_app):
+    subscription_id = world.subscribe()
+    rider = world.rider(812, activities=3)
+    world.fake.push._queue.clear()  # (the seeding's events)
+    world.cron("sync-strava")
+    [first, *_] = sorted(world.rows(rider))
+    world.fake.update_activity(first, name="Renamed at Strava")
+    later = make_app(
+        strava_api_url=world.app.extensions["strava_sync"].settings.strava_api_url,
+        strava_oauth_url=world.app.extensions["strava_sync"].settings.strava_oauth_url,
+        webhook_inline_budget_s=0,  # the POST stores only
+        sync_min_interval_s=0,
+    ).test_client()
+    body = event(
+        subscription_id, first, 812, "update", updates={"title": "Renamed at Strava"},
+        event_time=int(time.time()) - 120,  # renamed two minutes before the listing
+    )  # fmt: skip
+    assert later.post(HOOK, json=body).get_json() == {"stored": True}
+    execute(world.database, "update strava_connections set next_poll_at = now()")  # its poll
+    answer = later.post("/api/cron/sync-strava", headers=cron_headers()).get_json()
+    [item] = answer["items"]
+    assert item["status"] == "succeeded" and item["events"] == 1
+    assert world.rows(rider)[first]["name"] == "Renamed at Strava"
+    # The listing's overlap wrote the change after the event: answered without a request.
+    assert query(world.database, "select status, outcome from strava_webhook_events") == [
+        {"status": "done", "outcome": "covered"}
+    ]
+    assert answer["strava_requests"] == 1
+
+
+def test_failed_events_back_off_and_then_fail_with_the_reason(world):
+    subscription_id = world.subscribe()
+    world.rider(813)
+    [ride] = upload(world.fake, 813, first_id=96_001)
+    world.fake.push._queue.clear()
+    world.fake.fail_next(100, status=500, path_contains=f"/activities/{ride['id']}")
+    status, answer, _ = world.post_event(**event(subscription_id, ride["id"], 813))
+    assert status == 200 and answer["stored"] and answer["processed"]["status"] == "failed"
+    attempts = []
+    for _ in range(10):
+        [row] = query(
+            world.database,
+            "select status, attempts, next_attempt_at > received_at as backing_off, last_error,"
+            " outcome from strava_webhook_events",
+        )
+        attempts.append(row["attempts"])
+        if row["status"] == "failed":
+            break
+        assert row["backing_off"] and "strava_unavailable" in row["last_error"]
+        execute(world.database, "update strava_webhook_events set next_attempt_at = now()")
+        world.cron("events")
+    max_attempts = world.app.extensions["strava_sync"].settings.webhook_max_attempts
+    assert attempts == list(range(1, max_attempts + 1))
+    assert row["status"] == "failed" and row["outcome"].startswith("strava_unavailable")
+    assert world.cron("events")["remaining"] == 0  # never retried forever
+    status = world.client.get("/api/admin/status", headers=cron_headers()).get_json()
+    assert status["webhooks"]["events_24h"]["failed"] == 1
