@@ -196,6 +196,90 @@ def drive(base_url: str, cron_secret: str, endpoint: str, limit: int) -> dict[st
     return totals
 
 
+def webhooks(
+    app: Any, served_url: str, fake: FakeStrava, riders: dict[int, DemoRider], database_url: str
+) -> bool:
+    """Strava's push events: the subscription made (Strava validating the served
+    callback), then changes at Strava delivered over HTTP, each looked at again with the
+    fake Strava inside its POST; a forged delete deletes nothing. True when the database
+    ends equal to Strava."""
+    from dataclasses import replace
+
+    from services import push_subscription
+
+    runtime = app.extensions["strava_sync"]
+    public = replace(runtime, settings=replace(runtime.settings, public_base_url=served_url))
+    made = push_subscription.create(public)
+    print(f"  subscription {made['subscription_id']} for {made['callback_url']}", flush=True)
+    by_name = {r.name.split()[0]: r for r in riders.values()}
+    anna, ben, chloe, dev = (by_name[n] for n in ("Anna", "Ben", "Chloé", "Dev"))
+    now = datetime.now(UTC)
+    [new_ride] = make_activities(
+        anna.athlete_id, 1, start=now - timedelta(hours=3), end=now - timedelta(minutes=30),
+        seed=7, first_id=anna.athlete_id * 10**9 + 500_000,
+    )  # fmt: skip
+    fake.add_activities(anna.athlete_id, [new_ride])
+    renamed = next(a for a in fake.activities_of(ben.athlete_id) if not a["private"])
+    fake.update_activity(renamed["id"], name="Col du Galibier, renamed on Strava")
+    gone = fake.activities_of(chloe.athlete_id)[-1]["id"]
+    fake.delete_activity(gone)
+    # Dev revoked access before the subscription existed; Strava's event comes now.
+    fake.push.emit("athlete", dev.athlete_id, "update", dev.athlete_id, {"authorized": "false"})
+    kept = fake.activities_of(anna.athlete_id)[0]["id"]
+    forged = {
+        "object_type": "activity", "object_id": kept, "aspect_type": "delete",
+        "owner_id": anna.athlete_id, "subscription_id": made["subscription_id"],
+        "event_time": int(now.timestamp()), "updates": {},
+    }  # fmt: skip
+    timings: list[float] = []
+    deliver = fake.push.transport
+
+    def timed(url: str, event: dict[str, Any]) -> int:
+        begun = time.monotonic()
+        try:
+            return deliver(url, event)
+        finally:
+            timings.append(time.monotonic() - begun)
+
+    fake.push.transport = timed
+    fake.push.flush()
+    forged_answer = requests.post(f"{served_url}/api/strava/webhook", json=forged, timeout=5)
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        outcomes = conn.execute(
+            "select object_type, object_id, outcome from strava_webhook_events order by id"
+        ).fetchall()
+        stored = {
+            r["strava_id"]: r["name"]
+            for r in conn.execute(
+                "select strava_id, name from activities where strava_id = any(%s)",
+                ([new_ride["id"], renamed["id"], gone, kept],),
+            ).fetchall()
+        }
+        dev_status = conn.execute(
+            "select c.status from strava_connections c join riders r on r.id = c.rider_id"
+            " where c.athlete_id = %s",
+            (dev.athlete_id,),
+        ).fetchone()
+    for row in outcomes:
+        print(f"  {row['object_type']:<8} {row['object_id']:<14} {row['outcome']}")
+    slowest = max(timings) * 1000 if timings else 0.0
+    print(
+        f"  {len(timings)} events delivered over HTTP, each processed inside its POST"
+        f" (slowest answer {slowest:.0f} ms; Strava waits 2,000); a forged delete:"
+        f" {forged_answer.json().get('processed', {}).get('reason')}",
+        flush=True,
+    )
+    return (
+        new_ride["id"] in stored
+        and stored.get(renamed["id"]) == "Col du Galibier, renamed on Strava"
+        and gone not in stored
+        and kept in stored
+        and dev_status is not None
+        and dev_status["status"] == "revoked"
+        and all(status == 200 for status in fake.push.log.statuses)
+    )
+
+
 def summary(
     database_url: str, riders: dict[int, DemoRider], fake: FakeStrava, weather_requests: str
 ) -> bool:
@@ -445,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                 "allowed_origins": (club.url,),
                 "app_return_url": club.url + "/",
                 "token_encryption_key": token_key,
+                "strava_webhook_verify_token": secrets.token_urlsafe(16),
             },
             environ={},
         )
@@ -466,9 +551,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             plan = [("sync-strava", 50), ("discover", 5), ("enrich", 15), ("weather", 500)]
             available = {rule.rule for rule in app.url_map.iter_rules()}
+            hooks_ok = True
             for endpoint, limit in plan:
                 if f"/api/cron/{endpoint}" not in available:
                     continue
+                if endpoint == "weather":  # the history is in: now what changes at Strava
+                    print("Strava's push events (webhooks):", flush=True)
+                    hooks_ok = webhooks(app, served.url, fake, riders, database_url)
                 print(f"POST /api/cron/{endpoint}?limit={limit} until done:", flush=True)
                 drive(served.url, cron_secret, endpoint, limit)
             by_path = Counter(entry.path for entry in weather_fake.log)
@@ -477,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
                 f" to the archive, {by_path[weather.forecast_url[len(weather.url) :]]:,} to the"
                 " forecast archive)"
             )
-            ok = summary(database_url, riders, fake, weather_requests)
+            ok = summary(database_url, riders, fake, weather_requests) and hooks_ok
             if args.serve:
                 first = min(riders)
                 club.service, club.rider = served.url, riders[first].name
