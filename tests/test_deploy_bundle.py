@@ -4,6 +4,7 @@ app imports and answers from those files alone, with only requirements.txt's pac
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import shutil
 import subprocess
@@ -108,6 +109,7 @@ def test_the_app_runs_from_the_uploaded_files_alone(tmp_path: Path):
         "PATH": "/usr/bin:/bin",
         "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
         "CRON_SECRET": "deploy-check",
+        "TOKEN_ENCRYPTION_KEY": "k1:" + base64.urlsafe_b64encode(bytes(range(32))).decode(),
         "VERCEL": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
