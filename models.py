@@ -1054,7 +1054,13 @@ def claim_races_for_enrichment(
               from activities a
              where {_ENRICH_DUE}
         ), due as (
+            -- The lease is checked again here, on the row as locked: a race another
+            -- call claimed (and committed) since `ranked` read it fails this check and
+            -- is skipped, rather than claimed twice and detailed twice.
             select a.id from activities a join ranked r on r.id = a.id
+             where (a.enrichment_lease_expires_at is null
+                    or a.enrichment_lease_expires_at < %(now)s)
+               and a.enrichment_status is distinct from 'done'
             order by r.recent desc, r.turn, r.start_date desc, a.id desc
             limit %(limit)s
             for update of a skip locked
