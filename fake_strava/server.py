@@ -99,14 +99,14 @@ class RandomFaults:
     timeout_s: float
     mix: tuple[tuple[str, float], ...]
 
-    def pick(self, key: str) -> str | None:
-        """The fault for the request `key` (its method, path, query and how many times
-        it was made before), or None."""
+    def pick(self, key: str) -> tuple[str, int] | None:
+        """The fault for the request `key` (its method, path, athlete and how many such
+        requests came before), with the status a 5xx answers; or None."""
         rng = random.Random(f"{self.seed}:{key}")
         if rng.random() >= self.rate:
             return None
         kinds, weights = zip(*self.mix, strict=True)
-        return rng.choices(kinds, weights=weights)[0]
+        return rng.choices(kinds, weights=weights)[0], rng.choice((500, 502, 503, 504))
 
 
 @dataclass
@@ -386,7 +386,8 @@ class FakeStrava:
         - "timeout": the answer held back `timeout_s` (longer than the client waits),
           then a 504, state untouched;
         - "expiry": the athlete's access token expires now (Strava revoking it early),
-          so the request answers 401 and the next refresh hands out a new one.
+          so the request answers 401 and the next refresh hands out a new one (a token
+          handed out in the last 5 seconds is left alone).
 
         Which request fails is decided by a hash of `seed`, the request (method, path,
         query) and how many times that request was made before, so a run's faults do
@@ -460,17 +461,16 @@ class FakeStrava:
         with self._lock:
             self._serial += 1
             fault = self._take_fault(path)
-            injected = None if fault is not None else self._pick_random_fault(method, path, query)
+            picked = (
+                None if fault is not None else self._pick_random_fault(method, path, lowered, body)
+            )
+            injected, status = picked or (None, 0)
             if injected == "expiry":
                 self._expire_early(lowered)
             if fault is not None:
                 answer = self._fault_answer(fault, path)
             elif injected in ("5xx", "reset", "timeout"):
-                status = 504 if injected == "timeout" else 0
-                if injected == "5xx":
-                    status = random.Random(f"{self._seed}:{self._serial}").choice(
-                        (500, 502, 503, 504)
-                    )
+                status = {"timeout": 504, "reset": 0}.get(injected, status)
                 answer = self._fault_answer(_Fault(1, status or 502, None, None, 0.0), path)
                 answer.status = status
             else:
@@ -567,27 +567,42 @@ class FakeStrava:
                 return fault
         return None
 
-    def _pick_random_fault(self, method: str, path: str, query: Mapping[str, str]) -> str | None:
-        """The random fault (if any) for this request: API requests and token grants."""
+    def _pick_random_fault(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[str, int] | None:
+        """The random fault (if any) for this request: API requests and token grants.
+
+        Keyed by the athlete (of the bearer token, or of the refresh token) and how many
+        such requests of theirs came before, not by query or arrival order, so two
+        versions of the service walking the same histories meet the same faults.
+        """
         faults = self._random_faults
         if faults is None or not (_is_api(path) or path == "/oauth/token"):
             return None
-        key = f"{method} {path}?{sorted(query.items())}"
+        if _is_api(path):
+            _, _, token = headers.get("authorization", "").partition(" ")
+            grant = self._by_access.get(token.strip())
+        else:
+            grant = self._by_refresh.get(_parse_form(headers, body).get("refresh_token", ""))
+        key = f"{method} {path} athlete={grant.athlete_id if grant else None}"
         nth = self._seen[key]
         self._seen[key] += 1
-        kind = faults.pick(f"{key}#{nth}")
-        if kind == "expiry" and not _is_api(path):
-            kind = None  # only an API request carries an access token to expire
-        if kind is not None:
-            self.injected[kind] += 1
-        return kind
+        picked = faults.pick(f"{key}#{nth}")
+        if picked is not None and picked[0] == "expiry" and not _is_api(path):
+            picked = None  # only an API request carries an access token to expire
+        if picked is not None:
+            self.injected[picked[0]] += 1
+        return picked
 
     def _expire_early(self, headers: Mapping[str, str]) -> None:
         """Expire the bearer token's grant now, as Strava revoking an access token early."""
         _, _, token = headers.get("authorization", "").partition(" ")
         grant = self._by_access.get(token.strip())
-        if grant is not None:
-            grant.expires_at = min(grant.expires_at, int(self._clock()) - 1)
+        now = int(self._clock())
+        # A token handed out in the last 5 s is left alone: one refused right after a
+        # refresh would be a broken grant (the service asks the rider to reconnect).
+        if grant is not None and grant.expires_at - now < self.token_ttl_s - 5:
+            grant.expires_at = min(grant.expires_at, now - 1)
 
     def _fault_answer(self, fault: _Fault, path: str) -> _Answer:
         """The answer of an injected fault."""
