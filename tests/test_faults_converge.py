@@ -26,6 +26,8 @@ def test_a_fault_injected_run_converges_on_the_fake_stravas_state(database):
     assert not any(left.values()), left
     assert fake.injected["5xx"] and fake.injected["reset"] and fake.injected["timeout"]
     assert {a["endpoint"] for a in answers} == {"sync-strava", "discover", "enrich"}
+    # overlapping callers never took the same rider or race from each other
+    assert not [i for a in answers for i in a["items"] if i.get("reason") == "lease_lost"]
 
     # every activity once, as Strava has it; every race detailed; nothing held or failing
     stored = {
