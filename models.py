@@ -1139,10 +1139,13 @@ def claim_races_for_enrichment(
               from activities a
              where {_ENRICH_DUE}
         ), due as (
-            -- Due again here: a row another call leased and committed after this
-            -- statement's snapshot is re-read by FOR UPDATE, and must be seen as held.
+            -- The lease is checked again here, on the row as locked: a race another
+            -- call claimed (and committed) since `ranked` read it fails this check and
+            -- is skipped, rather than claimed twice and detailed twice.
             select a.id from activities a join ranked r on r.id = a.id
-             where {_ENRICH_DUE}
+             where (a.enrichment_lease_expires_at is null
+                    or a.enrichment_lease_expires_at < %(now)s)
+               and a.enrichment_status is distinct from 'done'
             order by r.recent desc, r.turn, r.start_date desc, a.id desc
             limit %(limit)s
             for update of a skip locked

@@ -52,3 +52,7 @@ def for_status(status: int) -> dict[str, Any]:
     except ValueError:
         message = "Error"
     return {"message": message, "errors": []}
+
+
+class ConnectionDropped(Exception):
+    """An injected fault that drops the connection without an answer (a reset)."""

@@ -7,7 +7,10 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
+import requests
 import responses
+
+from fake_strava.errors import ConnectionDropped
 
 if TYPE_CHECKING:
     from requests import PreparedRequest
@@ -48,6 +51,11 @@ def install(handler: Handler, rsps: responses.RequestsMock, mounts: Mapping[str,
         body = request.body or b""
         if isinstance(body, str):
             body = body.encode()
-        return handler(request.method or "GET", prefix + rest.path, query, request.headers, body)
+        try:
+            return handler(
+                request.method or "GET", prefix + rest.path, query, request.headers, body
+            )
+        except ConnectionDropped:
+            raise requests.ConnectionError("Connection reset by peer") from None
 
     rsps.add(_AnyMethodCallback(method="ANY", url=pattern, callback=callback))

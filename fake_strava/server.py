@@ -12,6 +12,7 @@ import json
 import random
 import re
 import secrets
+import socket
 import threading
 import time
 from collections import Counter
@@ -84,6 +85,30 @@ class _Fault:
     body: dict[str, Any] | None
     delay_s: float
     after: int = 0  # matching requests let through before the fault starts
+    drop: bool = False  # the connection is dropped (reset) instead of answered
+
+
+FAULT_KINDS = ("5xx", "reset", "timeout", "expiry")
+
+
+@dataclass(frozen=True)
+class RandomFaults:
+    """Faults injected at random (see FakeStrava.inject_faults): a share of requests,
+    split between the kinds by `mix`, decided by a seeded hash of the request."""
+
+    rate: float
+    seed: int
+    timeout_s: float
+    mix: tuple[tuple[str, float], ...]
+
+    def pick(self, key: str) -> tuple[str, int] | None:
+        """The fault for the request `key` (its method, path, athlete and how many such
+        requests came before), with the status a 5xx answers; or None."""
+        rng = random.Random(f"{self.seed}:{key}")
+        if rng.random() >= self.rate:
+            return None
+        kinds, weights = zip(*self.mix, strict=True)
+        return rng.choices(kinds, weights=weights)[0], rng.choice((500, 502, 503, 504))
 
 
 @dataclass
@@ -202,6 +227,9 @@ class FakeStrava:
         self.push = PushSender(
             clock=clock, application_id=int(client_id) if client_id.isdigit() else 1, seed=seed
         )
+        self._random_faults: RandomFaults | None = None
+        self._seen: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()  # random faults injected, by kind
 
     # ---- time ---------------------------------------------------------------------------
 
@@ -340,9 +368,11 @@ class FakeStrava:
         body: dict[str, Any] | None = None,
         delay_s: float = 0.0,
         after: int = 0,
+        drop: bool = False,
     ) -> None:
         """Make the next n requests whose path contains path_contains fail with `status`,
-        once `after` such requests have gone through normally.
+        once `after` such requests have gone through normally; with `drop`, the
+        connection is reset instead of answered.
 
         The failure replaces the answer without touching state or rate-limit usage (API
         answers still carry the usage headers); delay_s is waited before answering.
@@ -350,7 +380,40 @@ class FakeStrava:
         if n < 1 or after < 0:
             raise ValueError("n must be at least 1 and after at least 0")
         with self._lock:
-            self._faults.append(_Fault(n, status, path_contains, body, delay_s, after))
+            self._faults.append(_Fault(n, status, path_contains, body, delay_s, after, drop))
+
+    def inject_faults(
+        self,
+        rate: float,
+        *,
+        seed: int = 0,
+        timeout_s: float = 1.5,
+        mix: Mapping[str, float] | None = None,
+    ) -> None:
+        """Fail a share `rate` of API and token requests at random, by kind (`mix`, by
+        default 55% 5xx, 20% connection resets, 15% timeouts, 10% early token expiries):
+
+        - "5xx": 500, 502, 503 or 504, state untouched;
+        - "reset": the connection dropped without an answer, state untouched;
+        - "timeout": the answer held back `timeout_s` (longer than the client waits),
+          then a 504, state untouched;
+        - "expiry": the athlete's access token expires now (Strava revoking it early),
+          so the request answers 401 and the next refresh hands out a new one (a token
+          handed out in the last 5 seconds is left alone).
+
+        Which request fails is decided by a hash of `seed`, the request (method, path,
+        query) and how many times that request was made before, so a run's faults do
+        not depend on the order overlapping callers' requests arrive in. rate=0 stops.
+        """
+        if not 0 <= rate < 1:
+            raise ValueError("rate must be in [0, 1)")
+        weights = dict(mix or {"5xx": 0.55, "reset": 0.20, "timeout": 0.15, "expiry": 0.10})
+        if set(weights) - set(FAULT_KINDS):
+            raise ValueError(f"fault kinds are {FAULT_KINDS}")
+        with self._lock:
+            self._random_faults = (
+                RandomFaults(rate, seed, timeout_s, tuple(weights.items())) if rate else None
+            )
 
     def set_usage(
         self,
@@ -413,29 +476,52 @@ class FakeStrava:
         with self._lock:
             self._serial += 1
             fault = self._take_fault(path)
-            if fault is None:
-                answer = self._route(method, path, query, lowered, body)
-            else:
+            picked = (
+                None if fault is not None else self._pick_random_fault(method, path, lowered, body)
+            )
+            injected, status = picked or (None, 0)
+            if injected == "expiry":
+                self._expire_early(lowered)
+            if fault is not None:
                 answer = self._fault_answer(fault, path)
+            elif injected in ("5xx", "reset", "timeout"):
+                status = {"timeout": 504, "reset": 0}.get(injected, status)
+                answer = self._fault_answer(_Fault(1, status or 502, None, None, 0.0), path)
+                answer.status = status
+            else:
+                answer = self._route(method, path, query, lowered, body)
             safe_query = {k: "[redacted]" if k == "access_token" else v for k, v in query.items()}
             self.requests.append(
                 RecordedRequest(method, path, safe_query, answer.status, at, answer.athlete_id)
             )
+            random_faults = self._random_faults
         if fault is not None and fault.delay_s > 0:
             time.sleep(fault.delay_s)
+        if injected == "reset" or (fault is not None and fault.drop):
+            raise errors.ConnectionDropped()
+        if injected == "timeout" and random_faults is not None:
+            time.sleep(random_faults.timeout_s)
         response_headers, payload = answer.encode()
         return answer.status, response_headers, payload
 
     def wsgi_app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """A WSGI application serving the fake at the root ("/api/v3/...", "/oauth/...")."""
         request = Request(environ)
-        status, headers, body = self.handle(
-            request.method,
-            request.path,
-            request.args.to_dict(),
-            dict(request.headers.items()),
-            request.get_data(),
-        )
+        try:
+            status, headers, body = self.handle(
+                request.method,
+                request.path,
+                request.args.to_dict(),
+                dict(request.headers.items()),
+                request.get_data(),
+            )
+        except errors.ConnectionDropped:
+            # Close both directions at once: the client reads the end of the connection
+            # with no answer; the server's handler sees a dropped connection (quietly).
+            connection = environ.get("werkzeug.socket")
+            if isinstance(connection, socket.socket):
+                connection.shutdown(socket.SHUT_RDWR)
+            raise ConnectionResetError("injected connection reset") from None
         return Response(body, status=status, headers=headers)(environ, start_response)
 
     def install(
@@ -549,6 +635,43 @@ class FakeStrava:
                     self._faults.remove(fault)
                 return fault
         return None
+
+    def _pick_random_fault(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[str, int] | None:
+        """The random fault (if any) for this request: API requests and token grants.
+
+        Keyed by the athlete (of the bearer token, or of the refresh token) and how many
+        such requests of theirs came before, not by query or arrival order, so two
+        versions of the service walking the same histories meet the same faults.
+        """
+        faults = self._random_faults
+        if faults is None or not (_is_api(path) or path == "/oauth/token"):
+            return None
+        if _is_api(path):
+            _, _, token = headers.get("authorization", "").partition(" ")
+            grant = self._by_access.get(token.strip())
+        else:
+            grant = self._by_refresh.get(_parse_form(headers, body).get("refresh_token", ""))
+        key = f"{method} {path} athlete={grant.athlete_id if grant else None}"
+        nth = self._seen[key]
+        self._seen[key] += 1
+        picked = faults.pick(f"{key}#{nth}")
+        if picked is not None and picked[0] == "expiry" and not _is_api(path):
+            picked = None  # only an API request carries an access token to expire
+        if picked is not None:
+            self.injected[picked[0]] += 1
+        return picked
+
+    def _expire_early(self, headers: Mapping[str, str]) -> None:
+        """Expire the bearer token's grant now, as Strava revoking an access token early."""
+        _, _, token = headers.get("authorization", "").partition(" ")
+        grant = self._by_access.get(token.strip())
+        now = int(self._clock())
+        # A token handed out in the last 5 s is left alone: one refused right after a
+        # refresh would be a broken grant (the service asks the rider to reconnect).
+        if grant is not None and grant.expires_at - now < self.token_ttl_s - 5:
+            grant.expires_at = min(grant.expires_at, now - 1)
 
     def _fault_answer(self, fault: _Fault, path: str) -> _Answer:
         """The answer of an injected fault."""

@@ -9,6 +9,8 @@ run past. Its clock and timer are the call's (services.clock), never read direct
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -16,7 +18,7 @@ from urllib.parse import urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util import Retry, Timeout
+from urllib3.util import Timeout
 
 from services.clock import Clock, Timer, monotonic, utcnow
 
@@ -256,22 +258,19 @@ class _DeadlineTimeout(Timeout):
         return min(float(self._read), self._left())  # type: ignore[arg-type]
 
 
-class _DeadlineRetry(Retry):
-    """urllib3's Retry that gives up rather than back off past the deadline."""
+def retry_backoff(retry: int) -> float:
+    """Seconds to wait before the `retry`th retry of a request (1-based): none before the
+    first, then 0.5 s doubling up to 2 s (urllib3's schedule with a 0.25 s factor)."""
+    if retry <= 1:
+        return 0.0
+    return min(2.0, 0.25 * 2 ** (retry - 1))
 
-    deadline: float | None = None
-    timer: Timer = staticmethod(monotonic)
 
-    def new(self, **kw: Any) -> _DeadlineRetry:
-        retry = super().new(**kw)
-        retry.deadline = self.deadline  # type: ignore[attr-defined]
-        retry.timer = self.timer  # type: ignore[attr-defined]
-        return retry  # type: ignore[return-value]
-
-    def is_exhausted(self) -> bool:
-        if self.deadline is not None and self.timer() + self.get_backoff_time() >= self.deadline:
-            return True
-        return super().is_exhausted()
+def retry_fits(*, time_left_s: float | None, backoff_s: float, attempt_s: float) -> bool:
+    """Whether a retry (its backoff, then an attempt as long as the last) ends before the
+    deadline. One that would not is the call's own time running out: the work is handed
+    back, not failed."""
+    return time_left_s is None or backoff_s + attempt_s < time_left_s
 
 
 # --- the client ----------------------------------------------------------------------
@@ -308,8 +307,10 @@ class StravaClient:
         pool_size: int = 16,
         clock: Clock = utcnow,
         timer: Timer = monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """`deadline` is a reading of `timer`; `clock` dates a 429's reset."""
+        """`deadline` is a reading of `timer`; `clock` dates a 429's reset; `retries`
+        is how often a GET is tried again after a 5xx, a timeout or a connection error."""
         self.api_url = api_url.rstrip("/")
         self.oauth_url = oauth_url.rstrip("/")
         self._client_id = client_id
@@ -320,23 +321,12 @@ class StravaClient:
         self.connect_timeout_s = connect_timeout_s
         self._clock = clock
         self._timer = timer
+        self.retries = retries
+        self._sleep = sleep
         self.requests_made = 0
-        retry = _DeadlineRetry(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            other=0,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset({"GET"}),  # token POSTs rotate tokens: never resend
-            backoff_factor=0.25,
-            backoff_max=2.0,
-            raise_on_status=False,
-            respect_retry_after_header=False,  # a 429 is never retried
-        )
-        retry.deadline = deadline
-        retry.timer = timer
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=2, pool_maxsize=pool_size)
+        # No transport retries: _send retries itself, so that each attempt is reserved
+        # from the budget and a retry that cannot fit in the deadline hands the work back.
+        adapter = HTTPAdapter(max_retries=0, pool_connections=2, pool_maxsize=pool_size)
         self.session = requests.Session()
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
@@ -478,14 +468,13 @@ class StravaClient:
 
     def _api_get(self, path: str, access_token: str, params: dict[str, int]) -> Any:
         self._check_deadline()
-        if self.rate_gate is not None:
-            self.rate_gate.reserve()
         response = self._send(
-            "GET", f"{self.api_url}{path}", headers=_bearer(access_token), params=params
+            "GET",
+            f"{self.api_url}{path}",
+            retry=True,
+            headers=_bearer(access_token),
+            params=params,
         )
-        snapshot = RateLimitSnapshot.from_headers(response.headers)
-        if self.rate_gate is not None:
-            self.rate_gate.record(snapshot, status=response.status_code)
         if response.status_code >= 400:
             raise StravaError.from_response(response, now=self._clock())
         return _json(response)
@@ -518,7 +507,66 @@ class StravaClient:
         except (KeyError, TypeError, ValueError):
             raise BadPayload("token answer lacked access_token/refresh_token/expires_at") from None
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _send(
+        self, method: str, url: str, *, retry: bool = False, **kwargs: Any
+    ) -> requests.Response:
+        """Send a request; with `retry` (API GETs: each attempt reserved from the rate
+        budget and recorded), try again after a 5xx, a timeout or a connection error,
+        up to `retries` times, while a retry fits before the deadline.
+
+        Raises DeadlineReached when the call's own time ran out: an attempt whose
+        timeout the deadline cut short, or a retry that would not fit. What Strava gave
+        (a 5xx or an unreachable Strava after every retry, a timeout the request had in
+        full) is its answer: the last 5xx response, or StravaUnavailable.
+        """
+        gate = self.rate_gate if retry else None
+        attempt = 0
+        while True:
+            began = self._timer()
+            left = None if self.deadline is None else self.deadline - began
+            if gate is not None:
+                gate.reserve()
+            response: requests.Response | None = None
+            try:
+                response = self._attempt(method, url, **kwargs)
+            except requests.RequestException as exc:
+                if self._cut_by_deadline(exc, left):
+                    raise DeadlineReached("time budget spent during a Strava request") from None
+                # The exception text can hold the URL (never a token); keep only its class.
+                failure = StravaUnavailable(f"Strava unreachable ({type(exc).__name__})")
+            else:
+                if gate is not None:
+                    gate.record(
+                        RateLimitSnapshot.from_headers(response.headers),
+                        status=response.status_code,
+                    )
+                if not retry or response.status_code not in RETRY_STATUSES:
+                    return response
+            if not retry or attempt >= self.retries:
+                if response is not None:
+                    return response
+                raise failure
+            attempt += 1
+            backoff = retry_backoff(attempt)
+            now = self._timer()
+            time_left = None if self.deadline is None else self.deadline - now
+            if not retry_fits(time_left_s=time_left, backoff_s=backoff, attempt_s=now - began):
+                raise DeadlineReached("the next retry would not fit in the time budget")
+            if backoff:
+                self._sleep(backoff)
+
+    def _cut_by_deadline(self, exc: requests.RequestException, left: float | None) -> bool:
+        """Whether an attempt failed because the call's time ran out: it ended at the
+        deadline, or timed out with a timeout the deadline had shortened."""
+        if left is None or self.deadline is None:
+            return False
+        if self._timer() >= self.deadline - 0.01:
+            return True
+        if isinstance(exc, requests.ConnectTimeout):
+            return left < self.connect_timeout_s
+        return isinstance(exc, requests.Timeout) and left < self.timeout_s
+
+    def _attempt(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         if self.deadline is not None:
             timeout: Any = _DeadlineTimeout(
                 connect=self.connect_timeout_s,
@@ -529,13 +577,7 @@ class StravaClient:
         else:
             timeout = (self.connect_timeout_s, self.timeout_s)
         self.requests_made += 1
-        try:
-            return self.session.request(method, url, timeout=timeout, **kwargs)
-        except requests.RequestException as exc:
-            if self.deadline is not None and self._timer() >= self.deadline - 0.01:
-                raise DeadlineReached("time budget spent during a Strava request") from None
-            # The exception text can hold the URL (never a token); keep only its class.
-            raise StravaUnavailable(f"Strava unreachable ({type(exc).__name__})") from None
+        return self.session.request(method, url, timeout=timeout, **kwargs)
 
     def _check_deadline(self) -> None:
         if self.deadline is not None and self._timer() >= self.deadline:

@@ -514,6 +514,57 @@ def test_fail_next_targets_paths_and_leaves_usage_alone(fake: FakeStrava) -> Non
 
 
 @pytest.mark.usefixtures("rsps")
+def test_fail_next_can_drop_the_connection(fake: FakeStrava) -> None:
+    token = fake.issue_tokens(ATHLETE)["access_token"]
+    fake.fail_next(1, path_contains="/athlete/activities", drop=True)
+    with pytest.raises(requests.ConnectionError):
+        list_page(token)
+    assert list_page(token).status_code == 200
+
+
+def test_random_faults_keep_to_their_rate_and_kinds(fake: FakeStrava) -> None:
+    token = fake.issue_tokens(ATHLETE)["access_token"]
+    fake.inject_faults(0.3, seed=4, timeout_s=0.3, mix={"5xx": 0.5, "reset": 0.3, "timeout": 0.2})
+    outcomes: list[int | str] = []
+    with serve(fake) as server:
+        for page in range(1, 121):
+            try:
+                answer = requests.get(
+                    f"{server.api_url}/athlete/activities",
+                    params={"page": page},
+                    headers=bearer(token),
+                    timeout=0.15,
+                )
+                outcomes.append(answer.status_code)
+            except requests.Timeout:
+                outcomes.append("timeout")
+            except requests.ConnectionError:
+                outcomes.append("reset")
+    injected = fake.injected
+    assert 20 <= sum(injected.values()) <= 52  # 30% of 120, give or take
+    assert outcomes.count(200) == 120 - sum(injected.values())
+    assert outcomes.count("timeout") == injected["timeout"]
+    assert outcomes.count("reset") == injected["reset"]
+    assert sum(1 for o in outcomes if o in (500, 502, 503, 504)) == injected["5xx"]
+    fake.inject_faults(0)
+    with pytest.raises(ValueError):
+        fake.inject_faults(1.0)
+
+
+@pytest.mark.usefixtures("rsps")
+def test_an_early_expiry_refuses_the_token_until_a_refresh(fake: FakeStrava, clock: Clock) -> None:
+    grant = fake.issue_tokens(ATHLETE)
+    clock.advance(60)  # a token handed out seconds ago is never expired early
+    fake.inject_faults(0.99, seed=1, mix={"expiry": 1.0})
+    assert list_page(grant["access_token"]).status_code == 401
+    fake.inject_faults(0)
+    assert list_page(grant["access_token"]).status_code == 401  # it stays expired
+    renewed = refresh(grant["refresh_token"]).json()
+    assert renewed["access_token"] != grant["access_token"]
+    assert list_page(renewed["access_token"]).status_code == 200
+
+
+@pytest.mark.usefixtures("rsps")
 def test_inactive_application_is_forbidden(fake: FakeStrava) -> None:
     token = fake.issue_tokens(ATHLETE)["access_token"]
     fake.application_inactive = True
