@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.conftest import cron_headers
@@ -117,6 +119,26 @@ def test_unknown_route_is_json_404(client):
     response = client.get("/api/nope")
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_a_wrong_method_is_json_405_with_allow(app, client):
+    """Every route: a method it does not take is a 405 in the JSON error shape whose
+    `Allow` header (RFC 9110) names exactly the methods the path takes."""
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<[^>]+>", "1", rule.rule)  # any path variable
+        methods = {m for r in app.url_map.iter_rules() if r.rule == rule.rule for m in r.methods}
+        wrong = next(m for m in ("PATCH", "PUT", "DELETE", "POST", "GET") if m not in methods)
+        response = client.open(path, method=wrong)
+        assert response.status_code == 405, (path, wrong)
+        assert response.get_json()["error"]["code"] == "method_not_allowed"
+        assert response.content_type == "application/json"
+        allow = {m.strip() for m in response.headers["Allow"].split(",")}
+        assert allow == methods, (path, allow, methods)
+        checked += 1
+    assert checked >= 16
 
 
 def test_health_needs_no_auth_and_reveals_nothing(client):
