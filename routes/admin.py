@@ -23,7 +23,7 @@ def status():  # type: ignore[no-untyped-def]
     raw = request.args.get("rider_id")
     if raw is None:
         return jsonify(admin_status(runtime()))
-    text = raw.strip()
+    text = raw.strip(" \t")  # spaces and tabs, as openapi.yaml says
     if not text.isascii() or not text.isdigit() or len(text) > 18:
         raise ApiError(400, "invalid_parameter", "rider_id must be a rider's id", field="rider_id")
     detail = rider_detail(runtime(), int(text))

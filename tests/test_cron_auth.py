@@ -80,6 +80,23 @@ def test_body_that_is_not_an_object_is_400(client, strava):
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"data": "limit=11*", "content_type": "application/x-www-form-urlencoded"}, "limit"),
+        ({"json": {"limit": None}}, "limit"),
+        ({"data": "[1]", "content_type": "application/json"}, None),
+    ],
+)
+def test_a_bad_body_is_refused_even_with_a_good_limit_in_the_query(client, strava, options, field):
+    """The query string's limit wins, but the body is not left unread (a fuzzing find)."""
+    response = client.post(f"{ENDPOINT}?limit=5", headers=cron_headers(), **options)
+    assert response.status_code == 400
+    assert response.get_json()["error"].get("field") == field
+    both_good = client.post(f"{ENDPOINT}?limit=2", json={"limit": 3}, headers=cron_headers())
+    assert both_good.status_code == 200
+
+
 def test_good_limits_and_get_for_vercel_cron(client, strava):
     for response in (
         client.post(f"{ENDPOINT}?limit=1", headers=cron_headers()),
