@@ -156,6 +156,7 @@ def test_every_405_names_the_methods_of_its_path(served_app):
             response = requests.request(method.upper(), url, headers=cron_headers(), timeout=10)
             assert response.status_code == 405, (method, path)
             assert response.json()["error"]["code"] == "method_not_allowed"
+            assert "Allow" in response.headers, f"405 without Allow: {method} {path}"
             allow = {m.strip() for m in response.headers["Allow"].split(",")}
             expected = declared | {"OPTIONS"} | ({"HEAD"} if "GET" in declared else set())
             assert allow == expected, (method, path, allow)
