@@ -36,12 +36,17 @@ from tests.served_service import Gunicorn, InFlight, serve_counted
 
 SEED = int(os.environ.get("CRASH_SEED") or 20261202)
 KILLS = 8
+AIMED = 5  # of them at a Strava request in flight; the others at any moment
 LATENCY_S = 0.12  # each Strava answer: requests are in flight most of a call's time
 LEASE_TTL_S = 30  # the least LEASE_TTL_S may be
 BUDGET_S = 3.0  # CRON_TIME_BUDGET_S: short calls, so kills land in every phase of one
 RACE_KM = 200.0
 CONVERGE_S = LEASE_TTL_S + 60  # after the last kill: the dead calls' leases, then the work
-ENDPOINTS = ("sync-strava", "discover", "enrich")
+# Small calls between kills, so that one dead call holds a few riders or races (until
+# its leases run out), not all of them, and work goes on in the next run.
+LIMITS = {"sync-strava": 3, "discover": 2, "enrich": 6}
+ENDPOINTS = tuple(LIMITS)
+RIDERS = 12
 IDLE_S = 0.3  # between a driver's call answered `done` and its next
 
 
@@ -61,6 +66,7 @@ class Driver:
             try:
                 response = requests.post(
                     f"{self.base_url}/api/cron/{self.endpoint}",
+                    params={"limit": LIMITS[self.endpoint]},
                     headers=cron_headers(),
                     timeout=BUDGET_S + 20,
                 )
@@ -99,7 +105,7 @@ def seed_fleet(database: str, fake: FakeStrava, rng: random.Random) -> dict[int,
     """Riders with histories to walk and new rides to sync; rider id -> athlete id."""
     now = fake.now()
     riders = {}
-    for number in range(8):
+    for number in range(RIDERS):
         athlete = 91_000 + number
         walk = number % 4 != 3  # most have a history to walk, some only new rides
         riders[
@@ -107,7 +113,7 @@ def seed_fleet(database: str, fake: FakeStrava, rng: random.Random) -> dict[int,
                 database,
                 fake,
                 athlete,
-                activities=rng.randint(120, 420) if walk else rng.randint(20, 60),
+                activities=rng.randint(60, 260) if walk else rng.randint(10, 40),
                 start=now - timedelta(days=rng.randint(200, 900) if walk else 6),
                 end=now - timedelta(minutes=5),
                 race_fraction=0.08,
@@ -195,16 +201,22 @@ def call(base_url: str, endpoint: str) -> dict[str, Any]:
     return response.json()  # type: ignore[no-any-return]
 
 
+def wait_for_a_strava_request(counted: InFlight, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while counted.now == 0 and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
 def kill_at_random(
-    service: Gunicorn, counted: InFlight, drivers: list[Driver], rng: random.Random
+    service: Gunicorn, counted: InFlight, drivers: list[Driver], rng: random.Random, aim: bool
 ) -> bool:
     """Wait for a seeded moment, then kill -9 the service; True if a Strava request was
     in flight at the kill."""
-    if rng.random() < 0.6:  # aim at a Strava request: wait for one, then a seeded bit more
-        deadline = time.monotonic() + 5
-        while counted.now == 0 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, LATENCY_S * 0.8))
+    if aim:  # at a Strava request: a seeded while into the call, then the next request
+        time.sleep(rng.uniform(0, BUDGET_S / 2))
+        # (when all the work left is held by calls killed before, it comes back as
+        # their leases run out)
+        wait_for_a_strava_request(counted, within_s=LEASE_TTL_S + 5)
     else:  # any moment of a call: claiming, listing, writing back, answering
         time.sleep(rng.uniform(0.05, BUDGET_S))
     in_flight = counted.now > 0 and any(d.in_call for d in drivers)
@@ -235,14 +247,17 @@ def test_kill_minus_nine_at_random_moments_loses_and_duplicates_nothing(
         kills_in_flight = 0
         answered: list[int] = []
         started = time.monotonic()
-        for _ in range(KILLS):
+        # The aimed kills first, while every kind of work is still there to be had (later,
+        # much of what is left is held by the leases of the calls killed before).
+        aims = [True] * AIMED + [False] * (KILLS - AIMED)
+        for aim in aims:
             service.start()
             drivers = [Driver(service.url, endpoint) for endpoint in ENDPOINTS]
             stop = threading.Event()
             threads = [threading.Thread(target=d.run, args=(stop,)) for d in drivers]
             for thread in threads:
                 thread.start()
-            kills_in_flight += kill_at_random(service, counted, drivers, rng)
+            kills_in_flight += kill_at_random(service, counted, drivers, rng, aim)
             stop.set()
             for thread in threads:
                 thread.join(timeout=30)
@@ -253,7 +268,7 @@ def test_kill_minus_nine_at_random_moments_loses_and_duplicates_nothing(
         unfinished = differences(database, fake, riders)
         assert unfinished, "the kills came after all the work"
         # kills with a Strava request in flight (the other kills land anywhere)
-        assert kills_in_flight >= 3, f"seed {SEED}: {kills_in_flight} kills mid-request"
+        assert kills_in_flight >= AIMED - 1, f"seed {SEED}: {kills_in_flight} kills mid-request"
 
         service.start()  # and now left alone: the dead calls' leases run out, work resumes
         converging = time.monotonic()
