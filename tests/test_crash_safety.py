@@ -224,6 +224,7 @@ def kill_at_random(
     return in_flight
 
 
+@pytest.mark.timeout(300)  # about a minute; its own bound covers a slow machine and a failure
 def test_kill_minus_nine_at_random_moments_loses_and_duplicates_nothing(
     database: str, tmp_path: Path
 ) -> None:
