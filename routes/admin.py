@@ -28,7 +28,7 @@ def _count(raw: str | None, field: str, low: int, high: int, default: int) -> in
     """A whole number query parameter from `low` to `high`, or the default when absent."""
     if raw is None:
         return default
-    text = raw.strip()
+    text = raw.strip(" \t")  # spaces and tabs, as openapi.yaml says
     if not text.isascii() or not text.isdigit() or len(text) > 10 or not low <= int(text) <= high:
         raise ApiError(
             400, "invalid_parameter", f"{field} must be an integer from {low} to {high}",
@@ -47,7 +47,7 @@ def status():  # type: ignore[no-untyped-def]
             request.args.get("riders_limit"), "riders_limit", 1, RIDER_PAGE_MAX, RIDER_PAGE
         )
         return jsonify(admin_status(runtime(), riders_offset=offset, riders_limit=limit))
-    text = raw.strip()
+    text = raw.strip(" \t")  # spaces and tabs, as openapi.yaml says
     if not text.isascii() or not text.isdigit() or len(text) > 18:
         raise ApiError(400, "invalid_parameter", "rider_id must be a rider's id", field="rider_id")
     detail = rider_detail(runtime(), int(text))

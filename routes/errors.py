@@ -85,7 +85,10 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
         code = (exc.name or "error").lower().replace(" ", "_")
         response = jsonify(error_body(code, exc.description or exc.name or "error"))
-        return response, exc.code or 500
+        # The exception's own headers but its HTML Content-Type: a 405's `Allow` (RFC
+        # 9110 requires it; werkzeug knows the rule's methods), a 401's WWW-Authenticate.
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return response, exc.code or 500, headers
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):  # type: ignore[no-untyped-def]

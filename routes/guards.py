@@ -55,24 +55,27 @@ def parse_limit(default: int) -> int:
     """`limit` from the query string or the body: an integer from 1 to 500.
 
     In a JSON body only a number will do ("5", 5.0, true and null are refused); in a
-    query string or a form, only digits.
+    query string or a form, only digits. The query string's wins, but a body is checked
+    even then: a request with a bad body is refused, never half read.
     """
-    problem = f"limit must be an integer from {LIMIT_MIN} to {LIMIT_MAX}"
+    fields = _body_fields()
+    from_body = (
+        _limit_value(fields["limit"], json_number=request.is_json) if "limit" in fields else None
+    )
     if "limit" in request.args:
-        raw: Any = request.args["limit"]
-    else:
-        fields = _body_fields()
-        if "limit" not in fields:
-            return default
-        raw = fields["limit"]
-    if isinstance(raw, str):
-        text = raw.strip()
+        return _limit_value(request.args["limit"], json_number=False)
+    return default if from_body is None else from_body
+
+
+def _limit_value(raw: Any, *, json_number: bool) -> int:
+    """One `limit` as given: digits (a query string, a form) or a JSON integer."""
+    problem = f"limit must be an integer from {LIMIT_MIN} to {LIMIT_MAX}"
+    if isinstance(raw, str) and not json_number:
+        text = raw.strip(" \t")  # spaces and tabs, as openapi.yaml says
         if not text.isascii() or not text.isdigit() or len(text) > 3:
             raise ApiError(400, "invalid_parameter", problem, field="limit")
         value = int(text)
-        if request.is_json and "limit" not in request.args:  # a JSON string is not a number
-            raise ApiError(400, "invalid_parameter", problem, field="limit")
-    elif isinstance(raw, int) and not isinstance(raw, bool):
+    elif isinstance(raw, int) and not isinstance(raw, bool) and json_number:
         value = raw
     else:
         raise ApiError(400, "invalid_parameter", problem, field="limit")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.conftest import cron_headers
@@ -78,6 +80,23 @@ def test_body_that_is_not_an_object_is_400(client, strava):
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"data": "limit=11*", "content_type": "application/x-www-form-urlencoded"}, "limit"),
+        ({"json": {"limit": None}}, "limit"),
+        ({"data": "[1]", "content_type": "application/json"}, None),
+    ],
+)
+def test_a_bad_body_is_refused_even_with_a_good_limit_in_the_query(client, strava, options, field):
+    """The query string's limit wins, but the body is not left unread (a fuzzing find)."""
+    response = client.post(f"{ENDPOINT}?limit=5", headers=cron_headers(), **options)
+    assert response.status_code == 400
+    assert response.get_json()["error"].get("field") == field
+    both_good = client.post(f"{ENDPOINT}?limit=2", json={"limit": 3}, headers=cron_headers())
+    assert both_good.status_code == 200
+
+
 def test_good_limits_and_get_for_vercel_cron(client, strava):
     for response in (
         client.post(f"{ENDPOINT}?limit=1", headers=cron_headers()),
@@ -117,6 +136,26 @@ def test_unknown_route_is_json_404(client):
     response = client.get("/api/nope")
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_a_wrong_method_is_json_405_with_allow(app, client):
+    """Every route: a method it does not take is a 405 in the JSON error shape whose
+    `Allow` header (RFC 9110) names exactly the methods the path takes."""
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<[^>]+>", "1", rule.rule)  # any path variable
+        methods = {m for r in app.url_map.iter_rules() if r.rule == rule.rule for m in r.methods}
+        wrong = next(m for m in ("PATCH", "PUT", "DELETE", "POST", "GET") if m not in methods)
+        response = client.open(path, method=wrong)
+        assert response.status_code == 405, (path, wrong)
+        assert response.get_json()["error"]["code"] == "method_not_allowed"
+        assert response.content_type == "application/json"
+        allow = {m.strip() for m in response.headers["Allow"].split(",")}
+        assert allow == methods, (path, allow, methods)
+        checked += 1
+    assert checked >= 16
 
 
 def test_health_needs_no_auth_and_reveals_nothing(client):
