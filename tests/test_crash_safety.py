@@ -30,7 +30,7 @@ import requests
 
 from fake_strava import FakeStrava
 from services.activities import is_race
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, CRON_SECRET, cron_headers
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, CRON_SECRET, TOKEN_KEY, cron_headers
 from tests.factories import connect_rider, query
 from tests.served_service import Gunicorn, InFlight, serve_counted
 
@@ -87,6 +87,7 @@ def environment(database: str, api_url: str, oauth_url: str) -> dict[str, str]:
     config.py allows (no override a test alone could give)."""
     return {
         "DATABASE_URL": database,
+        "TOKEN_ENCRYPTION_KEY": TOKEN_KEY.text(),  # the key the seeded tokens are sealed with
         "CRON_SECRET": CRON_SECRET,
         "STRAVA_CLIENT_ID": CLIENT_ID,
         "STRAVA_CLIENT_SECRET": CLIENT_SECRET,
