@@ -15,14 +15,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from threading import Lock
 from typing import TYPE_CHECKING, Any
 
 import models
 from config import Settings
 from services import planning
-from services.clock import Clock, utcnow
+from services.clock import Clock, iso, utcnow
 from services.schedule import WorkClass
 from services.strava import (
     RateLimited,
@@ -166,17 +166,13 @@ def describe(budget: models.BudgetRow, now: datetime, *, held_back: int = 0) -> 
         "read_limit_15min": budget.read_limit_15min,
         "read_usage_daily": budget.read_usage_daily,
         "read_limit_daily": budget.read_limit_daily,
-        "resets_at": _iso(resets_at(budget, now, held_back=held_back)),
-        "window_resets_at": _iso(next_window_reset(now)),
-        "daily_resets_at": _iso(next_day_reset(now)),
-        "blocked_until": _iso(budget.blocked_until) if budget.blocked_until else None,
+        "resets_at": iso(resets_at(budget, now, held_back=held_back)),
+        "window_resets_at": iso(next_window_reset(now)),
+        "daily_resets_at": iso(next_day_reset(now)),
+        "blocked_until": iso(budget.blocked_until) if budget.blocked_until else None,
         "blocked_reason": budget.blocked_reason,
         "sync_now_reserve": held_back,
     }
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # --- the Postgres-backed gate --------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import overload
 
 Clock = Callable[[], datetime]
 Timer = Callable[[], float]
@@ -29,3 +30,16 @@ def utcnow() -> datetime:
 def monotonic() -> float:
     """The host's monotonic timer: the default `Timer`."""
     return time.monotonic()
+
+
+@overload
+def iso(moment: datetime) -> str: ...
+@overload
+def iso(moment: None) -> None: ...
+@overload
+def iso(moment: datetime | None) -> str | None: ...
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z (the form every answer and the status use), or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -15,12 +15,13 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import models
 from services.activities import listing_ended, oldest_start, page_rows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
+from services.clock import iso
 from services.errors import NotConnected, UnknownRider
 from services.strava import PER_PAGE_MAX
 
@@ -89,12 +90,6 @@ def time_for_another_page(time_left_s: float, slowest_page_s: float | None) -> b
 # --- one rider -----------------------------------------------------------------------
 
 
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 @dataclass
 class WalkOutcome(Outcome):
     """A rider taken by discover: its counts, whether the walk completed, how far back."""
@@ -103,7 +98,7 @@ class WalkOutcome(Outcome):
     oldest: datetime | None = None
 
     def as_item(self) -> dict[str, Any]:
-        return {**super().as_item(), "complete": self.complete, "oldest": _iso(self.oldest)}
+        return {**super().as_item(), "complete": self.complete, "oldest": iso(self.oldest)}
 
 
 @dataclass
@@ -287,12 +282,12 @@ def progress_json(progress: models.DiscoveryProgress) -> dict[str, Any]:
         "pages": progress.pages,
         "activities": progress.activities,
         "races": progress.races,
-        "oldest_reached": _iso(progress.oldest_reached),
+        "oldest_reached": iso(progress.oldest_reached),
         "complete": progress.complete,
-        "complete_at": _iso(progress.complete_at),
-        "walk_started_at": _iso(progress.walk_started_at),
-        "full_refresh_requested_at": _iso(progress.full_refresh_requested_at),
-        "last_progress_at": _iso(progress.last_progress_at),
+        "complete_at": iso(progress.complete_at),
+        "walk_started_at": iso(progress.walk_started_at),
+        "full_refresh_requested_at": iso(progress.full_refresh_requested_at),
+        "last_progress_at": iso(progress.last_progress_at),
     }
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import models
@@ -36,6 +36,7 @@ from services.calls import (
     Runtime,
     bounded_call,
 )
+from services.clock import iso
 from services.enrichment import full_polyline, race_details
 from services.errors import NotConnected
 from services.planning import stored_subscription, webhook_health
@@ -447,12 +448,12 @@ def webhook_status(conn: models.Conn, settings: Any, now: datetime) -> dict[str,
         else {
             "id": subscription.subscription_id,
             "callback_url": subscription.callback_url,
-            "created_at": _iso(subscription.created_at),
-            "confirmed_at": _iso(subscription.confirmed_at),
-            "missing_since": _iso(subscription.missing_since),
+            "created_at": iso(subscription.created_at),
+            "confirmed_at": iso(subscription.confirmed_at),
+            "missing_since": iso(subscription.missing_since),
         },
         **health.as_dict(),
-        "last_event_at": _iso(counts.get("last_received")),
+        "last_event_at": iso(counts.get("last_received")),
         "events_24h": {
             "received": int(counts.get("received") or 0),
             "processed": int(counts.get("processed") or 0),
@@ -472,10 +473,6 @@ def webhook_status(conn: models.Conn, settings: Any, now: datetime) -> dict[str,
             " workflow running, or is the rate budget spent?"
         )
     return answer
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
 
 
 def _seconds(value: Any) -> float | None:

@@ -23,6 +23,7 @@ from services.budget import (
     window_start,
 )
 from services.calls import Runtime
+from services.clock import iso
 from services.duplicates import describe as describe_duplicates
 from services.errors import NotConnected, UnknownRider
 from services.events import webhook_status
@@ -68,13 +69,6 @@ ASSUMPTIONS = [
 
 
 # --- pure ----------------------------------------------------------------------------
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 UTC with a Z, or None."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def history_percent(

@@ -13,9 +13,10 @@ from typing import Any
 import models
 from services.budget import try_reserve
 from services.calls import FAILED, SUCCEEDED, Call, Outcome, Runtime, recorded
+from services.clock import iso
 from services.enrichment import enrich_rider_races
 from services.rider_auth import RiderIdentity
-from services.status import history_percent, iso
+from services.status import history_percent
 from services.strava import RateLimited, next_window_reset
 from services.sync import sync_rider
 

@@ -43,6 +43,7 @@ import models
 from services import places
 from services.budget import describe as describe_budget
 from services.calls import FAILED, SKIPPED, SUCCEEDED, Outcome, Runtime, outcome_counts, recorded
+from services.clock import iso
 
 log = logging.getLogger(__name__)
 
@@ -329,10 +330,6 @@ def start_columns(values: dict[str, float | None]) -> dict[str, Any]:
     }
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def route_summary(samples: list[Sample], values: list[dict[str, float | None]]) -> dict[str, Any]:
     """A race's weather along its route (the JSON stored in weather_route)."""
     temperatures = [v["temperature_2m"] for v in values if v["temperature_2m"] is not None]
@@ -353,7 +350,7 @@ def route_summary(samples: list[Sample], values: list[dict[str, float | None]]) 
         points.append(
             {
                 "km": sample.km,
-                "at": _iso(sample.at),
+                "at": iso(sample.at),
                 "lat": sample.lat,
                 "lng": sample.lng,
                 "temperature_c": value["temperature_2m"],
@@ -440,13 +437,13 @@ def describe_source(source: dict[str, Any], now: datetime) -> dict[str, Any]:
     today = source["day_start"] >= _day(now)
     return {
         "state": breaker_state(source, now),
-        "open_until": _iso(source["open_until"])
+        "open_until": iso(source["open_until"])
         if source["open_until"] and source["open_until"] > now
         else None,
         "consecutive_failures": source["consecutive_failures"],
         "last_error": source["last_error"],
-        "last_failure_at": _iso(source["last_failure_at"]) if source["last_failure_at"] else None,
-        "last_success_at": _iso(source["last_success_at"]) if source["last_success_at"] else None,
+        "last_failure_at": iso(source["last_failure_at"]) if source["last_failure_at"] else None,
+        "last_success_at": iso(source["last_success_at"]) if source["last_success_at"] else None,
         "requests_today": source["requests_today"] if today else 0,
         "locations_today": source["locations_today"] if today else 0,
     }
