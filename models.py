@@ -73,6 +73,7 @@ class RiderLease:
     sync_listing_after: datetime | None = None
     sync_listing_page: int | None = None
     sync_listing_newest: datetime | None = None
+    last_synced_at: datetime | None = None
 
     @property
     def read_all(self) -> bool:
@@ -175,7 +176,7 @@ _SYNC_DUE = f"""
 _LEASE_COLUMNS = """
     c.rider_id, c.athlete_id, c.lease_token, c.scope, c.sync_cursor, c.connected_at,
     c.history_walk_started_at, c.history_cursor,
-    c.sync_listing_after, c.sync_listing_page, c.sync_listing_newest
+    c.sync_listing_after, c.sync_listing_page, c.sync_listing_newest, c.last_synced_at
 """
 
 

@@ -12,7 +12,7 @@ from services.activities import listing_ended, newest_start, page_rows
 from services.budget import roll_windows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
 from services.events import process_rider_events
-from services.planning import replan_polls
+from services.planning import replan_polls, webhook_health
 from services.strava import PER_PAGE_MAX
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,42 @@ def listing_start(lease: models.RiderLease, overlap: timedelta) -> ListingStart:
     return ListingStart(since - overlap, 1, lease.sync_cursor, False)
 
 
-def sync_rider(call: Call, lease: models.RiderLease) -> Outcome:
+# While events arrive, a rider without activity:read_all still lists with the overlap
+# one day in this many (by rider id, so not all on one day): an upload dated before the
+# cursor whose event was lost waits at most this long.
+OVERLAP_EVERY_DAYS = 7
+
+
+@dataclass(frozen=True)
+class ListingNeed:
+    """What decides a listing's overlap (see listing_overlap)."""
+
+    events_healthy: bool
+    first_listing: bool
+    read_all: bool
+    rider_id: int
+
+
+def listing_overlap(need: ListingNeed, overlap_days: float, now: datetime) -> timedelta:
+    """How far before the cursor a new listing starts. Polling alone needs the overlap to
+    catch uploads dated before the cursor (a ride uploaded late, out of order, or edited).
+    While Strava's events arrive each such change has its own event, and the daily
+    safety-net poll (for lost events) drops the overlap where it costs a request: without
+    activity:read_all a listing ends only on an empty page, so the overlap's rides cost a
+    second one. It keeps it on the rider's first listing (rides that ended just before
+    the connection, uploaded after it), one day in OVERLAP_EVERY_DAYS, and with
+    activity:read_all (a short page ends the listing: the overlap is free). When events
+    stop, every poll takes it again, and it covers the days of silence."""
+    full = timedelta(days=overlap_days)
+    if not need.events_healthy or need.first_listing or need.read_all:
+        return full
+    day = int(now.timestamp() // 86400)
+    if (day + need.rider_id) % OVERLAP_EVERY_DAYS == 0:
+        return full
+    return timedelta(0)
+
+
+def sync_rider(call: Call, lease: models.RiderLease, *, events_healthy: bool) -> Outcome:
     """List the rider's new activities page by page and store them.
 
     Each page is committed with where the listing resumes; the cursor moves only in the
@@ -49,7 +84,13 @@ def sync_rider(call: Call, lease: models.RiderLease) -> Outcome:
     listing is complete, nothing says which activities after the old cursor are stored.
     """
     settings = call.settings
-    start = listing_start(lease, timedelta(days=settings.sync_overlap_days))
+    need = ListingNeed(
+        events_healthy=events_healthy,
+        first_listing=lease.last_synced_at is None,
+        read_all=lease.read_all,
+        rider_id=lease.rider_id,
+    )
+    start = listing_start(lease, listing_overlap(need, settings.sync_overlap_days, call.now()))
     after = int(start.after.timestamp())
     newest, page = start.newest, start.page
     counts = {"pages": 0, "fetched": 0, "added": 0, "updated": 0, "races": 0}
@@ -102,9 +143,11 @@ def sync_rider(call: Call, lease: models.RiderLease) -> Outcome:
         page += 1
 
 
-def _sync_or_record_failure(call: Call, lease: models.RiderLease) -> Outcome:
+def _sync_or_record_failure(
+    call: Call, lease: models.RiderLease, *, events_healthy: bool
+) -> Outcome:
     try:
-        outcome = sync_rider(call, lease)
+        outcome = sync_rider(call, lease, events_healthy=events_healthy)
     except Exception as exc:  # each rider is isolated: one failing never stops the others
         return call.settle_rider(lease, exc)
     # The rider's webhook events ride along: creates the listing stored cost nothing.
@@ -117,8 +160,11 @@ def _sync_or_record_failure(call: Call, lease: models.RiderLease) -> Outcome:
 def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     """One bounded `sync-strava` call: claim due riders, sync them, answer the contract."""
     settings = runtime.settings
+    events_healthy = False  # decided in the claim's transaction, once for the call
 
     def claim(conn: models.Conn, call: Call) -> list[models.RiderLease]:
+        nonlocal events_healthy
+        events_healthy = webhook_health(conn, settings, call.started_at).healthy
         # The calls of one loop share a round: what one synced is not due in the next.
         models.open_sync_round(conn, now=call.started_at)
         return models.claim_riders_for_sync(
@@ -145,7 +191,9 @@ def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         runtime,
         "sync-strava",
         claim=claim,
-        work=_sync_or_record_failure,
+        work=lambda call, lease: _sync_or_record_failure(
+            call, lease, events_healthy=events_healthy
+        ),
         hand_back=_hand_back,
         remaining=remaining,
     )

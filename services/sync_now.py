@@ -228,7 +228,8 @@ def _run(call: Call, lease: models.RiderLease) -> dict[str, Any]:
     """The recorded body: sync the rider, then detail its new races if budget is left."""
     rider_id = lease.rider_id
     try:
-        synced = sync_rider(call, lease)
+        # The rider asked: the full overlap, webhooks or not (a lost event is caught now).
+        synced = sync_rider(call, lease, events_healthy=False)
     except Exception as exc:  # the rider's lease must be handed back whatever happened
         synced = call.settle_rider(lease, exc)
         if synced.detail == "rate_limited":  # a click the budget refused costs no cooldown

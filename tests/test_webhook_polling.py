@@ -73,18 +73,21 @@ class Club:
         )  # fmt: skip
         self.fake.add_activities(athlete, [ride])
 
-    def live(self, hours: int, *, uploads_per_hour: float, only: int | None = None) -> None:
-        """Hours of the club in 5-minute steps: uploads at random (by anyone, or `only`
-        one rider), deliveries as they fall due, the events workflow every 5 minutes,
+    def live(
+        self, hours: int, *, uploads_per_hour: float, only: int | None = None, step_min: int = 5
+    ) -> None:
+        """Hours of the club in steps (5 minutes): uploads at random (by anyone, or `only`
+        one rider), deliveries as they fall due, the events workflow each step,
         sync-strava hourly."""
-        for step in range(hours * 12):
-            if self.rng.random() < uploads_per_hour / 12:
+        per_hour = 60 // step_min
+        for step in range(hours * per_hour):
+            if self.rng.random() < uploads_per_hour / per_hour:
                 self.upload(only or self.rng.choice(list(self.riders)))
             self.fake.push.deliver_due()
             self.cron("events")
-            if step % 12 == 3:
+            if step % per_hour == min(3, per_hour - 1):
                 self.cron("sync-strava")
-            self.clock.advance(minutes=5)
+            self.clock.advance(minutes=step_min)
 
     def stored(self, athlete: int) -> set[int]:
         rows = query(
@@ -147,3 +150,48 @@ def test_when_events_stop_polling_resumes_its_cadence_and_the_status_says_why(cl
     club.live(6, uploads_per_hour=3)
     # Back to polling by habit: more than the one daily listing per rider in 6 hours.
     assert club.fake.count(path_contains=LIST) > RIDERS * 6 / 24
+
+
+def test_safety_net_polls_drop_the_overlap_where_it_costs_a_page(club):
+    """Without activity:read_all a listing ends only on an empty page: with the overlap
+    (7 days) a quiet rider's poll costs two listings. While events arrive, its daily
+    safety-net poll lists after the cursor (one empty page) on six days of seven; when
+    events stop, every poll takes the overlap again."""
+    quiet = 9301
+    now = club.clock.now()
+    rider = connect_rider(
+        club.database, club.fake, quiet, activities=3, scope="read,activity:read",
+        start=now - timedelta(days=3), end=now - timedelta(days=1),
+    )  # fmt: skip
+    club.riders[quiet] = rider
+    club.cron("sync-strava")  # first listings, with the overlap
+    assert len(club.stored(quiet)) == 3
+    [row] = query(
+        club.database, "select sync_cursor from strava_connections where rider_id = %s", rider
+    )
+    cursor = int(row["sync_cursor"].timestamp())  # the connection time: no ride since
+    week_back = str(cursor - 7 * 86400)
+    busy = next(a for a in club.riders if a != quiet)
+
+    def quiet_listings(hours: int, *, loss: float) -> list[dict[str, str]]:
+        club.fake.push.loss = loss
+        club.fake.reset_log()
+        club.live(hours, uploads_per_hour=0.5, only=busy, step_min=30)
+        return [
+            r.query for r in club.fake.requests if r.path.endswith(LIST) and r.athlete_id == quiet
+        ]
+
+    healthy = quiet_listings(8 * 24, loss=0.0)
+    assert club.status()["webhooks"]["healthy"] is True
+    firsts = [q["after"] for q in healthy if q.get("page", "1") == "1"]
+    assert 7 <= len(firsts) <= 9, firsts  # one poll a day
+    assert firsts.count(week_back) in (1, 2), firsts  # the overlap one day in seven
+    assert set(firsts) == {str(cursor), week_back}
+    assert len(healthy) == len(firsts) + firsts.count(week_back)  # only those take page 2
+
+    quiet_listings(14, loss=1.0)  # events stop: polling resumes after WEBHOOK_SILENCE_S
+    assert club.status()["webhooks"]["healthy"] is False
+    resumed = quiet_listings(24, loss=1.0)
+    assert resumed, "polling by habit polls the quiet rider too"
+    assert {q["after"] for q in resumed} == {week_back}
+    assert {q.get("page", "1") for q in resumed} == {"1", "2"}

@@ -1,13 +1,16 @@
 """The webhook decisions without I/O: what a delivery says, which deliveries are one
-event, Strava's validation, the subscription's health, and the safety-net polls."""
+event, Strava's validation, the subscription's health, and the safety-net polls and
+their listings' overlap."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services import schedule
+from services.sync import OVERLAP_EVERY_DAYS, ListingNeed, listing_overlap
 from services.webhooks import (
     CONFIRM_EVERY,
     Malformed,
@@ -212,3 +215,41 @@ def test_safety_net_polls_every_rider_once_a_day_spread_through_the_day():
 def test_a_rider_never_polled_is_polled_now_under_the_safety_net():
     plan = schedule.safety_net_plan([habit(7, None)], 600, 3600, NOW, "events arriving")
     assert plan.decisions[7].next_poll_at == NOW
+
+
+WEEK = timedelta(days=7)
+
+
+@pytest.mark.parametrize("read_all", [True, False])
+@pytest.mark.parametrize("first_listing", [True, False])
+def test_without_healthy_events_every_listing_takes_the_overlap(read_all, first_listing):
+    for day in range(OVERLAP_EVERY_DAYS):
+        need = ListingNeed(False, first_listing, read_all, rider_id=41)
+        assert listing_overlap(need, 7.0, NOW + timedelta(days=day)) == WEEK
+
+
+def test_with_healthy_events_the_overlap_is_kept_where_it_is_free_or_first():
+    for day in range(OVERLAP_EVERY_DAYS):
+        now = NOW + timedelta(days=day)
+        assert listing_overlap(ListingNeed(True, False, True, 41), 7.0, now) == WEEK
+        assert listing_overlap(ListingNeed(True, True, False, 41), 7.0, now) == WEEK
+
+
+def test_without_read_all_the_overlap_comes_one_day_in_seven_spread_over_riders():
+    days_with = {}
+    for rider_id in range(1, 71):
+        need = ListingNeed(True, False, False, rider_id)
+        kept = [
+            day
+            for day in range(OVERLAP_EVERY_DAYS)
+            if listing_overlap(need, 7.0, NOW + timedelta(days=day)) == WEEK
+        ]
+        others = {
+            listing_overlap(need, 7.0, NOW + timedelta(days=day))
+            for day in range(OVERLAP_EVERY_DAYS)
+            if day not in kept
+        }
+        assert len(kept) == 1 and others == {timedelta(0)}
+        days_with[rider_id] = kept[0]
+    # the riders' overlap days are spread: each day of the week has a seventh of them
+    assert sorted(Counter(days_with.values()).values()) == [10] * OVERLAP_EVERY_DAYS
