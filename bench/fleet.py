@@ -14,13 +14,21 @@ one virtual clock (see bench/fleet_clock.py).
   runs start 0 to 15 minutes late, a few are dropped, one run per concurrency group at
   a time (a newer waiting run replaces an older one).
 - Cron calls go through the Flask test client with the cron bearer; Sync now through
-  POST /api/riders/me/sync with the rider's HS256 token. Strava is the fake installed
-  with `responses`, at the documented default limits (or a larger tier), answering
-  with the real headers and 429s; each request costs a simulated latency.
+  POST /api/riders/me/sync with the rider's HS256 token.
+- With --webhooks the push subscription is made at the start (the fake's validation GET
+  through the test client), and the fake's sender delivers an event for each upload
+  1 to 30 s after it, to POST /api/strava/webhook, losing --event-loss of them (5%) and
+  repeating --event-duplicate; the events workflow (every 5 minutes) takes what the
+  callback left pending. Without it the events workflow is left out (nothing to take).
+- Strava is the fake installed with `responses`, at the documented default limits (or a
+  larger tier), answering with the real headers and 429s; each request costs a
+  simulated latency.
 
 Run: .venv/bin/python -m bench.fleet [--riders 200] [--days 21] [--tier default]
-     [--seed 1] [--label baseline] [--quick]
-It prints the report and writes bench/results/fleet-<label>.json.
+     [--seed 1] [--label baseline] [--quick] [--webhooks [--event-loss 0.05]] [--compare]
+It prints the report and writes bench/results/fleet-<label>.json; --compare runs the
+same world by polling and with webhooks, one after the other, and prints them side by
+side (fleet-<label>-polling.json, fleet-<label>-webhooks.json).
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -77,8 +85,10 @@ from bench.support import (
     temporary_database,
 )
 from fake_strava import FakeStrava, mock
+from fake_strava.push import Transport
 from fake_strava.riders import connect_athlete
 from fake_strava.server import API_PREFIX, OAUTH_PREFIX
+from services import push_subscription
 from services.activities import is_race
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -102,7 +112,15 @@ _CONTEXT_CLASS = {
     "sync-strava": "incremental",
     "discover": "discover",
     "enrich": "enrich",
+    # Webhook events are incremental work (the same class as sync), inside the callback's
+    # POST or the events call.
+    "webhook": "incremental",
+    "events": "incremental",
 }
+VERIFY_TOKEN = "fleet-bench-verify-token"
+PUBLIC_BASE_URL = "https://sync.fleet-bench.invalid"
+HOOK = "/api/strava/webhook"
+EVENT_DELAY_S = (1.0, 30.0)  # Strava's deliveries come seconds after the change
 _LISTING = API_PREFIX + "/athlete/activities"
 _DETAIL = API_PREFIX + "/activities/"
 
@@ -119,6 +137,9 @@ class FleetConfig:
     label: str | None = None
     # (overall 15 min, overall day, read 15 min, read day) instead of the tier's
     limits: tuple[int, int, int, int] | None = None
+    webhooks: bool = False
+    event_loss: float = 0.05
+    event_duplicate: float = 0.0
 
     @property
     def rate_limits(self) -> tuple[int, int, int, int]:
@@ -126,7 +147,8 @@ class FleetConfig:
 
     @property
     def name(self) -> str:
-        return self.label or f"{self.tier}-{self.riders}r-{self.days}d-s{self.seed}"
+        hooks = "-webhooks" if self.webhooks else ""
+        return self.label or f"{self.tier}-{self.riders}r-{self.days}d-s{self.seed}{hooks}"
 
 
 class FleetFake(FakeStrava):
@@ -209,6 +231,15 @@ class Simulation:
             read_limit_daily=limits[3],
             seed=config.seed,
         )
+        push = self.fake.push
+        push.timer = self.clock.monotonic  # Strava's 2 s for an answer, in virtual time
+        push.loss, push.duplicate, push.delay_s = (
+            config.event_loss,
+            config.event_duplicate,
+            EVENT_DELAY_S,
+        )
+        self.event_lost: set[int] = set()  # rides whose event the sender lost
+        self._delivery_at: float | None = None
         self.end = START.timestamp() + config.days * DAY_S
         self.tags: list[Tag] = []
         self.context: str | None = None
@@ -237,7 +268,9 @@ class Simulation:
         self.uploads: list[Upload] = build_uploads(
             self.rng, self.riders, start=START, days=config.days
         )
-        self.workflows: list[Workflow] = read_workflows()
+        self.workflows: list[Workflow] = [
+            w for w in read_workflows() if config.webhooks or w.endpoint != "events"
+        ]
         self.runs: list[ScheduledRun] = schedule_runs(
             self.rng, self.workflows, start=START, days=config.days
         )
@@ -322,11 +355,51 @@ class Simulation:
                 self.start_run(data)
             elif kind == "call":
                 self.cron_call(client, data)
+            elif kind == "deliver":
+                self._delivery_at = None
+                self.fake.push.deliver_due()
+            self.schedule_delivery()
+
+    def schedule_delivery(self) -> None:
+        """The sender's next due delivery (or retry) on the heap, once."""
+        due = self.fake.push.next_due()
+        if due is not None and (self._delivery_at is None or due < self._delivery_at):
+            self._delivery_at = due
+            self.push(due, "deliver", None)
+
+    def webhook_transport(self, client: FlaskClient) -> Transport:
+        """The sender's POST, through the test client; the answer's time is virtual."""
+
+        def post(url: str, event: dict[str, Any]) -> int:
+            self.context = "webhook"
+            try:
+                response = client.post(HOOK, json=event)
+            finally:
+                self.context = None
+                self.clock.settle()
+            self.after_call()
+            return response.status_code
+
+        return post
+
+    def subscribe(self, client: FlaskClient) -> None:
+        """strava-webhook create, with the fake's validation GET through the client."""
+
+        def validate(url: str) -> tuple[int, Any]:
+            answer = client.get(url.removeprefix(PUBLIC_BASE_URL))
+            return answer.status_code, answer.get_json(silent=True)
+
+        self.fake.push.validator = validate
+        self.fake.push.transport = self.webhook_transport(client)
+        push_subscription.create(self.runtime)
 
     def upload(self, upload: Upload) -> None:
         rider = self.riders[upload.rider]
+        lost = self.fake.push.log.lost
         self.fake.add_activities(rider.athlete_id, [upload.summary])
         activity = upload.summary["id"]
+        if self.fake.push.log.lost > lost:
+            self.event_lost.add(activity)
         if not rider.visible(upload.summary):
             return
         if upload.manual_backdated:
@@ -459,7 +532,10 @@ class Simulation:
             try:
                 with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
                     mock.install(self.handle, rsps, {API_URL: API_PREFIX, OAUTH_URL: OAUTH_PREFIX})
-                    self.loop(app.test_client())
+                    client = self.client = app.test_client()
+                    if self.config.webhooks:
+                        self.subscribe(client)
+                    self.loop(client)
                 report = self.report(built_s=built_s)
             finally:
                 original.db.close()
@@ -474,6 +550,8 @@ class Simulation:
             OAUTH_URL,
             supabase_jwt_secret=JWT_SECRET,
             sync_workers=self.config.workers,
+            strava_webhook_verify_token=VERIFY_TOKEN,
+            public_base_url=PUBLIC_BASE_URL,
         )
         return create_app(settings, environ={})
 
@@ -565,6 +643,7 @@ class Simulation:
                 },
             },
             "requests": requests,
+            "webhooks": self._webhooks(requests),
             "integrity": {
                 "rows": stored_rows["n"],
                 "stored_twice": stored_rows["n"] - stored_rows["d"],
@@ -579,6 +658,7 @@ class Simulation:
                 "requests_by_call": {
                     kind: {"fake_log": by_context[kind], "answers": self.reported[kind]}
                     for kind in _CONTEXT_CLASS
+                    if kind != "webhook"  # the callback's answer does not count requests
                 },
             },
             "wall_time": {"world_s": round(built_s, 1)},
@@ -629,8 +709,43 @@ class Simulation:
             ),
         }
 
+    def _webhooks(self, requests: dict[str, Any]) -> dict[str, Any]:
+        """What the events did: the sender's log, the rides whose event arrived against
+        those whose event was lost (upload to row), and the service's own status."""
+        if not self.config.webhooks:
+            return {"enabled": False}
+        log = self.fake.push.log
+        arrived: list[float] = []
+        lost: list[float] = []
+        for activity in self.uploaded_at:
+            if activity in self.fresh:
+                (lost if activity in self.event_lost else arrived).append(self.fresh[activity])
+        status = self.client.get(
+            "/api/admin/status", headers={"Authorization": f"Bearer {CRON_SECRET}"}
+        ).get_json()
+        return {
+            "enabled": True,
+            "event_loss": self.config.event_loss,
+            "event_duplicate": self.config.event_duplicate,
+            "sender": {
+                "emitted": log.emitted,
+                "lost": log.lost,
+                "duplicated": log.duplicated,
+                "attempts": log.attempts,
+                "delivered": log.delivered,
+                "given_up": log.given_up,
+                "answers": dict(sorted(Counter(log.statuses).items())),
+            },
+            "freshness_event_arrived": quantiles(arrived),
+            "freshness_event_lost": quantiles(lost),
+            "new_rides_event_lost": len(self.event_lost & set(self.uploaded_at)),
+            "status": status["webhooks"],
+        }
+
     def _requests(self, days: int) -> dict[str, Any]:
-        per_day = [dict.fromkeys((*CLASSES, "other", "total", "429"), 0) for _ in range(days)]
+        per_day = [
+            dict.fromkeys((*CLASSES, "other", "total", "429", "events"), 0) for _ in range(days)
+        ]
         by_class = dict.fromkeys((*CLASSES, "other"), 0)
         nothing_new = dict.fromkeys((*CLASSES, "other"), 0)
         status_429 = 0
@@ -641,6 +756,8 @@ class Simulation:
             else:
                 cls = _CONTEXT_CLASS.get(tag.context or "", "other")
             day = min(days - 1, max(0, int((record.at - start) // DAY_S)))
+            if cls == "incremental" and tag.context in ("webhook", "events"):
+                per_day[day]["events"] += 1  # of incremental: the events' fetches
             per_day[day][cls] += 1
             per_day[day]["total"] += 1
             by_class[cls] += 1
@@ -649,7 +766,22 @@ class Simulation:
                 status_429 += 1
             if tag.nothing_new:
                 nothing_new[cls] += 1
+        done = self.backfill_done_at
+        # whole days after the backfill: the steady state of a club whose history is in
+        steady = [
+            row for d, row in enumerate(per_day) if done is not None and start + d * DAY_S >= done
+        ]
+
+        def mean(rows: list[dict[str, int]], key: str) -> float | None:
+            return round(sum(r[key] for r in rows) / len(rows), 1) if rows else None
+
         return {
+            "incremental_per_day": {
+                "all_days": mean(per_day, "incremental"),
+                "after_backfill": mean(steady, "incremental"),
+                "events_after_backfill": mean(steady, "events"),
+                "days_after_backfill": len(steady),
+            },
             "by_class": by_class,
             "total": sum(by_class.values()),
             "status_429": status_429,
@@ -659,6 +791,7 @@ class Simulation:
                 " page included), or a detail fetched before"
             ),
             "per_day": [{"day": d + 1, **row} for d, row in enumerate(per_day)],
+            "events_means": "of incremental: requests for webhook events (callback, events call)",
         }
 
     def _backfill(self) -> dict[str, Any]:
@@ -873,6 +1006,18 @@ def render(report: dict[str, Any]) -> str:
     out.append(table(rows))
     if requests["by_class"]["other"]:
         out.append(f"  (other, outside any call: {requests['by_class']['other']})")
+    incremental = requests["incremental_per_day"]
+    out.append(
+        f"  incremental a day: {incremental['all_days']} over the run,"
+        f" {incremental['after_backfill'] if incremental['after_backfill'] is not None else '-'}"
+        f" over the {incremental['days_after_backfill']} whole days after the backfill"
+        + (
+            f" ({incremental['events_after_backfill']} of them for events)"
+            if report["webhooks"]["enabled"]
+            else ""
+        )
+    )
+    out += render_webhooks(report["webhooks"])
     integrity = report["integrity"]
     wall = report["wall_time"]
     out += [
@@ -887,6 +1032,63 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def render_webhooks(hooks: dict[str, Any]) -> list[str]:
+    if not hooks["enabled"]:
+        return []
+    sender, status = hooks["sender"], hooks["status"]
+    arrived, lost = hooks["freshness_event_arrived"], hooks["freshness_event_lost"]
+    lag = status.get("lag_s") or {}
+    return [
+        "",
+        f"Webhooks ({hooks['event_loss']:.0%} of events lost,"
+        f" {hooks['event_duplicate']:.0%} duplicated): {sender['emitted']:,} events,"
+        f" {sender['lost']} lost, {sender['duplicated']} duplicated, {sender['attempts']:,}"
+        f" deliveries ({sender['given_up']} given up after 3 attempts), answers"
+        f" {sender['answers']}",
+        f"  upload -> row, event arrived: p50 {_hours(arrived['p50_s'])}, p95"
+        f" {_hours(arrived['p95_s'])}, max {_hours(arrived['max_s'])} ({arrived['n']} rides)",
+        f"  upload -> row, event lost (the safety-net poll): p50 {_hours(lost['p50_s'])},"
+        f" p95 {_hours(lost['p95_s'])}, max {_hours(lost['max_s'])} ({lost['n']} of"
+        f" {hooks['new_rides_event_lost']} rides whose event was lost)",
+        f"  the status at the end: healthy {status['healthy']} ({status['reason']}); lag"
+        f" event_time -> processed p50 {_hours(lag.get('p50'))}, p95 {_hours(lag.get('p95'))}",
+    ]
+
+
+def compared_figures(r: dict[str, Any]) -> dict[str, str]:
+    """The figures --compare sets side by side."""
+    incremental, freshness = r["requests"]["incremental_per_day"], r["freshness"]
+    missing, hooks = freshness["missing_at_end"], r["webhooks"]
+    lost = hooks["freshness_event_lost"]["p95_s"] if hooks["enabled"] else None
+    return {
+        "incremental requests a day, after the backfill": str(incremental["after_backfill"]),
+        "  of them for events": str(incremental["events_after_backfill"]),
+        "incremental requests a day, whole run": str(incremental["all_days"]),
+        "freshness after the backfill, p50": _hours(freshness["after_backfill"]["p50_s"]),
+        "freshness after the backfill, p95": _hours(freshness["after_backfill"]["p95_s"]),
+        "freshness during the backfill, p95": _hours(freshness["during_backfill"]["p95_s"]),
+        "freshness of rides whose event was lost, p95": _hours(lost),
+        "backfill complete, day": str(r["backfill"]["done_after_days"]),
+        "Sync now presses: answered with the new ride / it was in / refused": (
+            f"{r['sync_now']['answered_with_new_rides']} /"
+            f" {r['sync_now']['outcomes'].get('200: the ride was already in', 0)} /"
+            f" {sum(r['sync_now']['refused'].values())} of {r['sync_now']['presses']}"
+        ),
+        "Strava requests in all": f"{r['requests']['total']:,}",
+        "429s": str(r["requests"]["status_429"]),
+        "missing at the end: new rides / manual entries dated back": (
+            f"{missing['new_rides']} / {missing['manual_entries_dated_back']}"
+        ),
+        "wall time": f"{r['wall_time']['total_s']} s",
+    }
+
+
+def render_comparison(polling: dict[str, Any], webhooks: dict[str, Any]) -> str:
+    left, right = compared_figures(polling), compared_figures(webhooks)
+    rows: list[tuple[str, ...]] = [("figure", "polling", "webhooks")]
+    return table(rows + [(k, left[k], right[k]) for k in left])
+
+
 def write(report: dict[str, Any]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"fleet-{report['config']['label']}.json"
@@ -894,7 +1096,7 @@ def write(report: dict[str, Any]) -> Path:
     return path
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[FleetConfig, str | None]:
+def parse_args(argv: list[str] | None = None) -> tuple[FleetConfig, str | None, bool]:
     parser = argparse.ArgumentParser(
         prog="python -m bench.fleet", description=__doc__.split("\n")[0]
     )
@@ -908,7 +1110,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[FleetConfig, str | None]:
     parser.add_argument("--workers", type=int, default=1, help="SYNC_WORKERS (default 1)")
     parser.add_argument("--quick", action="store_true", help="20 riders, 3 days")
     parser.add_argument("--profile", metavar="PATH", help="write a cProfile of the run")
+    parser.add_argument("--webhooks", action="store_true", help="Strava's events as well")
+    parser.add_argument("--event-loss", type=float, default=0.05, help="share lost (0.05)")
+    parser.add_argument("--event-duplicate", type=float, default=0.0, help="share repeated")
+    parser.add_argument(
+        "--compare", action="store_true", help="the same world by polling, then with webhooks"
+    )
     args = parser.parse_args(argv)
+    if args.compare and args.profile:
+        parser.error("--compare and --profile: profile one run at a time")
     riders = args.riders or (20 if args.quick else 200)
     days = args.days or (3 if args.quick else 21)
     config = FleetConfig(
@@ -920,8 +1130,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[FleetConfig, str | None]:
         latency_s=args.latency_ms / 1000,
         workers=args.workers,
         label=args.label,
+        webhooks=args.webhooks,
+        event_loss=args.event_loss,
+        event_duplicate=args.event_duplicate,
     )
-    return config, args.profile
+    return config, args.profile, args.compare
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if ROOT in path.parents else path
 
 
 def simulate(config: FleetConfig) -> dict[str, Any]:
@@ -929,8 +1146,19 @@ def simulate(config: FleetConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config, profile = parse_args(argv)
+    config, profile, compare = parse_args(argv)
     logging.disable(logging.WARNING)  # the figures, not the service's log lines
+    if compare:
+        reports = []
+        for hooks in (False, True):
+            label = f"{config.name.removesuffix('-webhooks')}-{'webhooks' if hooks else 'polling'}"
+            report = simulate(replace(config, webhooks=hooks, label=label))
+            print(render(report) + "\n")
+            print(f"written: {_shown(write(report))}\n", flush=True)
+            reports.append(report)
+        print("Side by side (the same world and schedule):")
+        print(render_comparison(*reports))
+        return
     if profile:
         profiler = cProfile.Profile()
         report = profiler.runcall(simulate, config)
@@ -939,7 +1167,7 @@ def main(argv: list[str] | None = None) -> None:
         report = simulate(config)
     print(render(report))
     path = write(report)
-    print(f"\nwritten: {path.relative_to(ROOT) if ROOT in path.parents else path}")
+    print(f"\nwritten: {_shown(path)}")
     sys.stdout.flush()
 
 

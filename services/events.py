@@ -371,7 +371,7 @@ def process_rider_events(call: Call, lease: models.RiderLease) -> list[Outcome]:
 def run_events(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     """One bounded `events` call: confirm the subscription at Strava when due, then
     process pending events, oldest first, one look per object."""
-    confirm_subscription(runtime)
+    _, asked = confirm_subscription(runtime)
     answer = bounded_call(
         runtime,
         "events",
@@ -382,7 +382,8 @@ def run_events(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     )
     with runtime.db.connection() as conn:
         models.prune_webhook_events(conn, before=runtime.clock() - timedelta(days=EVENT_LOG_DAYS))
-    return answer
+    # the subscription check was this call's Strava request too
+    return {**answer, "strava_requests": answer["strava_requests"] + asked}
 
 
 def _remaining(conn: models.Conn, call: Call) -> int:
@@ -391,20 +392,21 @@ def _remaining(conn: models.Conn, call: Call) -> int:
     )
 
 
-def confirm_subscription(runtime: Runtime) -> bool | None:
+def confirm_subscription(runtime: Runtime) -> tuple[bool | None, int]:
     """Ask Strava (every few hours) whether the stored subscription still exists; None
-    when not due or Strava could not say."""
+    when not due or Strava could not say. With the requests it made."""
     now = runtime.clock()
     with runtime.db.connection() as conn:
         subscription = stored_subscription(conn)
     if subscription is None or not confirmation_due(subscription, now):
-        return None
+        return None, 0
+    strava = strava_for_subscriptions(runtime)
     try:
-        with strava_for_subscriptions(runtime) as strava:
+        with strava:
             listed = strava.list_push_subscriptions()
     except StravaError as exc:
         log.warning("could not confirm the push subscription", extra={"error": exc.code})
-        return None
+        return None, strava.requests_made
     exists = any(s.get("id") == subscription.subscription_id for s in listed)
     with runtime.db.connection() as conn:
         models.confirm_push_subscription(conn, listed=exists, now=runtime.clock())
@@ -413,7 +415,7 @@ def confirm_subscription(runtime: Runtime) -> bool | None:
             "Strava no longer lists the push subscription",
             extra={"subscription_id": subscription.subscription_id},
         )
-    return exists
+    return exists, strava.requests_made
 
 
 def strava_for_subscriptions(runtime: Runtime, *, timeout_s: float = 10.0) -> StravaClient:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -33,6 +34,7 @@ SECTIONS = {
     "freshness",
     "sync_now",
     "requests",
+    "webhooks",
     "integrity",
     "wall_time",
 }
@@ -46,6 +48,24 @@ def run(config: FleetConfig) -> tuple[Simulation, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def fleet() -> tuple[Simulation, dict[str, Any]]:
     return run(CONFIG)
+
+
+# A world with Strava's events, a fifth of them lost and 30% repeated (eight riders
+# upload about a dozen rides in three days: enough losses to mean something).
+HOOKED = replace(
+    CONFIG,
+    riders=8,
+    days=3,
+    webhooks=True,
+    event_loss=0.2,
+    event_duplicate=0.3,
+    label="test-fleet-webhooks",
+)
+
+
+@pytest.fixture(scope="module")
+def hooked() -> tuple[Simulation, dict[str, Any]]:
+    return run(HOOKED)
 
 
 def figures(report: dict[str, Any]) -> dict[str, Any]:
@@ -62,12 +82,9 @@ def test_the_report_has_every_section_and_prints(fleet, tmp_path, monkeypatch):
     assert {"presses", "answered_with_new_rides", "refused"} <= set(report["sync_now"])
     assert set(report["requests"]["by_class"]) >= set(CLASSES)
     assert len(report["requests"]["per_day"]) == CONFIG.days
-    assert {s["endpoint"] for s in report["schedule"]} == {
-        "sync-strava",
-        "discover",
-        "enrich",
-        "events",
-    }
+    # without webhooks the events workflow has nothing to take: left out
+    assert {s["endpoint"] for s in report["schedule"]} == {"sync-strava", "discover", "enrich"}
+    assert report["webhooks"] == {"enabled": False}
     text = render(report)
     for heading in ("Backfill", "Freshness", "Sync now", "Strava requests", "Wall time"):
         assert heading in text
@@ -147,3 +164,53 @@ def test_the_virtual_clock_overlaps_a_pools_requests_and_never_goes_back():
     assert clock.set(t0) == pytest.approx(t0 + 0.8)  # an event in the past runs late
     assert clock.set(t0 + 60) == t0 + 60
     assert clock.now() == START + timedelta(seconds=60)
+
+
+def test_with_webhooks_events_bring_the_rides_and_lost_ones_wait_for_the_safety_net(hooked):
+    simulation, report = hooked
+    hooks = report["webhooks"]
+    sender = hooks["sender"]
+    assert "events" in {s["endpoint"] for s in report["schedule"]}
+    # an event for every upload (private ones too: Strava sends them; the service looks)
+    assert sender["emitted"] == len(simulation.uploads)
+    assert sender["lost"] > 0 and sender["duplicated"] > 0
+    # every delivery answered 200 in time (inside the POST or left pending), none retried
+    assert sender["answers"] == {200: sender["attempts"]}
+    assert sender["delivered"] == sender["emitted"] - sender["lost"] + sender["duplicated"]
+    arrived, lost = hooks["freshness_event_arrived"], hooks["freshness_event_lost"]
+    assert arrived["n"] > 0 and lost["n"] > 0
+    # an arrived event's ride is in within the delivery delay and its one fetch
+    assert arrived["p50_s"] <= 60
+    # a lost event's ride waits for the daily safety-net poll, not for the next event
+    assert lost["p50_s"] > arrived["p95_s"]
+    assert lost["max_s"] <= 26 * 3600
+    assert hooks["status"]["healthy"] is True
+    assert hooks["status"]["events_24h"]["processed"] > 0
+    integrity = report["integrity"]
+    assert integrity["uploads_missed_before_last_sync"] == 0
+    assert integrity["stored_twice"] == 0 and integrity["stored_not_on_strava"] == 0
+    assert integrity["rows_stamped_after_the_simulation"] == {}
+    text = render(report)
+    assert "Webhooks (20% of events lost, 30% duplicated)" in text
+
+
+def test_with_webhooks_requests_add_up_and_polling_costs_less(hooked):
+    simulation, report = hooked
+    requests = report["requests"]
+    log = simulation.fake.requests
+    assert requests["total"] == sum(requests["by_class"].values()) == len(log)
+    # outside any call: only strava-webhook create's two (is there one? then create); the
+    # events calls' checks that Strava still lists it (every 6 hours) are theirs
+    subscribing = [r.method for r in log if r.path.endswith("/push_subscriptions")]
+    assert requests["by_class"]["other"] == 2 and subscribing[:2] == ["GET", "POST"]
+    assert set(subscribing[2:]) == {"GET"} and 3 * 4 - 1 <= len(subscribing[2:]) <= 3 * 4 + 1
+    events = sum(day["events"] for day in requests["per_day"])
+    assert 0 < events <= sum(day["incremental"] for day in requests["per_day"])
+    for kind, counts in report["integrity"]["requests_by_call"].items():
+        assert counts["fake_log"] == counts["answers"], kind
+    assert requests["status_429"] == 0
+    # the same world by polling alone asks Strava more for its incremental work
+    _, polling = run(replace(HOOKED, webhooks=False, label="test-fleet-polling"))
+    assert polling["fleet"] == report["fleet"]
+    by_polling = polling["requests"]["incremental_per_day"]["all_days"]
+    assert requests["incremental_per_day"]["all_days"] < by_polling
