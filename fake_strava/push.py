@@ -193,6 +193,13 @@ class PushSender:
                 low, high = self.delay_s
                 self._queue.append(Delivery(event, now + self._rng.uniform(low, high)))
 
+    def discard(self) -> int:
+        """Lose every queued delivery (as Strava sometimes does); returns how many."""
+        with self._lock:
+            dropped = len(self._queue)
+            self._queue.clear()
+            return dropped
+
     def pending(self) -> int:
         with self._lock:
             return len(self._queue)

@@ -15,7 +15,21 @@ from fake_strava import FakeStrava, make_activities
 from fake_strava.riders import connect_athlete
 from services.sealing import Sealer
 from services.tokens import open_tokens
-from tests.conftest import SEALER
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, SEALER
+
+
+def unlimited_fake(**options: Any) -> FakeStrava:
+    """The fake Strava for the app's client, with rate limits no test reaches (for tests
+    about something else than the budget)."""
+    return FakeStrava(
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        limit_15min=100_000,
+        limit_daily=1_000_000,
+        read_limit_15min=100_000,
+        read_limit_daily=1_000_000,
+        **options,
+    )
 
 
 def connect_rider(

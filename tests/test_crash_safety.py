@@ -31,7 +31,7 @@ import requests
 from fake_strava import FakeStrava
 from services.activities import is_race
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, CRON_SECRET, TOKEN_KEY, cron_headers
-from tests.factories import connect_rider, query
+from tests.factories import connect_rider, query, unlimited_fake
 from tests.served_service import Gunicorn, InFlight, serve_counted
 
 SEED = int(os.environ.get("CRASH_SEED") or 20261202)
@@ -230,16 +230,7 @@ def test_kill_minus_nine_at_random_moments_loses_and_duplicates_nothing(
     database: str, tmp_path: Path
 ) -> None:
     rng = random.Random(SEED)
-    fake = FakeStrava(
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        latency_s=LATENCY_S,
-        limit_15min=100_000,
-        limit_daily=1_000_000,
-        read_limit_15min=100_000,
-        read_limit_daily=1_000_000,
-        seed=SEED,
-    )
+    fake = unlimited_fake(latency_s=LATENCY_S, seed=SEED)
     riders = seed_fleet(database, fake, rng)
     served, counted = serve_counted(fake)
     service = Gunicorn(

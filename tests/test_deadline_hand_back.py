@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from fake_strava import FakeStrava, serve
+from fake_strava import serve
 from services.strava import retry_backoff, retry_fits
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, cron_headers
-from tests.factories import connect_rider, execute, hs256_rider_headers, query
+from tests.conftest import cron_headers
+from tests.factories import connect_rider, execute, hs256_rider_headers, query, unlimited_fake
 
 LIST = "/athlete/activities"
 DETAIL = "/api/v3/activities/"
@@ -26,14 +26,7 @@ JWT_SECRET = "deadline-test-jwt-secret-of-32-bytes!"
 
 @pytest.fixture
 def served():
-    fake = FakeStrava(
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        limit_15min=100_000,
-        limit_daily=1_000_000,
-        read_limit_15min=100_000,
-        read_limit_daily=1_000_000,
-    )
+    fake = unlimited_fake()
     with serve(fake) as server:
         yield fake, server
 

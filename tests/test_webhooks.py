@@ -16,8 +16,8 @@ import pytest
 from fake_strava import FakeStrava, serve
 from fake_strava.data import make_activities
 from fake_strava.serve import ServedApp, serve_app
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, CRON_SECRET, cron_headers
-from tests.factories import connect_rider, execute, query, stored_tokens
+from tests.conftest import CLIENT_SECRET, CRON_SECRET, cron_headers
+from tests.factories import connect_rider, execute, query, stored_tokens, unlimited_fake
 
 VERIFY = "verify-token-3b9e1c"
 HOOK = "/api/strava/webhook"
@@ -26,14 +26,7 @@ HOOK = "/api/strava/webhook"
 @pytest.fixture
 def world(make_app, database):
     """The fake Strava and the service, each served on loopback, subscribed."""
-    fake = FakeStrava(
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        limit_15min=100_000,
-        limit_daily=1_000_000,
-        read_limit_15min=100_000,
-        read_limit_daily=1_000_000,
-    )
+    fake = unlimited_fake()
     with serve(fake) as strava:
         holder: dict[str, Any] = {}
 
@@ -315,7 +308,7 @@ def test_duplicates_and_reordered_deliveries_converge(world):
     [late] = upload(world.fake, 806, first_id=193_010)
     world.fake.push.flush()  # (created and processed)
     world.fake.update_activity(late["id"], name="Renamed")
-    world.fake.push._queue.clear()  # lose them; deliver by hand in the wrong order
+    world.fake.push.discard()  # lose them; deliver by hand in the wrong order
     t = int(time.time())
     for body in (
         event(subscription_id, late["id"], 806, "update", updates={"title": "x"}, event_time=t + 2),
@@ -428,7 +421,7 @@ def test_no_secret_in_any_answer_or_log(world, caplog):
 def test_sync_strava_takes_the_pending_events_of_the_riders_it_syncs(world, make_app):
     subscription_id = world.subscribe()
     rider = world.rider(812, activities=3)
-    world.fake.push._queue.clear()  # (the seeding's events)
+    world.fake.push.discard()  # (the seeding's events)
     world.cron("sync-strava")
     [first, *_] = sorted(world.rows(rider))
     world.fake.update_activity(first, name="Renamed at Strava")
@@ -459,7 +452,7 @@ def test_failed_events_back_off_and_then_fail_with_the_reason(world):
     subscription_id = world.subscribe()
     world.rider(813)
     [ride] = upload(world.fake, 813, first_id=96_001)
-    world.fake.push._queue.clear()
+    world.fake.push.discard()
     world.fake.fail_next(100, status=500, path_contains=f"/activities/{ride['id']}")
     status, answer, _ = world.post_event(**event(subscription_id, ride["id"], 813))
     assert status == 200 and answer["stored"] and answer["processed"]["status"] == "failed"
