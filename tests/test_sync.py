@@ -429,7 +429,7 @@ def test_write_back_after_losing_the_lease_changes_nothing(make_app, strava, dat
 def sync_rider_outcome(call, lease):
     from services.sync import _sync_or_record_failure
 
-    return _sync_or_record_failure(call, lease)
+    return _sync_or_record_failure(call, lease, events_healthy=False)
 
 
 def test_riders_are_taken_least_recently_synced_first_and_limit_holds(client, strava, database):
