@@ -36,7 +36,7 @@ from bench.support import (
     table,
     temporary_database,
 )
-from fake_strava import FakeStrava, ServedFake, make_activities, serve
+from fake_strava import UNREACHED_LIMITS, FakeStrava, ServedFake, make_activities, serve
 from fake_strava.riders import connect_athlete
 
 LIST = "/athlete/activities"
@@ -59,10 +59,7 @@ def new_fake(latency_s: float = 0.0) -> FakeStrava:
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
         latency_s=latency_s,
-        limit_15min=1_000_000,
-        limit_daily=10_000_000,
-        read_limit_15min=1_000_000,
-        read_limit_daily=10_000_000,
+        **UNREACHED_LIMITS,
     )
 
 

@@ -44,7 +44,7 @@ from bench.support import (
     table,
     temporary_database,
 )
-from fake_strava import FakeStrava, make_activities, serve
+from fake_strava import UNREACHED_LIMITS, FakeStrava, make_activities, serve
 from fake_strava.riders import connect_athlete
 
 RESULTS = ROOT / "bench" / "results"
@@ -87,10 +87,7 @@ def new_fake(clock: ShiftClock) -> FakeStrava:
         clock=clock.time,
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
-        limit_15min=1_000_000,
-        limit_daily=10_000_000,
-        read_limit_15min=1_000_000,
-        read_limit_daily=10_000_000,
+        **UNREACHED_LIMITS,
     )
 
 

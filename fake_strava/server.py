@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import parse_qsl, urlsplit
 
 from werkzeug.wrappers import Request, Response
@@ -178,6 +178,25 @@ def _parse_form(headers: Mapping[str, str], body: bytes) -> dict[str, str]:
             return {}
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+class Limits(TypedDict):
+    """FakeStrava's rate-limit arguments."""
+
+    limit_15min: int
+    limit_daily: int
+    read_limit_15min: int
+    read_limit_daily: int
+
+
+# Rate limits no test or benchmark reaches, for those about something else than the
+# budget: FakeStrava(..., **UNREACHED_LIMITS).
+UNREACHED_LIMITS: Limits = {
+    "limit_15min": 1_000_000,
+    "limit_daily": 10_000_000,
+    "read_limit_15min": 1_000_000,
+    "read_limit_daily": 10_000_000,
+}
 
 
 class FakeStrava:

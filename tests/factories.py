@@ -11,7 +11,7 @@ import jwt
 import psycopg
 
 import models
-from fake_strava import FakeStrava, make_activities
+from fake_strava import UNREACHED_LIMITS, FakeStrava, make_activities
 from fake_strava.riders import connect_athlete
 from services.sealing import Sealer
 from services.tokens import open_tokens
@@ -24,10 +24,7 @@ def unlimited_fake(**options: Any) -> FakeStrava:
     return FakeStrava(
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
-        limit_15min=100_000,
-        limit_daily=1_000_000,
-        read_limit_15min=100_000,
-        read_limit_daily=1_000_000,
+        **UNREACHED_LIMITS,
         **options,
     )
 
