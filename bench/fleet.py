@@ -643,7 +643,7 @@ class Simulation:
                 },
             },
             "requests": requests,
-            "webhooks": self._webhooks(requests),
+            "webhooks": self._webhooks(),
             "integrity": {
                 "rows": stored_rows["n"],
                 "stored_twice": stored_rows["n"] - stored_rows["d"],
@@ -709,7 +709,7 @@ class Simulation:
             ),
         }
 
-    def _webhooks(self, requests: dict[str, Any]) -> dict[str, Any]:
+    def _webhooks(self) -> dict[str, Any]:
         """What the events did: the sender's log, the rides whose event arrived against
         those whose event was lost (upload to row), and the service's own status."""
         if not self.config.webhooks:
