@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
+from fake_strava.serve import ServedApp, serve_app
 from tests.conftest import CRON_SECRET
 from tests.factories import connect_rider, query
 
@@ -33,11 +32,8 @@ def assert_plain_log(text: str) -> None:
 def served_service(make_app):
     """The app on a loopback port, as Vercel or gunicorn would serve it."""
     app = make_app(sync_workers=2)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.port}"
-    server.shutdown()
+    with ServedApp(*serve_app(app, name="service-for-the-script")) as served:
+        yield served.url
 
 
 def run_script(
