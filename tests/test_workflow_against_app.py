@@ -102,6 +102,9 @@ def test_a_wrong_secret_fails_the_run_with_the_status_only(
         tmp_path / "s.md",
         CRON_SECRET="a-wrong-secret-12345",
         GITHUB_ACTIONS=actions,
+        # curl retries every error, a 401 too, and its --retry-delay 0 is its own backoff
+        # (1, 2, 4 s): the answer is final, the retries would only wait.
+        CRON_RETRIES="0",
     )
     assert run.returncode == 1
     assert "HTTP 401, error code unauthorized" in run.stdout
