@@ -226,5 +226,19 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return Scheduling(config, log)
 
 
+def sizes(small: Any, full: Any) -> list[Any]:
+    """Parameters of a simulation: its small size, run by default, and the full size it was
+    written at, marked slow (`-m slow`, which CI runs too). Each is a value, or a tuple of
+    values for several parameters."""
+
+    def values(size: Any) -> tuple[Any, ...]:
+        return size if isinstance(size, tuple) else (size,)
+
+    return [
+        pytest.param(*values(small), id="small"),
+        pytest.param(*values(full), id="full", marks=pytest.mark.slow),
+    ]
+
+
 def cron_headers(secret: str = CRON_SECRET) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
