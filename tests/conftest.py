@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from psycopg import sql
 import db as dbmod
 from app_factory import create_app
 from fake_strava import FakeStrava
+from services.clock import Timer
 from services.sealing import Sealer, new_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,14 +142,25 @@ def settings_for(database: str, **overrides: Any) -> dict[str, Any]:
     }
 
 
+def standing_timer() -> float:
+    """A service timer that stands still, for tests whose Strava answers at once: any time
+    their calls spend is this machine's, not the service's, and no budget runs out on a
+    loaded machine. (Budgets are tested with a Strava that takes time: real, or virtual
+    as in tests/clocked_strava.py.)"""
+    return 0.0
+
+
 @pytest.fixture
 def make_app(database: str):
-    """Build apps with create_app() on the test database; closed at the end."""
+    """Build apps with create_app() on the test database; closed at the end. `timer`
+    replaces the service's timer (services/clock.py)."""
     apps = []
 
-    def build(**overrides: Any):
+    def build(*, timer: Timer | None = None, **overrides: Any):
         app = create_app(settings_for(database, **overrides), environ={})
         app.config["TESTING"] = True
+        if timer is not None:
+            app.extensions["strava_sync"] = replace(app.extensions["strava_sync"], timer=timer)
         apps.append(app)
         return app
 

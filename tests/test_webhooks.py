@@ -25,7 +25,7 @@ from fake_strava import FakeStrava
 from fake_strava.data import make_activities
 from fake_strava.push import ANSWER_WITHIN_S
 from fake_strava.serve import ServedApp, ServedFake, serve_app
-from tests.conftest import CLIENT_SECRET, CRON_SECRET, cron_headers
+from tests.conftest import CLIENT_SECRET, CRON_SECRET, cron_headers, standing_timer
 from tests.factories import connect_rider, execute, query, stored_tokens, unlimited_fake
 from tests.served_service import HOLD_LIMIT_S, Held
 
@@ -51,9 +51,9 @@ def world(make_app, database):
             strava_oauth_url=strava.oauth_url,
             strava_webhook_verify_token=VERIFY,
             public_base_url=served.url,
+            timer=standing_timer,
         )
-        app.extensions["strava_sync"] = replace(app.extensions["strava_sync"], timer=standing)
-        fake.push.timer = standing
+        fake.push.timer = standing_timer
         fake.push.transport, fake.push.validator = patient_transport, patient_validator
         holder["app"] = app
         try:
@@ -61,11 +61,6 @@ def world(make_app, database):
         finally:
             held.release()
             served.stop()
-
-
-def standing() -> float:
-    """The service's timer, and the sender's: it stands still (see the module's doc)."""
-    return 0.0
 
 
 def patient_transport(url: str, event: dict[str, Any]) -> int:
