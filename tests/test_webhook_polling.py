@@ -43,6 +43,7 @@ def club(request, make_app, database):
 
     fake.push.validator = validate
     fake.push.transport = lambda url, event: client.post(HOOK, json=event).status_code
+    fake.push.timer = clock.monotonic  # Strava's 2 s for an answer, on the service's clock
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         fake.install(rsps, api_url=API_URL, oauth_url=OAUTH_URL)
         riders = {

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fake_strava.serve import ServedApp, serve_app
-from tests.conftest import CRON_SECRET
+from tests.conftest import CRON_SECRET, standing_timer
 from tests.factories import connect_rider, query
 
 SCRIPT = Path(__file__).resolve().parent.parent / ".github" / "scripts" / "call-cron.sh"
@@ -30,8 +30,10 @@ def assert_plain_log(text: str) -> None:
 
 @pytest.fixture
 def served_service(make_app):
-    """The app on a loopback port, as Vercel or gunicorn would serve it."""
-    app = make_app(sync_workers=2)
+    """The app on a loopback port, as Vercel or gunicorn would serve it; on a standing
+    timer, as Strava answers at once here (how many calls the script makes is then the
+    service's, not this machine's load's)."""
+    app = make_app(sync_workers=2, timer=standing_timer)
     with ServedApp(*serve_app(app, name="service-for-the-script")) as served:
         yield served.url
 
