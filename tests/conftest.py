@@ -208,13 +208,14 @@ ONE_WORKER_MODULES = ("tests/test_fleet.py", "tests/test_browser.py", "tests/tes
 # Handed out first, in this order: the long simulations, so that the run does not end
 # with one worker still in one of them while the other has nothing left to do.
 LONG_FIRST = (
+    "tests/test_fleet.py",
     "tests/test_crash_safety.py",
     "tests/test_webhook_polling.py",
-    "tests/test_fleet.py",
+    "tests/test_scheduler.py",
     "tests/test_fuzz.py",
     "tests/test_workflow_against_app.py",
+    "tests/test_dev_tasks.py",
     "tests/test_browser.py",
-    "tests/test_scheduler.py",
 )
 
 
