@@ -229,10 +229,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             module = nodeid.split("::", 1)[0]
             return module if module in ONE_WORKER_MODULES else nodeid
 
+        first: list[str] | None = None  # the LONG_FIRST scopes, in order
+
         def _assign_work_unit(self, node: Any) -> None:
-            for module in LONG_FIRST:
-                scope = next((s for s in self.workqueue if s.startswith(module)), None)
-                if scope is not None:
+            if self.first is None:
+                queued = list(self.workqueue)
+                self.first = [s for m in LONG_FIRST for s in queued if s.startswith(m)]
+            while self.first:
+                scope = self.first.pop(0)
+                if scope in self.workqueue:
                     self.workqueue.move_to_end(scope, last=False)
                     break
             super()._assign_work_unit(node)
