@@ -219,6 +219,7 @@ LONG_FIRST = (
 )
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: without it, never called
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if config.getvalue("dist") != "load":
         return None  # a --dist asked for by name is xdist's own
