@@ -42,7 +42,7 @@ from tests.factories import connect_rider, execute, hs256_rider_headers
 SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
 JWT_SECRET = "test-jwt-secret-for-fuzzing-8b1e"
 # Cases an operation, per mode: small (the default run) and full (under the slow mark).
-EXAMPLES_SMALL = {GenerationMode.POSITIVE: 8, GenerationMode.NEGATIVE: 5}
+EXAMPLES_SMALL = {GenerationMode.POSITIVE: 5, GenerationMode.NEGATIVE: 3}
 EXAMPLES_FULL = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 12}
 CHECKS = [
     not_a_server_error,

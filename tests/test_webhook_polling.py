@@ -106,14 +106,18 @@ class Club:
         return self.client.get("/api/admin/status", headers=cron_headers()).get_json()
 
 
-@pytest.mark.parametrize(("lossy_hours", "uploads_per_hour"), sizes((24, 4), (48, 2)))
+# Small: a day of uploads as many as two days' at full size, the events workflow every
+# 15 minutes (every 5 at full size).
+@pytest.mark.parametrize(
+    ("lossy_hours", "uploads_per_hour", "step_min"), sizes((24, 4, 15), (48, 2, 5))
+)
 def test_the_daily_safety_net_brings_every_rider_to_stravas_state_with_events_lost(
-    club, lossy_hours, uploads_per_hour
+    club, lossy_hours, uploads_per_hour, step_min
 ):
     club.cron("sync-strava")  # everyone's first listing
     club.fake.push.loss = 0.05
     club.fake.reset_log()
-    club.live(lossy_hours, uploads_per_hour=uploads_per_hour)
+    club.live(lossy_hours, uploads_per_hour=uploads_per_hour, step_min=step_min)
     log = club.fake.push.log
     assert log.lost >= 2, "the seed must lose some events for this test to mean anything"
     missed = sum(
@@ -122,7 +126,7 @@ def test_the_daily_safety_net_brings_every_rider_to_stravas_state_with_events_lo
     )
     # A day more, events still arriving (one rider riding): every rider's daily poll.
     club.fake.push.loss = 0.0
-    club.live(25, uploads_per_hour=1, only=next(iter(club.riders)))
+    club.live(25, uploads_per_hour=1, only=next(iter(club.riders)), step_min=step_min)
     for athlete in club.riders:
         assert club.stored(athlete) == {a["id"] for a in club.fake.activities_of(athlete)}
     listings = club.fake.count(path_contains=LIST)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fake_strava.serve import ServedApp, serve_app
-from tests.conftest import CRON_SECRET, standing_timer
+from tests.conftest import CRON_SECRET, sizes, standing_timer
 from tests.factories import connect_rider, query
 
 SCRIPT = Path(__file__).resolve().parent.parent / ".github" / "scripts" / "call-cron.sh"
@@ -61,11 +61,13 @@ def run_script(
     )
 
 
+# Histories of two pages (small) or three (full, under the slow mark), 200 a page.
+@pytest.mark.parametrize("activities", sizes(250, 450))
 def test_the_script_backfills_through_the_real_endpoints(
-    served_service, strava, database, tmp_path
+    served_service, strava, database, tmp_path, activities
 ):
     riders = [
-        connect_rider(database, strava, 801 + i, activities=450, history_complete=False)
+        connect_rider(database, strava, 801 + i, activities=activities, history_complete=False)
         for i in range(3)
     ]
     summary = tmp_path / "summary.md"
