@@ -246,6 +246,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return Scheduling(config, log)
 
 
+# A simulation's hang guard: minutes on a loaded machine are not a hang (the suite's
+# `timeout` of 120 s is for tests of a few seconds).
+SIMULATION_TIMEOUT_S = 600
+
+
 def sizes(small: Any, full: Any) -> list[Any]:
     """Parameters of a simulation: its small size, run by default, and the full size it was
     written at, marked slow (`-m slow`, which CI runs too). Each is a value, or a tuple of
@@ -254,9 +259,10 @@ def sizes(small: Any, full: Any) -> list[Any]:
     def values(size: Any) -> tuple[Any, ...]:
         return size if isinstance(size, tuple) else (size,)
 
+    guard = pytest.mark.timeout(SIMULATION_TIMEOUT_S)
     return [
-        pytest.param(*values(small), id="small"),
-        pytest.param(*values(full), id="full", marks=pytest.mark.slow),
+        pytest.param(*values(small), id="small", marks=guard),
+        pytest.param(*values(full), id="full", marks=[pytest.mark.slow, guard]),
     ]
 
 

@@ -221,8 +221,7 @@ def kill_at_random(
     return in_flight
 
 
-# Under a minute or two; the timeout only stops a run that would never converge.
-@pytest.mark.timeout(600)
+# Under a minute or two; the timeout (sizes') only stops a run that would never converge.
 @pytest.mark.parametrize(
     ("kills", "aimed", "riders_count"),
     # aimed: of the kills, those at a Strava request in flight; the others at any moment
