@@ -281,7 +281,7 @@ def migrate(
         # which nests in it as a savepoint.
         with conn.transaction():
             limit_statements(conn, statement_timeout_ms)
-            applied = models.apply_migrations(
+            applied = models.migrations.apply_migrations(
                 conn, [(m.version, m.name, m.sql) for m in migrations]
             )
     for version in applied:

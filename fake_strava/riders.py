@@ -27,9 +27,9 @@ def connect_athlete(
     its id. The tokens are sealed with `sealer`, as the service's own would be."""
     now = now or fake.now()
     tokens = fake.issue_tokens(athlete_id, scope=scope, expires_in=expires_in)
-    rider_id = models.create_rider(conn, name=name, created_at=now)
+    rider_id = models.riders.create_rider(conn, name=name, created_at=now)
     access, refresh = seal_tokens(sealer, rider_id, tokens["access_token"], tokens["refresh_token"])
-    models.save_connection(
+    models.riders.save_connection(
         conn,
         rider_id=rider_id,
         athlete_id=athlete_id,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from models.base import Conn
+from models.base import RIDE_SPORTS, Conn
 from models.duplicates import mark_duplicates
 
 # Columns written from a Strava summary, in the order of `activity_columns` rows.
@@ -155,8 +155,6 @@ def recompute_eddington(conn: Conn, *, rider_id: int, now: datetime) -> tuple[in
     days of at least k: with the days ranked by distance, max over ranks n of
     min(n, floor(distance of day n)).
     """
-    from services.activities import RIDE_SPORTS  # pure module; here to keep models' imports light
-
     row = conn.execute(
         """
         with days as (
@@ -184,9 +182,8 @@ def recompute_eddington(conn: Conn, *, rider_id: int, now: datetime) -> tuple[in
 
 
 def _rows_span(rows: list[dict[str, Any]]) -> tuple[datetime, datetime] | None:
-    from services.activities import parse_start_date
-
-    starts = [parse_start_date(r["start_date"]) for r in rows if r.get("start_date")]
+    # Rows come from services.activities.activity_row: start_date checked, ISO 8601 text.
+    starts = [datetime.fromisoformat(r["start_date"]) for r in rows if r.get("start_date")]
     return (min(starts), max(starts)) if starts else None
 
 

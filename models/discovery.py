@@ -9,7 +9,7 @@ from datetime import datetime
 from uuid import UUID
 
 from models.base import Conn
-from models.sync import _LEASE_COLUMNS, RiderLease
+from models.sync import LEASE_COLUMNS, RiderLease
 
 # Due for discover at the instant %(now)s: an active connection whose history walk is not
 # complete (a new connection, or a full refresh asked for), not held by any call, not
@@ -45,7 +45,7 @@ def claim_riders_for_discovery(
            set lease_token = %(token)s, lease_kind = 'discover',
                lease_expires_at = %(now)s + make_interval(secs => %(ttl)s)
           from due where c.rider_id = due.rider_id
-        returning {_LEASE_COLUMNS}
+        returning {LEASE_COLUMNS}
         """,
         {"limit": limit, "token": lease_token, "ttl": lease_ttl_s, "now": now},
     ).fetchall()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from models.base import Conn
+from models.base import RIDE_SPORTS, RUN_SPORTS, Conn
 
 # Two activities of one rider are one ride recorded twice when they are of the same kind,
 # their time ranges overlap for at least this share of the longer one, and their
@@ -102,8 +102,6 @@ def mark_duplicates(conn: Conn, *, rider_id: int, since: datetime, until: dateti
     """Mark (and unmark) one rider's rides recorded twice among the activities started
     between `since` and `until` (with a margin either side); one statement. Returns how
     many rows changed."""
-    from services.activities import RIDE_SPORTS, RUN_SPORTS
-
     rows = conn.execute(
         _MARK_DUPLICATES,
         {

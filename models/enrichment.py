@@ -13,11 +13,11 @@ from models.activities import PLACE_COLUMNS
 from models.base import Conn
 
 # A race whose fetch failed but has attempts left (after the maximum it stays failed).
-_RETRYABLE = "a.enrichment_status = 'failed' and a.enrichment_attempts < %(max_attempts)s"
+RACE_RETRYABLE = "a.enrichment_status = 'failed' and a.enrichment_attempts < %(max_attempts)s"
 
 
 # Races still to be detailed: pending, or failed with attempts left.
-_RACE_WAITING = f"(a.enrichment_status = 'pending' or ({_RETRYABLE}))"
+RACE_WAITING = f"(a.enrichment_status = 'pending' or ({RACE_RETRYABLE}))"
 
 
 # Due for enrich at the instant %(now)s: a race pending, or failed with attempts left and
@@ -26,7 +26,7 @@ _RACE_WAITING = f"(a.enrichment_status = 'pending' or ({_RETRYABLE}))"
 _ENRICH_DUE = f"""
     a.is_race
     and (a.enrichment_status = 'pending'
-         or ({_RETRYABLE}
+         or ({RACE_RETRYABLE}
              and (a.enrichment_next_attempt_at is null
                   or a.enrichment_next_attempt_at <= %(now)s)))
     and (a.enrichment_lease_expires_at is null or a.enrichment_lease_expires_at < %(now)s)

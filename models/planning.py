@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from models.base import Conn
-from models.enrichment import _RACE_WAITING
+from models.enrichment import RACE_WAITING
 
 
 def poll_habits(conn: Conn, *, since: datetime) -> list[dict[str, Any]]:
@@ -82,9 +82,9 @@ def backfill_backlog(conn: Conn, *, max_attempts: int, recent_since: datetime) -
         f"""
         select
           (select count(*) from activities a
-            where a.is_race and {_RACE_WAITING} and a.start_date >= %(recent)s) as recent_races,
+            where a.is_race and {RACE_WAITING} and a.start_date >= %(recent)s) as recent_races,
           (select count(*) from activities a
-            where a.is_race and {_RACE_WAITING} and a.start_date < %(recent)s) as old_races,
+            where a.is_race and {RACE_WAITING} and a.start_date < %(recent)s) as old_races,
           (select count(*) from strava_connections c
             where c.status = 'active' and c.history_complete_at is null) as histories
         """,

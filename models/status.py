@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from models.base import Conn
-from models.enrichment import _RACE_WAITING, _RETRYABLE
-from models.sync import _SYNC_STATE
+from models.enrichment import RACE_RETRYABLE, RACE_WAITING
+from models.sync import SYNC_STATE
 
 
 def failed_races(conn: Conn, *, rider_id: int, limit: int) -> list[dict[str, Any]]:
@@ -31,7 +31,7 @@ def status_sync_buckets(conn: Conn, *, min_interval_s: int, now: datetime) -> li
     """Riders counted by connection status and sync state at `now`."""
     return conn.execute(
         f"""
-        select coalesce(c.status, 'not_connected') as connection, {_SYNC_STATE} as sync_state,
+        select coalesce(c.status, 'not_connected') as connection, {SYNC_STATE} as sync_state,
                count(*) as riders,
                count(*) filter (where c.rider_id is not null and c.last_synced_at is null)
                    as never_synced
@@ -58,7 +58,7 @@ def status_rider_page(
         select r.id as rider_id, r.name, r.auto_sync,
                c.rider_id is not null as connected,
                coalesce(c.status, 'not_connected') as connection,
-               {_SYNC_STATE} as sync_state,
+               {SYNC_STATE} as sync_state,
                c.last_synced_at, c.last_sync_added, c.last_error, c.failure_count,
                c.next_attempt_at, c.next_poll_at, c.polls_per_day, c.poll_reason,
                c.history_complete_at, c.history_walk_started_at, c.history_cursor,
@@ -70,7 +70,7 @@ def status_rider_page(
           cross join lateral (
               select count(*) as activities,
                      count(*) filter (where a.is_race) as races,
-                     count(*) filter (where a.is_race and {_RACE_WAITING}) as races_waiting,
+                     count(*) filter (where a.is_race and {RACE_WAITING}) as races_waiting,
                      count(*) filter (where a.is_race and a.enrichment_status = 'failed'
                                       and a.enrichment_attempts >= %(max_attempts)s)
                          as races_failed
@@ -111,12 +111,12 @@ def race_counts(conn: Conn, *, max_attempts: int) -> dict[str, Any]:
         select count(*) as races,
                count(*) filter (where a.enrichment_status = 'pending') as pending,
                count(*) filter (where a.enrichment_status = 'done') as done,
-               count(*) filter (where {_RETRYABLE}) as failed_retrying,
+               count(*) filter (where {RACE_RETRYABLE}) as failed_retrying,
                count(*) filter (where a.enrichment_status = 'failed'
                                 and a.enrichment_attempts >= %(max_attempts)s) as failed_final,
-               count(*) filter (where {_RACE_WAITING}
+               count(*) filter (where {RACE_WAITING}
                                 and c.status is distinct from 'active') as waiting_on_reconnect,
-               count(*) filter (where {_RACE_WAITING} and c.status = 'active') as workable
+               count(*) filter (where {RACE_WAITING} and c.status = 'active') as workable
           from activities a left join strava_connections c on c.rider_id = a.rider_id
          where a.is_race
         """,
@@ -239,7 +239,7 @@ def stalled_races(
     any backoff) and not held by a live call: how many, and the oldest `limit`."""
     where = f"""
           from activities a join strava_connections c on c.rider_id = a.rider_id
-         where a.is_race and {_RACE_WAITING} and c.status = 'active'
+         where a.is_race and {RACE_WAITING} and c.status = 'active'
            and not coalesce(a.enrichment_lease_expires_at >= %(now)s, false)
            and coalesce(a.enrichment_next_attempt_at, a.created_at)
                < %(now)s - make_interval(secs => %(stuck)s)

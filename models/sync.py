@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from models.base import Conn
-from models.enrichment import _RACE_WAITING
+from models.enrichment import RACE_WAITING
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ _SYNC_DUE = f"""
 """
 
 
-_LEASE_COLUMNS = """
+LEASE_COLUMNS = """
     c.rider_id, c.athlete_id, c.lease_token, c.scope, c.sync_cursor, c.connected_at,
     c.history_walk_started_at, c.history_cursor,
     c.sync_listing_after, c.sync_listing_page, c.sync_listing_newest, c.last_synced_at
@@ -135,7 +135,7 @@ def claim_riders_for_sync(
            set lease_token = %(token)s, lease_kind = 'sync',
                lease_expires_at = %(now)s + make_interval(secs => %(ttl)s)
           from due where c.rider_id = due.rider_id
-        returning {_LEASE_COLUMNS}
+        returning {LEASE_COLUMNS}
         """,
         {
             "min_interval_s": min_interval_s,
@@ -328,7 +328,7 @@ def claim_rider_for_sync_now(
            and (c.lease_expires_at is null or c.lease_expires_at < %(now)s)
            and (c.last_sync_now_at is null
                 or c.last_sync_now_at <= %(now)s - make_interval(secs => %(cooldown)s))
-        returning {_LEASE_COLUMNS}
+        returning {LEASE_COLUMNS}
         """,
         {
             "token": lease_token,
@@ -350,7 +350,7 @@ def clear_sync_now_cooldown(conn: Conn, *, rider_id: int) -> None:
 
 # What a rider's sync is doing at %(now)s, first match wins, so every connection is in one
 # bucket. 'due' is exactly the set count_riders_due_for_sync counts.
-_SYNC_STATE = f"""
+SYNC_STATE = f"""
     case
       when c.rider_id is null then 'not_connected'
       when c.status <> 'active' then 'stopped'
@@ -374,7 +374,7 @@ def rider_sync_state(
                r.eddington_miles, r.eddington_km, r.eddington_updated_at,
                c.rider_id is not null as connected, c.athlete_id, c.status, c.scope,
                c.expires_at as token_expires_at, c.connected_at,
-               {_SYNC_STATE} as sync_state,
+               {SYNC_STATE} as sync_state,
                (c.lease_token is not null and c.lease_expires_at >= %(now)s) as in_progress,
                c.lease_kind, c.lease_expires_at,
                c.last_synced_at, c.last_sync_added, c.last_sync_updated, c.sync_cursor,
@@ -389,7 +389,7 @@ def rider_sync_state(
           cross join lateral (
               select count(*) as activities,
                      count(*) filter (where a.is_race) as races,
-                     count(*) filter (where {_RACE_WAITING}) as races_waiting,
+                     count(*) filter (where {RACE_WAITING}) as races_waiting,
                      count(*) filter (where a.enrichment_status = 'pending') as races_pending,
                      count(*) filter (where a.enrichment_status = 'done') as races_done,
                      count(*) filter (where a.enrichment_status = 'failed'

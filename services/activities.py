@@ -7,24 +7,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from models.base import RIDE_SPORTS, RUN_SPORTS
 from services.places import row_place, strava_place
 from services.strava import PER_PAGE_MAX, BadPayload
 
-RUN_SPORTS = frozenset({"Run", "TrailRun", "VirtualRun"})
-# Rides for the race rule. Virtual and trainer rides are not brevets, so the distance
-# rule leaves them out; a virtual race flagged by workout_type still counts.
-RIDE_SPORTS = frozenset(
-    {
-        "Ride",
-        "GravelRide",
-        "MountainBikeRide",
-        "EBikeRide",
-        "EMountainBikeRide",
-        "VirtualRide",
-        "Velomobile",
-        "Handcycle",
-    }
-)
 RUN_RACE, RIDE_RACE = 1, 11
 
 
@@ -72,7 +58,8 @@ def _text(value: Any) -> str | None:
 
 
 def activity_row(summary: dict[str, Any], *, min_race_distance_km: float) -> dict[str, Any]:
-    """A summary (resource_state 2) as the JSON-ready row models.upsert_activities takes."""
+    """A summary (resource_state 2) as the JSON-ready row that
+    models.activities.upsert_activities takes."""
     strava_id = summary.get("id")
     if not isinstance(strava_id, int) or isinstance(strava_id, bool):
         raise BadPayload("activity without an integer id")

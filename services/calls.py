@@ -230,13 +230,13 @@ class Call:
         log.error("unexpected error", exc_info=exc, extra={"kind": self.kind, key: item_id})
         return Outcome(key, item_id, FAILED, "internal", error=type(exc).__name__), "internal"
 
-    def settle_rider(self, lease: models.RiderLease, exc: Exception) -> Outcome:
+    def settle_rider(self, lease: models.sync.RiderLease, exc: Exception) -> Outcome:
         """After a rider's work raised: back it off for a failure of its own, or hand it
         back untouched (rate limit, time budget, lost lease)."""
         outcome, error_class = self.failure("rider_id", lease.rider_id, exc)
         with self.db.connection() as conn:
             if error_class is not None:
-                models.record_rider_failure(
+                models.sync.record_rider_failure(
                     conn,
                     rider_id=lease.rider_id,
                     lease_token=lease.lease_token,
@@ -245,13 +245,15 @@ class Call:
                     now=self.now(),
                 )
             else:
-                models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+                models.sync.release_lease(
+                    conn, rider_id=lease.rider_id, lease_token=lease.lease_token
+                )
         return outcome
 
-    def hand_back_rider(self, lease: models.RiderLease) -> str:
+    def hand_back_rider(self, lease: models.sync.RiderLease) -> str:
         """Release a rider claimed but not started; returns why it was not started."""
         with self.db.connection() as conn:
-            models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+            models.sync.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
         return self.stop_reason()
 
     def stop_reason(self) -> str:
@@ -314,14 +316,14 @@ def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) ->
     """Run a call with a row in cron_runs: written at start, completed at the end."""
     with runtime.db.connection() as conn:
         now = runtime.clock()
-        run_id = models.start_run(conn, kind=kind, now=now)
-        models.prune_runs(conn, kind=kind, keep_days=RUN_LOG_DAYS, now=now)
-        models.prune_request_windows(conn, before=now - timedelta(days=REQUEST_WINDOW_DAYS))
+        run_id = models.runs.start_run(conn, kind=kind, now=now)
+        models.runs.prune_runs(conn, kind=kind, keep_days=RUN_LOG_DAYS, now=now)
+        models.budget.prune_request_windows(conn, before=now - timedelta(days=REQUEST_WINDOW_DAYS))
     try:
         answer = body()
     except Exception as exc:
         with runtime.db.connection() as conn:
-            models.fail_run(
+            models.runs.fail_run(
                 conn, run_id=run_id, error_summary=type(exc).__name__, now=runtime.clock()
             )
         raise
@@ -329,7 +331,7 @@ def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) ->
         {i["reason"] for i in answer["items"] if i["status"] == FAILED and "reason" in i}
     )
     with runtime.db.connection() as conn:
-        models.finish_run(
+        models.runs.finish_run(
             conn,
             run_id=run_id,
             summary={**answer, "error_summary": ", ".join(errors) or None},

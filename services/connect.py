@@ -163,7 +163,7 @@ def start_connect(runtime: Runtime, identity: RiderIdentity, *, redirect_uri: st
         now = runtime.clock()
         state = make_state(key, auth_user_id=identity.auth_user_id, nonce=nonce, now=now)
         with runtime.db.connection() as conn:
-            models.save_oauth_state(
+            models.riders.save_oauth_state(
                 conn, nonce=nonce, auth_user_id=identity.auth_user_id, ttl_s=STATE_TTL_S, now=now
             )
         return strava.authorize_url(redirect_uri=redirect_uri, state=state, scope=SCOPE)
@@ -176,7 +176,7 @@ def _consume_state(runtime: Runtime, state: str | None) -> UUID:
     now = runtime.clock()
     user, nonce = read_state(key, state, now=now)
     with runtime.db.connection() as conn:
-        live = models.consume_oauth_state(conn, nonce=nonce, auth_user_id=user, now=now)
+        live = models.riders.consume_oauth_state(conn, nonce=nonce, auth_user_id=user, now=now)
     if live is None:
         raise ConnectError(400, "state_used", _START_AGAIN.format("was already used"))
     if not live:
@@ -255,15 +255,15 @@ def _store(
     try:
         with runtime.db.connection() as conn:
             now = runtime.clock()
-            rider_id = models.rider_id_for_user(conn, auth_user_id=auth_user_id)
-            owner = models.connection_rider_for_athlete(conn, athlete_id=athlete_id)
+            rider_id = models.riders.rider_id_for_user(conn, auth_user_id=auth_user_id)
+            owner = models.riders.connection_rider_for_athlete(conn, athlete_id=athlete_id)
             if owner is not None and owner != rider_id:
                 # The exchange made a new grant for that athlete; keep the existing link on
                 # the newest tokens so it goes on working, and refuse the second link.
                 access, refresh = seal_tokens(
                     runtime.sealer, owner, grant.access_token, grant.refresh_token
                 )
-                models.replace_grant(
+                models.riders.replace_grant(
                     conn,
                     rider_id=owner,
                     access_sealed=access,
@@ -274,16 +274,18 @@ def _store(
                 )
                 linked_elsewhere = True
             else:
-                rider_id = models.ensure_rider_for_user(conn, auth_user_id=auth_user_id, now=now)
-                previous = models.connected_athlete(conn, rider_id=rider_id)
+                rider_id = models.riders.ensure_rider_for_user(
+                    conn, auth_user_id=auth_user_id, now=now
+                )
+                previous = models.riders.connected_athlete(conn, rider_id=rider_id)
                 if previous is not None and previous != athlete_id:
                     # Another Strava account replaces the old one: its activities would
                     # never be synced or deleted again.
-                    models.delete_rider_activities(conn, rider_id=rider_id)
+                    models.riders.delete_rider_activities(conn, rider_id=rider_id)
                 access, refresh = seal_tokens(
                     runtime.sealer, rider_id, grant.access_token, grant.refresh_token
                 )
-                models.save_connection(
+                models.riders.save_connection(
                     conn,
                     rider_id=rider_id,
                     athlete_id=athlete_id,
@@ -293,7 +295,7 @@ def _store(
                     scope=scope,
                     now=now,
                 )
-                models.set_athlete_created_at(
+                models.riders.set_athlete_created_at(
                     conn, rider_id=rider_id, created_at=athlete_created_at
                 )
     except psycopg.errors.UniqueViolation:  # linked by a callback running at the same time
@@ -312,12 +314,12 @@ def _store(
 def disconnect(runtime: Runtime, identity: RiderIdentity) -> dict[str, Any]:
     """Revoke the grant at Strava (best effort) and delete the rider's tokens and data."""
     with runtime.db.connection() as conn:
-        rider_id = models.rider_id_for_user(conn, auth_user_id=identity.auth_user_id)
+        rider_id = models.riders.rider_id_for_user(conn, auth_user_id=identity.auth_user_id)
     if rider_id is None:
         return {"disconnected": False, "deauthorized": False, "activities_deleted": 0}
     deauthorized, note = _deauthorize(runtime, rider_id)
     with runtime.db.connection() as conn:
-        had_connection, deleted = models.delete_strava_data(conn, rider_id=rider_id)
+        had_connection, deleted = models.riders.delete_strava_data(conn, rider_id=rider_id)
     log.info(
         "rider disconnected Strava",
         extra={"rider_id": rider_id, "deauthorized": deauthorized, "activities_deleted": deleted},

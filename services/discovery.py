@@ -134,10 +134,10 @@ def _page_before(call: Call, before: int) -> Callable[[str], list[dict[str, Any]
     return lambda token: call.strava.list_activities(token, before=before, per_page=PER_PAGE_MAX)
 
 
-def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> WalkOutcome:
+def walk_rider(call: Call, lease: models.sync.RiderLease, progress: WalkProgress) -> WalkOutcome:
     """Walk one rider's history back for as long as the call's budgets allow."""
     settings = call.settings
-    stored = models.WalkPosition(lease.history_walk_started_at, lease.history_cursor)
+    stored = models.discovery.WalkPosition(lease.history_walk_started_at, lease.history_cursor)
     started = stored.started_at
     if started is None:  # a new walk: its upper bound is now, by the runtime's clock
         # (seen_at, which reconciliation compares with it, is set by that same clock)
@@ -152,22 +152,24 @@ def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> 
         step = next_step(len(summaries), oldest_start(rows), cursor=cursor, read_all=lease.read_all)
         with call.db.connection() as conn:
             now = call.now()
-            if not models.hold_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token):
+            if not models.sync.hold_lease(
+                conn, rider_id=lease.rider_id, lease_token=lease.lease_token
+            ):
                 raise LeaseLost()
-            if models.walk_position(conn, rider_id=lease.rider_id) != stored:
+            if models.discovery.walk_position(conn, rider_id=lease.rider_id) != stored:
                 raise WalkChanged()
-            seen = models.walk_seen_ids(
+            seen = models.discovery.walk_seen_ids(
                 conn,
                 rider_id=lease.rider_id,
                 strava_ids=[r["strava_id"] for r in rows],
                 since=started,
             )
-            written = models.upsert_activities(
+            written = models.activities.upsert_activities(
                 conn, rider_id=lease.rider_id, rows=rows, now=now, seen_since=started
             )
             new = [r for r in rows if r["strava_id"] not in seen]
             new_races = sum(1 for r in new if r["is_race"])
-            models.record_walk_page(
+            models.discovery.record_walk_page(
                 conn,
                 rider_id=lease.rider_id,
                 lease_token=lease.lease_token,
@@ -179,7 +181,7 @@ def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> 
             )
             # None when reconciliation was refused (the walk completes all the same)
             removed = _finish_walk(conn, lease, started, now) if step.ended else 0
-        stored = models.WalkPosition(started, step.cursor)
+        stored = models.discovery.WalkPosition(started, step.cursor)
         cursor = step.cursor
         counts = progress.counts
         counts["pages"] += 1
@@ -197,20 +199,22 @@ def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> 
         if call.should_stop() or not time_for_another_page(call.time_left(), slowest):
             break
     with call.db.connection() as conn:  # progress is kept; the next call resumes from it
-        models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+        models.sync.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
     return progress.outcome(SUCCEEDED)
 
 
 def _finish_walk(
-    conn: models.Conn, lease: models.RiderLease, started: datetime, now: datetime
+    conn: models.Conn, lease: models.sync.RiderLease, started: datetime, now: datetime
 ) -> int | None:
     """Complete the walk, removing what it did not see unless that looks like a glitch;
     the number removed, or None when reconciliation was refused."""
-    found = models.count_unseen_by_walk(conn, rider_id=lease.rider_id, walk_started_at=started)
+    found = models.discovery.count_unseen_by_walk(
+        conn, rider_id=lease.rider_id, walk_started_at=started
+    )
     removed: int | None = None
     refusal: str | None = None
     if reconcile_allowed(found.unseen, found.total):
-        removed = models.delete_unseen_by_walk(
+        removed = models.discovery.delete_unseen_by_walk(
             conn, rider_id=lease.rider_id, walk_started_at=started
         )
     else:
@@ -223,8 +227,8 @@ def _finish_walk(
             extra={"rider_id": lease.rider_id, "unseen": found.unseen, "total": found.total},
         )
     # The whole history is in now, so the Eddington number can count every ride.
-    models.recompute_eddington(conn, rider_id=lease.rider_id, now=now)
-    models.complete_walk(
+    models.activities.recompute_eddington(conn, rider_id=lease.rider_id, now=now)
+    models.discovery.complete_walk(
         conn,
         rider_id=lease.rider_id,
         lease_token=lease.lease_token,
@@ -235,7 +239,7 @@ def _finish_walk(
     return removed
 
 
-def _walk_or_record_failure(call: Call, lease: models.RiderLease) -> Outcome:
+def _walk_or_record_failure(call: Call, lease: models.sync.RiderLease) -> Outcome:
     progress = WalkProgress(lease.rider_id)
     try:
         return walk_rider(call, lease, progress)
@@ -244,7 +248,7 @@ def _walk_or_record_failure(call: Call, lease: models.RiderLease) -> Outcome:
         return progress.outcome(outcome.status, detail=outcome.detail, error=outcome.error)
 
 
-def _hand_back(call: Call, lease: models.RiderLease) -> Outcome:
+def _hand_back(call: Call, lease: models.sync.RiderLease) -> Outcome:
     """A rider claimed but not started before the call stopped: released untouched."""
     return WalkProgress(lease.rider_id).outcome(SKIPPED, detail=call.hand_back_rider(lease))
 
@@ -257,7 +261,7 @@ def run_discover(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     return bounded_call(
         runtime,
         "discover",
-        claim=lambda conn, call: models.claim_riders_for_discovery(
+        claim=lambda conn, call: models.discovery.claim_riders_for_discovery(
             conn,
             lease_token=call.lease_token,
             limit=limit,
@@ -266,7 +270,7 @@ def run_discover(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         ),
         work=_walk_or_record_failure,
         hand_back=_hand_back,
-        remaining=lambda conn, call: models.count_riders_due_for_discovery(
+        remaining=lambda conn, call: models.discovery.count_riders_due_for_discovery(
             conn, now=call.started_at
         ),
     )
@@ -275,7 +279,7 @@ def run_discover(runtime: Runtime, *, limit: int) -> dict[str, Any]:
 # --- operator actions and status -----------------------------------------------------
 
 
-def progress_json(progress: models.DiscoveryProgress) -> dict[str, Any]:
+def progress_json(progress: models.discovery.DiscoveryProgress) -> dict[str, Any]:
     """A rider's walk progress as JSON (ISO 8601 UTC times)."""
     return {
         "rider_id": progress.rider_id,
@@ -297,8 +301,10 @@ def request_full_refresh(runtime: Runtime, rider_id: int) -> dict[str, Any]:
     Raises UnknownRider, or NotConnected when there is nothing to walk with.
     """
     with runtime.db.connection() as conn:
-        asked = models.request_full_refresh(conn, rider_id=rider_id, now=runtime.clock())
-        progress = models.discovery_progress(conn, rider_id=rider_id) if asked.queued else None
+        asked = models.discovery.request_full_refresh(conn, rider_id=rider_id, now=runtime.clock())
+        progress = (
+            models.discovery.discovery_progress(conn, rider_id=rider_id) if asked.queued else None
+        )
     if not asked.rider_exists:
         raise UnknownRider(f"no rider with id {rider_id}")
     if progress is None:

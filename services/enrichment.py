@@ -133,13 +133,13 @@ def full_polyline(detail: dict[str, Any]) -> str | None:
 # --- one race ------------------------------------------------------------------------
 
 
-def _race_outcome(race: models.RaceLease, status: str, **more: Any) -> Outcome:
+def _race_outcome(race: models.enrichment.RaceLease, status: str, **more: Any) -> Outcome:
     return Outcome(
         "activity_id", race.strava_id, status, counts={"rider_id": race.rider_id}, **more
     )
 
 
-def enrich_race(call: Call, race: models.RaceLease) -> Outcome:
+def enrich_race(call: Call, race: models.enrichment.RaceLease) -> Outcome:
     """Fetch one race's detailed activity and store its details (or remove it on a 404)."""
     try:
         # A recent race keeps what riders see fresh: it counts before old history. (Sync
@@ -153,7 +153,9 @@ def enrich_race(call: Call, race: models.RaceLease) -> Outcome:
             )
     except NotFound:
         with call.db.connection() as conn:
-            if not models.remove_race(conn, strava_id=race.strava_id, lease_token=call.lease_token):
+            if not models.enrichment.remove_race(
+                conn, strava_id=race.strava_id, lease_token=call.lease_token
+            ):
                 raise LeaseLost() from None
         log.info(
             "race gone from Strava: removed",
@@ -161,7 +163,7 @@ def enrich_race(call: Call, race: models.RaceLease) -> Outcome:
         )
         return _race_outcome(race, SUCCEEDED, detail="removed")
     with call.db.connection() as conn:
-        stored = models.finish_enrichment(
+        stored = models.enrichment.finish_enrichment(
             conn,
             strava_id=race.strava_id,
             lease_token=call.lease_token,
@@ -171,7 +173,7 @@ def enrich_race(call: Call, race: models.RaceLease) -> Outcome:
             now=call.now(),
         )
         if stored:  # Strava's location fields of the detail, else the offline table
-            models.store_detail_place(
+            models.enrichment.store_detail_place(
                 conn,
                 strava_id=race.strava_id,
                 place=row_place(strava_place(detail)),
@@ -182,7 +184,7 @@ def enrich_race(call: Call, race: models.RaceLease) -> Outcome:
     return _race_outcome(race, SUCCEEDED)
 
 
-def _enrich_or_record_failure(call: Call, race: models.RaceLease) -> Outcome:
+def _enrich_or_record_failure(call: Call, race: models.enrichment.RaceLease) -> Outcome:
     try:
         return enrich_race(call, race)
     except Exception as exc:  # each race is isolated: one failing never stops the others
@@ -190,11 +192,11 @@ def _enrich_or_record_failure(call: Call, race: models.RaceLease) -> Outcome:
         outcome.counts = {"rider_id": race.rider_id}
         with call.db.connection() as conn:
             if error_class is None:
-                models.release_races(
+                models.enrichment.release_races(
                     conn, lease_token=call.lease_token, strava_ids=[race.strava_id]
                 )
             else:
-                models.record_enrichment_failure(
+                models.enrichment.record_enrichment_failure(
                     conn,
                     strava_id=race.strava_id,
                     lease_token=call.lease_token,
@@ -208,14 +210,16 @@ def _enrich_or_record_failure(call: Call, race: models.RaceLease) -> Outcome:
         return outcome
 
 
-def _hand_back(call: Call, race: models.RaceLease) -> Outcome:
+def _hand_back(call: Call, race: models.enrichment.RaceLease) -> Outcome:
     """A race claimed but not started before the call stopped: release it untouched."""
     with call.db.connection() as conn:
-        models.release_races(conn, lease_token=call.lease_token, strava_ids=[race.strava_id])
+        models.enrichment.release_races(
+            conn, lease_token=call.lease_token, strava_ids=[race.strava_id]
+        )
     return _race_outcome(race, SKIPPED, detail=call.stop_reason())
 
 
-def enrich_races(call: Call, races: list[models.RaceLease]) -> list[Outcome]:
+def enrich_races(call: Call, races: list[models.enrichment.RaceLease]) -> list[Outcome]:
     """Enrich claimed races on the call's pool; those not reached are handed back."""
     return call.run(
         races,
@@ -230,7 +234,7 @@ def enrich_rider_races(call: Call, rider_id: int, *, limit: int) -> list[Outcome
     priority on their history."""
     now = call.now()
     with call.db.connection() as conn:
-        races = models.claim_races_for_enrichment(
+        races = models.enrichment.claim_races_for_enrichment(
             conn,
             lease_token=call.lease_token,
             limit=limit,
@@ -253,7 +257,7 @@ def run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     return bounded_call(
         runtime,
         "enrich",
-        claim=lambda conn, call: models.claim_races_for_enrichment(
+        claim=lambda conn, call: models.enrichment.claim_races_for_enrichment(
             conn,
             lease_token=call.lease_token,
             limit=limit,
@@ -264,7 +268,7 @@ def run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         ),
         work=_enrich_or_record_failure,
         hand_back=_hand_back,
-        remaining=lambda conn, call: models.count_races_due_for_enrichment(
+        remaining=lambda conn, call: models.enrichment.count_races_due_for_enrichment(
             conn, max_attempts=settings.enrich_max_attempts, now=call.started_at
         ),
     )

@@ -25,7 +25,7 @@ def database_ok(db: Database) -> bool:
     """
     try:
         with db.connection() as conn:
-            models.ping(conn)
+            models.base.ping(conn)
         return True
     except psycopg.OperationalError:
         raise

@@ -778,9 +778,9 @@ def incremental_needs(polls: PollPlan, now: datetime) -> tuple[int, int, int]:
 def discover_order(riders: Iterable[tuple[int, int]]) -> list[int]:
     """Discovery's order, (rider_id, pages walked) in: fewest pages first, then rider id.
 
-    The SQL (models.claim_discovery) already orders so, with full refreshes and older
-    connections first among equals: a 10,000-activity history walks one page per turn
-    like a newcomer's, so the newcomer is never held back behind it.
+    The SQL (models.discovery.claim_riders_for_discovery) already orders so, with full
+    refreshes and older connections first among equals: a 10,000-activity history walks
+    one page per turn like a newcomer's, so the newcomer is never held back behind it.
     """
     return [rider for rider, _ in sorted(riders, key=lambda r: (r[1], r[0]))]
 

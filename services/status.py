@@ -112,7 +112,11 @@ def history_requests_left(row: dict[str, Any]) -> int:
 
 
 def backlog_rate_per_hour(
-    budget: models.BudgetRow, *, reserve: int, auto_sync_riders: int, sync_min_interval_s: int
+    budget: models.budget.BudgetRow,
+    *,
+    reserve: int,
+    auto_sync_riders: int,
+    sync_min_interval_s: int,
 ) -> dict[str, float]:
     """Requests an hour the backlog can have: the cron's share less the scheduled sync."""
     per_15min = min(budget.limit_15min, budget.read_limit_15min) - reserve
@@ -434,7 +438,7 @@ def admin_status(
     settings = runtime.settings
     now = runtime.clock()
     with runtime.db.connection() as conn:
-        rider_page = models.status_rider_page(
+        rider_page = models.status.status_rider_page(
             conn,
             min_interval_s=settings.sync_min_interval_s,
             max_attempts=settings.enrich_max_attempts,
@@ -442,25 +446,25 @@ def admin_status(
             offset=riders_offset,
             now=now,
         )
-        buckets = models.status_sync_buckets(
+        buckets = models.status.status_sync_buckets(
             conn, min_interval_s=settings.sync_min_interval_s, now=now
         )
-        due_now = models.count_riders_due_for_sync(
+        due_now = models.sync.count_riders_due_for_sync(
             conn, min_interval_s=settings.sync_min_interval_s, now=now
         )
-        histories = models.incomplete_histories(conn)
-        races = models.race_counts(conn, max_attempts=settings.enrich_max_attempts)
-        auto_sync_riders = models.count_auto_sync_riders(conn)
-        budget = models.read_rate_budget(conn)
-        runs = models.last_runs(conn, kinds=RUN_KINDS, per_kind=RUNS_PER_KIND)
+        histories = models.status.incomplete_histories(conn)
+        races = models.status.race_counts(conn, max_attempts=settings.enrich_max_attempts)
+        auto_sync_riders = models.status.count_auto_sync_riders(conn)
+        budget = models.budget.read_rate_budget(conn)
+        runs = models.runs.last_runs(conn, kinds=RUN_KINDS, per_kind=RUNS_PER_KIND)
         weather = weather_status(conn, now)  # the weather source's breaker and counts
         webhooks = webhook_status(conn, settings, now)
-        request_windows = models.requests_by_class(conn, since=now - timedelta(hours=24))
+        request_windows = models.budget.requests_by_class(conn, since=now - timedelta(hours=24))
         rolled = roll_windows(budget, now)
         here = planning.situation(conn, rolled, settings, now)
         poll_share = planning.incremental_share(conn, rolled, settings)
-        day = {row["kind"]: row for row in models.run_stats_since(conn, hours=24, now=now)}
-        stalled_count, stalled = models.stalled_races(
+        day = {row["kind"]: row for row in models.runs.run_stats_since(conn, hours=24, now=now)}
+        stalled_count, stalled = models.status.stalled_races(
             conn,
             stuck_after_s=settings.stuck_after_s,
             max_attempts=settings.enrich_max_attempts,
@@ -471,17 +475,19 @@ def admin_status(
             now=now,
             blocked_until=roll_windows(budget, now).blocked_until,
             blocked_reason=budget.blocked_reason,
-            rider_leases=models.expired_rider_leases(conn, now=now),
-            race_leases=models.expired_race_leases(conn, now=now),
-            histories=models.stalled_histories(conn, stuck_after_s=settings.stuck_after_s, now=now),
-            overdue=models.overdue_syncs(
+            rider_leases=models.status.expired_rider_leases(conn, now=now),
+            race_leases=models.status.expired_race_leases(conn, now=now),
+            histories=models.status.stalled_histories(
+                conn, stuck_after_s=settings.stuck_after_s, now=now
+            ),
+            overdue=models.status.overdue_syncs(
                 conn,
                 min_interval_s=settings.sync_min_interval_s,
                 stuck_after_s=settings.stuck_after_s,
                 now=now,
             ),
             races=stalled,
-            runs=models.unfinished_runs(conn, stuck_after_s=settings.stuck_after_s, now=now),
+            runs=models.runs.unfinished_runs(conn, stuck_after_s=settings.stuck_after_s, now=now),
         )
     by_kind = Counter(item["kind"] for item in stuck)
     by_kind["race_stalled"] = stalled_count  # only the oldest LISTED_MAX are listed
@@ -584,7 +590,7 @@ def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
     settings = runtime.settings
     now = runtime.clock()
     with runtime.db.connection() as conn:
-        row = models.rider_sync_state(
+        row = models.sync.rider_sync_state(
             conn,
             rider_id=rider_id,
             min_interval_s=settings.sync_min_interval_s,
@@ -593,11 +599,11 @@ def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
         )
         if row is None:
             return None
-        budget = models.read_rate_budget(conn)
-        runs = models.rider_runs(conn, rider_id=rider_id, limit=RIDER_RUNS)
-        failed = models.failed_races(conn, rider_id=rider_id, limit=LISTED_MAX)
-        duplicates = models.rider_duplicates(conn, rider_id=rider_id, limit=LISTED_MAX)
-        _, stalled = models.stalled_races(
+        budget = models.budget.read_rate_budget(conn)
+        runs = models.runs.rider_runs(conn, rider_id=rider_id, limit=RIDER_RUNS)
+        failed = models.status.failed_races(conn, rider_id=rider_id, limit=LISTED_MAX)
+        duplicates = models.duplicates.rider_duplicates(conn, rider_id=rider_id, limit=LISTED_MAX)
+        _, stalled = models.status.stalled_races(
             conn,
             stuck_after_s=settings.stuck_after_s,
             max_attempts=settings.enrich_max_attempts,
@@ -609,12 +615,12 @@ def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
             now=now,
             blocked_until=None,
             blocked_reason=None,
-            rider_leases=models.expired_rider_leases(conn, now=now, rider_id=rider_id),
-            race_leases=models.expired_race_leases(conn, now=now, rider_id=rider_id),
-            histories=models.stalled_histories(
+            rider_leases=models.status.expired_rider_leases(conn, now=now, rider_id=rider_id),
+            race_leases=models.status.expired_race_leases(conn, now=now, rider_id=rider_id),
+            histories=models.status.stalled_histories(
                 conn, stuck_after_s=settings.stuck_after_s, now=now, rider_id=rider_id
             ),
-            overdue=models.overdue_syncs(
+            overdue=models.status.overdue_syncs(
                 conn,
                 min_interval_s=settings.sync_min_interval_s,
                 stuck_after_s=settings.stuck_after_s,
@@ -741,9 +747,9 @@ def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
 def reset_rider(runtime: Runtime, rider_id: int) -> dict[str, Any]:
     """Clear a rider's backoff and failures and release its lease."""
     with runtime.db.connection() as conn:
-        if not models.rider_exists(conn, rider_id=rider_id):
+        if not models.riders.rider_exists(conn, rider_id=rider_id):
             raise UnknownRider(f"no rider with id {rider_id}")
-        if not models.reset_rider(conn, rider_id=rider_id, now=runtime.clock()):
+        if not models.riders.reset_rider(conn, rider_id=rider_id, now=runtime.clock()):
             raise NotConnected(f"rider {rider_id} has no Strava connection")
     return {"rider_id": rider_id, "reset": True, "detail": rider_detail(runtime, rider_id)}
 
@@ -751,6 +757,6 @@ def reset_rider(runtime: Runtime, rider_id: int) -> dict[str, Any]:
 def set_auto_sync(runtime: Runtime, rider_id: int, *, enabled: bool) -> dict[str, Any]:
     """Pause (False) or resume (True) a rider's scheduled sync."""
     with runtime.db.connection() as conn:
-        if not models.set_auto_sync(conn, rider_id=rider_id, enabled=enabled):
+        if not models.riders.set_auto_sync(conn, rider_id=rider_id, enabled=enabled):
             raise UnknownRider(f"no rider with id {rider_id}")
     return {"rider_id": rider_id, "auto_sync": enabled}

@@ -28,7 +28,7 @@ class ListingStart:
     resumed: bool
 
 
-def listing_start(lease: models.RiderLease, overlap: timedelta) -> ListingStart:
+def listing_start(lease: models.sync.RiderLease, overlap: timedelta) -> ListingStart:
     """Resume an unfinished listing at its next page (same `after`), or start a new one
     from the cursor (or connection time) less the overlap, so late uploads are caught."""
     if lease.sync_listing_after is not None and lease.sync_listing_page is not None:
@@ -76,7 +76,7 @@ def listing_overlap(need: ListingNeed, overlap_days: float, now: datetime) -> ti
     return timedelta(0)
 
 
-def sync_rider(call: Call, lease: models.RiderLease, *, events_healthy: bool) -> Outcome:
+def sync_rider(call: Call, lease: models.sync.RiderLease, *, events_healthy: bool) -> Outcome:
     """List the rider's new activities page by page and store them.
 
     Each page is committed with where the listing resumes; the cursor moves only in the
@@ -106,17 +106,21 @@ def sync_rider(call: Call, lease: models.RiderLease, *, events_healthy: bool) ->
         if page_newest is not None and (newest is None or page_newest > newest):
             newest = page_newest
         with call.db.connection() as conn:
-            if not models.hold_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token):
+            if not models.sync.hold_lease(
+                conn, rider_id=lease.rider_id, lease_token=lease.lease_token
+            ):
                 raise LeaseLost()
             now = call.now()
-            written = models.upsert_activities(conn, rider_id=lease.rider_id, rows=rows, now=now)
+            written = models.activities.upsert_activities(
+                conn, rider_id=lease.rider_id, rows=rows, now=now
+            )
             counts["pages"] += 1
             counts["fetched"] += len(summaries)
             counts["added"] += written.inserted
             counts["updated"] += written.updated
             counts["races"] += written.races_inserted
             if not ended:
-                models.record_sync_listing(
+                models.sync.record_sync_listing(
                     conn,
                     rider_id=lease.rider_id,
                     lease_token=lease.lease_token,
@@ -126,7 +130,7 @@ def sync_rider(call: Call, lease: models.RiderLease, *, events_healthy: bool) ->
                     now=now,
                 )
             else:
-                models.finish_sync(
+                models.sync.finish_sync(
                     conn,
                     rider_id=lease.rider_id,
                     lease_token=lease.lease_token,
@@ -137,14 +141,14 @@ def sync_rider(call: Call, lease: models.RiderLease, *, events_healthy: bool) ->
                 )
                 # New or edited rides (a resumed listing may have stored them earlier).
                 if counts["added"] or counts["updated"] or start.resumed:
-                    models.recompute_eddington(conn, rider_id=lease.rider_id, now=now)
+                    models.activities.recompute_eddington(conn, rider_id=lease.rider_id, now=now)
         if ended:
             return Outcome("rider_id", lease.rider_id, SUCCEEDED, counts=counts)
         page += 1
 
 
 def _sync_or_record_failure(
-    call: Call, lease: models.RiderLease, *, events_healthy: bool
+    call: Call, lease: models.sync.RiderLease, *, events_healthy: bool
 ) -> Outcome:
     try:
         outcome = sync_rider(call, lease, events_healthy=events_healthy)
@@ -162,12 +166,12 @@ def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     settings = runtime.settings
     events_healthy = False  # decided in the claim's transaction, once for the call
 
-    def claim(conn: models.Conn, call: Call) -> list[models.RiderLease]:
+    def claim(conn: models.Conn, call: Call) -> list[models.sync.RiderLease]:
         nonlocal events_healthy
         events_healthy = webhook_health(conn, settings, call.started_at).healthy
         # The calls of one loop share a round: what one synced is not due in the next.
-        models.open_sync_round(conn, now=call.started_at)
-        return models.claim_riders_for_sync(
+        models.sync.open_sync_round(conn, now=call.started_at)
+        return models.sync.claim_riders_for_sync(
             conn,
             lease_token=call.lease_token,
             limit=limit,
@@ -177,14 +181,14 @@ def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         )
 
     def remaining(conn: models.Conn, call: Call) -> int:
-        left = models.count_riders_due_for_sync(
+        left = models.sync.count_riders_due_for_sync(
             conn, min_interval_s=settings.sync_min_interval_s, now=call.started_at
         )
         now = call.now()
         if left == 0:
-            models.close_sync_round(conn, now=now)
+            models.sync.close_sync_round(conn, now=now)
         # What this call found moves the riders' next polls (a find brings one forward).
-        replan_polls(conn, roll_windows(models.read_rate_budget(conn), now), settings, now)
+        replan_polls(conn, roll_windows(models.budget.read_rate_budget(conn), now), settings, now)
         return left
 
     return bounded_call(
@@ -199,6 +203,6 @@ def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     )
 
 
-def _hand_back(call: Call, lease: models.RiderLease) -> Outcome:
+def _hand_back(call: Call, lease: models.sync.RiderLease) -> Outcome:
     """A rider claimed but not started before the call stopped: released untouched."""
     return Outcome("rider_id", lease.rider_id, SKIPPED, call.hand_back_rider(lease))

@@ -87,7 +87,7 @@ def retry_after(resets_at: datetime, now: datetime) -> int:
 
 
 def rider_state(row: dict[str, Any] | None, *, cooldown_s: int) -> dict[str, Any]:
-    """The state the Sync now button shows, from models.rider_sync_state's row."""
+    """The state the Sync now button shows, from models.sync.rider_sync_state's row."""
     if row is None or not row["connected"]:
         return {"connected": False, "in_progress": False, "sync_now_available": False}
     now: datetime = row["now"]
@@ -145,9 +145,9 @@ def sync_state(runtime: Runtime, identity: RiderIdentity) -> dict[str, Any]:
     """GET /api/riders/me/sync: this rider's state (a rider never reads another's)."""
     settings = runtime.settings
     with runtime.db.connection() as conn:
-        rider_id = models.rider_id_for_user(conn, auth_user_id=identity.auth_user_id)
+        rider_id = models.riders.rider_id_for_user(conn, auth_user_id=identity.auth_user_id)
         row = (
-            models.rider_sync_state(
+            models.sync.rider_sync_state(
                 conn,
                 rider_id=rider_id,
                 min_interval_s=settings.sync_min_interval_s,
@@ -164,7 +164,7 @@ def sync_now(runtime: Runtime, identity: RiderIdentity) -> SyncNowResult:
     """POST /api/riders/me/sync: sync this rider now, or say plainly why not."""
     settings = runtime.settings
     with runtime.db.connection() as conn:
-        rider_id = models.rider_id_for_user(conn, auth_user_id=identity.auth_user_id)
+        rider_id = models.riders.rider_id_for_user(conn, auth_user_id=identity.auth_user_id)
     if rider_id is None:
         raise _not_connected()
     held = _refuse_or_hold(runtime, identity, rider_id, check_budget=True)
@@ -173,7 +173,7 @@ def sync_now(runtime: Runtime, identity: RiderIdentity) -> SyncNowResult:
     call = Call(runtime, kind="sync-now")
     try:
         with runtime.db.connection() as conn:
-            lease = models.claim_rider_for_sync_now(
+            lease = models.sync.claim_rider_for_sync_now(
                 conn,
                 rider_id=rider_id,
                 lease_token=call.lease_token,
@@ -198,10 +198,10 @@ def _refuse_or_hold(
     settings = runtime.settings
     now = runtime.clock()
     with runtime.db.connection() as conn:
-        position = models.sync_now_position(
+        position = models.sync.sync_now_position(
             conn, rider_id=rider_id, cooldown_s=settings.sync_now_cooldown_s, now=now
         )
-        budget = models.read_rate_budget(conn) if check_budget else None
+        budget = models.budget.read_rate_budget(conn) if check_budget else None
     if position is None:
         raise _not_connected()
     if position["status"] != "active":
@@ -224,7 +224,7 @@ def _refuse_or_hold(
     return None
 
 
-def _run(call: Call, lease: models.RiderLease) -> dict[str, Any]:
+def _run(call: Call, lease: models.sync.RiderLease) -> dict[str, Any]:
     """The recorded body: sync the rider, then detail its new races if budget is left."""
     rider_id = lease.rider_id
     try:
@@ -234,12 +234,12 @@ def _run(call: Call, lease: models.RiderLease) -> dict[str, Any]:
         synced = call.settle_rider(lease, exc)
         if synced.detail == "rate_limited":  # a click the budget refused costs no cooldown
             with call.db.connection() as conn:
-                models.clear_sync_now_cooldown(conn, rider_id=rider_id)
+                models.sync.clear_sync_now_cooldown(conn, rider_id=rider_id)
     outcomes: list[Outcome] = [synced]
     if synced.status == SUCCEEDED and not call.should_stop():
         outcomes.extend(enrich_rider_races(call, rider_id, limit=ENRICH_LIMIT))
     with call.db.connection() as conn:
-        row = models.rider_sync_state(
+        row = models.sync.rider_sync_state(
             conn,
             rider_id=rider_id,
             min_interval_s=call.settings.sync_min_interval_s,

@@ -49,7 +49,7 @@ class Tokens:
     status: str
 
 
-def open_tokens(sealer: Sealer, stored: models.StoredTokens) -> Tokens:
+def open_tokens(sealer: Sealer, stored: models.tokens.StoredTokens) -> Tokens:
     """The tokens of a stored row (TokenUnreadable if a key is missing or a value altered)."""
     rider = stored.rider_id
     return Tokens(
@@ -69,15 +69,17 @@ def seal_tokens(sealer: Sealer, rider_id: int, access: str, refresh: str) -> tup
     )
 
 
-def needs_resealing(sealer: Sealer, stored: models.StoredTokens) -> bool:
+def needs_resealing(sealer: Sealer, stored: models.tokens.StoredTokens) -> bool:
     return not (sealer.is_current(stored.access_token) and sealer.is_current(stored.refresh_token))
 
 
-def reseal(conn: models.Conn, sealer: Sealer, stored: models.StoredTokens, tokens: Tokens) -> bool:
+def reseal(
+    conn: models.Conn, sealer: Sealer, stored: models.tokens.StoredTokens, tokens: Tokens
+) -> bool:
     """Seal a row's tokens under the current key unless the row changed or is locked."""
     rider = stored.rider_id
     access, refresh = seal_tokens(sealer, rider, tokens.access_token, tokens.refresh_token)
-    return models.reseal_tokens(
+    return models.tokens.reseal_tokens(
         conn,
         rider_id=stored.rider_id,
         stored_access=stored.access_token,
@@ -99,7 +101,7 @@ class TokenKeeper:
 
     def _read(self, conn: models.Conn, rider_id: int, *, for_update: bool = False) -> Tokens:
         """The rider's usable tokens, opened; sealed anew first if not under the current key."""
-        row = models.read_tokens(conn, rider_id=rider_id, for_update=for_update)
+        row = models.tokens.read_tokens(conn, rider_id=rider_id, for_update=for_update)
         stored = _usable(row, rider_id)
         tokens = open_tokens(self._sealer, stored)
         if needs_resealing(self._sealer, stored) and reseal(conn, self._sealer, stored, tokens):
@@ -147,7 +149,7 @@ class TokenKeeper:
                 access, refresh = seal_tokens(
                     self._sealer, rider_id, grant.access_token, grant.refresh_token
                 )
-                models.store_tokens(
+                models.tokens.store_tokens(
                     conn,
                     rider_id=rider_id,
                     access_sealed=access,
@@ -161,7 +163,7 @@ class TokenKeeper:
         assert rejected
         # invalid_grant: another process (one not sharing our lock) may have rotated it.
         with self._db.connection() as conn:
-            stored = models.read_tokens(conn, rider_id=rider_id)
+            stored = models.tokens.read_tokens(conn, rider_id=rider_id)
         current = open_tokens(self._sealer, stored) if stored is not None else None
         if current is not None and current.status == "active" and current.refresh_token != used:
             return self.access_token(rider_id)
@@ -170,11 +172,13 @@ class TokenKeeper:
 
     def _give_up(self, rider_id: int, message: str) -> None:
         with self._db.connection() as conn:
-            models.mark_needs_reauth(conn, rider_id=rider_id, message=message, now=self._clock())
+            models.tokens.mark_needs_reauth(
+                conn, rider_id=rider_id, message=message, now=self._clock()
+            )
         log.warning("rider needs to reconnect Strava", extra={"rider_id": rider_id})
 
 
-def _usable(tokens: models.StoredTokens | None, rider_id: int) -> models.StoredTokens:
+def _usable(tokens: models.tokens.StoredTokens | None, rider_id: int) -> models.tokens.StoredTokens:
     if tokens is None:
         raise NotConnected(f"rider {rider_id} has no Strava connection")
     if tokens.status != "active":
@@ -224,13 +228,13 @@ def rotate_token_key(
     prefix = sealer.current_prefix()
     give_up_at = timer() + busy_wait_s
     with db.connection() as conn:
-        total, left = models.count_tokens_to_reseal(conn, current_prefix=prefix, skip=[])
+        total, left = models.tokens.count_tokens_to_reseal(conn, current_prefix=prefix, skip=[])
     rotation.connections, rotation.already_current = total, total - left
     while True:
         after = 0
         while True:
             with db.connection() as conn:
-                rows = models.lock_tokens_to_reseal(
+                rows = models.tokens.lock_tokens_to_reseal(
                     conn,
                     current_prefix=prefix,
                     after_rider_id=after,
@@ -244,7 +248,7 @@ def rotate_token_key(
             rotation.batches += 1
             after = rows[-1].rider_id
         with db.connection() as conn:
-            _, left = models.count_tokens_to_reseal(
+            _, left = models.tokens.count_tokens_to_reseal(
                 conn, current_prefix=prefix, skip=rotation.unreadable
             )
         if left == 0 or timer() >= give_up_at:
@@ -254,7 +258,7 @@ def rotate_token_key(
 
 
 def _reseal_one(
-    conn: models.Conn, sealer: Sealer, stored: models.StoredTokens, rotation: Rotation
+    conn: models.Conn, sealer: Sealer, stored: models.tokens.StoredTokens, rotation: Rotation
 ) -> None:
     try:
         tokens = open_tokens(sealer, stored)

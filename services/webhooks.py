@@ -153,7 +153,7 @@ def validation_answer(
 
 @dataclass(frozen=True)
 class Subscription:
-    """The application's push subscription as stored (models.read_push_subscription)."""
+    """The application's push subscription as stored (models.webhooks.read_push_subscription)."""
 
     subscription_id: int
     callback_url: str

@@ -101,7 +101,7 @@ def stored_tokens(
             params,
         ).fetchall()
     assert len(rows) == 1, f"expected one connection, found {len(rows)}"
-    tokens = open_tokens(sealer, models.StoredTokens(**rows[0]))
+    tokens = open_tokens(sealer, models.tokens.StoredTokens(**rows[0]))
     return {
         "access_token": tokens.access_token,
         "refresh_token": tokens.refresh_token,

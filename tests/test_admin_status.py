@@ -590,7 +590,7 @@ def test_estimate_arithmetic():
     import models
     from services.status import backlog_rate_per_hour, history_requests_left
 
-    budget = models.BudgetRow(
+    budget = models.budget.BudgetRow(
         limit_15min=600,
         limit_daily=30000,
         read_limit_15min=300,

@@ -250,14 +250,14 @@ def test_progress_is_readable_during_and_after_the_walk(make_app, strava, databa
     app = make_app()
     runtime, client = app.extensions["strava_sync"], app.test_client()
     with runtime.db.connection() as conn:
-        before = models.discovery_progress(conn, rider_id=rider)
+        before = models.discovery.discovery_progress(conn, rider_id=rider)
     assert before.pages == 0 and not before.complete and before.oldest_reached is None
     allow_requests(database, 2)
     body = discover(client)
     assert body["rate_limited"] is True and body["items"][0]["pages"] == 2
     assert body["items"][0]["complete"] is False
     with runtime.db.connection() as conn:
-        midway = models.discovery_progress(conn, rider_id=rider)
+        midway = models.discovery.discovery_progress(conn, rider_id=rider)
     assert midway.pages == 2 and midway.activities == 399 and not midway.complete
     assert midway.walk_started_at is not None
     assert midway.oldest_reached == walk(database, rider)["history_cursor"]
@@ -265,7 +265,7 @@ def test_progress_is_readable_during_and_after_the_walk(make_app, strava, databa
     allow_requests(database, 10)
     discover(client)
     with runtime.db.connection() as conn:
-        done = models.discovery_progress(conn, rider_id=rider)
+        done = models.discovery.discovery_progress(conn, rider_id=rider)
     assert done.complete and done.pages == 4 and done.activities == 650
     assert done.oldest_reached == min(
         r["start_date"] for r in query(database, "select start_date from activities")
@@ -603,7 +603,7 @@ def test_a_full_refresh_during_a_walk_stops_the_old_walk_writing(make_app, strav
     call = Call(runtime, kind="discover")
     try:
         with runtime.db.connection() as conn:
-            (lease,) = models.claim_riders_for_discovery(
+            (lease,) = models.discovery.claim_riders_for_discovery(
                 conn, lease_token=call.lease_token, limit=1, lease_ttl_s=60, now=call.started_at
             )
         assert refresh(client, rider).status_code == 202  # while the call holds the rider

@@ -336,7 +336,7 @@ def test_a_token_near_expiry_by_the_virtual_clock_is_refreshed(client, strava, d
 def test_leases_and_unfinished_runs_are_stuck_by_the_virtual_clock(client, strava, database, clock):
     rider = connect_rider(database, strava, 7305)
     with psycopg.connect(database, row_factory=dict_row) as conn:
-        (lease,) = models.claim_riders_for_sync(
+        (lease,) = models.sync.claim_riders_for_sync(
             conn,
             lease_token=uuid.uuid4(),
             limit=1,
@@ -344,7 +344,7 @@ def test_leases_and_unfinished_runs_are_stuck_by_the_virtual_clock(client, strav
             min_interval_s=1800,
             now=clock.now(),
         )
-        models.start_run(conn, kind="enrich", now=clock.now())  # a call that dies
+        models.runs.start_run(conn, kind="enrich", now=clock.now())  # a call that dies
     assert connection(database, rider)["lease_expires_at"] == START + timedelta(seconds=120)
     assert status(client)["stuck"]["count"] == 0
     clock.advance(seconds=121)

@@ -747,7 +747,7 @@ def test_weather_answers(make_app, fake, database, contract):
     import psycopg.rows
 
     from fake_weather import FakeWeather, serve
-    from models import upsert_activities
+    from models.activities import upsert_activities
     from services.activities import page_rows
     from tests.factories import connect_rider as connect
 
@@ -776,7 +776,7 @@ def test_weather_answers(make_app, fake, database, contract):
 
 def test_webhook_and_events_answers(make_app, strava, database, contract):
     """GET and POST /api/strava/webhook and /api/cron/events (issue 9)."""
-    from models import save_push_subscription
+    from models.webhooks import save_push_subscription
     from services.webhooks import validation_answer
 
     hook, events = "/api/strava/webhook", "/api/cron/events"

@@ -170,7 +170,7 @@ def test_a_races_detail_brings_stravas_location_over_the_summarys(client, strava
     # The listing had no location fields (as Strava's summaries mostly have none).
     bare = {**brevet, "location_city": None, "location_state": None, "location_country": None}
     with psycopg.connect(database, row_factory=dict_row) as conn:
-        models.upsert_activities(
+        models.activities.upsert_activities(
             conn, rider_id=rider, rows=page_rows([bare], min_race_distance_km=200),
             now=datetime.now(UTC),
         )  # fmt: skip

@@ -132,12 +132,12 @@ def test_a_stale_reseal_never_overwrites_a_refresh(strava, database):
         psycopg.connect(database, row_factory=dict_row) as refresher,
     ):
         reader.execute("set lock_timeout = '5s'")  # waiting would fail the test, not hang it
-        stale = models.read_tokens(reader, rider_id=rider)
+        stale = models.tokens.read_tokens(reader, rider_id=rider)
         assert stale is not None
         reader.commit()
         # a refresh stores new tokens between the reader's read and its reseal
         new_access, new_refresh = seal_tokens(SEALER, rider, "a" * 40, "b" * 40)
-        models.store_tokens(
+        models.tokens.store_tokens(
             refresher,
             rider_id=rider,
             access_sealed=new_access,
@@ -149,18 +149,18 @@ def test_a_stale_reseal_never_overwrites_a_refresh(strava, database):
         access, refresh = seal_tokens(SEALER, rider, plain["access_token"], plain["refresh_token"])
         args = {"access_sealed": access, "refresh_sealed": refresh}
         stale_args = {"stored_access": stale.access_token, "stored_refresh": stale.refresh_token}
-        assert not models.reseal_tokens(reader, rider_id=rider, **stale_args, **args)
+        assert not models.tokens.reseal_tokens(reader, rider_id=rider, **stale_args, **args)
         reader.commit()
         assert raw(database, rider) == {"access_token": new_access, "refresh_token": new_refresh}
 
         # a refresh in flight holds the row: the reseal skips it at once instead of waiting
-        current = models.read_tokens(refresher, rider_id=rider, for_update=True)
+        current = models.tokens.read_tokens(refresher, rider_id=rider, for_update=True)
         assert current is not None
         held = {"stored_access": current.access_token, "stored_refresh": current.refresh_token}
-        assert not models.reseal_tokens(reader, rider_id=rider, **held, **args)
+        assert not models.tokens.reseal_tokens(reader, rider_id=rider, **held, **args)
         reader.commit()
         refresher.rollback()
-        assert models.reseal_tokens(reader, rider_id=rider, **held, **args)  # free: written
+        assert models.tokens.reseal_tokens(reader, rider_id=rider, **held, **args)  # free: written
 
 
 # --- rotate-token-key --------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_rotation_skips_a_row_a_refresh_holds_and_never_overwrites_it(make_app, 
     held = riders[1]
     refreshed = seal_tokens(SEALER, held, "c" * 40, "d" * 40)
     with psycopg.connect(database, row_factory=dict_row) as refresh:
-        assert models.read_tokens(refresh, rider_id=held, for_update=True) is not None
+        assert models.tokens.read_tokens(refresh, rider_id=held, for_update=True) is not None
         waits = []
 
         def sleep(seconds):  # the refresh ends while the rotation waits for its row
@@ -256,7 +256,7 @@ def test_rotation_skips_a_row_a_refresh_holds_and_never_overwrites_it(make_app, 
 
 
 def execute_in(conn, rider, sealed):
-    models.store_tokens(
+    models.tokens.store_tokens(
         conn,
         rider_id=rider,
         access_sealed=sealed[0],
