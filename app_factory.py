@@ -10,13 +10,14 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from commands import register_commands
-from config import load_settings, token_sealer
+from config import load_settings
 from db import Database, database_password, resolve_database_url
 from logging_setup import configure_logging
 from routes import register_blueprints
 from routes.errors import register_error_handlers
 from services.calls import Runtime
 from services.rider_auth import TokenVerifier
+from services.sealing import sealer_for
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def create_app(
     ]
     configure_logging(secrets=secrets)
     database_url = resolve_database_url(settings)  # first: on Vercel it names DATABASE_URL
-    sealer, made_key = token_sealer(settings)
+    sealer, made_key = sealer_for(settings)
     configure_logging(secrets=[*secrets, *sealer.secret_texts()])  # the keys, local one too
     if made_key is not None:
         log.info("made a token key for local runs", extra={"path": str(made_key.resolve())})

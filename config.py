@@ -14,7 +14,7 @@ from typing import Any
 from dotenv.main import resolve_variables
 from dotenv.parser import parse_stream
 
-from services.sealing import Sealer, TokenKey, local_key, parse_key, parse_keys
+from token_keys import TokenKey, parse_key, parse_keys
 
 
 class ConfigError(ValueError):
@@ -325,35 +325,3 @@ def _check_key_overrides(settings: Settings) -> None:
     if not isinstance(old, tuple) or not all(isinstance(k, TokenKey) for k in old):
         raise ConfigError("override token_encryption_old_keys is invalid: must be TokenKeys")
     _check_key_ids(current, old)
-
-
-def token_sealer(settings: Settings) -> tuple[Sealer, Path | None]:
-    """The Sealer of riders' tokens, and the key file if one was just made for a local run.
-
-    TOKEN_ENCRYPTION_KEY is required on Vercel and wherever DATABASE_URL is set: a key
-    made on this machine would seal a shared database's tokens under a key no other host
-    has (and `rotate-token-key` run so would lock the deployment out of every token). Only
-    with the embedded Postgres of local runs is a key made under DATA_DIR, once.
-    """
-    current = settings.token_encryption_key
-    made: Path | None = None
-    if current is None:
-        if settings.on_vercel or settings.database_url:
-            where = "on Vercel" if settings.on_vercel else "with DATABASE_URL set"
-            raise ConfigError(
-                f"TOKEN_ENCRYPTION_KEY is not set, and {where} it is required: it seals "
-                "riders' Strava tokens in the database. Make one with\n"
-                "  python3 -c \"import base64, os; print('k1:' + "
-                'base64.urlsafe_b64encode(os.urandom(32)).decode())"\n'
-                "and set it in the host's environment (README: Deploying, step 3). Only "
-                "local runs on the embedded Postgres make their own key."
-            )
-        try:
-            current, created = local_key(settings.data_dir)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"TOKEN_ENCRYPTION_KEY is not set and the local key failed: {exc}"
-            ) from None
-        if created:
-            made = Path(settings.data_dir) / "token-key"
-    return Sealer(current, settings.token_encryption_old_keys), made

@@ -23,7 +23,8 @@ from psycopg import sql
 import db as dbmod
 from app_factory import create_app
 from fake_strava import FakeStrava
-from services.sealing import Sealer, new_key
+from services.sealing import Sealer
+from token_keys import new_key
 
 ROOT = Path(__file__).resolve().parent.parent
 API_URL = "https://www.strava.com/api/v3"

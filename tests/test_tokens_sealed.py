@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 import models
 from fake_strava import FakeStrava
-from services.sealing import Sealer, key_id_of, new_key
+from services.sealing import Sealer, key_id_of
 from services.tokens import rotate_token_key, seal_tokens
 from tests.conftest import (
     API_URL,
@@ -30,6 +30,7 @@ from tests.conftest import (
     cron_headers,
 )
 from tests.factories import connect_rider, execute, query, stored_tokens
+from token_keys import new_key
 
 K1 = new_key("k1")  # the key before a rotation to the session's key ("test")
 MIGRATION = ROOT / "supabase" / "migrations" / "20261202003000_tokens_sealed.sql"
