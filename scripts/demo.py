@@ -44,10 +44,11 @@ from werkzeug.wrappers import Request, Response
 import db as dbmod
 from app_factory import create_app
 from fake_strava import FakeStrava, make_activities, serve
-from fake_strava.riders import connect_athlete
 from fake_weather import FakeWeather
 from fake_weather import serve as serve_weather
-from services.sealing import Sealer, local_key
+from scripts.seeding import connect_athlete
+from services.sealing import Sealer
+from token_keys import local_key
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where the embedded Postgres lives, as for the tests and `python3 dev.py stop`.

@@ -1,5 +1,6 @@
-"""Connecting a fake Strava athlete as one of the service's riders, as the OAuth flow
-would: for tests, the demo and the benchmarks (it writes through the service's models)."""
+"""Seeding: a fake Strava athlete connected as one of the service's riders, as the OAuth
+flow would, for the demo and the tests. It knows both sides (the simulator and the
+service's store and sealing), so it lives here rather than in fake_strava/."""
 
 from __future__ import annotations
 

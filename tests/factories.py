@@ -12,7 +12,7 @@ import psycopg
 
 import models
 from fake_strava import UNREACHED_LIMITS, FakeStrava, make_activities
-from fake_strava.riders import connect_athlete
+from scripts.seeding import connect_athlete
 from services.sealing import Sealer
 from services.tokens import open_tokens
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, SEALER
