@@ -163,3 +163,23 @@ class Club:
                 self.token, content_type="text/plain", headers={"Cache-Control": "no-store"}
             )
         return Response("not found", status=404)
+
+
+# axe-core's rules for WCAG 2.0 and 2.1, levels A and AA (colour contrast among them).
+WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def accessibility_failures(page: Any, context: str | None = None) -> list[str]:
+    """axe-core's serious and critical WCAG AA violations on the page as it is now (or
+    within the `context` selector), one line each: rule, impact, and the first nodes."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    options = {"runOnly": {"type": "tag", "values": WCAG_AA}, "resultTypes": ["violations"]}
+    results = Axe().run(page, context=context, options=options)
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at "
+        + "; ".join(" ".join(n["target"]) for n in v["nodes"][:3])
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
