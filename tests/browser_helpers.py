@@ -182,4 +182,3 @@ def accessibility_failures(page: Any, context: str | None = None) -> list[str]:
         for v in results.response["violations"]
         if v["impact"] in ("serious", "critical")
     ]
-
