@@ -80,9 +80,10 @@ def _positive_int(body: dict[str, Any], name: str) -> int:
 
 def _choice(body: dict[str, Any], name: str, allowed: frozenset[str]) -> str:
     value = body.get(name)
-    if value not in allowed:
+    # A list or an object is no word: tested first, since membership would hash it.
+    if not isinstance(value, str) or value not in allowed:
         raise Malformed(f"{name} must be one of {', '.join(sorted(allowed))}")
-    return str(value)
+    return value
 
 
 def _updates(value: Any) -> dict[str, str]:

@@ -253,3 +253,22 @@ def test_without_read_all_the_overlap_comes_one_day_in_seven_spread_over_riders(
         days_with[rider_id] = kept[0]
     # the riders' overlap days are spread: each day of the week has a seventh of them
     assert sorted(Counter(days_with.values()).values()) == [10] * OVERLAP_EVERY_DAYS
+
+
+# Every JSON type, nested ones included: what a fuzzer (or a forger) sends in any field.
+JSON_VALUES = [
+    None, True, False, 0, -1, 1.5, 2**64, "", "activity", "create",
+    [], ["activity"], [1, 2], {}, {"activity": 1}, {"a": [1, {"b": None}]},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("field", sorted(GOOD))
+@pytest.mark.parametrize("value", JSON_VALUES, ids=repr)
+def test_any_json_value_in_any_field_is_an_event_or_malformed(field, value):
+    """A list or an object where a word belongs raised TypeError (unhashable) from the
+    membership test: the callback answered 500 instead of ignoring it."""
+    try:
+        event = parse_event({**GOOD, field: value}, NOW)
+    except Malformed:
+        return
+    assert isinstance(event.object_type, str) and isinstance(event.aspect_type, str)

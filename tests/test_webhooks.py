@@ -345,6 +345,19 @@ def test_malformed_unknown_subscription_and_unknown_athlete_are_ignored(world):
     }
 
 
+def test_a_list_or_an_object_where_a_word_belongs_is_ignored_not_a_500(world):
+    """object_type or aspect_type as a list or an object made the callback answer 500."""
+    subscription_id = world.subscribe()
+    world.rider(809)
+    good = event(subscription_id, 1, 809)
+    for field in ("object_type", "aspect_type"):
+        for value in (["activity"], {"activity": 1}, [], {}):
+            response = world.client.post(HOOK, json={**good, field: value})
+            assert response.status_code == 200, (field, value)
+            assert response.get_json() == {"stored": False, "ignored": "malformed"}
+    assert query(world.database, "select count(*) as n from strava_webhook_events")[0]["n"] == 0
+
+
 def test_an_event_is_answered_in_time_while_strava_is_slow(world):
     world.subscribe()
     rider = world.rider(808)
