@@ -132,6 +132,15 @@ def count_ignored_delivery(conn: Conn, *, reason: str, now: datetime) -> None:
     )
 
 
+def any_activity_started_since(conn: Conn, *, since: datetime) -> bool:
+    """Whether any rider has an activity that started after `since` (by the start-date
+    index: one row read at most)."""
+    row = conn.execute(
+        "select exists (select 1 from activities where start_date > %s) as found", (since,)
+    ).fetchone()
+    return bool(row and row["found"])
+
+
 def last_event_received_at(conn: Conn) -> datetime | None:
     row = conn.execute("select max(received_at) as at from strava_webhook_events").fetchone()
     return row["at"] if row else None

@@ -19,6 +19,7 @@ for the club's site, that embeds the rider widget for a demo rider.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.util
 import logging
 import os
@@ -31,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import jwt
 import psycopg
@@ -85,6 +86,35 @@ RIDERS = [
     DemoRider("Chloé (token expiring)", 1003, 250, 6, years=2, token_expires_in=120),
     DemoRider("Dev (revoked access)", 1004, 80, 2, years=1, revoked=True),
 ]
+
+
+class DemoBusy(Exception):
+    """Another demo holds this data dir's lock; the message says which and what to do."""
+
+
+def hold_demo_lock(data_dir: Path) -> IO[str]:
+    """Take the data dir's demo lock (an flock held while this process lives), or raise
+    DemoBusy naming the demo that holds it. A second demo would drop the first one's
+    database under it: the first would then fail while its health still said ok."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "demo.lock"
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise DemoBusy(
+            f"Another demo is running on {shown(data_dir)}/ ({holder}). Stop it first"
+            " (Ctrl-C in its terminal), or run this one on a data dir of its own:"
+            " DATA_DIR=.data-2 python3 dev.py demo"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}, started {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+    handle.flush()
+    return handle
 
 
 def fresh_database() -> str:
@@ -489,6 +519,11 @@ def main(argv: list[str] | None = None) -> int:
     log_file.parent.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
+    try:
+        lock = hold_demo_lock(DATA_DIR)  # held until this process ends
+    except DemoBusy as busy:
+        print(busy, file=sys.stderr)
+        return 2
     print(f"Starting (or reusing) the embedded Postgres under {shown(DATA_DIR)}/ ...", flush=True)
     database_url = fresh_database()
     # A club on Strava's larger tier; the service learns the limits from the headers.
@@ -590,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(closing_hint(database_url))
+    lock.close()  # the next demo may start
     return 0 if ok else 1
 
 
