@@ -46,6 +46,8 @@ def create_app(
         database_password(settings.database_url),
     ]
     configure_logging(secrets=secrets)
+    for warning in settings.config_warnings:
+        log.warning(warning)
     database_url = resolve_database_url(settings)  # first: on Vercel it names DATABASE_URL
     sealer, made_key = sealer_for(settings)
     configure_logging(secrets=[*secrets, *sealer.secret_texts()])  # the keys, local one too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import io
 import math
 import os
@@ -66,6 +67,9 @@ class Settings:
     # The key that seals riders' Strava tokens, and old keys still read (services/sealing.py).
     token_encryption_key: TokenKey | None = None
     token_encryption_old_keys: tuple[TokenKey, ...] = ()
+    # What the start found odd but not wrong (an unknown key in `.env`), said in words;
+    # the app logs them and the command line prints them.
+    config_warnings: tuple[str, ...] = ()
 
     def redacted(self) -> dict[str, Any]:
         """The settings with every secret masked, safe to log."""
@@ -214,6 +218,39 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
+# Names a `.env` may hold besides the settings: read by Flask, python-dotenv, the
+# platform, or the tests and the demo.
+OTHER_KNOWN_NAMES = frozenset(
+    {
+        "VERCEL",
+        "PYTHON_DOTENV_DISABLED",
+        "FLASK_APP",
+        "FLASK_DEBUG",
+        "FLASK_RUN_HOST",
+        "FLASK_RUN_PORT",
+        "TEST_DATABASE_URL",
+        "CHROMIUM",
+        "SCREENSHOT_DIR",
+    }
+)
+
+
+def unknown_keys(keys: list[str], source: str = ".env") -> list[str]:
+    """A warning for each key that is no setting, naming the nearest known one (a
+    misspelt DATABASE_URL would otherwise leave the embedded database in its place)."""
+    known = sorted(set(_VARIABLES) | OTHER_KNOWN_NAMES)
+    warnings = []
+    for key in keys:
+        if key in known:
+            continue
+        near = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.75)
+        hint = f": did you mean {near[0]}?" if near else ""
+        warnings.append(
+            f"{source} sets {key}, which is no setting of this service{hint} (it is ignored)"
+        )
+    return warnings
+
+
 def _check_lease(values: Mapping[str, Any], given: Mapping[str, str]) -> None:
     """The rule between two settings, applied to what the environment (and `.env`) set."""
     defaults = Settings()
@@ -276,8 +313,11 @@ def load_settings(
     ranges of _VARIABLES; overrides (tests, benchmarks) need only the right type and
     finite numbers, so tests may use short timeouts and leases.
     """
+    warnings: list[str] = []
     if environ is None:
-        environ = {**read_dotenv(dotenv_path), **os.environ}  # the real environment wins
+        dotenv = read_dotenv(dotenv_path)
+        warnings = unknown_keys(list(dotenv), source=str(dotenv_path))
+        environ = {**dotenv, **os.environ}  # the real environment wins
     values: dict[str, Any] = {}
     given: dict[str, str] = {}
     for name, (field, parse) in _VARIABLES.items():
@@ -292,6 +332,7 @@ def load_settings(
     _check_lease(values, given)
     _check_key_ids(values.get("token_encryption_key"), values.get("token_encryption_old_keys", ()))
     values["on_vercel"] = bool(environ.get("VERCEL"))
+    values["config_warnings"] = tuple(warnings)
     settings = Settings(**values)
     if overrides:
         known = {f.name for f in fields(Settings)}
