@@ -256,6 +256,22 @@ def claim_event_groups(
     ]
 
 
+def events_waiting(conn: Conn, *, now: datetime) -> dict[str, datetime | None]:
+    """For an events call that took nothing: the earliest end of a lease on a pending
+    event, and the earliest retry of one backing off (by the index of pending events)."""
+    row = conn.execute(
+        """
+        select min(lease_expires_at) filter (where lease_expires_at > %(now)s) as held_until,
+               min(next_attempt_at) filter (where next_attempt_at > %(now)s)
+                   as backing_off_until
+          from strava_webhook_events where status = 'pending'
+        """,
+        {"now": now},
+    ).fetchone()
+    assert row is not None
+    return {**row, "next_planned_at": None}
+
+
 def count_event_groups_due(conn: Conn, *, hourly_cap: int, now: datetime) -> int:
     row = conn.execute(
         f"select count(*) as n from ({_EVENT_OBJECTS_DUE}) as due",

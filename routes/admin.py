@@ -12,6 +12,8 @@ from routes.guards import require_cron_secret, runtime
 from services.discovery import request_full_refresh
 from services.duplicates import OverruleError, overrule
 from services.status import (
+    ITEM_PAGE,
+    ITEM_PAGE_MAX,
     RIDER_PAGE,
     RIDER_PAGE_MAX,
     admin_status,
@@ -50,7 +52,14 @@ def status():  # type: ignore[no-untyped-def]
     text = raw.strip(" \t")  # spaces and tabs, as openapi.yaml says
     if not text.isascii() or not text.isdigit() or len(text) > 18:
         raise ApiError(400, "invalid_parameter", "rider_id must be a rider's id", field="rider_id")
-    detail = rider_detail(runtime(), int(text))
+    items = request.args.get("items")
+    if items is not None and items.strip(" \t") != "all":
+        raise ApiError(400, "invalid_parameter", "items must be all", field="items")
+    offset = _count(request.args.get("items_offset"), "items_offset", 0, 10**9, 0)
+    limit = _count(request.args.get("items_limit"), "items_limit", 1, ITEM_PAGE_MAX, ITEM_PAGE)
+    detail = rider_detail(
+        runtime(), int(text), items_offset=offset if items else None, items_limit=limit
+    )
     if detail is None:
         raise ApiError(404, "rider_not_found", f"no rider with id {text}")
     return jsonify(detail)

@@ -289,6 +289,52 @@ def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "rate_limited": row["rate_limited"],
         "rate_limit": row["rate_limit"],
         "error_summary": row["error_summary"],
+        "idle_reason": row["idle_reason"],
+        "next_due_at": iso(row["next_due_at"]),
+    }
+
+
+RUN_FAILURES_LISTED = 10  # a run's failed items shown in a rider's detail; the rest counted
+ITEM_PAGE = 200  # a rider's items a page with `?items=all` (items_limit), at most ITEM_PAGE_MAX
+ITEM_PAGE_MAX = 1000
+ITEM_STATUSES = ("succeeded", "failed", "skipped")
+
+
+def rider_items(row: dict[str, Any], rider_id: int) -> list[dict[str, Any]]:
+    """The items of a recorded run that are this rider's (or its races')."""
+    return [i for i in (row.get("items") or []) if i.get("rider_id") == rider_id]
+
+
+def rider_run(row: dict[str, Any], rider_id: int) -> dict[str, Any]:
+    """A run as a rider's detail shows it: its summary, this rider's items counted by
+    status, and the failed ones listed (a weather run may hold hundreds of one rider's
+    activities: all of them are on request, `?items=all`)."""
+    mine = rider_items(row, rider_id)
+    counted = Counter(str(i.get("status")) for i in mine)
+    failures = [i for i in mine if i.get("status") == "failed"]
+    return {
+        **_run_summary(row),
+        "kind": row["kind"],
+        "items_by_status": {status: counted.get(status, 0) for status in ITEM_STATUSES},
+        "failures": failures[:RUN_FAILURES_LISTED],
+        "failures_not_listed": max(0, len(failures) - RUN_FAILURES_LISTED),
+    }
+
+
+def item_page(
+    runs: list[dict[str, Any]], rider_id: int, *, offset: int, limit: int
+) -> dict[str, Any]:
+    """Every item of this rider in these runs (newest run first), a page at a time."""
+    every = [
+        {"run_id": r["id"], "kind": r["kind"], "started_at": iso(r["started_at"]), "item": i}
+        for r in runs
+        for i in rider_items(r, rider_id)
+    ]
+    return {
+        "count": len(every),
+        "offset": offset,
+        "limit": limit,
+        "items": every[offset : offset + limit],
     }
 
 
@@ -585,8 +631,15 @@ def admin_status(
     }
 
 
-def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
-    """One rider in full: connection, sync, history, races, what is stuck, recent runs."""
+def rider_detail(
+    runtime: Runtime,
+    rider_id: int,
+    *,
+    items_offset: int | None = None,
+    items_limit: int = ITEM_PAGE,
+) -> dict[str, Any] | None:
+    """One rider in full: connection, sync, history, races, what is stuck, recent runs
+    (each summed up; with `items_offset`, a page of every item of them too)."""
     settings = runtime.settings
     now = runtime.clock()
     with runtime.db.connection() as conn:
@@ -672,15 +725,10 @@ def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
         "duplicates": describe_duplicates(duplicates),  # rides recorded twice (issue 12)
         "stuck": stuck,
         "rate_limit_blocked_until": iso(blocked) if blocked and blocked > now else None,
-        "runs": [
-            {
-                **_run_summary(r),
-                "kind": r["kind"],
-                "items": [i for i in (r["items"] or []) if i.get("rider_id") == rider_id],
-            }
-            for r in runs
-        ],
+        "runs": [rider_run(r, rider_id) for r in runs],
     }
+    if items_offset is not None:
+        detail["items"] = item_page(runs, rider_id, offset=items_offset, limit=items_limit)
     if row["connected"]:
         complete = (
             row["history_complete_at"] is not None and row["full_refresh_requested_at"] is None

@@ -462,6 +462,28 @@ def test_retries_a_transient_error(service, tmp_path):
     assert run.summary.count("| 1 |") == 1
 
 
+@pytest.mark.parametrize(("status", "code"), [(401, "unauthorized"), (403, None)])
+def test_a_refused_bearer_is_not_retried(service, tmp_path, status, code):
+    """A 401 was retried for about 15 s before the (good) hint: the secret will not
+    change by asking again."""
+    body = error_body(code, "no") if code else b"<html>Forbidden</html>"
+    fake = service((status, body), answer(processed=1))
+    run = run_script(tmp_path, fake.url, CRON_RETRIES="3", CRON_RETRY_DELAY_S="2")
+
+    assert run.code == 1, run.output
+    assert len(fake.requests) == 1  # asked once
+    assert f"HTTP {status}" in run.stdout
+    assert "hint:" in run.stdout
+
+
+def test_a_server_error_is_still_retried(service, tmp_path):
+    fake = service((503, error_body("not_configured", "x")), answer(processed=1, remaining=0))
+    run = run_script(tmp_path, fake.url, CRON_RETRIES="2", CRON_RETRY_DELAY_S="1")
+
+    assert run.code == 0, run.output
+    assert len(fake.requests) == 2
+
+
 # --- input validation: nothing is sent ---------------------------------------
 
 

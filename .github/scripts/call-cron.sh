@@ -254,8 +254,12 @@ call_once() {
   local http_code curl_rc code bad
   # curl's own error messages name the host, so they go to a file that is
   # never printed; curl_reason() says what went wrong instead.
+  # No --fail: an HTTP error is then no curl error, so --retry-all-errors retries only
+  # what cannot be the answer (no connection, a timeout, a broken transfer) and --retry
+  # the transient statuses (408, 429, 5xx). A 401 or 403 will not change by asking
+  # again: its hint comes at once.
   set +e
-  http_code=$(curl -sS --fail-with-body \
+  http_code=$(curl -sS \
     --retry "$retries" --retry-all-errors --retry-delay "$retry_delay" \
     --max-time "$max_time" --connect-timeout 20 \
     -H @"$work/headers" -H 'Accept: application/json' \
