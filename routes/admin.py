@@ -17,6 +17,8 @@ from services.status import (
     RIDER_PAGE,
     RIDER_PAGE_MAX,
     admin_status,
+    clean_rider_name,
+    rename_rider,
     reset_rider,
     rider_detail,
     set_auto_sync,
@@ -87,6 +89,19 @@ def pause(rider_id: int):  # type: ignore[no-untyped-def]
 def resume(rider_id: int):  # type: ignore[no-untyped-def]
     """Resume the scheduled sync for this rider."""
     return jsonify(set_auto_sync(runtime(), rider_id, enabled=True))
+
+
+@bp.put("/riders/<int:rider_id>/name")
+def name(rider_id: int):  # type: ignore[no-untyped-def]
+    """The operator's name for a rider: `{"name": "Anna B."}`; kept over Strava's."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or "name" not in body:
+        raise ApiError(400, "invalid_parameter", 'the body must be {"name": "..."}', field="name")
+    try:
+        given = clean_rider_name(body["name"])
+    except ValueError as exc:
+        raise ApiError(400, "invalid_parameter", str(exc), field="name") from None
+    return jsonify(rename_rider(runtime(), rider_id, given))
 
 
 @bp.post("/riders/<int:rider_id>/duplicates")

@@ -271,6 +271,18 @@ def stuck_items(
     return items
 
 
+def with_rider_names(conn: models.Conn, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items that name a rider by id get its name too (one query for those listed)."""
+    ids = [int(i["rider_id"]) for i in items if i.get("rider_id") is not None]
+    names = models.riders.rider_names(conn, rider_ids=ids)
+    return [
+        {**i, "rider_name": names.get(int(i["rider_id"]), "")}
+        if i.get("rider_id") is not None
+        else i
+        for i in items
+    ]
+
+
 def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
     finished = row["finished_at"]
     return {
@@ -535,6 +547,7 @@ def admin_status(
             races=stalled,
             runs=models.runs.unfinished_runs(conn, stuck_after_s=settings.stuck_after_s, now=now),
         )
+        stuck = with_rider_names(conn, stuck)
     by_kind = Counter(item["kind"] for item in stuck)
     by_kind["race_stalled"] = stalled_count  # only the oldest LISTED_MAX are listed
     by_connection = dict.fromkeys(CONNECTION_STATUSES, 0)
@@ -683,6 +696,7 @@ def rider_detail(
             races=stalled,
             runs=[],
         )
+        stuck = with_rider_names(conn, stuck)
     blocked = roll_windows(budget, now).blocked_until
     detail: dict[str, Any] = {
         "generated_at": iso(now),
@@ -800,6 +814,30 @@ def reset_rider(runtime: Runtime, rider_id: int) -> dict[str, Any]:
         if not models.riders.reset_rider(conn, rider_id=rider_id, now=runtime.clock()):
             raise NotConnected(f"rider {rider_id} has no Strava connection")
     return {"rider_id": rider_id, "reset": True, "detail": rider_detail(runtime, rider_id)}
+
+
+RIDER_NAME_MAX = 80
+
+
+def clean_rider_name(raw: object) -> str:
+    """An operator's name for a rider: text of 1 to 80 characters on one line (runs of
+    spaces made one); ValueError says what is wrong."""
+    if not isinstance(raw, str):
+        raise ValueError("name must be a text of 1 to 80 characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw.replace(" ", "")):
+        raise ValueError("name must be on one line, without control characters")
+    name = " ".join(raw.split())
+    if not 1 <= len(name) <= RIDER_NAME_MAX:
+        raise ValueError("name must be a text of 1 to 80 characters")
+    return name
+
+
+def rename_rider(runtime: Runtime, rider_id: int, name: str) -> dict[str, Any]:
+    """Give a rider the operator's name (kept over Strava's from then on)."""
+    with runtime.db.connection() as conn:
+        if not models.riders.rename_rider(conn, rider_id=rider_id, name=name, now=runtime.clock()):
+            raise UnknownRider(f"no rider with id {rider_id}")
+    return {"rider_id": rider_id, "name": name, "named_by": "operator"}
 
 
 def set_auto_sync(runtime: Runtime, rider_id: int, *, enabled: bool) -> dict[str, Any]:
