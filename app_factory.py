@@ -43,6 +43,7 @@ def create_app(
         settings.strava_client_secret,
         settings.supabase_jwt_secret,
         settings.strava_webhook_verify_token,
+        settings.alert_webhook_url,
         database_password(settings.database_url),
     ]
     configure_logging(secrets=secrets)

@@ -64,6 +64,10 @@ class Settings:
     webhook_max_attempts: int = 5
     data_dir: str = ".data"
     on_vercel: bool = False
+    # Where operator alerts are POSTed (services/alerts.py), and its format when the URL
+    # does not say (slack, discord, ntfy or generic); unset: no alerts.
+    alert_webhook_url: str | None = None
+    alert_webhook_format: str | None = None
     # The key that seals riders' Strava tokens, and old keys still read (services/sealing.py).
     token_encryption_key: TokenKey | None = None
     token_encryption_old_keys: tuple[TokenKey, ...] = ()
@@ -81,6 +85,7 @@ class Settings:
             "strava_webhook_verify_token",
             "token_encryption_key",
             "token_encryption_old_keys",
+            "alert_webhook_url",  # a Slack or Discord webhook URL is its own secret
         }
         return {
             f.name: ("***" if f.name in secret and getattr(self, f.name) else getattr(self, f.name))
@@ -163,6 +168,15 @@ def _origins(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(origins))
 
 
+ALERT_FORMATS = ("slack", "discord", "ntfy", "generic")
+
+
+def _alert_format(value: str) -> str:
+    if value.lower() not in ALERT_FORMATS:
+        raise ValueError(f"must be one of {', '.join(ALERT_FORMATS)} (got {value!r})")
+    return value.lower()
+
+
 DAY_S = 86_400
 
 # env var -> (field, parser). Every number setting has its allowed range here.
@@ -212,6 +226,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WEBHOOK_INLINE_BUDGET_S": ("webhook_inline_budget_s", Number(float, 0, 1.5)),
     "WEBHOOK_MAX_ATTEMPTS": ("webhook_max_attempts", Number(int, 1, 20)),
     "DATA_DIR": ("data_dir", _text),
+    # Operator alerts: Slack or Discord incoming webhooks, ntfy, or any JSON receiver.
+    "ALERT_WEBHOOK_URL": ("alert_webhook_url", _url),
+    "ALERT_WEBHOOK_FORMAT": ("alert_webhook_format", _alert_format),
     # `<key id>:<32 bytes in base64>`; the old keys comma-separated (services/sealing.py).
     "TOKEN_ENCRYPTION_KEY": ("token_encryption_key", parse_key),
     "TOKEN_ENCRYPTION_OLD_KEYS": ("token_encryption_old_keys", parse_keys),

@@ -381,4 +381,9 @@ def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) ->
             **({"idle_reason": answer["idle_reason"]} if answer.get("idle_reason") else {}),
         },
     )
+    # Operator alerts, once the call's work is recorded (bounded; never raises). Imported
+    # here: the alerts read the status, which builds on this module.
+    from services.alerts import after_call
+
+    after_call(runtime, kind, answer)
     return answer

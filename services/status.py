@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import models
+from config import Settings
 from services import planning, schedule
+from services.alert_messages import receiver_format
 from services.budget import (
     day_start,
     describe,
@@ -488,6 +490,60 @@ def rider_entry(row: dict[str, Any]) -> dict[str, Any]:
 # --- I/O -----------------------------------------------------------------------------
 
 
+def alert_status(conn: models.Conn, settings: Settings) -> dict[str, Any]:
+    """The operator alerts (services/alerts.py): whether a receiver is set (never its
+    URL: a webhook URL is a secret), its format, and the alerts open now."""
+    url = settings.alert_webhook_url
+    return {
+        "configured": bool(url),
+        "format": receiver_format(url, settings.alert_webhook_format) if url else None,
+        "open": [
+            {
+                "kind": a.kind,
+                "subject": a.subject,
+                "title": a.title,
+                "detail": a.detail,
+                "opened_at": iso(a.opened_at),
+                "sent": a.sent_at is not None,
+            }
+            for a in models.alerts.open_alerts(conn)
+        ],
+    }
+
+
+def fleet_stuck(
+    conn: models.Conn, settings: Settings, budget: models.budget.BudgetRow, now: datetime
+) -> tuple[list[dict[str, Any]], int]:
+    """Everything stuck in the fleet (riders named), and how many races are stalled in
+    all (only the oldest LISTED_MAX are listed). The status and the alerts read it."""
+    stalled_count, stalled = models.status.stalled_races(
+        conn,
+        stuck_after_s=settings.stuck_after_s,
+        max_attempts=settings.enrich_max_attempts,
+        limit=LISTED_MAX,
+        now=now,
+    )
+    stuck = stuck_items(
+        now=now,
+        blocked_until=roll_windows(budget, now).blocked_until,
+        blocked_reason=budget.blocked_reason,
+        rider_leases=models.status.expired_rider_leases(conn, now=now),
+        race_leases=models.status.expired_race_leases(conn, now=now),
+        histories=models.status.stalled_histories(
+            conn, stuck_after_s=settings.stuck_after_s, now=now
+        ),
+        overdue=models.status.overdue_syncs(
+            conn,
+            min_interval_s=settings.sync_min_interval_s,
+            stuck_after_s=settings.stuck_after_s,
+            now=now,
+        ),
+        races=stalled,
+        runs=models.runs.unfinished_runs(conn, stuck_after_s=settings.stuck_after_s, now=now),
+    )
+    return with_rider_names(conn, stuck), stalled_count
+
+
 def admin_status(
     runtime: Runtime, *, riders_offset: int = 0, riders_limit: int = RIDER_PAGE
 ) -> dict[str, Any]:
@@ -522,32 +578,8 @@ def admin_status(
         here = planning.situation(conn, rolled, settings, now)
         poll_share = planning.incremental_share(conn, rolled, settings)
         day = {row["kind"]: row for row in models.runs.run_stats_since(conn, hours=24, now=now)}
-        stalled_count, stalled = models.status.stalled_races(
-            conn,
-            stuck_after_s=settings.stuck_after_s,
-            max_attempts=settings.enrich_max_attempts,
-            limit=LISTED_MAX,
-            now=now,
-        )
-        stuck = stuck_items(
-            now=now,
-            blocked_until=roll_windows(budget, now).blocked_until,
-            blocked_reason=budget.blocked_reason,
-            rider_leases=models.status.expired_rider_leases(conn, now=now),
-            race_leases=models.status.expired_race_leases(conn, now=now),
-            histories=models.status.stalled_histories(
-                conn, stuck_after_s=settings.stuck_after_s, now=now
-            ),
-            overdue=models.status.overdue_syncs(
-                conn,
-                min_interval_s=settings.sync_min_interval_s,
-                stuck_after_s=settings.stuck_after_s,
-                now=now,
-            ),
-            races=stalled,
-            runs=models.runs.unfinished_runs(conn, stuck_after_s=settings.stuck_after_s, now=now),
-        )
-        stuck = with_rider_names(conn, stuck)
+        stuck, stalled_count = fleet_stuck(conn, settings, budget, now)
+        alerts = alert_status(conn, settings)
     by_kind = Counter(item["kind"] for item in stuck)
     by_kind["race_stalled"] = stalled_count  # only the oldest LISTED_MAX are listed
     by_connection = dict.fromkeys(CONNECTION_STATUSES, 0)
@@ -570,6 +602,7 @@ def admin_status(
     window_left, day_left = headroom(roll_windows(budget, now))
     return {
         "generated_at": iso(now),
+        "alerts": alerts,
         "weather": weather,
         "webhooks": webhooks,
         "riders": {
