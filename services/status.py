@@ -566,6 +566,9 @@ def admin_status(
         due_now = models.sync.count_riders_due_for_sync(
             conn, min_interval_s=settings.sync_min_interval_s, now=now
         )
+        everyone_now = models.sync.count_riders_due_for_sync(
+            conn, min_interval_s=settings.sync_min_interval_s, now=now, everyone=True
+        )
         histories = models.status.incomplete_histories(conn)
         races = models.status.race_counts(conn, max_attempts=settings.enrich_max_attempts)
         auto_sync_riders = models.status.count_auto_sync_riders(conn)
@@ -610,6 +613,9 @@ def admin_status(
             "by_connection_status": by_connection,
             "by_sync_state": by_state,
             "due_now": due_now,
+            # What "everyone now" (sync-strava?all=true) would take, and cost: a listing
+            # each (more for a rider with over 200 new activities).
+            "everyone_now": {"riders": everyone_now, "requests": everyone_now},
             "never_synced": sum(row["never_synced"] for row in buckets),
             "list": {
                 "count": sum(row["riders"] for row in buckets),
