@@ -89,7 +89,8 @@ def unsent(conn: Conn, *, limit: int) -> list[StoredAlert]:
     rows = conn.execute(
         f"""
         select {_COLUMNS} from operator_alerts
-         where sent_at is null or (cleared_at is not null and clear_sent_at is null)
+         where (sent_at is null and cleared_at is null)
+            or (cleared_at is not null and clear_sent_at is null)
          order by opened_at, id limit %s
         """,
         (limit,),

@@ -389,3 +389,24 @@ def test_one_evaluation_in_five_minutes_whatever_the_calls(make_app, receiver, s
     cron(client, "/api/cron/discover")
     assert query(database, "select checked_at from alert_checks")[0]["checked_at"] == first
     assert receiver.bodies() == []  # not this call's turn
+
+
+def test_an_alert_that_clears_before_it_was_sent_is_never_sent(
+    make_app, receiver, strava, database
+):
+    """Opened while the receiver was down, cleared before it came back: neither its
+    opening nor a "cleared" is sent (nobody was told it had started)."""
+    client = alert_app(make_app, receiver).test_client()
+    rider = connect_rider(database, strava, 9951, name="Fay G.")
+    execute(database, "update strava_connections set status = 'needs_reauth'")
+    receiver.status = 503
+    cron(client)
+    assert query(database, "select sent_at from operator_alerts") == [{"sent_at": None}]
+    execute(database, "update strava_connections set status = 'active' where rider_id = %s", rider)
+    receiver.status = 200
+    next_turn(database)
+    cron(client, "/api/cron/discover")
+    assert [b.get("kind") for b in receiver.bodies()] == ["needs_reauth"]  # the failed try only
+    assert query(database, "select cleared_at is not null as cleared from operator_alerts") == [
+        {"cleared": True}
+    ]
