@@ -44,6 +44,12 @@ def _count(raw: str | None, field: str, low: int, high: int, default: int) -> in
 @bp.get("/status")
 def status():  # type: ignore[no-untyped-def]
     """The fleet's state for an operator; `?rider_id=` narrows to one rider in full."""
+    # A rider's items, a page at a time (checked with or without rider_id).
+    items = request.args.get("items")
+    if items is not None and items.strip(" \t") != "all":
+        raise ApiError(400, "invalid_parameter", "items must be all", field="items")
+    item_offset = _count(request.args.get("items_offset"), "items_offset", 0, 10**9, 0)
+    item_limit = _count(request.args.get("items_limit"), "items_limit", 1, ITEM_PAGE_MAX, ITEM_PAGE)
     raw = request.args.get("rider_id")
     if raw is None:
         offset = _count(request.args.get("riders_offset"), "riders_offset", 0, 10**9, 0)
@@ -54,13 +60,8 @@ def status():  # type: ignore[no-untyped-def]
     text = raw.strip(" \t")  # spaces and tabs, as openapi.yaml says
     if not text.isascii() or not text.isdigit() or len(text) > 18:
         raise ApiError(400, "invalid_parameter", "rider_id must be a rider's id", field="rider_id")
-    items = request.args.get("items")
-    if items is not None and items.strip(" \t") != "all":
-        raise ApiError(400, "invalid_parameter", "items must be all", field="items")
-    offset = _count(request.args.get("items_offset"), "items_offset", 0, 10**9, 0)
-    limit = _count(request.args.get("items_limit"), "items_limit", 1, ITEM_PAGE_MAX, ITEM_PAGE)
     detail = rider_detail(
-        runtime(), int(text), items_offset=offset if items else None, items_limit=limit
+        runtime(), int(text), items_offset=item_offset if items else None, items_limit=item_limit
     )
     if detail is None:
         raise ApiError(404, "rider_not_found", f"no rider with id {text}")

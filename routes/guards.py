@@ -85,9 +85,9 @@ def _limit_value(raw: Any, *, json_number: bool) -> int:
 
 
 def parse_flag(name: str) -> bool:
-    """A true/false switch (`all`) from the query string (`true` or `false`) or the JSON
-    body (a boolean); absent: false. The query string's wins; a bad body is refused even
-    then, as for `limit`."""
+    """A true/false switch (`all`) from the query string or a form (exactly `true` or
+    `false`) or the JSON body (a boolean); absent: false. The query string's wins; a
+    bad body is refused even then, as for `limit`."""
     problem = f"{name} must be true or false"
     fields = _body_fields()
     from_body: bool | None = None
@@ -105,7 +105,6 @@ def parse_flag(name: str) -> bool:
 
 
 def _flag_text(raw: Any, name: str, problem: str) -> bool:
-    text = str(raw).strip(" \t").lower()
-    if text not in ("true", "false"):
+    if raw not in ("true", "false"):
         raise ApiError(400, "invalid_parameter", problem, field=name)
-    return text == "true"
+    return bool(raw == "true")
