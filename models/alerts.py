@@ -32,18 +32,19 @@ _COLUMNS = (
 )
 
 
-def take_evaluation_turn(conn: Conn, *, every_s: int, force: bool, now: datetime) -> bool:
-    """Whether this call evaluates the alerts now: the first since `every_s` (or any,
-    with `force`), decided in one statement so overlapping calls never both do."""
+def take_evaluation_turn(conn: Conn, *, every_s: int, now: datetime) -> bool:
+    """Whether this call evaluates the alerts now: the first `every_s` after the last,
+    decided in one statement (the row stays locked until this evaluation commits), so
+    overlapping calls never both do."""
     row = conn.execute(
         """
         insert into alert_checks as a (id, checked_at) values (1, %(now)s)
         on conflict (id) do update set checked_at = excluded.checked_at
-         where %(force)s or a.checked_at is null
+         where a.checked_at is null
                or a.checked_at <= %(now)s - make_interval(secs => %(every)s)
         returning 1 as taken
         """,
-        {"now": now, "every": every_s, "force": force},
+        {"now": now, "every": every_s},
     ).fetchone()
     return row is not None
 

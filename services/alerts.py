@@ -50,8 +50,10 @@ KINDS = (RUN_FAILED, NEEDS_REAUTH, WEBHOOKS_SILENT, BUDGET_SPENT_EARLY, STUCK)
 
 # The cron calls whose last run is watched (Sync now is a rider's, not the schedule's).
 CRON_KINDS = ["sync-strava", "discover", "enrich", "events", "weather"]
-# At most one evaluation in this long, club-wide (a failed call forces one).
+# At most one evaluation in this long, club-wide; a call that failed asks for one
+# sooner (a minute after the last: overlapping failures do not each evaluate).
 EVALUATE_EVERY = timedelta(minutes=5)
+EVALUATE_FORCED_EVERY = timedelta(minutes=1)
 # Every delivery of one evaluation together, at most (each request's timeout shrinks to
 # what is left); a call with less than MIN_TIME_LEFT_S of its budget left does not
 # evaluate (the next call will).
@@ -287,8 +289,9 @@ def evaluate(
     runtime: Runtime, *, force: bool = False, budget_s: float = DELIVERY_BUDGET_S
 ) -> Report:
     """Take the club's evaluation turn (unless another call had it within
-    EVALUATE_EVERY), bring the open alerts in line with the facts, and deliver what is
-    new, within `budget_s` in all. What could not be delivered is tried next time."""
+    EVALUATE_EVERY, or with `force` EVALUATE_FORCED_EVERY), bring the open alerts in
+    line with the facts, and deliver what is new, within `budget_s` in all. What could
+    not be delivered is tried next time."""
     settings = runtime.settings
     report = Report()
     url = settings.alert_webhook_url
@@ -296,8 +299,8 @@ def evaluate(
         return report
     now = runtime.clock()
     with runtime.db.connection() as conn:
-        every = int(EVALUATE_EVERY.total_seconds())
-        if not models.alerts.take_evaluation_turn(conn, every_s=every, force=force, now=now):
+        every = int((EVALUATE_FORCED_EVERY if force else EVALUATE_EVERY).total_seconds())
+        if not models.alerts.take_evaluation_turn(conn, every_s=every, now=now):
             return report
         report.evaluated = True
         facts = gather(conn, settings, now)
