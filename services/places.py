@@ -329,6 +329,8 @@ class _Index:
         The distance is haversine_km's, to the bit (the same operations on the same
         numbers); of towns at the same distance, the one the one-degree grid scan met
         first wins (see _earlier), as the lookup always answered."""
+        if not math.isfinite(max_km):
+            raise ValueError(f"max_km must be a finite number, not {max_km!r}")
         lats, lngs, starts, band_cos, edges = (
             self.lats, self.lngs, self.starts, self.band_cos, self.edges
         )  # fmt: skip
@@ -386,8 +388,8 @@ class _Index:
             # On to the nearer neighbour in latitude while a town in it could be within
             # reach: a band's towns are no nearer than its edge (a degree of latitude is
             # never shorter than along a meridian).
-            gap_below = lat - edges[below + 1] if below >= 0 else 360.0
-            gap_above = edges[above] - lat if above < _BANDS else 360.0
+            gap_below = lat - edges[below + 1] if below >= 0 else math.inf
+            gap_above = edges[above] - lat if above < _BANDS else math.inf
             if gap_below <= gap_above:
                 if gap_below > reach_deg:
                     break

@@ -121,6 +121,7 @@ def test_points_on_the_edges_of_bands_and_cells(scan, towns):
             (float(round(lat)), lng),  # on a one-degree cell's edge
             (lat, float(round(lng))),
             (float(round(lat)), float(round(lng))),
+            (round(lat), round(lng)),  # whole numbers, as ints
         ]
     points = [p for p in points if places.valid_point(*p)]
     assert differences(places._loaded(), scan, points, MAX_DISTANCE_KM) == []
@@ -139,6 +140,21 @@ def test_the_poles_and_the_antimeridian(scan, max_km):
     assert differences(places._loaded(), scan, points, max_km) == []
     across = places._loaded().search(66.3, 179.99, 100.0)
     assert across is not None and places._loaded().city(across[1]) == "Egvekinot"
+
+
+def test_a_limit_past_the_antipodes_finds_the_nearest_town_anywhere(scan):
+    # Every band searched whole; the scan measured every town too.
+    points = [(45.0, -30.0), (-60.0, 0.0), (0.0, -140.0), (89.0, 100.0)]
+    assert differences(places._loaded(), scan, points, 25_000.0) == []
+    assert all(places._loaded().search(p[0], p[1], 25_000.0) is not None for p in points)
+
+
+def test_a_negative_limit_finds_nothing_and_one_not_a_number_is_refused(scan):
+    assert differences(places._loaded(), scan, [(48.8566, 2.3522)], -1.0) == []
+    assert nearest_place((48.8566, 2.3522), max_km=-1.0) is None
+    for limit in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="max_km"):
+            nearest_place((48.8566, 2.3522), max_km=limit)
 
 
 def test_the_open_sea_has_no_place(scan):
