@@ -11,7 +11,8 @@ degrees: where riders start, the world over) and points anywhere (uniform on the
 mostly sea, where the answer is "no place" and the grid scan was cheap). Every answer of
 the index is checked against the grid scan's first. The cold load is what a fresh
 interpreter takes to load the table once its modules are imported (the first lookup's
-extra cost): the best and the median of --loads processes.
+extra cost): the best and the median of --loads processes; and the memory the loaded
+table holds (traced in one more process).
 """
 
 from __future__ import annotations
@@ -149,29 +150,35 @@ def per_lookup_us(
 
 
 LOAD_SCRIPT = """
-import sys, time
+import sys, time, tracemalloc
 sys.path.insert(0, {root!r})
 {imports}
+traced = {traced!r}
+if traced:
+    tracemalloc.start()
 started = time.perf_counter()
-{load}
-print(time.perf_counter() - started)
+loaded = {load}
+elapsed = time.perf_counter() - started
+print(tracemalloc.get_traced_memory()[0] if traced else elapsed)
 """
-LOADS = {  # (imports, load): only the load is timed
+LOADS = {  # (imports, load): only the load is measured
     "grid scan (table file)": ("from bench.places import GridScan", "GridScan()"),
     "band index": ("from services import places", "places._loaded()"),
 }
 
 
-def cold_load_ms(imports: str, load: str, runs: int) -> list[float]:
-    """The load in `runs` fresh interpreters, each after its imports."""
-    script = LOAD_SCRIPT.format(root=str(ROOT), imports=imports, load=load)
-    times = []
-    for _ in range(runs):
+def cold_load(imports: str, load: str, runs: int) -> tuple[list[float], float]:
+    """The load's time in ms in `runs` fresh interpreters, each after its imports, and
+    the memory in MB it holds after (traced in one more, tracing slowing the load)."""
+
+    def fresh(traced: bool) -> float:
+        script = LOAD_SCRIPT.format(root=str(ROOT), imports=imports, load=load, traced=traced)
         out = subprocess.run(
             [sys.executable, "-c", script], capture_output=True, text=True, check=True
         ).stdout
-        times.append(float(out.strip().splitlines()[-1]) * 1e3)
-    return times
+        return float(out.strip().splitlines()[-1])
+
+    return [fresh(False) * 1e3 for _ in range(runs)], fresh(True) / 1e6
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timings of each chunk")
     args = parser.parse_args(argv)
 
-    loads = {name: cold_load_ms(*code, args.loads) for name, code in LOADS.items()}
+    loads = {name: cold_load(*code, args.loads) for name, code in LOADS.items()}
     scan = GridScan()
     index = places._loaded()
 
@@ -211,9 +218,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Places lookup, same points, same run (seed {args.seed}; all answers identical)")
     print(table(rows))
     print()
-    rows = [("cold load", "best ms", "median ms")]
-    for name, times in loads.items():
-        rows.append((name, f"{min(times):,.0f}", f"{statistics.median(times):,.0f}"))
+    rows = [("cold load", "best ms", "median ms", "memory held")]
+    for name, (times, held_mb) in loads.items():
+        rows.append((name, f"{min(times):,.0f}", f"{statistics.median(times):,.0f}",
+                     f"{held_mb:,.1f} MB"))  # fmt: skip
     print(table(rows))
     print(f"\nindex: {index.towns:,} towns, {places.INDEX_FILE.name} "
           f"{places.INDEX_FILE.stat().st_size / 1e6:.1f} MB")  # fmt: skip
