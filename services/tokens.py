@@ -176,8 +176,8 @@ class TokenKeeper:
                         # reads `needs_reauth` and never sends the dead token again.
                         self._give_up(conn, rider_id, REFRESH_REFUSED)
                     else:
-                        # Strava has already forgotten `used`: the answer is written first,
-                        # and committed as this block ends.
+                        # Strava may have forgotten `used` already: the answer is written
+                        # first, and committed as this block ends.
                         self._store(conn, rider_id, grant)
             except psycopg.Error:
                 if grant is None:
