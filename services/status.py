@@ -775,7 +775,7 @@ def rider_detail(
                 for r in failed
             ],
         },
-        "duplicates": describe_duplicates(duplicates),  # rides recorded twice (issue 12)
+        "duplicates": describe_duplicates(duplicates),  # rides recorded twice
         "stuck": stuck,
         "rate_limit_blocked_until": iso(blocked) if blocked and blocked > now else None,
         "runs": [rider_run(r, rider_id) for r in runs],
