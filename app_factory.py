@@ -43,9 +43,12 @@ def create_app(
         settings.strava_client_secret,
         settings.supabase_jwt_secret,
         settings.strava_webhook_verify_token,
+        settings.alert_webhook_url,
         database_password(settings.database_url),
     ]
     configure_logging(secrets=secrets)
+    for warning in settings.config_warnings:
+        log.warning(warning)
     database_url = resolve_database_url(settings)  # first: on Vercel it names DATABASE_URL
     sealer, made_key = sealer_for(settings)
     configure_logging(secrets=[*secrets, *sealer.secret_texts()])  # the keys, local one too

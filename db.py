@@ -121,6 +121,20 @@ def embedded_database_url(data_dir: str | Path) -> str:
     return str(server.get_uri())
 
 
+def describe_database(url: str) -> str:
+    """Where a database URL points, for a person to check before anything changes:
+    database, host and port, user; never the password."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "a database whose URL cannot be read"
+    host = str(params.get("host") or "localhost")
+    port = params.get("port")
+    where = f"{host}:{port}" if port and not host.startswith("/") else host
+    user = f" as {params['user']}" if params.get("user") else ""
+    return f"database {params.get('dbname') or '(default)'} on {where}{user}"
+
+
 def resolve_database_url(settings: Settings) -> str:
     """DATABASE_URL, or the embedded server when unset (refused on a deployed host)."""
     if settings.database_url:
@@ -248,6 +262,10 @@ class Database:
         with self.pool.connection() as conn:
             limit_statements(conn, self.statement_timeout_ms)
             yield conn
+
+    def describe(self) -> str:
+        """Where this database is (describe_database), never the password."""
+        return describe_database(self._url)
 
     def close(self) -> None:
         if self._pool is not None:

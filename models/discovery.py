@@ -61,6 +61,26 @@ def count_riders_due_for_discovery(conn: Conn, *, now: datetime) -> int:
     return int(row["n"])
 
 
+def discovery_waiting(conn: Conn, *, now: datetime) -> dict[str, datetime | None]:
+    """For a discover call that took nothing: the earliest end of a lease on an
+    incomplete history, and the earliest retry of one backing off (by the index of
+    incomplete histories). Nothing is planned: a history is due until complete."""
+    row = conn.execute(
+        """
+        select min(lease_expires_at) filter (where lease_expires_at >= %(now)s) as held_until,
+               min(next_attempt_at) filter (
+                   where next_attempt_at > %(now)s
+                     and (lease_expires_at is null or lease_expires_at < %(now)s)
+               ) as backing_off_until
+          from strava_connections
+         where status = 'active' and history_complete_at is null
+        """,
+        {"now": now},
+    ).fetchone()
+    assert row is not None
+    return {**row, "next_planned_at": None}
+
+
 @dataclass(frozen=True)
 class WalkPosition:
     """Where a rider's history walk stands in the database."""

@@ -108,6 +108,32 @@ def claim_races_for_enrichment(
     return sorted(races, key=lambda race: (race.start_date, race.strava_id), reverse=True)
 
 
+def enrichment_waiting(
+    conn: Conn, *, max_attempts: int, now: datetime
+) -> dict[str, datetime | None]:
+    """For an enrich call that took nothing: the earliest end of a lease on a waiting
+    race, and the earliest retry of a failed one with attempts left (by the index of
+    pending and failed races), of riders whose connection is active."""
+    row = conn.execute(
+        f"""
+        select min(a.enrichment_lease_expires_at)
+                 filter (where a.enrichment_lease_expires_at >= %(now)s) as held_until,
+               min(a.enrichment_next_attempt_at) filter (
+                   where a.enrichment_status = 'failed' and a.enrichment_next_attempt_at > %(now)s
+                     and (a.enrichment_lease_expires_at is null
+                          or a.enrichment_lease_expires_at < %(now)s)
+               ) as backing_off_until
+          from activities a
+         where a.enrichment_status in ('pending', 'failed') and {RACE_WAITING}
+           and exists (select 1 from strava_connections c
+                        where c.rider_id = a.rider_id and c.status = 'active')
+        """,
+        {"now": now, "max_attempts": max_attempts},
+    ).fetchone()
+    assert row is not None
+    return {**row, "next_planned_at": None}
+
+
 def count_races_due_for_enrichment(
     conn: Conn, *, max_attempts: int, now: datetime, rider_id: int | None = None
 ) -> int:

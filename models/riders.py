@@ -218,6 +218,39 @@ def reset_rider(conn: Conn, *, rider_id: int, now: datetime) -> bool:
     )
 
 
+def name_from_strava(conn: Conn, *, rider_id: int, name: str) -> bool:
+    """Name a rider after their Strava athlete, unless the operator has named them."""
+    return (
+        conn.execute(
+            "update riders set name = %s where id = %s and named_by_operator_at is null",
+            (name, rider_id),
+        ).rowcount
+        > 0
+    )
+
+
+def rename_rider(conn: Conn, *, rider_id: int, name: str, now: datetime) -> bool:
+    """The operator's name for a rider, kept over Strava's from `now` on; False for an
+    unknown rider."""
+    return (
+        conn.execute(
+            "update riders set name = %s, named_by_operator_at = %s where id = %s",
+            (name, now, rider_id),
+        ).rowcount
+        > 0
+    )
+
+
+def rider_names(conn: Conn, *, rider_ids: list[int]) -> dict[int, str]:
+    """The names of these riders (by primary key), for what lists riders by id."""
+    if not rider_ids:
+        return {}
+    rows = conn.execute(
+        "select id, name from riders where id = any(%s)", (sorted(set(rider_ids)),)
+    ).fetchall()
+    return {int(r["id"]): str(r["name"]) for r in rows}
+
+
 def set_auto_sync(conn: Conn, *, rider_id: int, enabled: bool) -> bool:
     """Pause or resume a rider's scheduled sync; False for an unknown rider."""
     return (

@@ -114,6 +114,24 @@ def has_activity_scope(scope: str | None) -> bool:
     return bool(ACTIVITY_SCOPES & {s.strip() for s in (scope or "").split(",")})
 
 
+NAME_MAX = 80
+
+
+def athlete_name(athlete: dict[str, Any]) -> str | None:
+    """A rider's name from their Strava athlete: the first name and the last name's
+    initial ("Anna B."), short and on one line; None when Strava gave no first name."""
+
+    def part(key: str) -> str:
+        value = athlete.get(key)
+        return " ".join(value.split()) if isinstance(value, str) else ""
+
+    first, last = part("firstname"), part("lastname")
+    if not first:
+        return None
+    initial = f" {last[0].upper()}." if last else ""
+    return (first[: NAME_MAX - len(initial)] + initial).strip()
+
+
 def _created_at(athlete: dict[str, Any]) -> datetime | None:
     value = athlete.get("created_at")
     if not isinstance(value, str):
@@ -221,7 +239,15 @@ def finish_connect(
     if not isinstance(athlete_id, int) or isinstance(athlete_id, bool):
         raise ConnectError(502, "strava_error", "Strava's answer named no athlete.")
     granted = ",".join(s.strip() for s in (scope or "").split(",") if s.strip())
-    return _store(runtime, auth_user_id, athlete_id, granted, grant, _created_at(athlete))
+    return _store(
+        runtime,
+        auth_user_id,
+        athlete_id,
+        granted,
+        grant,
+        _created_at(athlete),
+        athlete_name(athlete),
+    )
 
 
 def _exchange(strava: StravaClient, code: str) -> Any:
@@ -248,6 +274,7 @@ def _store(
     scope: str,
     grant: Any,
     athlete_created_at: datetime | None,
+    name: str | None = None,
 ) -> Connected:
     linked_elsewhere = False
     rider_id: int | None = None
@@ -298,6 +325,8 @@ def _store(
                 models.riders.set_athlete_created_at(
                     conn, rider_id=rider_id, created_at=athlete_created_at
                 )
+                if name:  # the operator's name, if they gave one, is kept
+                    models.riders.name_from_strava(conn, rider_id=rider_id, name=name)
     except psycopg.errors.UniqueViolation:  # linked by a callback running at the same time
         linked_elsewhere = True
     if linked_elsewhere or rider_id is None:

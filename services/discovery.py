@@ -23,6 +23,7 @@ from services.activities import listing_ended, oldest_start, page_rows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
 from services.clock import iso
 from services.errors import NotConnected, UnknownRider
+from services.idle import Waiting
 from services.strava import PER_PAGE_MAX
 
 log = logging.getLogger(__name__)
@@ -272,6 +273,9 @@ def run_discover(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         hand_back=_hand_back,
         remaining=lambda conn, call: models.discovery.count_riders_due_for_discovery(
             conn, now=call.started_at
+        ),
+        waiting=lambda conn, call: Waiting(
+            **models.discovery.discovery_waiting(conn, now=call.now())
         ),
     )
 

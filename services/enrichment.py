@@ -15,6 +15,7 @@ from typing import Any
 import models
 from services.activities import as_integer, as_number
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
+from services.idle import Waiting
 from services.places import row_place, strava_place
 from services.schedule import RECENT_RACE_DAYS, WorkClass, race_class
 from services.strava import NotFound
@@ -270,5 +271,10 @@ def run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         hand_back=_hand_back,
         remaining=lambda conn, call: models.enrichment.count_races_due_for_enrichment(
             conn, max_attempts=settings.enrich_max_attempts, now=call.started_at
+        ),
+        waiting=lambda conn, call: Waiting(
+            **models.enrichment.enrichment_waiting(
+                conn, max_attempts=settings.enrich_max_attempts, now=call.now()
+            )
         ),
     )

@@ -39,6 +39,7 @@ from services.calls import (
 from services.clock import iso
 from services.enrichment import full_polyline, race_details
 from services.errors import NotConnected
+from services.idle import Waiting
 from services.planning import stored_subscription, webhook_health
 from services.strava import NotFound, StravaClient, StravaError
 from services.tokens import NeedsReauth
@@ -391,6 +392,7 @@ def run_events(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         work=lambda call, group: settle(call, group),
         hand_back=lambda call, group: hand_back(call, group),
         remaining=lambda conn, call: _remaining(conn, call),
+        waiting=lambda conn, call: Waiting(**models.webhooks.events_waiting(conn, now=call.now())),
     )
     with runtime.db.connection() as conn:
         models.webhooks.prune_webhook_events(

@@ -12,6 +12,7 @@ from services.activities import listing_ended, newest_start, page_rows
 from services.budget import roll_windows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
 from services.events import process_rider_events
+from services.idle import Waiting
 from services.planning import replan_polls, webhook_health
 from services.strava import PER_PAGE_MAX
 
@@ -161,8 +162,12 @@ def _sync_or_record_failure(
     return outcome
 
 
-def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
-    """One bounded `sync-strava` call: claim due riders, sync them, answer the contract."""
+def run_sync(runtime: Runtime, *, limit: int, everyone: bool = False) -> dict[str, Any]:
+    """One bounded `sync-strava` call: claim due riders, sync them, answer the contract.
+
+    With `everyone` (the operator's "everyone now"), every active auto-sync rider not
+    synced within SYNC_MIN_INTERVAL_S is due, whatever their planned poll; the budget's
+    shares, the leases, backoffs and the round hold as always."""
     settings = runtime.settings
     events_healthy = False  # decided in the claim's transaction, once for the call
 
@@ -178,11 +183,15 @@ def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
             lease_ttl_s=settings.lease_ttl_s,
             min_interval_s=settings.sync_min_interval_s,
             now=call.started_at,
+            everyone=everyone,
         )
 
     def remaining(conn: models.Conn, call: Call) -> int:
         left = models.sync.count_riders_due_for_sync(
-            conn, min_interval_s=settings.sync_min_interval_s, now=call.started_at
+            conn,
+            min_interval_s=settings.sync_min_interval_s,
+            now=call.started_at,
+            everyone=everyone,
         )
         now = call.now()
         if left == 0:
@@ -200,6 +209,14 @@ def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         ),
         hand_back=_hand_back,
         remaining=remaining,
+        waiting=lambda conn, call: Waiting(
+            **models.sync.sync_waiting(
+                conn,
+                min_interval_s=settings.sync_min_interval_s,
+                now=call.now(),
+                everyone=everyone,
+            )
+        ),
     )
 
 

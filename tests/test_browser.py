@@ -30,6 +30,7 @@ from tests.browser_helpers import (
     Consent,
     Deferred,
     Served,
+    accessibility_failures,
     jwks_app,
 )
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, CRON_SECRET, _clean, settings_for
@@ -545,3 +546,276 @@ def test_a_wrong_bearer_and_where_the_bearer_goes(clean, page):
     page.locator("#dashboard").wait_for()
     page.get_by_role("button", name="Forget the bearer").click()
     assert page.evaluate("sessionStorage.getItem('clubsync.bearer')") is None
+
+
+# --- the dashboard explains, steers and reads on a phone --------------------------------
+
+PANELS = [
+    "#panel-attention", "#panel-riders", "#panel-webhooks", "#panel-weather", "#panel-budget",
+    "#panel-backfill", "#panel-races", "#panel-alerts", "#panel-runs", "#panel-stuck",
+]  # fmt: skip
+
+
+def troubled_fleet(stack: Stack) -> dict[str, int]:
+    """A club with something to explain: a rider failing with its reason, one who must
+    reconnect, one revoked, one paused, and a sync-strava run that failed."""
+    ids = {}
+    for n, name in enumerate(["Anna B.", "Ben C.", "Chloé D.", "Dev E.", "Eve F."]):
+        ids[name] = connect_rider(stack.database_url, stack.fake, 7500 + n, activities=3, name=name)
+    execute(
+        stack.database_url,
+        "update strava_connections set last_error = 'Strava answered 502 (its servers failed)',"
+        " error_class = 'strava_unavailable', failure_count = 3,"
+        " next_attempt_at = now() + interval '40 minutes' where rider_id = %s",
+        ids["Anna B."],
+    )
+    execute(
+        stack.database_url,
+        "update strava_connections set status = 'needs_reauth',"
+        " last_error = 'rider must reconnect Strava' where rider_id = %s",
+        ids["Ben C."],
+    )
+    execute(
+        stack.database_url,
+        "update strava_connections set status = 'revoked', last_error = 'deauthorized at Strava',"
+        " access_token = null, refresh_token = null where rider_id = %s",
+        ids["Chloé D."],
+    )
+    execute(stack.database_url, "update riders set auto_sync = false where id = %s", ids["Dev E."])
+    execute(
+        stack.database_url,
+        "insert into cron_runs (kind, started_at, finished_at, processed, succeeded, failed,"
+        " skipped, remaining, rate_limited, items, error_summary) values ('sync-strava',"
+        " now() - interval '2 minutes', now() - interval '1 minute', 2, 0, 2, 0, 0, false,"
+        " '[]', 'strava_unavailable')",
+    )
+    return ids
+
+
+def inside(page: Any, locator: Any, width: int) -> bool:
+    """The element is on screen horizontally at this width (not cut off, no scrolling)."""
+    box = locator.bounding_box()
+    return box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5
+
+
+def test_the_dashboard_explains_why_on_a_phone(clean, page):
+    """A red run badge hid its error_summary, a rider's last_error lived in a hover
+    tooltip (nothing on a phone), and "Nothing is stuck" stood beside a failed run."""
+    stack = clean
+    ids = troubled_fleet(stack)
+    page.set_viewport_size(PHONE)
+    sign_in(page, stack, CRON_SECRET)
+    page.locator("#dashboard").wait_for()
+    attention = page.locator("#attention")
+    expect(attention).to_contain_text("The last sync-strava call failed")
+    expect(attention).to_contain_text("2 of 2 failed: strava_unavailable")
+    expect(attention).to_contain_text(f"Ben C. (rider {ids['Ben C.']}) must reconnect Strava")
+    expect(attention).to_contain_text("press Reconnect Strava")
+    expect(attention).to_contain_text(f"Anna B. (rider {ids['Anna B.']}) is failing")
+    # The run's reason is on its badge, in words, not in a tooltip.
+    failed = page.locator('[data-kind="sync-strava"] .timeline li[data-outcome="failed"]')
+    expect(failed.first).to_contain_text("2 of 2 · strava_unavailable")
+    # Each rider's reason in its row, on screen at 390 px, and its actions too.
+    for name, words in (
+        ("Anna B.", "Last error: Strava answered 502 (its servers failed)"),
+        ("Ben C.", "ask them to press Reconnect Strava"),
+    ):
+        row = page.locator(f'#riders tr[data-rider="{ids[name]}"]')
+        reason = row.locator(".reason")
+        expect(reason).to_contain_text(words)
+        assert reason.is_visible() and inside(page, reason, PHONE["width"])
+        for button in row.locator("button").all():
+            assert button.is_visible() and inside(page, button, PHONE["width"]), name
+        assert row.locator(".rider-name").inner_text() == name
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    for panel in PANELS:
+        assert accessibility_failures(page, panel) == [], panel
+    shoot(page, "dashboard-reasons")
+    page.set_viewport_size(DESKTOP)
+    for panel in PANELS:
+        assert accessibility_failures(page, panel) == [], panel
+    assert accessibility_failures(page) == []
+
+
+def test_actions_are_offered_only_where_they_help(clean, page):
+    """Reset was offered on a revoked rider (it answered 200 and changed nothing), and
+    Pause and Resume both on every row."""
+    stack = clean
+    ids = troubled_fleet(stack)
+    sign_in(page, stack, CRON_SECRET)
+    page.locator("#dashboard").wait_for()
+
+    def offered(name: str) -> list[str]:
+        row = page.locator(f'#riders tr[data-rider="{ids[name]}"]')
+        return row.locator("button").evaluate_all("bs => bs.map(b => b.dataset.action)")
+
+    assert offered("Anna B.") == ["full-refresh", "reset", "pause", "name"]  # failing
+    assert offered("Ben C.") == ["pause", "name"]  # must reconnect: no walk, no failures
+    assert offered("Chloé D.") == ["name"]  # revoked: nothing to reset or pause
+    assert offered("Dev E.") == ["full-refresh", "resume", "name"]  # paused
+    assert offered("Eve F.") == ["full-refresh", "pause", "name"]  # fine: no reset
+    # Renaming, through the prompt: the name shows everywhere at once.
+    page.once("dialog", lambda dialog: dialog.accept("Eve (tandem)"))
+    page.get_by_role("button", name=f"Rename rider {ids['Eve F.']}").click()
+    expect(page.locator(f'#riders tr[data-rider="{ids["Eve F."]}"] .rider-name')).to_have_text(
+        "Eve (tandem)"
+    )
+    assert query(stack.database_url, "select name, named_by_operator_at is not null as kept"
+                 " from riders where id = %s", ids["Eve F."]) == [
+        {"name": "Eve (tandem)", "kept": True}
+    ]  # fmt: skip
+
+
+def test_everyone_now_from_the_dashboard_says_what_it_costs(clean, page):
+    stack = clean
+    riders = [
+        connect_rider(stack.database_url, stack.fake, 7600 + n, activities=2, name=f"R{n}")
+        for n in range(3)
+    ]
+    headers = {"Authorization": f"Bearer {CRON_SECRET}"}
+    assert requests.post(f"{stack.service}/api/cron/sync-strava", headers=headers,
+                         timeout=30).json()["succeeded"] == 3  # fmt: skip
+    # Two hours on, their next polls planned hours away: nothing is due as planned.
+    execute(
+        stack.database_url,
+        "update strava_connections set last_synced_at = now() - interval '2 hours',"
+        " next_poll_at = now() + interval '5 hours'",
+    )
+    sign_in(page, stack, CRON_SECRET)
+    page.locator("#dashboard").wait_for()
+    assert number(page, "due_now") == "0"
+    cost = page.locator("#everyone-cost")
+    expect(cost).to_contain_text("3 riders are not synced within SYNC_MIN_INTERVAL_S")
+    expect(cost).to_contain_text("about 3 Strava requests")
+    asked: list[str] = []
+
+    def answer(dialog: Any, accept: bool) -> None:
+        asked.append(dialog.message)
+        dialog.accept() if accept else dialog.dismiss()
+
+    page.once("dialog", lambda d: answer(d, False))  # a dismissed confirmation does nothing
+    page.get_by_role("button", name="Sync everyone now").click()
+    assert asked and "about 3 Strava requests" in asked[0]
+    assert "3 riders not synced within SYNC_MIN_INTERVAL_S" in asked[0]
+    assert re.search(r"\d+ requests are left in this 15-minute window and \d+ today", asked[0])
+    synced_before = query(
+        stack.database_url, "select max(last_synced_at) as t from strava_connections"
+    )
+    page.once("dialog", lambda d: answer(d, True))
+    page.get_by_role("button", name="Sync everyone now").click()
+    expect(page.locator("#action-result")).to_contain_text("Everyone now: 3 riders synced; done.")
+    fresh = query(
+        stack.database_url,
+        "select count(*) as n from strava_connections where last_synced_at > %s",
+        synced_before[0]["t"],
+    )
+    assert fresh[0]["n"] == len(riders)
+    # The reloaded status: nobody left for everyone now, and the last call's reason shown.
+    expect(cost).to_contain_text("nothing for everyone now to do")
+    assert accessibility_failures(page, "#panel-riders") == []
+
+
+def test_the_new_panels_webhooks_weather_backfill_and_alerts(clean, page):
+    stack = clean
+    ids = seed_fleet(stack)
+    execute(
+        stack.database_url,
+        "insert into strava_push_subscription (id, subscription_id, callback_url, created_at,"
+        " confirmed_at) values (1, 4242, 'https://sync.example/api/strava/webhook',"
+        " now() - interval '2 hours', now())",
+    )
+    execute(
+        stack.database_url,
+        "insert into operator_alerts (kind, subject, title, detail, opened_at, sent_at)"
+        " values ('needs_reauth', %s, 'Rider 7403 (rider 4) must reconnect Strava',"
+        " 'Ask them to press Reconnect Strava.', now() - interval '1 hour', now())",
+        f"rider:{ids['reauth']}",
+    )
+    expected = status(stack)
+    sign_in(page, stack, CRON_SECRET)
+    page.locator("#dashboard").wait_for()
+    assert number(page, "webhooks.state") == "waiting for its first event"
+    assert number(page, "webhooks.subscription") == "4242"
+    assert number(page, "webhooks.last_event_at") == "never"
+    assert number(page, "webhooks.pending") == str(expected["webhooks"]["pending"])
+    expect(page.locator("#webhook-reason")).to_contain_text("has had no event yet")
+    weather = expected["weather"]
+    assert number(page, "weather.source") == "working"
+    assert number(page, "weather.pending") == str(weather["activities"]["pending"])
+    assert number(page, "weather.done") == str(weather["activities"]["done"])
+    plan = expected["plan"]["backlog"]
+    assert plan["requests"] > 0 and plan["completes_on"]
+    assert number(page, "backlog_requests") == str(plan["requests"])
+    completes = number(page, "completes_on")
+    assert completes not in ("—", "complete") and re.search(r"\d{4}", completes)
+    alerts_panel = page.locator("#alerts")
+    expect(alerts_panel).to_contain_text("Rider 7403 (rider 4) must reconnect Strava")
+    expect(page.locator("#alerts-note")).to_contain_text("ALERT_WEBHOOK_URL is not set")
+    for panel in ("#panel-webhooks", "#panel-weather", "#panel-backfill", "#panel-alerts"):
+        assert accessibility_failures(page, panel) == [], panel
+    shoot(page, "dashboard-panels")
+
+
+def test_the_budget_chart_reads_at_its_size(clean, page):
+    """A 960-unit SVG squeezed into a half-width card: labels about 4 px, the last tick
+    cut off, a y axis of 0 and its own maximum (284 of 600 looked full), no limit line."""
+    stack = clean
+    seed_fleet(stack)
+    expected = status(stack)
+    rate = expected["rate_limit"]
+    limit = min(rate["limit_15min"], rate["read_limit_15min"])
+    sign_in(page, stack, CRON_SECRET)
+    for size in (PHONE, DESKTOP):
+        page.set_viewport_size(size)
+        page.reload()  # drawn for this width (the bearer is kept in the tab's storage)
+        page.locator("#chart svg").wait_for()
+        chart = page.locator("#chart svg")
+        geometry = chart.evaluate(
+            """svg => {
+                const box = svg.getBoundingClientRect();
+                const body = parseFloat(getComputedStyle(document.body).fontSize);
+                const texts = [...svg.querySelectorAll("text")].map(t => {
+                    const r = t.getBoundingClientRect();
+                    return {text: t.textContent, size: parseFloat(getComputedStyle(t).fontSize),
+                            height: r.height, left: r.left, right: r.right, top: r.top};
+                });
+                return {width: box.width, viewBox: svg.viewBox.baseVal.width, body, texts,
+                        left: box.left, right: box.right};
+            }"""
+        )
+        # Drawn one unit a pixel: its text is as large as the page's.
+        assert abs(geometry["width"] - geometry["viewBox"]) <= 1
+        for text in geometry["texts"]:
+            assert text["size"] >= geometry["body"] - 0.5, text
+            assert (
+                geometry["left"] - 0.5 <= text["left"] and text["right"] <= geometry["right"] + 0.5
+            ), text
+        ticks = sorted((t for t in geometry["texts"] if ":" in t["text"]), key=lambda t: t["left"])
+        assert len(ticks) >= 2
+        for a, b in zip(ticks, ticks[1:], strict=False):
+            assert a["right"] <= b["left"], (a, b)  # time labels side by side, never overlapping
+        labels = [t["text"] for t in geometry["texts"]]
+        assert f"limit {limit}" in labels and str(limit) in labels and "0" in labels
+        assert f"Sync-now reserve above {limit - rate['sync_now_reserve']}" in labels
+        assert (
+            chart.locator("line.limit").count() == 1 and chart.locator("line.reserve").count() == 1
+        )
+        # Scaled to the limit, not to its own maximum: a window's bar is its share of it.
+        axis = chart.evaluate(
+            """svg => {
+                const y = l => parseFloat(svg.querySelector(l).getAttribute("y1"));
+                return {zero: y("line.axis"), limit: y("line.limit")};
+            }"""
+        )
+        for group in chart.locator("g.window").all():
+            total = int(group.get_attribute("data-total"))
+            tops = group.locator("rect").evaluate_all("rs => rs.map(r => r.y.baseVal.value)")
+            drawn = (axis["zero"] - min(tops)) / (axis["zero"] - axis["limit"])
+            assert abs(drawn - total / limit) < 0.02, (total, drawn)
+        gauge = page.locator("#gauges .gauge-text").first.inner_text()
+        used = rate["read_usage_15min"]
+        assert (
+            f"{used} used, {rate['read_limit_15min'] - used} left of {rate['read_limit_15min']}"
+            in gauge
+        )
+        assert accessibility_failures(page, "#panel-budget") == []

@@ -832,3 +832,33 @@ def test_web_files_answer_with_their_types_and_304_when_unchanged(client, contra
         assert contract.check(again, path, "get") is None
     assert "ClubSync" in client.get("/widget.js").get_data(as_text=True)
     assert "connect-src 'self'" in client.get("/admin").headers["Content-Security-Policy"]
+
+
+def test_operator_answers_rename_items_and_idle_calls(client, strava, database, contract):
+    """PUT /api/admin/riders/{rider_id}/name, a rider's detail with every item, and a
+    call that took nothing (with `idle_reason`) and everyone now (`all=true`)."""
+    path = "/api/admin/riders/{rider_id}/name"
+    rider = connect_rider(database, strava, 8804, activities=3)
+    synced = cron(client, contract, "/api/cron/sync-strava", query_string={"all": "true"})
+    assert synced["processed"] == 1 and "idle_reason" not in synced
+    idle = cron(client, contract, "/api/cron/sync-strava", json={"all": True})
+    assert idle["idle_reason"] == "none_due"
+    named = client.put(f"/api/admin/riders/{rider}/name", json={"name": "Dev D."},
+                       headers=cron_headers())  # fmt: skip
+    assert contract.check(named, path, "put") == {
+        "rider_id": rider, "name": "Dev D.", "named_by": "operator"
+    }  # fmt: skip
+    bad = client.put(f"/api/admin/riders/{rider}/name", json={"name": ""}, headers=cron_headers())
+    assert contract.check(bad, path, "put")["error"]["field"] == "name"
+    gone = client.put("/api/admin/riders/999999/name", json={"name": "x"}, headers=cron_headers())
+    assert contract.check(gone, path, "put")["error"]["code"] == "rider_not_found"
+    detail = contract.check(
+        client.get(STATUS, query_string={"rider_id": rider, "items": "all"},
+                   headers=cron_headers()),
+        STATUS,
+        "get",
+    )  # fmt: skip
+    assert detail["rider"]["name"] == "Dev D." and detail["items"]["count"] == 1
+    assert detail["runs"][-1]["items_by_status"]["succeeded"] == 1
+    fleet = contract.check(client.get(STATUS, headers=cron_headers()), STATUS, "get")
+    assert fleet["runs"]["sync-strava"]["last"][0]["idle_reason"] == "none_due"
