@@ -66,6 +66,11 @@ class Settings:
     # The key that seals riders' Strava tokens, and old keys still read (services/sealing.py).
     token_encryption_key: TokenKey | None = None
     token_encryption_old_keys: tuple[TokenKey, ...] = ()
+    # Athletes the Strava application may connect (its tier); None: unknown, nothing
+    # refused ahead of Strava.
+    strava_athlete_capacity: int | None = None
+    # Metres removed, along the route, from each end of a route in club_activities.
+    club_route_trim_m: int = 500
 
     def redacted(self) -> dict[str, Any]:
         """The settings with every secret masked, safe to log."""
@@ -211,6 +216,11 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     # `<key id>:<32 bytes in base64>`; the old keys comma-separated (services/sealing.py).
     "TOKEN_ENCRYPTION_KEY": ("token_encryption_key", parse_key),
     "TOKEN_ENCRYPTION_OLD_KEYS": ("token_encryption_old_keys", parse_keys),
+    # Strava's Standard tier connects up to 10 athletes; Extended Access many more.
+    "STRAVA_ATHLETE_CAPACITY": ("strava_athlete_capacity", Number(int, 1, 999_999)),
+    # Privacy zones are 200 m to 1.6 km; 0 shows whole routes (only with every rider's
+    # word that their routes hide nothing).
+    "CLUB_ROUTE_TRIM_M": ("club_route_trim_m", Number(int, 0, 20_000)),
 }
 
 

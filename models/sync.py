@@ -29,6 +29,9 @@ class RiderLease:
     sync_listing_page: int | None = None
     sync_listing_newest: datetime | None = None
     last_synced_at: datetime | None = None
+    # What a history walk's progress and completion estimate are measured with.
+    history_activities: int = 0
+    athlete_created_at: datetime | None = None
 
     @property
     def read_all(self) -> bool:
@@ -69,7 +72,8 @@ _SYNC_DUE = f"""
 LEASE_COLUMNS = """
     c.rider_id, c.athlete_id, c.lease_token, c.scope, c.sync_cursor, c.connected_at,
     c.history_walk_started_at, c.history_cursor,
-    c.sync_listing_after, c.sync_listing_page, c.sync_listing_newest, c.last_synced_at
+    c.sync_listing_after, c.sync_listing_page, c.sync_listing_newest, c.last_synced_at,
+    c.history_activities, c.athlete_created_at
 """
 
 

@@ -16,6 +16,8 @@ import models
 from services.activities import as_integer, as_number
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
 from services.places import row_place, strava_place
+from services.progress import Progress
+from services.progress import races as race_progress
 from services.schedule import RECENT_RACE_DAYS, WorkClass, race_class
 from services.strava import NotFound
 from services.tokens import NeedsReauth
@@ -228,10 +230,12 @@ def enrich_races(call: Call, races: list[models.enrichment.RaceLease]) -> list[O
     )
 
 
-def enrich_rider_races(call: Call, rider_id: int, *, limit: int) -> list[Outcome]:
+def enrich_rider_races(
+    call: Call, rider_id: int, *, limit: int, live: Progress | None = None
+) -> list[Outcome]:
     """Claim and enrich up to `limit` due recent races of one rider within `call`, newest
     first. Older races are the backfill's: a rider's press must not spend the club's top
-    priority on their history."""
+    priority on their history. `live` tells the rider's widget how many there are."""
     now = call.now()
     with call.db.connection() as conn:
         races = models.enrichment.claim_races_for_enrichment(
@@ -245,6 +249,8 @@ def enrich_rider_races(call: Call, rider_id: int, *, limit: int) -> list[Outcome
             rider_id=rider_id,
             started_since=now - timedelta(days=RECENT_RACE_DAYS),
         )
+        if live is not None and races:
+            live.report(conn, race_progress(0, len(races)))
     return enrich_races(call, races)
 
 

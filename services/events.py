@@ -304,6 +304,8 @@ def _athlete(call: Call, group: models.webhooks.EventGroup) -> str:
             now=call.now(),
         )
         word = _finish(call, conn, group, "revoked")
+        # The events named the rider's activities (with their titles): gone with them.
+        models.riders.delete_rider_events(conn, rider_id=group.rider_id)
     log.warning(
         "rider deauthorized at Strava: tokens and Strava data deleted",
         extra={"rider_id": group.rider_id, "activities": deleted},

@@ -15,6 +15,7 @@ from services.budget import try_reserve
 from services.calls import FAILED, SUCCEEDED, Call, Outcome, Runtime, recorded
 from services.clock import iso
 from services.enrichment import enrich_rider_races
+from services.progress import SYNC, Progress, stopped, sync_now_done
 from services.rider_auth import RiderIdentity
 from services.status import history_percent
 from services.strava import RateLimited, next_window_reset
@@ -227,9 +228,10 @@ def _refuse_or_hold(
 def _run(call: Call, lease: models.sync.RiderLease) -> dict[str, Any]:
     """The recorded body: sync the rider, then detail its new races if budget is left."""
     rider_id = lease.rider_id
+    live = Progress(rider_id, call.now)
     try:
         # The rider asked: the full overlap, webhooks or not (a lost event is caught now).
-        synced = sync_rider(call, lease, events_healthy=False)
+        synced = sync_rider(call, lease, events_healthy=False, progress=live, last_phase=False)
     except Exception as exc:  # the rider's lease must be handed back whatever happened
         synced = call.settle_rider(lease, exc)
         if synced.detail == "rate_limited":  # a click the budget refused costs no cooldown
@@ -237,7 +239,8 @@ def _run(call: Call, lease: models.sync.RiderLease) -> dict[str, Any]:
                 models.sync.clear_sync_now_cooldown(conn, rider_id=rider_id)
     outcomes: list[Outcome] = [synced]
     if synced.status == SUCCEEDED and not call.should_stop():
-        outcomes.extend(enrich_rider_races(call, rider_id, limit=ENRICH_LIMIT))
+        outcomes.extend(enrich_rider_races(call, rider_id, limit=ENRICH_LIMIT, live=live))
+    races = outcomes[1:]
     with call.db.connection() as conn:
         row = models.sync.rider_sync_state(
             conn,
@@ -245,6 +248,13 @@ def _run(call: Call, lease: models.sync.RiderLease) -> dict[str, Any]:
             min_interval_s=call.settings.sync_min_interval_s,
             max_attempts=call.settings.enrich_max_attempts,
             now=call.now(),
+        )
+        # The run's last message, in the transaction that reads its result.
+        live.report(
+            conn,
+            sync_now_done(synced.counts, sum(1 for r in races if r.status == SUCCEEDED), len(races))
+            if synced.status == SUCCEEDED
+            else stopped(SYNC, synced.detail, added=synced.counts.get("added", 0)),
         )
     waiting = int(row["races_waiting"]) if row else 0
     answer = call.answer(outcomes, remaining=waiting + (0 if synced.status == SUCCEEDED else 1))
