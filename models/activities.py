@@ -89,7 +89,9 @@ _UPSERT_ACTIVITIES = f"""
                     is distinct from (excluded.start_lat, excluded.start_lng,
                                       excluded.start_date, excluded.elapsed_time_s)
                then null else a.weather_status end,
-           seen_at = excluded.seen_at, updated_at = excluded.updated_at
+           seen_at = excluded.seen_at, updated_at = excluded.updated_at,
+           -- Strava's word on it now: a privacy change's event is answered
+           privacy_pending_since = null
      where a.rider_id = excluded.rider_id
        and (({", ".join("a." + c for c in _STORED_SUMMARY_COLUMNS)})
             is distinct from ({", ".join("excluded." + c for c in _STORED_SUMMARY_COLUMNS)})
@@ -197,6 +199,29 @@ def activity_of_rider(
         (rider_id, strava_id, written_since, written_since),
     ).fetchone()
     return row is not None
+
+
+def hold_for_privacy_check(conn: Conn, *, rider_id: int, strava_id: int, now: datetime) -> bool:
+    """Keep one of the rider's activities out of what the club sees from `now` until
+    Strava has been asked about it again (a webhook said its privacy changed, or that
+    it was deleted); False if it is not stored."""
+    return (
+        conn.execute(
+            "update activities set privacy_pending_since = coalesce(privacy_pending_since, %s)"
+            " where rider_id = %s and strava_id = %s",
+            (now, rider_id, strava_id),
+        ).rowcount
+        > 0
+    )
+
+
+def release_privacy_hold(conn: Conn, *, rider_id: int, strava_id: int) -> None:
+    """What is stored was written from Strava after the event: it stands."""
+    conn.execute(
+        "update activities set privacy_pending_since = null"
+        " where rider_id = %s and strava_id = %s and privacy_pending_since is not null",
+        (rider_id, strava_id),
+    )
 
 
 def remove_activity(conn: Conn, *, rider_id: int, strava_id: int) -> bool:

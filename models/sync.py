@@ -374,8 +374,11 @@ def rider_sync_state(
     `now`, in one row (`now` included)."""
     return conn.execute(
         f"""
-        select r.id as rider_id, r.name, r.auto_sync, r.created_at,
+        select r.id as rider_id, r.name, r.auto_sync, r.created_at, r.auth_user_id,
                r.eddington_miles, r.eddington_km, r.eddington_updated_at,
+               r.share_with_club_at, c.history_estimated_complete_on,
+               l.strava_id as latest_strava_id, l.name as latest_name,
+               l.start_date as latest_start_date,
                c.rider_id is not null as connected, c.athlete_id, c.status, c.scope,
                c.expires_at as token_expires_at, c.connected_at,
                {SYNC_STATE} as sync_state,
@@ -403,6 +406,10 @@ def rider_sync_state(
                      max(a.start_date) as last_activity_at
                 from activities a where a.rider_id = r.id
           ) q
+          left join lateral (
+              select a.strava_id, a.name, a.start_date from activities a
+               where a.rider_id = r.id order by a.start_date desc limit 1
+          ) l on true
          where r.id = %(rider_id)s
         """,
         {

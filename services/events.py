@@ -49,6 +49,7 @@ from services.webhooks import (
     confirmation_due,
     event_backoff,
     parse_event,
+    privacy_hint,
 )
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,12 @@ def receive(runtime: Runtime, body: Any) -> Receipt:
             stored = models.webhooks.store_webhook_event(
                 conn, **_event_fields(event), rider_id=rider_id, now=now
             )
+            if privacy_hint(event):
+                # Hidden from the club at once, shown again once Strava is asked: a
+                # forged event can only hide an activity until then, never show one.
+                models.activities.hold_for_privacy_check(
+                    conn, rider_id=rider_id, strava_id=event.object_id, now=now
+                )
     if reason is not None:
         return _ignore(runtime, reason, now)
     if not stored:
@@ -223,6 +230,7 @@ def _activity(
             if models.activities.activity_of_rider(
                 conn, rider_id=rider_id, strava_id=strava_id, written_since=since
             ):
+                models.activities.release_privacy_hold(conn, rider_id=rider_id, strava_id=strava_id)
                 return _finish(call, conn, group, "covered")
     try:
         detail: dict[str, Any] | None = call.tokens.call(
@@ -268,6 +276,9 @@ def _reconcile(
         return "hidden" if hidden else "removed"
     rows = page_rows([detail], min_race_distance_km=call.settings.race_min_distance_km)
     written = models.activities.upsert_activities(conn, rider_id=rider_id, rows=rows, now=now)
+    # Stored as Strava shows it now (visibility and `private` included): the club may
+    # see it again if that allows.
+    models.activities.release_privacy_hold(conn, rider_id=rider_id, strava_id=strava_id)
     if rows[0]["is_race"]:
         description = detail.get("description")
         models.enrichment.store_race_details(
