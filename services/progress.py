@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 import models
 from services.calls import Call, Outcome
+from services.clock import iso
 
 # At most one message a second per rider (the last of a run always goes).
 MIN_INTERVAL = timedelta(seconds=1)
@@ -51,8 +52,10 @@ class Report:
     message: str
     finished: bool = False
 
-    def payload(self) -> dict[str, object]:
-        return asdict(self)
+    def payload(self, at: datetime) -> dict[str, object]:
+        """The message, and when it was sent on the service's clock (`at`, ISO 8601 UTC),
+        so a page can order what it hears."""
+        return {**asdict(self), "at": iso(at)}
 
 
 # --- pure: when to send, and what to say ---------------------------------------------
@@ -162,7 +165,7 @@ class Progress:
         return models.progress.send_progress(
             conn,
             rider_id=self.rider_id,
-            payload=report.payload(),
+            payload=report.payload(now),
             finished=report.finished,
             min_interval_ms=int(MIN_INTERVAL.total_seconds() * 1000),
             now=now,
