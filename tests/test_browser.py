@@ -988,3 +988,34 @@ def test_sharing_switch_disconnect_and_a_full_club(clean, page):
         stack.club.service = original
         full_service.stop()
         app.extensions["strava_sync"].db.close()
+
+
+def test_the_dashboard_shows_the_athlete_capacity(clean, page):
+    stack = clean
+    for n in range(8):
+        connect_rider(stack.database_url, stack.fake, 7601 + n)
+    revoked = connect_rider(stack.database_url, stack.fake, 7611)
+    execute(
+        stack.database_url,
+        "update strava_connections set status = 'revoked' where rider_id = %s",
+        revoked,
+    )
+    app = create_app(settings_for(stack.database_url, strava_athlete_capacity=10), environ={})
+    deferred = Deferred()
+    deferred.app = app
+    served = Served(deferred)
+    try:
+        answer = requests.get(
+            f"{served.url}/api/admin/status",
+            headers={"Authorization": f"Bearer {CRON_SECRET}"},
+            timeout=30,
+        ).json()
+        assert answer["athletes"] == {"connected": 8, "capacity": 10, "full": False}
+        page.goto(served.url + "/admin")
+        page.get_by_label("Cron bearer").fill(CRON_SECRET)
+        page.get_by_role("button", name="Open the dashboard").click()
+        page.locator("#dashboard").wait_for()
+        assert number(page, "athletes") == "8 of 10 athletes"
+    finally:
+        served.stop()
+        app.extensions["strava_sync"].db.close()
