@@ -3,6 +3,8 @@ and how many Strava athletes are connected (the application's capacity)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,18 +12,93 @@ from models.base import Conn
 
 
 def save_club_settings(conn: Conn, *, route_trim_m: int, now: datetime) -> bool:
-    """Write what the view needs of the service's settings; True if it changed."""
+    """Write what the view needs of the service's settings; True if the trim changed,
+    which starts a pass cutting the stored routes again (from the first row)."""
     return (
         conn.execute(
             """
-            insert into club_settings (id, route_trim_m, updated_at) values (1, %s, %s)
+            insert into club_settings (id, route_trim_m, retrim_after_id, updated_at)
+            values (1, %s, 0, %s)
             on conflict (id) do update
-               set route_trim_m = excluded.route_trim_m, updated_at = excluded.updated_at
+               set route_trim_m = excluded.route_trim_m, retrim_after_id = 0,
+                   updated_at = excluded.updated_at
              where club_settings.route_trim_m is distinct from excluded.route_trim_m
             """,
             (route_trim_m, now),
         ).rowcount
         > 0
+    )
+
+
+@dataclass(frozen=True)
+class RetrimState:
+    """The trim the view applies, the one every stored route is known to be cut with,
+    and where a pass cutting them again has got to."""
+
+    route_trim_m: int
+    routes_trim_m: int | None
+    after_id: int
+
+
+def retrim_state(conn: Conn) -> RetrimState | None:
+    row = conn.execute(
+        "select route_trim_m, routes_trim_m, coalesce(retrim_after_id, 0) as after_id"
+        " from club_settings where id = 1"
+    ).fetchone()
+    return RetrimState(**row) if row else None
+
+
+def lock_stale_routes(
+    conn: Conn, *, after_id: int, trim_m: int, limit: int
+) -> list[dict[str, Any]]:
+    """The next `limit` activities after `after_id` (by id) whose stored club routes were
+    not cut with `trim_m`, locked until the transaction ends (rows another call is
+    writing are skipped: that write cuts them with the trim of the day)."""
+    return conn.execute(
+        """
+        select id, summary_polyline, polyline from activities
+         where id > %(after)s
+           and (club_summary_trim_m is distinct from %(trim)s
+                or (polyline is not null and club_polyline_trim_m is distinct from %(trim)s))
+         order by id
+         limit %(limit)s
+         for update skip locked
+        """,
+        {"after": after_id, "trim": trim_m, "limit": limit},
+    ).fetchall()
+
+
+def save_club_routes(conn: Conn, *, routes: list[dict[str, Any]], trim_m: int) -> int:
+    """Store routes cut again (`id`, `club_summary_polyline`, `club_polyline`) with the
+    trim they were cut with, in one statement."""
+    if not routes:
+        return 0
+    return conn.execute(
+        """
+        update activities a
+           set club_summary_polyline = r.club_summary_polyline,
+               club_summary_trim_m = %(trim)s,
+               club_polyline = r.club_polyline,
+               club_polyline_trim_m = case when a.polyline is null then null else %(trim)s end
+          from json_to_recordset(%(routes)s::json)
+               as r(id bigint, club_summary_polyline text, club_polyline text)
+         where a.id = r.id
+        """,
+        {"routes": json.dumps(routes), "trim": trim_m},
+    ).rowcount
+
+
+def advance_retrim(conn: Conn, *, after_id: int, trim_m: int, done: bool) -> None:
+    """Where the pass has got to; when `done`, every stored route is cut with `trim_m`
+    (unless the trim changed meanwhile: the pass then starts over)."""
+    conn.execute(
+        """
+        update club_settings
+           set retrim_after_id = case when %(done)s then null else %(after)s end,
+               routes_trim_m = case when %(done)s then %(trim)s else routes_trim_m end
+         where id = 1 and route_trim_m = %(trim)s
+        """,
+        {"after": after_id, "trim": trim_m, "done": done},
     )
 
 

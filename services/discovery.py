@@ -174,7 +174,11 @@ def walk_rider(
     while True:
         began = call.runtime.timer()
         summaries = call.tokens.call(lease.rider_id, _page_before(call, listing_before(cursor)))
-        rows = page_rows(summaries, min_race_distance_km=settings.race_min_distance_km)
+        rows = page_rows(
+            summaries,
+            min_race_distance_km=settings.race_min_distance_km,
+            route_trim_m=settings.club_route_trim_m,
+        )
         step = next_step(len(summaries), oldest_start(rows), cursor=cursor, read_all=lease.read_all)
         with call.db.connection() as conn:
             now = call.now()

@@ -40,6 +40,7 @@ from services.clock import iso
 from services.enrichment import full_polyline, race_details
 from services.errors import NotConnected
 from services.planning import stored_subscription, webhook_health
+from services.routes import trim_route
 from services.strava import NotFound, StravaClient, StravaError
 from services.tokens import NeedsReauth
 from services.webhooks import (
@@ -274,21 +275,28 @@ def _reconcile(
             return "absent"
         models.activities.recompute_eddington(conn, rider_id=rider_id, now=now)
         return "hidden" if hidden else "removed"
-    rows = page_rows([detail], min_race_distance_km=call.settings.race_min_distance_km)
+    rows = page_rows(
+        [detail],
+        min_race_distance_km=call.settings.race_min_distance_km,
+        route_trim_m=call.settings.club_route_trim_m,
+    )
     written = models.activities.upsert_activities(conn, rider_id=rider_id, rows=rows, now=now)
     # Stored as Strava shows it now (visibility and `private` included): the club may
     # see it again if that allows.
     models.activities.release_privacy_hold(conn, rider_id=rider_id, strava_id=strava_id)
     if rows[0]["is_race"]:
         description = detail.get("description")
+        polyline, trim = full_polyline(detail), call.settings.club_route_trim_m
         models.enrichment.store_race_details(
             conn,
             rider_id=rider_id,
             strava_id=strava_id,
             description=description if isinstance(description, str) else None,
-            polyline=full_polyline(detail),
+            polyline=polyline,
             details=race_details(detail),
             now=now,
+            club_polyline=trim_route(polyline, trim),
+            club_polyline_trim_m=trim,
         )
     if written.inserted or written.updated:
         models.activities.recompute_eddington(conn, rider_id=rider_id, now=now)

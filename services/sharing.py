@@ -11,6 +11,7 @@ it: a view cannot read the service's environment).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,14 @@ from services.calls import Runtime
 from services.clock import Clock, iso
 from services.errors import NotConnected
 from services.rider_auth import RiderIdentity
+from services.routes import trim_route
+
+log = logging.getLogger(__name__)
+
+# Activities a batch of the re-trim pass cuts again (one transaction, rows locked).
+RETRIM_BATCH = 200
+# Time kept back from a call's budget when the pass runs at its end.
+RETRIM_MARGIN_S = 1.0
 
 
 def club_settings_writer(settings: Settings, clock: Clock) -> Callable[[models.Conn], None]:
@@ -88,3 +97,46 @@ def athletes(settings: Settings, connected: int) -> dict[str, Any]:
         "capacity": capacity,
         "full": capacity is not None and connected >= capacity,
     }
+
+
+def retrim_routes(
+    runtime: Runtime, *, time_left: Callable[[], float], batch: int = RETRIM_BATCH
+) -> int:
+    """Cut the stored club routes again with CLUB_ROUTE_TRIM_M, a batch at a time, while
+    `time_left()` allows: after the trim changed, and once for the rows stored before
+    routes were cut. Meanwhile the view hides a route cut with less than the trim of the
+    day, so nothing is shown uncut. Returns the activities cut again."""
+    trim = runtime.settings.club_route_trim_m
+    done = 0
+    while time_left() > RETRIM_MARGIN_S:
+        with runtime.db.connection() as conn:
+            state = models.sharing.retrim_state(conn)
+            if state is None or state.route_trim_m != trim or state.routes_trim_m == trim:
+                return done  # nothing to do (or another deployment's trim is the view's)
+            rows = models.sharing.lock_stale_routes(
+                conn, after_id=state.after_id, trim_m=trim, limit=batch
+            )
+            models.sharing.save_club_routes(
+                conn,
+                routes=[
+                    {
+                        "id": r["id"],
+                        "club_summary_polyline": trim_route(r["summary_polyline"], trim),
+                        "club_polyline": trim_route(r["polyline"], trim),
+                    }
+                    for r in rows
+                ],
+                trim_m=trim,
+            )
+            finished = len(rows) < batch
+            models.sharing.advance_retrim(
+                conn,
+                after_id=rows[-1]["id"] if rows else state.after_id,
+                trim_m=trim,
+                done=finished,
+            )
+        done += len(rows)
+        if finished:
+            log.info("club routes cut again", extra={"trim_m": trim, "activities": done})
+            return done
+    return done

@@ -110,7 +110,11 @@ def sync_rider(
 
     while True:
         summaries = call.tokens.call(lease.rider_id, list_page)
-        rows = page_rows(summaries, min_race_distance_km=settings.race_min_distance_km)
+        rows = page_rows(
+            summaries,
+            min_race_distance_km=settings.race_min_distance_km,
+            route_trim_m=settings.club_route_trim_m,
+        )
         ended = listing_ended(len(summaries), read_all=lease.read_all)
         page_newest = newest_start(rows)
         if page_newest is not None and (newest is None or page_newest > newest):

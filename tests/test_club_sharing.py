@@ -14,10 +14,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
 from fake_strava import make_activities
-from fake_strava.polyline import decode
+from fake_strava.polyline import decode, encode
+from services.routes import trim_route
 from tests.conftest import cron_headers
 from tests.factories import connect_rider, execute, query
 
@@ -59,7 +62,25 @@ def check_trim(full: str, trimmed: str | None, trim: int) -> tuple[int, int]:
     if total <= 2 * trim:
         assert trimmed is None
         return -1, -1
-    assert trimmed is not None
+    if trimmed is None:
+        # Allowed only when no two points are surely far enough from both ends.
+        sure = [
+            i
+            for i in range(len(points))
+            if trim + 1 <= distance[i] <= total - trim - 1
+            and all(
+                metres(points[j], points[0]) >= trim + 1
+                for j in range(i, len(points))
+                if distance[j] <= total / 2
+            )
+            and all(
+                metres(points[j], points[-1]) >= trim + 1
+                for j in range(0, i + 1)
+                if distance[j] >= total / 2
+            )
+        ]
+        assert len(sure) < 2, sure
+        return -1, -1
     kept = decode(trimmed)
     assert len(kept) >= 2
     first = next(i for i in range(len(points)) if points[i : i + len(kept)] == kept)
@@ -90,51 +111,55 @@ def check_trim(full: str, trimmed: str | None, trim: int) -> tuple[int, int]:
     return first, last
 
 
-def club_route(database: str, route: str, trim: int) -> str | None:
-    with psycopg.connect(database) as conn:
-        row = conn.execute("select public.club_route(%s, %s)", (route, trim)).fetchone()
-    assert row is not None
-    return row[0]  # type: ignore[no-any-return]
-
-
 @pytest.mark.parametrize("name", ["ride_detailed", "ride_summary", "loop_detailed", "loop_summary"])
 @pytest.mark.parametrize("trim", [200, 500, 1000])
-def test_real_routes_lose_their_ends(database, name, trim):
+def test_real_routes_lose_their_ends(name, trim):
     route = ROUTES[name]["polyline"]
-    first, last = check_trim(route, club_route(database, route, trim), trim)
+    first, last = check_trim(route, trim_route(route, trim), trim)
     assert 0 < first < last < len(decode(route)) - 1
 
 
-def test_a_loop_home_hides_both_ends_around_home(database):
+def test_a_loop_home_hides_both_ends_around_home():
     # activity.3.json starts and ends ~20 m apart: both circles are around "home".
     route = ROUTES["loop_detailed"]["polyline"]
     points = decode(route)
     assert metres(points[0], points[-1]) < 50
-    trimmed = decode(club_route(database, route, 500) or "")
+    trimmed = decode(trim_route(route, 500) or "")
     assert min(metres(p, points[0]) for p in trimmed) >= 499
 
 
-def test_a_route_shorter_than_twice_the_trim_has_no_route(database):
+def test_a_ride_circling_home_first_is_cut_where_it_leaves():
+    # A real ride, with a few laps of a 150 m block at its start put first: 500 m along
+    # the route would still be by the house; the cut comes where the ride leaves.
+    ride = decode(ROUTES["ride_detailed"]["polyline"])
+    home = ride[0]
+    block = [(home[0] + dy, home[1] + dx) for dy, dx in ((0.001, 0), (0.001, 0.0012), (0, 0.0012))]
+    circled = [home, *block, home, *block, home, *block, *ride]
+    trimmed = decode(trim_route(encode(circled), 500) or "")
+    assert along(circled)[len(circled) - len(ride)] > 500  # the laps alone pass 500 m
+    assert min(metres(p, home) for p in trimmed[: len(trimmed) // 2]) >= 499
+    check_trim(encode(circled), trim_route(encode(circled), 500), 500)
+
+
+def test_a_route_shorter_than_twice_the_trim_has_no_route():
     segment = ROUTES["segment"]["polyline"]  # 2.7 km
-    assert club_route(database, segment, 1500) is None
-    assert club_route(database, segment, 500) is not None
-    # A real ride's first kilometre or so: under 2 x 500 m.
+    assert trim_route(segment, 1500) is None
+    assert trim_route(segment, 500) is not None
+    # A real ride's first 900 m or so: under 2 x 500 m.
     points = decode(ROUTES["loop_detailed"]["polyline"])
     head = next(i for i, d in enumerate(along(points)) if d > 900)
-    from fake_strava.polyline import encode
-
-    short = encode(points[:head])
     assert along(points[:head])[-1] < 1000
-    assert club_route(database, short, 500) is None
+    assert trim_route(encode(points[:head]), 500) is None
 
 
-def test_odd_routes(database):
+def test_odd_routes():
     route = ROUTES["loop_summary"]["polyline"]
-    assert club_route(database, route, 0) == route  # 0: the club trims nothing
-    assert club_route(database, "", 500) is None
-    assert club_route(database, "_p~iF~ps|U", 500) is None  # one point
-    assert club_route(database, route[:-1], 500) is None  # cut short: no route, no error
-    assert club_route(database, "not a polyline \x01", 500) is None
+    assert trim_route(route, 0) == route  # 0: the club trims nothing
+    assert trim_route(None, 500) is None
+    assert trim_route("", 500) is None
+    assert trim_route("_p~iF~ps|U", 500) is None  # one point
+    assert trim_route(route[:-1], 500) is None  # cut short: no route, no error
+    assert trim_route("not a polyline \x01", 500) is None
 
 
 # --- the rider's switch -------------------------------------------------------------------
@@ -296,8 +321,18 @@ def test_members_see_only_what_consent_and_visibility_allow(client, web, databas
     # Anonymous visitors: never.
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         read_as(database, "anon", None, "select * from club_activities")
-    with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        read_as(database, "anon", None, "select public.club_route('', 1)")
+    # Nor the settings or the stored routes, for any client role.
+    for role, reader in (("anon", None), ("authenticated", ben["user"])):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            read_as(database, role, reader, "select * from club_settings")
+    raw = read_as(
+        database,
+        "authenticated",
+        ben["user"],
+        "select count(*) as n from activities where rider_id = %s",
+        anna["rider"],
+    )
+    assert raw == [{"n": 0}]
     # Turning sharing off takes effect at once.
     execute(database, "update riders set share_with_club_at = null where id = %s", anna["rider"])
     assert read_as(database, "authenticated", ben["user"], "select * from club_activities") == []
@@ -317,31 +352,85 @@ def test_a_copy_of_a_ride_is_not_shown_twice(client, web, database):
     assert len(rows) == 2  # three stored, one a copy of another
 
 
-def test_the_trim_follows_the_setting_written_at_start(make_app, web, database):
+def test_a_new_trim_hides_routes_until_they_are_cut_again(make_app, web, database):
     rider, user = link(database, web, 7731, activities=1)
     ride = web.activities_of(7731)[0]
     web.update_activity(
-        ride["id"], map={**ride["map"], "summary_polyline": ROUTES["ride_summary"]["polyline"]}
-    )
-    app = make_app(club_route_trim_m=3000)
-    app.test_client().post("/api/cron/sync-strava", headers=cron_headers())
-    assert query(database, "select route_trim_m from club_settings") == [{"route_trim_m": 3000}]
-    execute(database, "update riders set share_with_club_at = now() where id = %s", rider)
-    [row] = read_as(database, "authenticated", user, "select summary_polyline from club_activities")
-    check_trim(ROUTES["ride_summary"]["polyline"], row["summary_polyline"], 3000)
-    # The detailed route of a race is trimmed the same way.
-    execute(
-        database,
-        "update activities set polyline = %s where strava_id = %s",
-        ROUTES["ride_detailed"]["polyline"],
         ride["id"],
+        workout_type=10 if ride["sport_type"] != "Run" else 0,
+        sport_type="Ride",
+        distance=ROUTES["ride_summary"]["distance_m"],
+        map={**ride["map"], "summary_polyline": ROUTES["ride_summary"]["polyline"]},
     )
-    [row] = read_as(database, "authenticated", user, "select polyline from club_activities")
-    check_trim(ROUTES["ride_detailed"]["polyline"], row["polyline"], 3000)
+    before = make_app()
+    before.test_client().post("/api/cron/sync-strava", headers=cron_headers())
+    execute(database, "update riders set share_with_club_at = now() where id = %s", rider)
+    # A race's detailed route is cut too, when its details are stored.
+    execute(database, "update activities set is_race = true, enrichment_status = 'pending'")
+    before.test_client().post("/api/cron/enrich", headers=cron_headers())
+    detailed = query(database, "select polyline from activities")[0]["polyline"]
+    assert detailed
+    [row] = read_as(database, "authenticated", user, "select * from club_activities")
+    check_trim(ROUTES["ride_summary"]["polyline"], row["summary_polyline"], 500)
+    check_trim(detailed, row["polyline"], 500)
+
+    # CLUB_ROUTE_TRIM_M becomes 3000: the service writes it when it starts...
+    after = make_app(club_route_trim_m=3000)
+    client = after.test_client()
+    client.get("/api/health")
+    settings = query(database, "select route_trim_m, routes_trim_m from club_settings")
+    assert settings == [{"route_trim_m": 3000, "routes_trim_m": 500}]  # cut with 500
+    # ...and at once no route cut with less is shown.
+    [row] = read_as(database, "authenticated", user, "select * from club_activities")
+    assert row["summary_polyline"] is None and row["polyline"] is None
+    # The enrich call cuts the stored routes again with what time it has left.
+    client.post("/api/cron/enrich", headers=cron_headers())
+    assert query(database, "select routes_trim_m, retrim_after_id from club_settings") == [
+        {"routes_trim_m": 3000, "retrim_after_id": None}
+    ]
+    [row] = read_as(database, "authenticated", user, "select * from club_activities")
+    check_trim(ROUTES["ride_summary"]["polyline"], row["summary_polyline"], 3000)
+    check_trim(detailed, row["polyline"], 3000)
     # No settings row (deleted by hand): the default trim, never none.
     execute(database, "delete from club_settings")
-    [row] = read_as(database, "authenticated", user, "select polyline from club_activities")
-    check_trim(ROUTES["ride_detailed"]["polyline"], row["polyline"], 500)
+    [row] = read_as(database, "authenticated", user, "select * from club_activities")
+    check_trim(ROUTES["ride_summary"]["polyline"], row["summary_polyline"], 3000)
+
+
+def test_routes_stored_before_the_cut_are_cut_by_the_pass(make_app, web, database):
+    rider, user = link(database, web, 7732, activities=30)
+    app = make_app()
+    app.test_client().post("/api/cron/sync-strava", headers=cron_headers())
+    execute(database, "update riders set share_with_club_at = now() where id = %s", rider)
+    # As rows stored before routes were cut: nothing to show until the pass.
+    execute(
+        database, "update activities set club_summary_polyline = null, club_summary_trim_m = null"
+    )
+    execute(database, "update club_settings set routes_trim_m = null, retrim_after_id = 0")
+    rows = read_as(database, "authenticated", user, "select summary_polyline from club_activities")
+    assert rows and all(r["summary_polyline"] is None for r in rows)
+    from dataclasses import replace
+
+    runtime = app.extensions["strava_sync"]
+    from services.sharing import retrim_routes
+
+    ticks = iter([10.0] * 2 + [0.0] * 100)  # time for two batches, then none
+    assert retrim_routes(runtime, time_left=lambda: next(ticks), batch=12) == 24
+    assert query(database, "select retrim_after_id from club_settings")[0]["retrim_after_id"] > 0
+    assert retrim_routes(replace(runtime), time_left=lambda: 10.0, batch=12) == 6
+    stored = {
+        r["strava_id"]: r["summary_polyline"]
+        for r in query(database, "select strava_id, summary_polyline from activities")
+    }
+    shown = read_as(database, "authenticated", user, "select * from club_activities")
+    assert sum(1 for r in shown if r["summary_polyline"]) > 20
+    for row in shown:
+        if stored[row["strava_id"]] is None:  # a manual entry: no route at all
+            assert row["summary_polyline"] is None
+        else:
+            check_trim(stored[row["strava_id"]], row["summary_polyline"], 500)
+    assert query(database, "select routes_trim_m from club_settings") == [{"routes_trim_m": 500}]
+    assert retrim_routes(runtime, time_left=lambda: 10.0) == 0  # done: nothing read
 
 
 # --- privacy changes and deauthorization ------------------------------------------------
@@ -561,3 +650,21 @@ def test_new_rides_of_a_sharing_rider_appear_as_they_sync(client, web, database)
     client.post("/api/cron/sync-strava", headers=cron_headers())
     after = read_as(database, "authenticated", user, "select strava_id from club_activities")
     assert len(after) == len(before) + 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    start=st.tuples(st.integers(-80_00000, 80_00000), st.integers(-179_00000, 179_00000)),
+    steps=st.lists(
+        st.tuples(st.integers(-400, 400), st.integers(-400, 400)), min_size=1, max_size=80
+    ),
+    trim=st.integers(1, 3000),
+)
+def test_any_route_keeps_its_promise(start, steps, trim):
+    """Random routes (steps of up to ~60 m, in the polyline's units): whatever is shown
+    is a stretch of the route with at least `trim` metres gone from each end."""
+    points = [start]
+    for dlat, dlng in steps:
+        points.append((points[-1][0] + dlat, points[-1][1] + dlng))
+    route = encode([(lat / 1e5, lng / 1e5) for lat, lng in points])
+    check_trim(route, trim_route(route, trim), trim)
