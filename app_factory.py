@@ -16,7 +16,6 @@ from logging_setup import configure_logging
 from routes import register_blueprints
 from routes.errors import register_error_handlers
 from services.calls import Runtime
-from services.clock import utcnow
 from services.rider_auth import TokenVerifier
 from services.sealing import sealer_for
 from services.sharing import club_settings_writer
@@ -60,7 +59,7 @@ def create_app(
     db = Database(
         database_url,
         max_size=settings.sync_workers + 4,
-        after_migrate=club_settings_writer(settings, utcnow),
+        after_migrate=club_settings_writer(settings),
     )
     app.extensions["strava_sync"] = Runtime(settings=settings, db=db, sealer=sealer)
     # One verifier per app, so the JWKS cache lives across requests.

@@ -11,20 +11,18 @@ from typing import Any
 from models.base import Conn
 
 
-def save_club_settings(conn: Conn, *, route_trim_m: int, now: datetime) -> bool:
+def save_club_settings(conn: Conn, *, route_trim_m: int) -> bool:
     """Write what the view needs of the service's settings; True if the trim changed,
     which starts a pass cutting the stored routes again (from the first row)."""
     return (
         conn.execute(
             """
-            insert into club_settings (id, route_trim_m, retrim_after_id, updated_at)
-            values (1, %s, 0, %s)
+            insert into club_settings (id, route_trim_m, retrim_after_id) values (1, %s, 0)
             on conflict (id) do update
-               set route_trim_m = excluded.route_trim_m, retrim_after_id = 0,
-                   updated_at = excluded.updated_at
+               set route_trim_m = excluded.route_trim_m, retrim_after_id = 0
              where club_settings.route_trim_m is distinct from excluded.route_trim_m
             """,
-            (route_trim_m, now),
+            (route_trim_m,),
         ).rowcount
         > 0
     )

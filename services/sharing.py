@@ -18,7 +18,7 @@ from typing import Any
 import models
 from config import Settings
 from services.calls import Runtime
-from services.clock import Clock, iso
+from services.clock import iso
 from services.errors import NotConnected
 from services.rider_auth import RiderIdentity
 from services.routes import trim_route
@@ -31,14 +31,12 @@ RETRIM_BATCH = 200
 RETRIM_MARGIN_S = 1.0
 
 
-def club_settings_writer(settings: Settings, clock: Clock) -> Callable[[models.Conn], None]:
+def club_settings_writer(settings: Settings) -> Callable[[models.Conn], None]:
     """What the database is told of the settings at each start (db.Database's
     after_migrate): the route trim the club's view applies."""
 
     def write(conn: models.Conn) -> None:
-        models.sharing.save_club_settings(
-            conn, route_trim_m=settings.club_route_trim_m, now=clock()
-        )
+        models.sharing.save_club_settings(conn, route_trim_m=settings.club_route_trim_m)
 
     return write
 

@@ -94,7 +94,7 @@
     this.live = null; // the last live message of a run still going
     this.heardLive = false; // the Realtime channel is joined
     this.channel = null;
-    this.lastAt = ""; // the newest live message's time, to drop late ones
+    this.lastAt = 0; // the newest live message's time (ms), to drop late ones
     this.busy = false; // our own request (Sync now, Connect) is out
     this.rateLimited = null; // {until}: the club's Strava allowance is spent
     this.countdownTimer = null;
@@ -569,11 +569,13 @@
   Widget.prototype.progress = function (payload) {
     var state = this.state;
     if (!state || !state.connected) return;
-    if (payload.at && payload.at < this.lastAt) return; // an older message, late
+    var at = payload.at ? Date.parse(payload.at) : NaN;
+    if (at < this.lastAt) return; // an older message, late
     // A run's message from before the last sync ended: that run is over.
-    if (!payload.finished && payload.at && state.last_synced_at &&
-        payload.at <= state.last_synced_at) return;
-    if (payload.at) this.lastAt = payload.at;
+    if (!payload.finished && state.last_synced_at && at <= Date.parse(state.last_synced_at)) {
+      return;
+    }
+    if (!isNaN(at)) this.lastAt = at;
     if (payload.finished) {
       this.live = null;
       this.say(payload.message);

@@ -36,8 +36,7 @@ create table public.club_settings (
   id               smallint primary key default 1 check (id = 1),
   route_trim_m     integer not null default 500 check (route_trim_m between 0 and 20000),
   routes_trim_m    integer,
-  retrim_after_id  bigint,
-  updated_at       timestamptz not null default now()
+  retrim_after_id  bigint
 );
 insert into public.club_settings (id) values (1) on conflict do nothing;
 
