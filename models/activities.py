@@ -94,7 +94,7 @@ _UPSERT_ACTIVITIES = f"""
            {", ".join(f"{c} = excluded.{c}" for c in CLUB_ROUTE_COLUMNS)},
            enrichment_status = case when excluded.is_race
                                     then coalesce(a.enrichment_status, 'pending') end,
-           -- weather is looked up again when its points or times change (issue 12)
+           -- weather is looked up again when its points or times change
            weather_status = case
                when (a.start_lat, a.start_lng, a.start_date, a.elapsed_time_s)
                     is distinct from (excluded.start_lat, excluded.start_lng,
