@@ -18,6 +18,7 @@ from routes.errors import register_error_handlers
 from services.calls import Runtime
 from services.rider_auth import TokenVerifier
 from services.sealing import sealer_for
+from services.sharing import club_settings_writer
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,11 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.before_request(_bounded_body)
-    db = Database(database_url, max_size=settings.sync_workers + 4)
+    db = Database(
+        database_url,
+        max_size=settings.sync_workers + 4,
+        after_migrate=club_settings_writer(settings),
+    )
     app.extensions["strava_sync"] = Runtime(settings=settings, db=db, sealer=sealer)
     # One verifier per app, so the JWKS cache lives across requests.
     app.extensions["rider_tokens"] = TokenVerifier.from_settings(settings)

@@ -74,6 +74,11 @@ class Settings:
     # What the start found odd but not wrong (an unknown key in `.env`), said in words;
     # the app logs them and the command line prints them.
     config_warnings: tuple[str, ...] = ()
+    # Athletes the Strava application may connect (its tier); None: unknown, nothing
+    # refused ahead of Strava.
+    strava_athlete_capacity: int | None = None
+    # Metres removed, along the route, from each end of a route in club_activities.
+    club_route_trim_m: int = 500
 
     def redacted(self) -> dict[str, Any]:
         """The settings with every secret masked, safe to log."""
@@ -232,6 +237,11 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     # `<key id>:<32 bytes in base64>`; the old keys comma-separated (services/sealing.py).
     "TOKEN_ENCRYPTION_KEY": ("token_encryption_key", parse_key),
     "TOKEN_ENCRYPTION_OLD_KEYS": ("token_encryption_old_keys", parse_keys),
+    # Strava's Standard tier connects up to 10 athletes; Extended Access many more.
+    "STRAVA_ATHLETE_CAPACITY": ("strava_athlete_capacity", Number(int, 1, 999_999)),
+    # Privacy zones are 200 m to 1.6 km; 0 shows whole routes (only with every rider's
+    # word that their routes hide nothing).
+    "CLUB_ROUTE_TRIM_M": ("club_route_trim_m", Number(int, 0, 20_000)),
 }
 
 

@@ -5,7 +5,7 @@ refreshes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from uuid import UUID
 
 from models.base import Conn
@@ -121,9 +121,10 @@ def record_walk_page(
     activities: int,
     races: int,
     now: datetime,
+    estimated_complete_on: date | None = None,
 ) -> None:
-    """Advance the walk by one page at `now`: cursor and progress, in the page's
-    transaction.
+    """Advance the walk by one page at `now`: cursor, progress and the estimated day
+    of completion, in the page's transaction.
 
     The first page of a walk (no start stored yet) restarts the counters.
     """
@@ -138,10 +139,12 @@ def record_walk_page(
                                     else history_races end + %(races)s,
                history_walk_started_at = %(started)s, history_cursor = %(cursor)s,
                failure_count = 0, next_attempt_at = null, last_error = null,
-               error_class = null, last_progress_at = %(now)s, updated_at = %(now)s
+               error_class = null, last_progress_at = %(now)s, updated_at = %(now)s,
+               history_estimated_complete_on = %(estimate)s
          where rider_id = %(rider_id)s and lease_token = %(token)s
         """,
         {
+            "estimate": estimated_complete_on,
             "now": now,
             "activities": activities,
             "races": races,

@@ -29,6 +29,9 @@ class RiderLease:
     sync_listing_page: int | None = None
     sync_listing_newest: datetime | None = None
     last_synced_at: datetime | None = None
+    # What a history walk's progress and completion estimate are measured with.
+    history_activities: int = 0
+    athlete_created_at: datetime | None = None
 
     @property
     def read_all(self) -> bool:
@@ -88,7 +91,8 @@ def _due(everyone: bool) -> str:
 LEASE_COLUMNS = """
     c.rider_id, c.athlete_id, c.lease_token, c.scope, c.sync_cursor, c.connected_at,
     c.history_walk_started_at, c.history_cursor,
-    c.sync_listing_after, c.sync_listing_page, c.sync_listing_newest, c.last_synced_at
+    c.sync_listing_after, c.sync_listing_page, c.sync_listing_newest, c.last_synced_at,
+    c.history_activities, c.athlete_created_at
 """
 
 
@@ -438,8 +442,11 @@ def rider_sync_state(
     `now`, in one row (`now` included)."""
     return conn.execute(
         f"""
-        select r.id as rider_id, r.name, r.auto_sync, r.created_at,
+        select r.id as rider_id, r.name, r.auto_sync, r.created_at, r.auth_user_id,
                r.eddington_miles, r.eddington_km, r.eddington_updated_at,
+               r.share_with_club_at, c.history_estimated_complete_on,
+               l.strava_id as latest_strava_id, l.name as latest_name,
+               l.start_date as latest_start_date,
                c.rider_id is not null as connected, c.athlete_id, c.status, c.scope,
                c.expires_at as token_expires_at, c.connected_at,
                {SYNC_STATE} as sync_state,
@@ -467,6 +474,10 @@ def rider_sync_state(
                      max(a.start_date) as last_activity_at
                 from activities a where a.rider_id = r.id
           ) q
+          left join lateral (
+              select a.strava_id, a.name, a.start_date from activities a
+               where a.rider_id = r.id order by a.start_date desc limit 1
+          ) l on true
          where r.id = %(rider_id)s
         """,
         {

@@ -47,6 +47,7 @@ from app_factory import create_app
 from fake_strava import FakeStrava, make_activities, serve
 from fake_weather import FakeWeather
 from fake_weather import serve as serve_weather
+from scripts.demo_sharing import show_sharing
 from scripts.seeding import connect_athlete
 from services.sealing import Sealer
 from token_keys import local_key
@@ -495,7 +496,8 @@ CLUB_PAGE = """<!doctype html>
 <script src="{service}/widget.js" defer></script>
 <script src="/club.js" defer></script>
 </head><body><h1>Demo club</h1>
-<p>The rider widget, embedded from {service} (signed in as {rider}).</p>
+<p>The rider widget, embedded from {service} (signed in as {rider}).
+<a href="/routes">Shared routes, in full and as the club sees them</a>.</p>
 <div id="strava-sync"></div></body></html>
 """
 CLUB_JS = """document.addEventListener("DOMContentLoaded", function () {
@@ -516,6 +518,7 @@ class ClubPage:
         self.service = ""
         self.token = ""
         self.rider = ""
+        self.routes: Path | None = None  # the sharing step's page
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -536,6 +539,13 @@ class ClubPage:
             return Response(CLUB_JS, content_type="text/javascript")
         if request.path == "/token":
             return Response(self.token, content_type="text/plain")
+        if request.path == "/routes" and self.routes is not None:
+            routes = self.routes.read_text(encoding="utf-8")
+            response = Response(routes, content_type="text/html; charset=utf-8")
+            response.headers["Content-Security-Policy"] = (
+                "default-src 'none'; style-src 'unsafe-inline'"
+            )
+            return response
         return Response("not found", status=404)
 
 
@@ -565,6 +575,7 @@ def serve_until_interrupted(served_url: str, cron_secret: str, club: ClubPage) -
         f"  operator's dashboard: {served_url}/admin  (bearer: {cron_secret})\n"
         f"  a club page embedding the widget: {club.url}/  (rider: {club.rider})\n"
         "  alerts the service sends are printed here as they arrive (>> alert ...)",
+        f"  shared routes, full and trimmed: {club.url}/routes",
         flush=True,
     )
     try:
@@ -705,10 +716,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             ok = ok and named and bool(failing) and bool(alerted)
             ok = ok and everyone["succeeded"] == active
+            first = min(riders)
+            club.service, club.rider = served.url, riders[first].name
+            club.token = demo_rider_token(database_url, jwt_secret, first)
+            print(f"\nSharing with the club ({riders[first].name}):", flush=True)
+            shared, routes = show_sharing(
+                database_url, served.url, club.token, DATA_DIR / "demo-club-routes.html"
+            )
+            club.routes = routes
+            print(f"  their routes, in full and as the club sees them: {shown(routes)}")
+            ok = ok and shared
             if args.serve:
-                first = min(riders)
-                club.service, club.rider = served.url, riders[first].name
-                club.token = demo_rider_token(database_url, jwt_secret, first)
                 club.thread.start()
                 serve_until_interrupted(served.url, cron_secret, club)
         finally:

@@ -26,12 +26,14 @@ from services.calls import Call, Runtime
 from services.errors import NotConnected
 from services.rider_auth import RiderIdentity
 from services.strava import (
+    AthleteCapacity,
     BadPayload,
     DeadlineReached,
     InvalidClient,
     StravaClient,
     StravaError,
     TokenRejected,
+    athlete_limit_reached,
 )
 from services.tokens import NeedsReauth, seal_tokens
 
@@ -173,14 +175,38 @@ def _state_key(runtime: Runtime) -> bytes:
     return state_key(secret)
 
 
+def capacity_refusal(capacity: int) -> ConnectError:
+    return ConnectError(
+        409,
+        "athlete_capacity",
+        f"This club's Strava application is already connected to {capacity} athletes, "
+        "the most Strava allows it, so no new rider can connect for now. The club's "
+        "operator can ask Strava to raise the limit.",
+    )
+
+
 def start_connect(runtime: Runtime, identity: RiderIdentity, *, redirect_uri: str) -> str:
-    """Strava's authorize URL for this user, with a fresh single-use state."""
+    """Strava's authorize URL for this user, with a fresh single-use state.
+
+    With STRAVA_ATHLETE_CAPACITY set and reached, a new athlete is refused here (409
+    athlete_capacity) rather than sent to Strava, which would refuse them on its own
+    page, leaving them there; a rider reconnecting their own athlete holds a place
+    already and is never refused.
+    """
+    capacity = runtime.settings.strava_athlete_capacity
     with _client(runtime) as strava:
         nonce = uuid4()
         key = _state_key(runtime)
         now = runtime.clock()
         state = make_state(key, auth_user_id=identity.auth_user_id, nonce=nonce, now=now)
         with runtime.db.connection() as conn:
+            if (
+                capacity is not None
+                and not models.sharing.holds_athlete_place(conn, auth_user_id=identity.auth_user_id)
+                and models.sharing.athletes_connected(conn, up_to=capacity) >= capacity
+            ):
+                log.info("connect refused: athlete capacity reached", extra={"capacity": capacity})
+                raise capacity_refusal(capacity)
             models.riders.save_oauth_state(
                 conn, nonce=nonce, auth_user_id=identity.auth_user_id, ttl_s=STATE_TTL_S, now=now
             )
@@ -221,6 +247,8 @@ def finish_connect(
             raise ConnectError(
                 400, "access_denied", "Strava access was not approved, so nothing was connected."
             )
+        if athlete_limit_reached(error):
+            raise _strava_capacity_refusal(runtime)
         raise ConnectError(400, "strava_error", "Strava did not complete the connection.")
     with _client(runtime) as strava:
         auth_user_id = _consume_state(runtime, state)
@@ -233,7 +261,10 @@ def finish_connect(
             )
         if not code:
             raise ConnectError(400, "missing_code", "Strava sent no authorization code.")
-        grant = _exchange(strava, code)
+        try:
+            grant = _exchange(strava, code)
+        except AthleteCapacity:
+            raise _strava_capacity_refusal(runtime) from None
     athlete = grant.athlete or {}
     athlete_id = athlete.get("id")
     if not isinstance(athlete_id, int) or isinstance(athlete_id, bool):
@@ -250,9 +281,27 @@ def finish_connect(
     )
 
 
+def _strava_capacity_refusal(runtime: Runtime) -> ConnectError:
+    """Strava itself refused for the athlete limit: the operator must know (the tier, or
+    STRAVA_ATHLETE_CAPACITY, is wrong or the limit is reached) and the rider be told."""
+    log.warning(
+        "Strava refused a connection: the application's athlete limit is reached",
+        extra={"capacity": runtime.settings.strava_athlete_capacity},
+    )
+    return ConnectError(
+        409,
+        "athlete_capacity",
+        "Strava refused the connection: this club's Strava application has reached the "
+        "number of athletes its Strava tier allows. The club's operator can ask Strava "
+        "to raise the limit; nothing was connected.",
+    )
+
+
 def _exchange(strava: StravaClient, code: str) -> Any:
     try:
         return strava.exchange_code(code)
+    except AthleteCapacity:
+        raise
     except TokenRejected:
         raise ConnectError(
             400, "invalid_code", "Strava refused the authorization: press Connect Strava again."

@@ -30,6 +30,7 @@ from services.duplicates import describe as describe_duplicates
 from services.errors import NotConnected, UnknownRider
 from services.events import webhook_status
 from services.schedule import PRIORITY
+from services.sharing import athletes
 from services.strava import PER_PAGE_MAX
 from services.weather import weather_status
 
@@ -608,6 +609,10 @@ def admin_status(
         "alerts": alerts,
         "weather": weather,
         "webhooks": webhooks,
+        # Connections holding a place of the Strava application's athlete capacity.
+        "athletes": athletes(
+            settings, by_connection.get("active", 0) + by_connection.get("needs_reauth", 0)
+        ),
         "riders": {
             "total": sum(row["riders"] for row in buckets),
             "by_connection_status": by_connection,

@@ -69,6 +69,17 @@ class Event:
         )
 
 
+def privacy_hint(event: Event) -> bool:
+    """Whether an event may mean the club must stop showing an activity: a privacy change
+    (Strava's `updates` carry `private` for any change of who sees it) or a deletion
+    (also what an activity made "Only You" becomes under `activity:read`)."""
+    if event.object_type != "activity":
+        return False
+    return event.aspect_type == "delete" or (
+        event.aspect_type == "update" and "private" in event.updates
+    )
+
+
 def _positive_int(body: dict[str, Any], name: str) -> int:
     value = body.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -138,11 +138,19 @@
     s.stuck.items.forEach(function (i) { if (i.rider_name) names[i.rider_id] = i.rider_name; });
   }
 
+  // The Strava application's athlete capacity: "8 of 10 athletes".
+  function athletes(a) {
+    if (!a) return "—";
+    if (a.capacity === null) return a.connected + " athletes (capacity not set)";
+    return a.connected + " of " + a.capacity + " athletes" + (a.full ? " (full)" : "");
+  }
+
   function draw(s) {
     learnNames(s);
     $("generated").textContent = "as of " + time(s.generated_at);
     var r = s.riders;
     numbers("rider-numbers", [
+      ["Strava athletes", athletes(s.athletes), "athletes"],
       ["Riders", r.total, "total"],
       ["Due now", r.due_now, "due_now"],
       ["Never synced", r.never_synced, "never_synced"],
