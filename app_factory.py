@@ -10,13 +10,15 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from commands import register_commands
-from config import load_settings, token_sealer
+from config import load_settings
 from db import Database, database_password, resolve_database_url
 from logging_setup import configure_logging
 from routes import register_blueprints
 from routes.errors import register_error_handlers
 from services.calls import Runtime
 from services.rider_auth import TokenVerifier
+from services.sealing import sealer_for
+from services.sharing import club_settings_writer
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,14 @@ def create_app(
         settings.strava_client_secret,
         settings.supabase_jwt_secret,
         settings.strava_webhook_verify_token,
+        settings.alert_webhook_url,
         database_password(settings.database_url),
     ]
     configure_logging(secrets=secrets)
+    for warning in settings.config_warnings:
+        log.warning(warning)
     database_url = resolve_database_url(settings)  # first: on Vercel it names DATABASE_URL
-    sealer, made_key = token_sealer(settings)
+    sealer, made_key = sealer_for(settings)
     configure_logging(secrets=[*secrets, *sealer.secret_texts()])  # the keys, local one too
     if made_key is not None:
         log.info("made a token key for local runs", extra={"path": str(made_key.resolve())})
@@ -54,7 +59,11 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.before_request(_bounded_body)
-    db = Database(database_url, max_size=settings.sync_workers + 4)
+    db = Database(
+        database_url,
+        max_size=settings.sync_workers + 4,
+        after_migrate=club_settings_writer(settings),
+    )
     app.extensions["strava_sync"] = Runtime(settings=settings, db=db, sealer=sealer)
     # One verifier per app, so the JWKS cache lives across requests.
     app.extensions["rider_tokens"] = TokenVerifier.from_settings(settings)

@@ -37,7 +37,7 @@ from bench.support import (
     temporary_database,
 )
 from fake_strava import UNREACHED_LIMITS, FakeStrava, ServedFake, make_activities, serve
-from fake_strava.riders import connect_athlete
+from scripts.seeding import connect_athlete
 
 LIST = "/athlete/activities"
 DETAIL = "/api/v3/activities/"

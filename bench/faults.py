@@ -45,7 +45,7 @@ from bench.support import (
     temporary_database,
 )
 from fake_strava import UNREACHED_LIMITS, FakeStrava, make_activities, serve
-from fake_strava.riders import connect_athlete
+from scripts.seeding import connect_athlete
 
 RESULTS = ROOT / "bench" / "results"
 ENDPOINTS = ("sync-strava", "discover", "enrich")

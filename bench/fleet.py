@@ -86,8 +86,8 @@ from bench.support import (
 )
 from fake_strava import FakeStrava, mock
 from fake_strava.push import Transport
-from fake_strava.riders import connect_athlete
 from fake_strava.server import API_PREFIX, OAUTH_PREFIX
+from scripts.seeding import connect_athlete
 from services import push_subscription
 from services.activities import is_race
 

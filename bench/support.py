@@ -16,7 +16,8 @@ import psycopg
 from psycopg import sql
 
 import db as dbmod
-from services.sealing import Sealer, new_key
+from services.sealing import Sealer
+from token_keys import new_key
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-client-secret"

@@ -34,7 +34,7 @@ from bench.support import (
     temporary_database,
 )
 from fake_strava import UNREACHED_LIMITS, FakeStrava, make_activities, serve
-from fake_strava.riders import connect_athlete
+from scripts.seeding import connect_athlete
 from services.activities import page_rows
 
 RIDERS = 50
@@ -124,7 +124,7 @@ def time_page_writes(url: str, repeats: int) -> dict[str, float]:
         k: [] for k in ("bulk_new", "row_new", "bulk_same", "row_same")
     }
     with psycopg.connect(url, row_factory=dict_row, prepare_threshold=None) as conn:
-        rider = models.create_rider(conn, name="bench")
+        rider = models.riders.create_rider(conn, name="bench")
         conn.commit()
         for r in range(repeats):
             base = 10**12 + int(time.time() * 1000) % 10**9 * 1000 + r * 1000
@@ -147,12 +147,12 @@ def time_page_writes(url: str, repeats: int) -> dict[str, float]:
                     started = time.perf_counter()
                     with conn.transaction():
                         if label == "bulk":
-                            models.upsert_activities(
+                            models.activities.upsert_activities(
                                 conn, rider_id=rider, rows=page, now=datetime.now(UTC)
                             )
                         else:
                             for row in page:
-                                models.insert_activity_row(conn, rider_id=rider, row=row)
+                                models.activities.insert_activity_row(conn, rider_id=rider, row=row)
                     timings[f"{label}_{kind}"].append(time.perf_counter() - started)
     return {k: statistics.median(v) for k, v in timings.items()}
 
@@ -195,15 +195,15 @@ def bench_eddington(activities: int = 10_000, repeats: int = 9) -> list[tuple[st
         }
         for i in range(activities)
     ]
-    columns = [c for c in models.ACTIVITY_COLUMNS if c not in rows[0]]
+    columns = [c for c in models.activities.ACTIVITY_COLUMNS if c not in rows[0]]
     for row in rows:
         row.update(dict.fromkeys(columns))
         row.update(trainer=False, commute=False, manual=False, private=False)
     timings = []
     with temporary_database() as url, psycopg.connect(url, row_factory=dict_row) as conn:
-        rider = models.create_rider(conn, name="bench")
+        rider = models.riders.create_rider(conn, name="bench")
         for chunk in range(0, activities, 1000):
-            models.upsert_activities(
+            models.activities.upsert_activities(
                 conn, rider_id=rider, rows=rows[chunk : chunk + 1000], now=datetime.now(UTC)
             )
         conn.commit()
@@ -211,7 +211,9 @@ def bench_eddington(activities: int = 10_000, repeats: int = 9) -> list[tuple[st
         for _ in range(repeats):
             started = time.perf_counter()
             with conn.transaction():
-                numbers = models.recompute_eddington(conn, rider_id=rider, now=datetime.now(UTC))
+                numbers = models.activities.recompute_eddington(
+                    conn, rider_id=rider, now=datetime.now(UTC)
+                )
             timings.append(time.perf_counter() - started)
     return [
         ("activities", "Eddington (miles, km)", "recompute, median (ms)"),

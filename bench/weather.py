@@ -46,7 +46,9 @@ def store(database: str, rider: int, summaries: list[dict[str, Any]]) -> None:
     rows = page_rows(summaries, min_race_distance_km=10_000)
     with psycopg.connect(database, row_factory=dict_row) as conn:
         for start in range(0, len(rows), 200):
-            models.upsert_activities(conn, rider_id=rider, rows=rows[start : start + 200], now=NOW)
+            models.activities.upsert_activities(
+                conn, rider_id=rider, rows=rows[start : start + 200], now=NOW
+            )
 
 
 def run(database: str, url: str, *, limit: int = 50) -> tuple[int, float, list[dict[str, Any]]]:

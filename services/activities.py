@@ -7,24 +7,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from models.base import RIDE_SPORTS, RUN_SPORTS
 from services.places import row_place, strava_place
+from services.routes import trim_route
 from services.strava import PER_PAGE_MAX, BadPayload
 
-RUN_SPORTS = frozenset({"Run", "TrailRun", "VirtualRun"})
-# Rides for the race rule. Virtual and trainer rides are not brevets, so the distance
-# rule leaves them out; a virtual race flagged by workout_type still counts.
-RIDE_SPORTS = frozenset(
-    {
-        "Ride",
-        "GravelRide",
-        "MountainBikeRide",
-        "EBikeRide",
-        "EMountainBikeRide",
-        "VirtualRide",
-        "Velomobile",
-        "Handcycle",
-    }
-)
 RUN_RACE, RIDE_RACE = 1, 11
 
 
@@ -72,7 +59,8 @@ def _text(value: Any) -> str | None:
 
 
 def activity_row(summary: dict[str, Any], *, min_race_distance_km: float) -> dict[str, Any]:
-    """A summary (resource_state 2) as the JSON-ready row models.upsert_activities takes."""
+    """A summary (resource_state 2) as the JSON-ready row that
+    models.activities.upsert_activities takes."""
     strava_id = summary.get("id")
     if not isinstance(strava_id, int) or isinstance(strava_id, bool):
         raise BadPayload("activity without an integer id")
@@ -121,15 +109,24 @@ def activity_row(summary: dict[str, Any], *, min_race_distance_km: float) -> dic
 
 
 def page_rows(
-    summaries: Iterable[dict[str, Any]], *, min_race_distance_km: float
+    summaries: Iterable[dict[str, Any]],
+    *,
+    min_race_distance_km: float,
+    route_trim_m: int | None = None,
 ) -> list[dict[str, Any]]:
     """A page's rows, one per id (a page must not upsert the same row twice), with their
     place: Strava's start_latlng, end_latlng and location_* where present, else the
-    polyline's ends and the offline table (services/places)."""
+    polyline's ends and the offline table (services/places); and with `route_trim_m`,
+    the route as the club may see it (services/routes), cut as it is stored."""
     rows: dict[int, dict[str, Any]] = {}
     for summary in summaries:
         row = activity_row(summary, min_race_distance_km=min_race_distance_km)
         rows[row["strava_id"]] = {**row, **row_place(strava_place(summary))}
+        if route_trim_m is not None:
+            rows[row["strava_id"]].update(
+                club_summary_polyline=trim_route(row["summary_polyline"], route_trim_m),
+                club_summary_trim_m=route_trim_m,
+            )
     return list(rows.values())
 
 

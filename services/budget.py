@@ -50,7 +50,7 @@ def day_start(now: datetime) -> datetime:
     return next_day_reset(now) - timedelta(days=1)
 
 
-def roll_windows(budget: models.BudgetRow, now: datetime) -> models.BudgetRow:
+def roll_windows(budget: models.budget.BudgetRow, now: datetime) -> models.budget.BudgetRow:
     """Zero the counts of windows that have reset since the row was written."""
     current_window, current_day = window_start(now), day_start(now)
     if budget.window_start < current_window:
@@ -62,12 +62,12 @@ def roll_windows(budget: models.BudgetRow, now: datetime) -> models.BudgetRow:
     return budget
 
 
-def reserve_size(budget: models.BudgetRow, fraction: float) -> int:
+def reserve_size(budget: models.budget.BudgetRow, fraction: float) -> int:
     """Requests held back for Sync now: a fraction of the 15-minute read window."""
     return math.ceil(fraction * min(budget.limit_15min, budget.read_limit_15min))
 
 
-def headroom(budget: models.BudgetRow) -> tuple[int, int]:
+def headroom(budget: models.budget.BudgetRow) -> tuple[int, int]:
     """Requests left in the 15-minute and daily windows (overall and read, the lower)."""
     window = min(
         budget.limit_15min - budget.usage_15min, budget.read_limit_15min - budget.read_usage_15min
@@ -79,8 +79,8 @@ def headroom(budget: models.BudgetRow) -> tuple[int, int]:
 
 
 def try_reserve(
-    budget: models.BudgetRow, now: datetime, *, held_back: int
-) -> tuple[models.BudgetRow, RateLimited | None]:
+    budget: models.budget.BudgetRow, now: datetime, *, held_back: int
+) -> tuple[models.budget.BudgetRow, RateLimited | None]:
     """Take one request, keeping `held_back` free in both windows; or say why not."""
     budget = roll_windows(budget, now)
     if budget.blocked_until is not None:
@@ -110,8 +110,12 @@ def try_reserve(
 
 
 def apply_snapshot(
-    budget: models.BudgetRow, snapshot: RateLimitSnapshot | None, *, status: int, now: datetime
-) -> models.BudgetRow:
+    budget: models.budget.BudgetRow,
+    snapshot: RateLimitSnapshot | None,
+    *,
+    status: int,
+    now: datetime,
+) -> models.budget.BudgetRow:
     """Correct the budget from what Strava's headers said; a 429 blocks until the reset.
 
     Usage only ever goes up within a window: requests reserved by other calls may still be
@@ -143,7 +147,7 @@ def apply_snapshot(
     return budget
 
 
-def resets_at(budget: models.BudgetRow, now: datetime, *, held_back: int = 0) -> datetime:
+def resets_at(budget: models.budget.BudgetRow, now: datetime, *, held_back: int = 0) -> datetime:
     """When the binding window resets: a block's end, midnight if the day is spent, else
     the next quarter hour."""
     budget = roll_windows(budget, now)
@@ -154,7 +158,9 @@ def resets_at(budget: models.BudgetRow, now: datetime, *, held_back: int = 0) ->
     return next_window_reset(now)
 
 
-def describe(budget: models.BudgetRow, now: datetime, *, held_back: int = 0) -> dict[str, Any]:
+def describe(
+    budget: models.budget.BudgetRow, now: datetime, *, held_back: int = 0
+) -> dict[str, Any]:
     """The contract's `rate_limit` object."""
     budget = roll_windows(budget, now)
     return {
@@ -221,11 +227,15 @@ class RateBudget:
         """The class this thread's next request is counted as."""
         return getattr(self._thread, "work_class", None) or self._work_class
 
-    def _held_back(self, budget: models.BudgetRow) -> int:
+    def _held_back(self, budget: models.budget.BudgetRow) -> int:
         return 0 if self._for_sync_now else reserve_size(budget, self._reserve_fraction)
 
     def _share_refusal(
-        self, conn: models.Conn, budget: models.BudgetRow, work_class: WorkClass, now: datetime
+        self,
+        conn: models.Conn,
+        budget: models.budget.BudgetRow,
+        work_class: WorkClass,
+        now: datetime,
     ) -> RateLimited | None:
         """A refusal when `work_class` has used its share of this window (rolled `budget`,
         read under its lock, so overlapping calls of one class never overdraw it)."""
@@ -238,7 +248,7 @@ class RateBudget:
             cap = planning.class_cap(conn, budget, self._settings, work_class, now)
             with self._lock:
                 self._caps[key] = cap
-        used = models.class_requests_now(
+        used = models.budget.class_requests_now(
             conn, window_start=budget.window_start, work_class=work_class.value
         )
         if used < cap:
@@ -255,7 +265,7 @@ class RateBudget:
             return False
         now = self._clock()
         with self._db.connection() as conn:
-            budget = roll_windows(models.read_rate_budget(conn, for_update=True), now)
+            budget = roll_windows(models.budget.read_rate_budget(conn, for_update=True), now)
             refusal = self._share_refusal(conn, budget, self.work_class, now)
         if refusal is None:
             return True
@@ -270,13 +280,13 @@ class RateBudget:
         now = self._clock()
         work_class = self.work_class
         with self._db.connection() as conn:
-            budget = models.read_rate_budget(conn, for_update=True)
+            budget = models.budget.read_rate_budget(conn, for_update=True)
             refusal = self._share_refusal(conn, roll_windows(budget, now), work_class, now)
             if refusal is None:
                 budget, refusal = try_reserve(budget, now, held_back=self._held_back(budget))
-                models.save_rate_budget(conn, budget, now=now)
+                models.budget.save_rate_budget(conn, budget, now=now)
             if refusal is None:
-                models.count_request(
+                models.budget.count_request(
                     conn, window_start=budget.window_start, work_class=work_class.value
                 )
         if refusal is not None:
@@ -288,9 +298,9 @@ class RateBudget:
         """Fold an answer's headers (and a 429) into the shared budget."""
         now = self._clock()
         with self._db.connection() as conn:
-            budget = models.read_rate_budget(conn, for_update=True)
+            budget = models.budget.read_rate_budget(conn, for_update=True)
             budget = apply_snapshot(budget, snapshot, status=status, now=now)
-            models.save_rate_budget(conn, budget, now=now)
+            models.budget.save_rate_budget(conn, budget, now=now)
         if status == 429:
             with self._lock:
                 self.refusal = self.refusal or RateLimited(
@@ -302,16 +312,16 @@ class RateBudget:
         """Strava called the application inactive: stop everyone, probe again in an hour."""
         now = self._clock()
         with self._db.connection() as conn:
-            budget = roll_windows(models.read_rate_budget(conn, for_update=True), now)
+            budget = roll_windows(models.budget.read_rate_budget(conn, for_update=True), now)
             budget = replace(
                 budget,
                 blocked_until=now + INACTIVE_APP_PAUSE,
                 blocked_reason="application_inactive",
             )
-            models.save_rate_budget(conn, budget, now=now)
+            models.budget.save_rate_budget(conn, budget, now=now)
 
     def describe(self) -> dict[str, Any]:
         """The contract's `rate_limit` object as the budget stands now."""
         with self._db.connection() as conn:
-            budget = models.read_rate_budget(conn)
+            budget = models.budget.read_rate_budget(conn)
         return describe(budget, self._clock(), held_back=self._held_back(budget))

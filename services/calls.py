@@ -14,9 +14,10 @@ from uuid import UUID, uuid4
 
 import models
 from config import Settings
-from services.budget import RateBudget
+from services.budget import RateBudget, headroom, reserve_size, resets_at, roll_windows
 from services.clock import Clock, Timer, monotonic, utcnow
 from services.errors import NotConnected
+from services.idle import Idle, Waiting, idle_reason, took_nothing
 from services.schedule import WorkClass
 from services.sealing import Sealer
 from services.strava import (
@@ -230,13 +231,13 @@ class Call:
         log.error("unexpected error", exc_info=exc, extra={"kind": self.kind, key: item_id})
         return Outcome(key, item_id, FAILED, "internal", error=type(exc).__name__), "internal"
 
-    def settle_rider(self, lease: models.RiderLease, exc: Exception) -> Outcome:
+    def settle_rider(self, lease: models.sync.RiderLease, exc: Exception) -> Outcome:
         """After a rider's work raised: back it off for a failure of its own, or hand it
         back untouched (rate limit, time budget, lost lease)."""
         outcome, error_class = self.failure("rider_id", lease.rider_id, exc)
         with self.db.connection() as conn:
             if error_class is not None:
-                models.record_rider_failure(
+                models.sync.record_rider_failure(
                     conn,
                     rider_id=lease.rider_id,
                     lease_token=lease.lease_token,
@@ -245,13 +246,15 @@ class Call:
                     now=self.now(),
                 )
             else:
-                models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+                models.sync.release_lease(
+                    conn, rider_id=lease.rider_id, lease_token=lease.lease_token
+                )
         return outcome
 
-    def hand_back_rider(self, lease: models.RiderLease) -> str:
+    def hand_back_rider(self, lease: models.sync.RiderLease) -> str:
         """Release a rider claimed but not started; returns why it was not started."""
         with self.db.connection() as conn:
-            models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+            models.sync.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
         return self.stop_reason()
 
     def stop_reason(self) -> str:
@@ -278,6 +281,32 @@ class Call:
         return answer
 
 
+def why_idle(
+    conn: models.Conn, call: Call, waiting: Callable[[models.Conn, Call], Waiting] | None
+) -> Idle:
+    """Why a call that took nothing took nothing (services/idle.py decides): the budget
+    as it stands says whether a refusal was Strava's limit or only the class's share."""
+    now = call.now()
+    refusal = call.budget.refusal
+    rate_until = share_until = None
+    if refusal is not None:
+        budget = roll_windows(models.budget.read_rate_budget(conn), now)
+        held_back = reserve_size(budget, call.settings.sync_now_reserve)
+        window, day = headroom(budget)
+        if budget.blocked_until is not None or min(window, day) - 1 < held_back:
+            rate_until = resets_at(budget, now, held_back=held_back)
+        else:
+            share_until = refusal.resets_at
+    if isinstance(call.stopped_by, RateLimited):
+        rate_until = rate_until or call.stopped_by.resets_at
+    return idle_reason(
+        now,
+        waiting=waiting(conn, call) if waiting is not None else Waiting(),
+        rate_limited_until=rate_until,
+        share_spent_until=share_until,
+    )
+
+
 def bounded_call(
     runtime: Runtime,
     kind: str,
@@ -286,10 +315,12 @@ def bounded_call(
     work: Callable[[Call, T], Outcome],
     hand_back: Callable[[Call, T], Outcome],
     remaining: Callable[[models.Conn, Call], int],
+    waiting: Callable[[models.Conn, Call], Waiting] | None = None,
 ) -> dict[str, Any]:
     """One cron call, recorded in cron_runs: claim work with a lease (committed at once),
     do it on the pool, hand back what was not started, count what is still due of the
-    work that was due when the call started."""
+    work that was due when the call started. A call that took nothing says why
+    (`idle_reason`, `next_due_at`; `waiting` reads what its kind of work has waiting)."""
 
     def body() -> dict[str, Any]:
         call = Call(runtime, kind=kind)
@@ -303,7 +334,11 @@ def bounded_call(
             )
             with runtime.db.connection() as conn:
                 left = remaining(conn, call)
-            return call.answer(outcomes, remaining=left)
+            answer = call.answer(outcomes, remaining=left)
+            if took_nothing(answer["items"]):
+                with runtime.db.connection() as conn:
+                    answer.update(why_idle(conn, call, waiting).as_dict())
+            return answer
         finally:
             call.close()
 
@@ -314,14 +349,14 @@ def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) ->
     """Run a call with a row in cron_runs: written at start, completed at the end."""
     with runtime.db.connection() as conn:
         now = runtime.clock()
-        run_id = models.start_run(conn, kind=kind, now=now)
-        models.prune_runs(conn, kind=kind, keep_days=RUN_LOG_DAYS, now=now)
-        models.prune_request_windows(conn, before=now - timedelta(days=REQUEST_WINDOW_DAYS))
+        run_id = models.runs.start_run(conn, kind=kind, now=now)
+        models.runs.prune_runs(conn, kind=kind, keep_days=RUN_LOG_DAYS, now=now)
+        models.budget.prune_request_windows(conn, before=now - timedelta(days=REQUEST_WINDOW_DAYS))
     try:
         answer = body()
     except Exception as exc:
         with runtime.db.connection() as conn:
-            models.fail_run(
+            models.runs.fail_run(
                 conn, run_id=run_id, error_summary=type(exc).__name__, now=runtime.clock()
             )
         raise
@@ -329,7 +364,7 @@ def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) ->
         {i["reason"] for i in answer["items"] if i["status"] == FAILED and "reason" in i}
     )
     with runtime.db.connection() as conn:
-        models.finish_run(
+        models.runs.finish_run(
             conn,
             run_id=run_id,
             summary={**answer, "error_summary": ", ".join(errors) or None},
@@ -343,6 +378,12 @@ def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) ->
             "rate_limited": answer["rate_limited"],
             "duration_ms": answer["duration_ms"],
             "strava_requests": answer["strava_requests"],
+            **({"idle_reason": answer["idle_reason"]} if answer.get("idle_reason") else {}),
         },
     )
+    # Operator alerts, once the call's work is recorded (bounded; never raises). Imported
+    # here: the alerts read the status, which builds on this module.
+    from services.alerts import after_call
+
+    after_call(runtime, kind, answer)
     return answer

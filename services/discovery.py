@@ -15,14 +15,19 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import models
+from services import planning, schedule
 from services.activities import listing_ended, oldest_start, page_rows
+from services.budget import roll_windows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
 from services.clock import iso
 from services.errors import NotConnected, UnknownRider
+from services.idle import Waiting
+from services.progress import HISTORY, Progress, Report, report_stop, walk
+from services.status import history_percent, history_requests_left
 from services.strava import PER_PAGE_MAX
 
 log = logging.getLogger(__name__)
@@ -87,6 +92,18 @@ def time_for_another_page(time_left_s: float, slowest_page_s: float | None) -> b
     return time_left_s > slowest_page_s * PAGE_TIME_MARGIN
 
 
+def completion_day(requests_left: int, here: planning.Situation, now: datetime) -> date | None:
+    """The day a rider's history walk should complete on, from the backfill plan: the
+    recent races' details go first, then discover walks every incomplete history a page
+    at a time, fewest pages first, so each other history takes at most as many pages as
+    this one has left (and a typical history's at most) before it is done. None when no
+    day gives the backfill anything."""
+    others = max(0, here.backlog["histories"] - 1)
+    others_requests = others * min(requests_left, planning.TYPICAL_HISTORY_PAGES)
+    needed = here.backlog["recent_races"] + requests_left + others_requests
+    return schedule.projected_completion(needed, here.state, here.needs, now)
+
+
 # --- one rider -----------------------------------------------------------------------
 
 
@@ -134,40 +151,63 @@ def _page_before(call: Call, before: int) -> Callable[[str], list[dict[str, Any]
     return lambda token: call.strava.list_activities(token, before=before, per_page=PER_PAGE_MAX)
 
 
-def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> WalkOutcome:
-    """Walk one rider's history back for as long as the call's budgets allow."""
+def walk_rider(
+    call: Call,
+    lease: models.sync.RiderLease,
+    progress: WalkProgress,
+    *,
+    live: Progress | None = None,
+    plan: planning.Situation | None = None,
+) -> WalkOutcome:
+    """Walk one rider's history back for as long as the call's budgets allow, telling the
+    rider's widget as it goes (`live`) and estimating when the walk completes (`plan`,
+    the backfill plan at the call's start)."""
     settings = call.settings
-    stored = models.WalkPosition(lease.history_walk_started_at, lease.history_cursor)
+    stored = models.discovery.WalkPosition(lease.history_walk_started_at, lease.history_cursor)
     started = stored.started_at
     if started is None:  # a new walk: its upper bound is now, by the runtime's clock
         # (seen_at, which reconciliation compares with it, is set by that same clock)
         started = call.now()
     cursor = stored.cursor or started
     progress.oldest = stored.cursor
+    found = lease.history_activities if stored.started_at is not None else 0
     slowest: float | None = None
     while True:
         began = call.runtime.timer()
         summaries = call.tokens.call(lease.rider_id, _page_before(call, listing_before(cursor)))
-        rows = page_rows(summaries, min_race_distance_km=settings.race_min_distance_km)
+        rows = page_rows(
+            summaries,
+            min_race_distance_km=settings.race_min_distance_km,
+            route_trim_m=settings.club_route_trim_m,
+        )
         step = next_step(len(summaries), oldest_start(rows), cursor=cursor, read_all=lease.read_all)
         with call.db.connection() as conn:
             now = call.now()
-            if not models.hold_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token):
+            if not models.sync.hold_lease(
+                conn, rider_id=lease.rider_id, lease_token=lease.lease_token
+            ):
                 raise LeaseLost()
-            if models.walk_position(conn, rider_id=lease.rider_id) != stored:
+            if models.discovery.walk_position(conn, rider_id=lease.rider_id) != stored:
                 raise WalkChanged()
-            seen = models.walk_seen_ids(
+            seen = models.discovery.walk_seen_ids(
                 conn,
                 rider_id=lease.rider_id,
                 strava_ids=[r["strava_id"] for r in rows],
                 since=started,
             )
-            written = models.upsert_activities(
+            written = models.activities.upsert_activities(
                 conn, rider_id=lease.rider_id, rows=rows, now=now, seen_since=started
             )
             new = [r for r in rows if r["strava_id"] not in seen]
             new_races = sum(1 for r in new if r["is_race"])
-            models.record_walk_page(
+            found += len(new)
+            walked = {
+                "history_walk_started_at": started,
+                "history_cursor": step.cursor,
+                "history_activities": found,
+                "athlete_created_at": lease.athlete_created_at,
+            }
+            models.discovery.record_walk_page(
                 conn,
                 rider_id=lease.rider_id,
                 lease_token=lease.lease_token,
@@ -176,10 +216,17 @@ def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> 
                 activities=len(new),
                 races=new_races,
                 now=now,
+                estimated_complete_on=(
+                    completion_day(history_requests_left(walked), plan, now)
+                    if plan is not None and not step.ended
+                    else None
+                ),
             )
             # None when reconciliation was refused (the walk completes all the same)
             removed = _finish_walk(conn, lease, started, now) if step.ended else 0
-        stored = models.WalkPosition(started, step.cursor)
+            if live is not None:
+                live.report(conn, _walk_report(lease, walked, progress, written.inserted, step))
+        stored = models.discovery.WalkPosition(started, step.cursor)
         cursor = step.cursor
         counts = progress.counts
         counts["pages"] += 1
@@ -197,20 +244,50 @@ def walk_rider(call: Call, lease: models.RiderLease, progress: WalkProgress) -> 
         if call.should_stop() or not time_for_another_page(call.time_left(), slowest):
             break
     with call.db.connection() as conn:  # progress is kept; the next call resumes from it
-        models.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+        models.sync.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+        if live is not None:
+            live.report(conn, _walk_report(lease, walked, progress, 0, None))
     return progress.outcome(SUCCEEDED)
 
 
+def _walk_report(
+    lease: models.sync.RiderLease,
+    walked: dict[str, Any],
+    progress: WalkProgress,
+    inserted: int,
+    step: PageStep | None,
+) -> Report:
+    """The live message of a page (`step`), or of the round's end (None)."""
+    complete = step is not None and step.ended
+    percent = history_percent(
+        complete=complete,
+        walk_started_at=walked["history_walk_started_at"],
+        cursor=walked["history_cursor"],
+        floor=lease.athlete_created_at,
+    )
+    cursor = walked["history_cursor"]
+    oldest = cursor if cursor < walked["history_walk_started_at"] else None
+    return walk(
+        percent=percent,
+        oldest=oldest,
+        added=progress.counts["added"] + inserted,
+        complete=complete,
+        finished=step is None,
+    )
+
+
 def _finish_walk(
-    conn: models.Conn, lease: models.RiderLease, started: datetime, now: datetime
+    conn: models.Conn, lease: models.sync.RiderLease, started: datetime, now: datetime
 ) -> int | None:
     """Complete the walk, removing what it did not see unless that looks like a glitch;
     the number removed, or None when reconciliation was refused."""
-    found = models.count_unseen_by_walk(conn, rider_id=lease.rider_id, walk_started_at=started)
+    found = models.discovery.count_unseen_by_walk(
+        conn, rider_id=lease.rider_id, walk_started_at=started
+    )
     removed: int | None = None
     refusal: str | None = None
     if reconcile_allowed(found.unseen, found.total):
-        removed = models.delete_unseen_by_walk(
+        removed = models.discovery.delete_unseen_by_walk(
             conn, rider_id=lease.rider_id, walk_started_at=started
         )
     else:
@@ -223,8 +300,8 @@ def _finish_walk(
             extra={"rider_id": lease.rider_id, "unseen": found.unseen, "total": found.total},
         )
     # The whole history is in now, so the Eddington number can count every ride.
-    models.recompute_eddington(conn, rider_id=lease.rider_id, now=now)
-    models.complete_walk(
+    models.activities.recompute_eddington(conn, rider_id=lease.rider_id, now=now)
+    models.discovery.complete_walk(
         conn,
         rider_id=lease.rider_id,
         lease_token=lease.lease_token,
@@ -235,16 +312,21 @@ def _finish_walk(
     return removed
 
 
-def _walk_or_record_failure(call: Call, lease: models.RiderLease) -> Outcome:
+def _walk_or_record_failure(
+    call: Call, lease: models.sync.RiderLease, plan: planning.Situation | None = None
+) -> Outcome:
     progress = WalkProgress(lease.rider_id)
+    live = Progress(lease.rider_id, call.now)
     try:
-        return walk_rider(call, lease, progress)
+        return walk_rider(call, lease, progress, live=live, plan=plan)
     except Exception as exc:  # each rider is isolated: one failing never stops the others
         outcome = call.settle_rider(lease, exc)
-        return progress.outcome(outcome.status, detail=outcome.detail, error=outcome.error)
+        walked = progress.outcome(outcome.status, detail=outcome.detail, error=outcome.error)
+        report_stop(call, live, HISTORY, walked)
+        return walked
 
 
-def _hand_back(call: Call, lease: models.RiderLease) -> Outcome:
+def _hand_back(call: Call, lease: models.sync.RiderLease) -> Outcome:
     """A rider claimed but not started before the call stopped: released untouched."""
     return WalkProgress(lease.rider_id).outcome(SKIPPED, detail=call.hand_back_rider(lease))
 
@@ -254,20 +336,32 @@ def _hand_back(call: Call, lease: models.RiderLease) -> Outcome:
 
 def run_discover(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     """One bounded `discover` call: claim riders with incomplete history, walk them."""
-    return bounded_call(
-        runtime,
-        "discover",
-        claim=lambda conn, call: models.claim_riders_for_discovery(
+    plans: list[planning.Situation] = []  # the backfill plan, read once a call
+
+    def claim(conn: models.Conn, call: Call) -> list[models.sync.RiderLease]:
+        leases = models.discovery.claim_riders_for_discovery(
             conn,
             lease_token=call.lease_token,
             limit=limit,
             lease_ttl_s=runtime.settings.lease_ttl_s,
             now=call.started_at,
-        ),
-        work=_walk_or_record_failure,
+        )
+        if leases:
+            budget = roll_windows(models.budget.read_rate_budget(conn), call.started_at)
+            plans.append(planning.situation(conn, budget, runtime.settings, call.started_at))
+        return leases
+
+    return bounded_call(
+        runtime,
+        "discover",
+        claim=claim,
+        work=lambda call, lease: _walk_or_record_failure(call, lease, plans[0] if plans else None),
         hand_back=_hand_back,
-        remaining=lambda conn, call: models.count_riders_due_for_discovery(
+        remaining=lambda conn, call: models.discovery.count_riders_due_for_discovery(
             conn, now=call.started_at
+        ),
+        waiting=lambda conn, call: Waiting(
+            **models.discovery.discovery_waiting(conn, now=call.now())
         ),
     )
 
@@ -275,7 +369,7 @@ def run_discover(runtime: Runtime, *, limit: int) -> dict[str, Any]:
 # --- operator actions and status -----------------------------------------------------
 
 
-def progress_json(progress: models.DiscoveryProgress) -> dict[str, Any]:
+def progress_json(progress: models.discovery.DiscoveryProgress) -> dict[str, Any]:
     """A rider's walk progress as JSON (ISO 8601 UTC times)."""
     return {
         "rider_id": progress.rider_id,
@@ -297,8 +391,10 @@ def request_full_refresh(runtime: Runtime, rider_id: int) -> dict[str, Any]:
     Raises UnknownRider, or NotConnected when there is nothing to walk with.
     """
     with runtime.db.connection() as conn:
-        asked = models.request_full_refresh(conn, rider_id=rider_id, now=runtime.clock())
-        progress = models.discovery_progress(conn, rider_id=rider_id) if asked.queued else None
+        asked = models.discovery.request_full_refresh(conn, rider_id=rider_id, now=runtime.clock())
+        progress = (
+            models.discovery.discovery_progress(conn, rider_id=rider_id) if asked.queued else None
+        )
     if not asked.rider_exists:
         raise UnknownRider(f"no rider with id {rider_id}")
     if progress is None:

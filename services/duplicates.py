@@ -1,7 +1,7 @@
 """One ride recorded twice: riders often record a ride on a bike computer and a phone,
 and both reach Strava.
 
-Detection is one SQL statement (models.mark_duplicates), run whenever a page of
+Detection is one SQL statement (models.duplicates.mark_duplicates), run whenever a page of
 activities writes something: per rider, two activities of the same kind (rides, runs,
 else the same sport) whose time ranges overlap for at least 70% of the longer one and
 whose distances differ by at most 15% are one ride. Both rows stay; the lesser copy is
@@ -52,13 +52,15 @@ def overrule(
     first, second = activity_ids
     now = runtime.clock()
     with runtime.db.connection() as conn:
-        span = models.activity_span(conn, rider_id=rider_id, strava_ids=activity_ids)
-        owned = models.count_rider_activities(conn, rider_id=rider_id, strava_ids=activity_ids)
+        span = models.duplicates.activity_span(conn, rider_id=rider_id, strava_ids=activity_ids)
+        owned = models.duplicates.count_rider_activities(
+            conn, rider_id=rider_id, strava_ids=activity_ids
+        )
         if span is None or owned != 2:
             raise OverruleError("activity_ids", "both activities must be this rider's")
         if verdict == "duplicate" and keep is None:
-            keep = models.better_copy(conn, strava_ids=activity_ids)
-        models.save_duplicate_overrule(
+            keep = models.duplicates.better_copy(conn, strava_ids=activity_ids)
+        models.duplicates.save_duplicate_overrule(
             conn,
             rider_id=rider_id,
             strava_ids=(first, second),
@@ -66,8 +68,8 @@ def overrule(
             keep_strava_id=keep if verdict == "duplicate" else None,
             now=now,
         )
-        models.mark_duplicates(conn, rider_id=rider_id, since=span[0], until=span[1])
-        duplicates = models.rider_duplicates(conn, rider_id=rider_id)
+        models.duplicates.mark_duplicates(conn, rider_id=rider_id, since=span[0], until=span[1])
+        duplicates = models.duplicates.rider_duplicates(conn, rider_id=rider_id)
     miles, km = recompute(runtime.db, rider_id, now=now)
     pair = [d for d in duplicates if {d["activity_id"], d["duplicate_of"]} == {first, second}]
     return {

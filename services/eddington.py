@@ -1,7 +1,7 @@
 """The cycling Eddington number: the largest E such that the rider rode at least E miles
 (or kilometres) on at least E days.
 
-The stored numbers are computed by one SQL statement (models.recompute_eddington) after a
+The stored numbers are computed by one SQL statement (models.activities.recompute_eddington) after a
 sync that wrote rides; the pure functions here state the rule and check it in tests.
 """
 
@@ -13,7 +13,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 import models
-from services.activities import RIDE_SPORTS
+from models.base import RIDE_SPORTS
 
 if TYPE_CHECKING:
     from db import Database
@@ -54,4 +54,4 @@ def eddington_numbers(rides: Iterable[tuple[date, str, float]]) -> tuple[int, in
 def recompute(db: Database, rider_id: int, *, now: datetime) -> tuple[int, int]:
     """Recompute and store a rider's numbers (miles, km) in the database, at `now`."""
     with db.connection() as conn:
-        return models.recompute_eddington(conn, rider_id=rider_id, now=now)
+        return models.activities.recompute_eddington(conn, rider_id=rider_id, now=now)

@@ -15,8 +15,13 @@ from typing import Any
 import models
 from services.activities import as_integer, as_number
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
+from services.idle import Waiting
 from services.places import row_place, strava_place
+from services.progress import Progress
+from services.progress import races as race_progress
+from services.routes import trim_route
 from services.schedule import RECENT_RACE_DAYS, WorkClass, race_class
+from services.sharing import retrim_routes
 from services.strava import NotFound
 from services.tokens import NeedsReauth
 
@@ -133,13 +138,13 @@ def full_polyline(detail: dict[str, Any]) -> str | None:
 # --- one race ------------------------------------------------------------------------
 
 
-def _race_outcome(race: models.RaceLease, status: str, **more: Any) -> Outcome:
+def _race_outcome(race: models.enrichment.RaceLease, status: str, **more: Any) -> Outcome:
     return Outcome(
         "activity_id", race.strava_id, status, counts={"rider_id": race.rider_id}, **more
     )
 
 
-def enrich_race(call: Call, race: models.RaceLease) -> Outcome:
+def enrich_race(call: Call, race: models.enrichment.RaceLease) -> Outcome:
     """Fetch one race's detailed activity and store its details (or remove it on a 404)."""
     try:
         # A recent race keeps what riders see fresh: it counts before old history. (Sync
@@ -153,25 +158,31 @@ def enrich_race(call: Call, race: models.RaceLease) -> Outcome:
             )
     except NotFound:
         with call.db.connection() as conn:
-            if not models.remove_race(conn, strava_id=race.strava_id, lease_token=call.lease_token):
+            if not models.enrichment.remove_race(
+                conn, strava_id=race.strava_id, lease_token=call.lease_token
+            ):
                 raise LeaseLost() from None
         log.info(
             "race gone from Strava: removed",
             extra={"rider_id": race.rider_id, "activity_id": race.strava_id},
         )
         return _race_outcome(race, SUCCEEDED, detail="removed")
+    polyline = full_polyline(detail)
+    trim = call.settings.club_route_trim_m
     with call.db.connection() as conn:
-        stored = models.finish_enrichment(
+        stored = models.enrichment.finish_enrichment(
             conn,
             strava_id=race.strava_id,
             lease_token=call.lease_token,
             description=_text(detail.get("description")),
-            polyline=full_polyline(detail),
+            polyline=polyline,
             details=race_details(detail),
             now=call.now(),
+            club_polyline=trim_route(polyline, trim),
+            club_polyline_trim_m=trim,
         )
         if stored:  # Strava's location fields of the detail, else the offline table
-            models.store_detail_place(
+            models.enrichment.store_detail_place(
                 conn,
                 strava_id=race.strava_id,
                 place=row_place(strava_place(detail)),
@@ -182,7 +193,7 @@ def enrich_race(call: Call, race: models.RaceLease) -> Outcome:
     return _race_outcome(race, SUCCEEDED)
 
 
-def _enrich_or_record_failure(call: Call, race: models.RaceLease) -> Outcome:
+def _enrich_or_record_failure(call: Call, race: models.enrichment.RaceLease) -> Outcome:
     try:
         return enrich_race(call, race)
     except Exception as exc:  # each race is isolated: one failing never stops the others
@@ -190,11 +201,11 @@ def _enrich_or_record_failure(call: Call, race: models.RaceLease) -> Outcome:
         outcome.counts = {"rider_id": race.rider_id}
         with call.db.connection() as conn:
             if error_class is None:
-                models.release_races(
+                models.enrichment.release_races(
                     conn, lease_token=call.lease_token, strava_ids=[race.strava_id]
                 )
             else:
-                models.record_enrichment_failure(
+                models.enrichment.record_enrichment_failure(
                     conn,
                     strava_id=race.strava_id,
                     lease_token=call.lease_token,
@@ -208,14 +219,16 @@ def _enrich_or_record_failure(call: Call, race: models.RaceLease) -> Outcome:
         return outcome
 
 
-def _hand_back(call: Call, race: models.RaceLease) -> Outcome:
+def _hand_back(call: Call, race: models.enrichment.RaceLease) -> Outcome:
     """A race claimed but not started before the call stopped: release it untouched."""
     with call.db.connection() as conn:
-        models.release_races(conn, lease_token=call.lease_token, strava_ids=[race.strava_id])
+        models.enrichment.release_races(
+            conn, lease_token=call.lease_token, strava_ids=[race.strava_id]
+        )
     return _race_outcome(race, SKIPPED, detail=call.stop_reason())
 
 
-def enrich_races(call: Call, races: list[models.RaceLease]) -> list[Outcome]:
+def enrich_races(call: Call, races: list[models.enrichment.RaceLease]) -> list[Outcome]:
     """Enrich claimed races on the call's pool; those not reached are handed back."""
     return call.run(
         races,
@@ -224,13 +237,15 @@ def enrich_races(call: Call, races: list[models.RaceLease]) -> list[Outcome]:
     )
 
 
-def enrich_rider_races(call: Call, rider_id: int, *, limit: int) -> list[Outcome]:
+def enrich_rider_races(
+    call: Call, rider_id: int, *, limit: int, live: Progress | None = None
+) -> list[Outcome]:
     """Claim and enrich up to `limit` due recent races of one rider within `call`, newest
     first. Older races are the backfill's: a rider's press must not spend the club's top
-    priority on their history."""
+    priority on their history. `live` tells the rider's widget how many there are."""
     now = call.now()
     with call.db.connection() as conn:
-        races = models.claim_races_for_enrichment(
+        races = models.enrichment.claim_races_for_enrichment(
             conn,
             lease_token=call.lease_token,
             limit=limit,
@@ -241,6 +256,8 @@ def enrich_rider_races(call: Call, rider_id: int, *, limit: int) -> list[Outcome
             rider_id=rider_id,
             started_since=now - timedelta(days=RECENT_RACE_DAYS),
         )
+        if live is not None and races:
+            live.report(conn, race_progress(0, len(races)))
     return enrich_races(call, races)
 
 
@@ -253,7 +270,7 @@ def run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     return bounded_call(
         runtime,
         "enrich",
-        claim=lambda conn, call: models.claim_races_for_enrichment(
+        claim=lambda conn, call: models.enrichment.claim_races_for_enrichment(
             conn,
             lease_token=call.lease_token,
             limit=limit,
@@ -264,7 +281,19 @@ def run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         ),
         work=_enrich_or_record_failure,
         hand_back=_hand_back,
-        remaining=lambda conn, call: models.count_races_due_for_enrichment(
-            conn, max_attempts=settings.enrich_max_attempts, now=call.started_at
+        remaining=lambda conn, call: _remaining(runtime, conn, call),
+        waiting=lambda conn, call: Waiting(
+            **models.enrichment.enrichment_waiting(
+                conn, max_attempts=settings.enrich_max_attempts, now=call.now()
+            )
         ),
+    )
+
+
+def _remaining(runtime: Runtime, conn: models.Conn, call: Call) -> int:
+    """The races still due; first, with the time left, the club's stored routes are cut
+    again if the trim changed (the enrich call is the routes' job)."""
+    retrim_routes(runtime, time_left=call.time_left)
+    return models.enrichment.count_races_due_for_enrichment(
+        conn, max_attempts=runtime.settings.enrich_max_attempts, now=call.started_at
     )

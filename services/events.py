@@ -39,7 +39,9 @@ from services.calls import (
 from services.clock import iso
 from services.enrichment import full_polyline, race_details
 from services.errors import NotConnected
+from services.idle import Waiting
 from services.planning import stored_subscription, webhook_health
+from services.routes import trim_route
 from services.strava import NotFound, StravaClient, StravaError
 from services.tokens import NeedsReauth
 from services.webhooks import (
@@ -49,6 +51,7 @@ from services.webhooks import (
     confirmation_due,
     event_backoff,
     parse_event,
+    privacy_hint,
 )
 
 log = logging.getLogger(__name__)
@@ -95,19 +98,27 @@ def receive(runtime: Runtime, body: Any) -> Receipt:
     except Malformed as exc:
         return _ignore(runtime, "malformed", now, detail=str(exc))
     with runtime.db.connection() as conn:
-        subscription = models.read_push_subscription(conn)
-        rider_id = models.webhook_rider(conn, athlete_id=event.owner_id)
+        subscription = models.webhooks.read_push_subscription(conn)
+        rider_id = models.webhooks.webhook_rider(conn, athlete_id=event.owner_id)
         if subscription is None or subscription["subscription_id"] != event.subscription_id:
             reason: str | None = "unknown_subscription"
         elif rider_id is None:
             reason = "unknown_athlete"
-        elif models.count_pending_events(conn, rider_id=rider_id) >= MAX_PENDING_PER_ATHLETE:
+        elif (
+            models.webhooks.count_pending_events(conn, rider_id=rider_id) >= MAX_PENDING_PER_ATHLETE
+        ):
             reason = "flood"
         else:
             reason = None
-            stored = models.store_webhook_event(
+            stored = models.webhooks.store_webhook_event(
                 conn, **_event_fields(event), rider_id=rider_id, now=now
             )
+            if privacy_hint(event):
+                # Hidden from the club at once, shown again once Strava is asked: a
+                # forged event can only hide an activity until then, never show one.
+                models.activities.hold_for_privacy_check(
+                    conn, rider_id=rider_id, strava_id=event.object_id, now=now
+                )
     if reason is not None:
         return _ignore(runtime, reason, now)
     if not stored:
@@ -131,7 +142,7 @@ def _event_fields(event: Event) -> dict[str, Any]:
 
 def _ignore(runtime: Runtime, reason: str, now: datetime, *, detail: str = "") -> Receipt:
     with runtime.db.connection() as conn:
-        models.count_ignored_delivery(conn, reason=reason, now=now)
+        models.webhooks.count_ignored_delivery(conn, reason=reason, now=now)
     log.info("webhook delivery ignored", extra={"reason": reason, "detail": detail})
     return Receipt(stored=False, ignored=reason)
 
@@ -167,9 +178,9 @@ def claim(
     limit: int,
     rider_ids: list[int] | None = None,
     object_id: int | None = None,
-) -> list[models.EventGroup]:
+) -> list[models.webhooks.EventGroup]:
     settings = call.settings
-    return models.claim_event_groups(
+    return models.webhooks.claim_event_groups(
         conn,
         lease_token=call.lease_token,
         limit=limit,
@@ -181,14 +192,17 @@ def claim(
     )
 
 
-def _outcome(group: models.EventGroup, status: str, detail: str, **more: Any) -> Outcome:
+def _outcome(group: models.webhooks.EventGroup, status: str, detail: str, **more: Any) -> Outcome:
     key = "activity_id" if group.object_type == "activity" else "athlete_id"
     counts = {"rider_id": group.rider_id, "events": group.events}
     return Outcome(key, group.object_id, status, detail, counts=counts, **more)
 
 
 def process_group(
-    call: Call, group: models.EventGroup, *, rider_lease: models.RiderLease | None = None
+    call: Call,
+    group: models.webhooks.EventGroup,
+    *,
+    rider_lease: models.sync.RiderLease | None = None,
 ) -> Outcome:
     """Make the database equal to what Strava says of the group's object."""
     if group.object_type == "athlete":
@@ -198,24 +212,27 @@ def process_group(
     return _outcome(group, SUCCEEDED, word)
 
 
-def _finish(call: Call, conn: models.Conn, group: models.EventGroup, word: str) -> str:
-    if not models.finish_event_group(
+def _finish(call: Call, conn: models.Conn, group: models.webhooks.EventGroup, word: str) -> str:
+    if not models.webhooks.finish_event_group(
         conn, group=group, lease_token=call.lease_token, outcome=word, now=call.now()
     ):
         raise LeaseLost()
     return word
 
 
-def _activity(call: Call, group: models.EventGroup, rider_lease: models.RiderLease | None) -> str:
+def _activity(
+    call: Call, group: models.webhooks.EventGroup, rider_lease: models.sync.RiderLease | None
+) -> str:
     rider_id, strava_id = group.rider_id, group.object_id
     if "delete" not in group.aspects:
         # A listing that stored the activity, or wrote a change of it, after the events
         # (a margin for the two clocks) has answered them: no request.
         since = None if group.aspects == {"create"} else group.latest_event_time + CLOCK_MARGIN
         with call.db.connection() as conn:
-            if models.activity_of_rider(
+            if models.activities.activity_of_rider(
                 conn, rider_id=rider_id, strava_id=strava_id, written_since=since
             ):
+                models.activities.release_privacy_hold(conn, rider_id=rider_id, strava_id=strava_id)
                 return _finish(call, conn, group, "covered")
     try:
         detail: dict[str, Any] | None = call.tokens.call(
@@ -225,7 +242,7 @@ def _activity(call: Call, group: models.EventGroup, rider_lease: models.RiderLea
         detail = None
     with call.db.connection() as conn:
         lease_token = rider_lease.lease_token if rider_lease else None
-        facts = models.event_connection(
+        facts = models.webhooks.event_connection(
             conn, rider_id=rider_id, lease_token=lease_token, now=call.now()
         )
         if facts is None:
@@ -255,29 +272,39 @@ def _reconcile(
         and (bool(detail.get("private")) or detail.get("visibility") == "only_me")
     )
     if detail is None or hidden:
-        if not models.remove_activity(conn, rider_id=rider_id, strava_id=strava_id):
+        if not models.activities.remove_activity(conn, rider_id=rider_id, strava_id=strava_id):
             return "absent"
-        models.recompute_eddington(conn, rider_id=rider_id, now=now)
+        models.activities.recompute_eddington(conn, rider_id=rider_id, now=now)
         return "hidden" if hidden else "removed"
-    rows = page_rows([detail], min_race_distance_km=call.settings.race_min_distance_km)
-    written = models.upsert_activities(conn, rider_id=rider_id, rows=rows, now=now)
+    rows = page_rows(
+        [detail],
+        min_race_distance_km=call.settings.race_min_distance_km,
+        route_trim_m=call.settings.club_route_trim_m,
+    )
+    written = models.activities.upsert_activities(conn, rider_id=rider_id, rows=rows, now=now)
+    # Stored as Strava shows it now (visibility and `private` included): the club may
+    # see it again if that allows.
+    models.activities.release_privacy_hold(conn, rider_id=rider_id, strava_id=strava_id)
     if rows[0]["is_race"]:
         description = detail.get("description")
-        models.store_race_details(
+        polyline, trim = full_polyline(detail), call.settings.club_route_trim_m
+        models.enrichment.store_race_details(
             conn,
             rider_id=rider_id,
             strava_id=strava_id,
             description=description if isinstance(description, str) else None,
-            polyline=full_polyline(detail),
+            polyline=polyline,
             details=race_details(detail),
             now=now,
+            club_polyline=trim_route(polyline, trim),
+            club_polyline_trim_m=trim,
         )
     if written.inserted or written.updated:
-        models.recompute_eddington(conn, rider_id=rider_id, now=now)
+        models.activities.recompute_eddington(conn, rider_id=rider_id, now=now)
     return "stored" if written.inserted else "updated" if written.updated else "unchanged"
 
 
-def _athlete(call: Call, group: models.EventGroup) -> str:
+def _athlete(call: Call, group: models.webhooks.EventGroup) -> str:
     if not group.deauthorization:
         with call.db.connection() as conn:
             return _finish(call, conn, group, "unchanged")  # nothing of an athlete is kept
@@ -290,13 +317,15 @@ def _athlete(call: Call, group: models.EventGroup) -> str:
     with call.db.connection() as conn:
         if not revoked:
             return _finish(call, conn, group, "still_authorized")  # forged, or re-granted
-        deleted = models.revoke_connection(
+        deleted = models.riders.revoke_connection(
             conn,
             rider_id=group.rider_id,
             message="the rider deauthorized the application at Strava",
             now=call.now(),
         )
         word = _finish(call, conn, group, "revoked")
+        # The events named the rider's activities (with their titles): gone with them.
+        models.riders.delete_rider_events(conn, rider_id=group.rider_id)
     log.warning(
         "rider deauthorized at Strava: tokens and Strava data deleted",
         extra={"rider_id": group.rider_id, "activities": deleted},
@@ -305,7 +334,10 @@ def _athlete(call: Call, group: models.EventGroup) -> str:
 
 
 def settle(
-    call: Call, group: models.EventGroup, *, rider_lease: models.RiderLease | None = None
+    call: Call,
+    group: models.webhooks.EventGroup,
+    *,
+    rider_lease: models.sync.RiderLease | None = None,
 ) -> Outcome:
     """Process a group; a failure of its own backs it off (then fails it for good), a
     stop that is not its fault hands it back untouched."""
@@ -318,7 +350,7 @@ def settle(
         # and a reconnect lists their activities anyway.
         word = "needs_reauth" if isinstance(exc, NeedsReauth) else "not_connected"
         with call.db.connection() as conn:
-            models.finish_event_group(
+            models.webhooks.finish_event_group(
                 conn, group=group, lease_token=call.lease_token, outcome=word, now=call.now()
             )
         return _outcome(group, SKIPPED, word)
@@ -329,7 +361,7 @@ def settle(
             return hand_back(call, group, reason=outcome.detail or call.stop_reason())
         message = f"{error_class}: {outcome.error or error_class}"
         with call.db.connection() as conn:
-            failed = models.fail_event_group(
+            failed = models.webhooks.fail_event_group(
                 conn,
                 group=group,
                 lease_token=call.lease_token,
@@ -345,13 +377,15 @@ def settle(
         return result
 
 
-def hand_back(call: Call, group: models.EventGroup, *, reason: str | None = None) -> Outcome:
+def hand_back(
+    call: Call, group: models.webhooks.EventGroup, *, reason: str | None = None
+) -> Outcome:
     with call.db.connection() as conn:
-        models.release_event_group(conn, group=group, lease_token=call.lease_token)
+        models.webhooks.release_event_group(conn, group=group, lease_token=call.lease_token)
     return _outcome(group, SKIPPED, reason or call.stop_reason())
 
 
-def process_rider_events(call: Call, lease: models.RiderLease) -> list[Outcome]:
+def process_rider_events(call: Call, lease: models.sync.RiderLease) -> list[Outcome]:
     """A synced rider's pending events, in its sync's worker (its lease held): what the
     listing brought costs nothing more; updates and deletes get their look."""
     with call.db.connection() as conn:
@@ -379,15 +413,18 @@ def run_events(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         work=lambda call, group: settle(call, group),
         hand_back=lambda call, group: hand_back(call, group),
         remaining=lambda conn, call: _remaining(conn, call),
+        waiting=lambda conn, call: Waiting(**models.webhooks.events_waiting(conn, now=call.now())),
     )
     with runtime.db.connection() as conn:
-        models.prune_webhook_events(conn, before=runtime.clock() - timedelta(days=EVENT_LOG_DAYS))
+        models.webhooks.prune_webhook_events(
+            conn, before=runtime.clock() - timedelta(days=EVENT_LOG_DAYS)
+        )
     # the subscription check was this call's Strava request too
     return {**answer, "strava_requests": answer["strava_requests"] + asked}
 
 
 def _remaining(conn: models.Conn, call: Call) -> int:
-    return models.count_event_groups_due(
+    return models.webhooks.count_event_groups_due(
         conn, hourly_cap=call.settings.webhook_athlete_hourly_cap, now=call.started_at
     )
 
@@ -409,7 +446,7 @@ def confirm_subscription(runtime: Runtime) -> tuple[bool | None, int]:
         return None, strava.requests_made
     exists = any(s.get("id") == subscription.subscription_id for s in listed)
     with runtime.db.connection() as conn:
-        models.confirm_push_subscription(conn, listed=exists, now=runtime.clock())
+        models.webhooks.confirm_push_subscription(conn, listed=exists, now=runtime.clock())
     if not exists:
         log.warning(
             "Strava no longer lists the push subscription",
@@ -441,7 +478,7 @@ def webhook_status(conn: models.Conn, settings: Any, now: datetime) -> dict[str,
     one's age and the lag from event_time to processed."""
     subscription = stored_subscription(conn)
     health = webhook_health(conn, settings, now)
-    counts = models.webhook_counts(conn, since=now - timedelta(hours=24), now=now)
+    counts = models.webhooks.webhook_counts(conn, since=now - timedelta(hours=24), now=now)
     oldest = counts.get("oldest_pending")
     oldest_age = int((now - oldest).total_seconds()) if oldest else None
     answer: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Is the service able to work?"""
+"""The health check behind `GET /api/health`: does the database answer, migrations applied?"""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def database_ok(db: Database) -> bool:
     """
     try:
         with db.connection() as conn:
-            models.ping(conn)
+            models.base.ping(conn)
         return True
     except psycopg.OperationalError:
         raise

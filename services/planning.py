@@ -43,11 +43,11 @@ class Situation:
 
 
 def situation(
-    conn: models.Conn, budget: models.BudgetRow, settings: Settings, now: datetime
+    conn: models.Conn, budget: models.budget.BudgetRow, settings: Settings, now: datetime
 ) -> Situation:
     """The state and needs the policy decides on. `budget` is the rolled budget row."""
     window, day = _window_start(now), _day_start(now)
-    used = models.class_requests(conn, window_start=window, day_start=day)
+    used = models.budget.class_requests(conn, window_start=window, day_start=day)
     state = schedule.BudgetState.from_row(
         budget,
         window_used_by={WorkClass(c): int(r["window"]) for c, r in used.items()},
@@ -56,9 +56,11 @@ def situation(
     )
     day_left = (next_day_reset(now) - now) / DAY
     sync_now_per_day = math.ceil(float(used.get("sync_now", {}).get("per_day", 0)))
-    polls_window = models.incremental_polls_before(conn, until=next_window_reset(now), now=now)
-    polls_day = models.incremental_polls_before(conn, until=next_day_reset(now), now=now)
-    backlog = models.backfill_backlog(
+    polls_window = models.planning.incremental_polls_before(
+        conn, until=next_window_reset(now), now=now
+    )
+    polls_day = models.planning.incremental_polls_before(conn, until=next_day_reset(now), now=now)
+    backlog = models.planning.backfill_backlog(
         conn,
         max_attempts=settings.enrich_max_attempts,
         recent_since=now - timedelta(days=schedule.RECENT_RACE_DAYS),
@@ -90,7 +92,7 @@ def situation(
 
 def class_cap(
     conn: models.Conn,
-    budget: models.BudgetRow,
+    budget: models.budget.BudgetRow,
     settings: Settings,
     work_class: WorkClass,
     now: datetime,
@@ -102,11 +104,13 @@ def class_cap(
     return here.state.window_used_by.get(work_class, 0) + allowed.requests
 
 
-def incremental_share(conn: models.Conn, budget: models.BudgetRow, settings: Settings) -> int:
+def incremental_share(
+    conn: models.Conn, budget: models.budget.BudgetRow, settings: Settings
+) -> int:
     """The fleet's polls a day: the incremental class's daily share of the limit."""
     now_row = schedule.BudgetState.from_row(budget)
-    fleet = models.count_auto_sync_riders(conn)
-    backlog = models.backfill_backlog(
+    fleet = models.status.count_auto_sync_riders(conn)
+    backlog = models.planning.backfill_backlog(
         conn, max_attempts=settings.enrich_max_attempts, recent_since=budget.day_start
     )
     wants_all = backlog["histories"] or backlog["recent_races"] or backlog["old_races"]
@@ -119,7 +123,7 @@ def incremental_share(conn: models.Conn, budget: models.BudgetRow, settings: Set
 
 
 def habits(rows: list[dict[str, Any]]) -> list[schedule.RiderHabit]:
-    """The policy's view of each rider from models.poll_habits rows."""
+    """The policy's view of each rider from models.planning.poll_habits rows."""
     return [
         schedule.RiderHabit(
             rider_id=int(row["rider_id"]),
@@ -134,25 +138,30 @@ def habits(rows: list[dict[str, Any]]) -> list[schedule.RiderHabit]:
 
 
 def stored_subscription(conn: models.Conn) -> webhooks.Subscription | None:
-    row = models.read_push_subscription(conn)
+    row = models.webhooks.read_push_subscription(conn)
     return webhooks.Subscription(**row) if row else None
 
 
 def webhook_health(conn: models.Conn, settings: Settings, now: datetime) -> webhooks.Health:
     """Whether Strava's events can be trusted to bring changes (polling steps back)."""
+    subscription = stored_subscription(conn)
+    last_event = models.webhooks.last_event_received_at(conn)
     return webhooks.health(
-        stored_subscription(conn),
-        models.last_event_received_at(conn),
+        subscription,
+        last_event,
         now,
         silence_s=settings.webhook_silence_s,
+        uploaded_since_created=subscription is not None
+        and last_event is None
+        and models.webhooks.any_activity_started_since(conn, since=subscription.created_at),
     )
 
 
 def replan_polls(
-    conn: models.Conn, budget: models.BudgetRow, settings: Settings, now: datetime
+    conn: models.Conn, budget: models.budget.BudgetRow, settings: Settings, now: datetime
 ) -> schedule.PollPlan:
     """Plan every rider's next poll and store it."""
-    rows = models.poll_habits(conn, since=now - timedelta(days=schedule.HABIT_DAYS))
+    rows = models.planning.poll_habits(conn, since=now - timedelta(days=schedule.HABIT_DAYS))
     share = incremental_share(conn, budget, settings)
     events = webhook_health(conn, settings, now)
     if events.healthy:
@@ -161,7 +170,7 @@ def replan_polls(
         )
     else:
         polls = schedule.poll_plan(habits(rows), share, settings.sync_min_interval_s, now)
-    models.save_poll_plan(
+    models.planning.save_poll_plan(
         conn,
         decisions=[
             {

@@ -61,7 +61,7 @@ def create(runtime: Runtime) -> dict[str, Any]:
         except StravaError as exc:
             raise SubscriptionError(f"Strava refused: {exc.message}") from None
     with runtime.db.connection() as conn:
-        models.save_push_subscription(
+        models.webhooks.save_push_subscription(
             conn, subscription_id=subscription_id, callback_url=url, now=runtime.clock()
         )
     return {"subscription_id": subscription_id, "callback_url": url, "adopted": adopted}
@@ -77,11 +77,13 @@ def show(runtime: Runtime) -> dict[str, Any]:
             raise SubscriptionError(f"Strava refused: {exc.message}") from None
     now = runtime.clock()
     with runtime.db.connection() as conn:
-        stored = models.read_push_subscription(conn)
+        stored = models.webhooks.read_push_subscription(conn)
         if stored is not None:
             ids = {s.get("id") for s in listed}
-            models.confirm_push_subscription(conn, listed=stored["subscription_id"] in ids, now=now)
-            stored = models.read_push_subscription(conn)
+            models.webhooks.confirm_push_subscription(
+                conn, listed=stored["subscription_id"] in ids, now=now
+            )
+            stored = models.webhooks.read_push_subscription(conn)
         health = webhook_health(conn, runtime.settings, now)
     return {
         "stored": _jsonable(stored),
@@ -94,7 +96,7 @@ def delete(runtime: Runtime) -> dict[str, Any]:
     """Unsubscribe at Strava (the stored id, else the one Strava lists) and forget it."""
     _require(runtime)
     with runtime.db.connection() as conn:
-        stored = models.read_push_subscription(conn)
+        stored = models.webhooks.read_push_subscription(conn)
     with strava_for_subscriptions(runtime) as strava:
         try:
             if stored is not None:
@@ -106,7 +108,7 @@ def delete(runtime: Runtime) -> dict[str, Any]:
         except StravaError as exc:
             raise SubscriptionError(f"Strava refused: {exc.message}") from None
     with runtime.db.connection() as conn:
-        models.delete_push_subscription(conn)
+        models.webhooks.delete_push_subscription(conn)
     return {"deleted": ids}
 
 

@@ -44,6 +44,7 @@ from services import places
 from services.budget import describe as describe_budget
 from services.calls import FAILED, SKIPPED, SUCCEEDED, Outcome, Runtime, outcome_counts, recorded
 from services.clock import iso
+from services.idle import Idle, Waiting, idle_reason, took_nothing
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def sample_route(
     return samples
 
 
-def activity_points(lease: models.WeatherLease) -> list[Sample]:
+def activity_points(lease: models.weather.WeatherLease) -> list[Sample]:
     """What to look up for an activity: a race's route samples, else its start."""
     start = (lease.start_lat, lease.start_lng)
     if start[0] is None or start[1] is None:
@@ -453,8 +454,8 @@ def weather_status(conn: models.Conn, now: datetime) -> dict[str, Any]:
     """The fleet status's `weather`: the source (breaker, requests today) and activities
     by weather state."""
     return {
-        "source": describe_source(models.read_weather_source(conn), now),
-        "activities": models.weather_counts(conn, max_attempts=MAX_ATTEMPTS),
+        "source": describe_source(models.weather.read_weather_source(conn), now),
+        "activities": models.weather.weather_counts(conn, max_attempts=MAX_ATTEMPTS),
     }
 
 
@@ -467,16 +468,16 @@ class Breaker:
 
     def read(self) -> dict[str, Any]:
         with self.db.connection() as conn:
-            return models.read_weather_source(conn)
+            return models.weather.read_weather_source(conn)
 
     def _update(self, change: Any) -> dict[str, Any]:
         now = self.clock()
         with self.db.connection() as conn:
-            source = models.read_weather_source(conn, for_update=True)
+            source = models.weather.read_weather_source(conn, for_update=True)
             if source["day_start"] < _day(now):
                 source.update(day_start=_day(now), requests_today=0, locations_today=0)
             change(source, now)
-            models.save_weather_source(conn, source)
+            models.weather.save_weather_source(conn, source)
             return source
 
     def requested(self, locations: int) -> None:
@@ -580,7 +581,7 @@ def _reason(response: requests.Response) -> str | None:
 
 @dataclass
 class _Activity:
-    lease: models.WeatherLease
+    lease: models.weather.WeatherLease
     samples: list[Sample]
     values: list[dict[str, float | None] | None]
     outcome: Outcome | None = None
@@ -612,7 +613,7 @@ class WeatherCall:
     def now(self) -> datetime:
         return self.runtime.clock()
 
-    def _outcome(self, lease: models.WeatherLease, status: str, **more: Any) -> Outcome:
+    def _outcome(self, lease: models.weather.WeatherLease, status: str, **more: Any) -> Outcome:
         return Outcome(
             "activity_id", lease.strava_id, status, counts={"rider_id": lease.rider_id}, **more
         )
@@ -625,7 +626,7 @@ class WeatherCall:
             self.stopped_by = "weather_source_down"
         else:
             with self.runtime.db.connection() as conn:
-                leases = models.claim_weather(
+                leases = models.weather.claim_weather(
                     conn,
                     lease_token=self.lease_token,
                     limit=self.limit,
@@ -640,13 +641,13 @@ class WeatherCall:
                 if activity.outcome is None:
                     activity.outcome = self._store(activity)
         with self.runtime.db.connection() as conn:
-            remaining = models.count_weather_due(
+            remaining = models.weather.count_weather_due(
                 conn,
                 max_attempts=MAX_ATTEMPTS,
                 enrich_max_attempts=settings.enrich_max_attempts,
                 now=self.started_at,
             )
-            budget = models.read_rate_budget(conn)
+            budget = models.budget.read_rate_budget(conn)
         outcomes = [a.outcome for a in activities if a.outcome is not None]
         answer: dict[str, Any] = {
             **outcome_counts(outcomes),
@@ -664,7 +665,22 @@ class WeatherCall:
         }
         if self.stopped_by is not None:
             answer["stopped_by"] = self.stopped_by
+        if took_nothing(answer["items"]):
+            answer.update(self._idle(source).as_dict())
         return answer
+
+    def _idle(self, source: dict[str, Any]) -> Idle:
+        """Why this call took nothing (services/idle.py decides)."""
+        now = self.now()
+        with self.runtime.db.connection() as conn:
+            waiting = Waiting(**models.weather.weather_waiting(conn, now=now))
+        down = self.stopped_by == "weather_source_down"
+        return idle_reason(
+            now,
+            waiting=waiting,
+            source_down_until=source["open_until"] if down else None,
+            rate_limited_until=now if self.stopped_by == "weather_rate_limited" else None,
+        )
 
     def _settle(
         self,
@@ -678,7 +694,7 @@ class WeatherCall:
     ) -> Outcome:
         lease = activity.lease
         with self.runtime.db.connection() as conn:
-            kept = models.settle_weather(
+            kept = models.weather.settle_weather(
                 conn,
                 strava_id=lease.strava_id,
                 lease_token=self.lease_token,
@@ -695,7 +711,7 @@ class WeatherCall:
             outcome.counts["attempts"] = lease.attempts + 1
         return outcome
 
-    def _prepare(self, lease: models.WeatherLease) -> _Activity:
+    def _prepare(self, lease: models.weather.WeatherLease) -> _Activity:
         samples = activity_points(lease)
         activity = _Activity(lease, samples, [None] * len(samples))
         if not samples:
@@ -724,7 +740,7 @@ class WeatherCall:
         if not waiting:
             return
         with self.runtime.db.connection() as conn:
-            models.release_weather(
+            models.weather.release_weather(
                 conn, lease_token=self.lease_token, strava_ids=[a.lease.strava_id for a in waiting]
             )
         for activity in waiting:
@@ -816,7 +832,7 @@ class WeatherCall:
             if lease.summary_polyline:
                 place = places.row_place({"summary_polyline": lease.summary_polyline})
         with self.runtime.db.connection() as conn:
-            stored = models.finish_weather(
+            stored = models.weather.finish_weather(
                 conn,
                 strava_id=lease.strava_id,
                 lease_token=self.lease_token,

@@ -27,7 +27,8 @@ import db as dbmod
 from app_factory import create_app
 from fake_strava import FakeStrava
 from services.clock import Timer
-from services.sealing import Sealer, new_key
+from services.sealing import Sealer
+from token_keys import new_key
 
 ROOT = Path(__file__).resolve().parent.parent
 API_URL = "https://www.strava.com/api/v3"
@@ -41,6 +42,10 @@ TOKEN_KEY = new_key("test")
 SEALER = Sealer(TOKEN_KEY)
 
 TABLES = ["activities", "strava_connections", "riders", "cron_runs"]
+
+# Supabase Realtime's schema, as every Supabase project has it (a plain Postgres has
+# none): the test database gets it before its migrations, as on Supabase.
+REALTIME_SCHEMA = ROOT / "tests" / "fixtures" / "supabase_realtime.sql"
 
 os.environ.pop("DATABASE_URL", None)
 # Where the embedded Postgres lives (as for `dev.py demo` and `dev.py stop`), read once.
@@ -87,6 +92,8 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 sql.SQL("alter database {} set " + NO_COMMIT_FLUSH).format(sql.Identifier(name))
             )
         url = psycopg.conninfo.make_conninfo(server, dbname=name)
+        with psycopg.connect(url) as conn:
+            conn.execute(REALTIME_SCHEMA.read_bytes())
         dbmod.migrate(url)
     yield url
     with psycopg.connect(server, autocommit=True) as admin:

@@ -12,7 +12,7 @@ import psycopg
 
 import models
 from fake_strava import UNREACHED_LIMITS, FakeStrava, make_activities
-from fake_strava.riders import connect_athlete
+from scripts.seeding import connect_athlete
 from services.sealing import Sealer
 from services.tokens import open_tokens
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, SEALER
@@ -101,7 +101,7 @@ def stored_tokens(
             params,
         ).fetchall()
     assert len(rows) == 1, f"expected one connection, found {len(rows)}"
-    tokens = open_tokens(sealer, models.StoredTokens(**rows[0]))
+    tokens = open_tokens(sealer, models.tokens.StoredTokens(**rows[0]))
     return {
         "access_token": tokens.access_token,
         "refresh_token": tokens.refresh_token,

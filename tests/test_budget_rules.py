@@ -13,8 +13,8 @@ from services.strava import RateLimitSnapshot, next_day_reset, next_window_reset
 NOW = datetime(2026, 11, 24, 10, 7, 30, tzinfo=UTC)
 
 
-def fresh(**changes) -> models.BudgetRow:
-    row = models.BudgetRow(
+def fresh(**changes) -> models.budget.BudgetRow:
+    row = models.budget.BudgetRow(
         limit_15min=200,
         limit_daily=2000,
         read_limit_15min=100,

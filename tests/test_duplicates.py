@@ -35,7 +35,7 @@ def ride(strava_id, *, start=DAY, km=80.0, elapsed_s=4 * 3600, sport="Ride", dev
 
 def store(database, rider, summaries):
     with psycopg.connect(database, row_factory=dict_row) as conn:
-        models.upsert_activities(
+        models.activities.upsert_activities(
             conn, rider_id=rider, rows=page_rows(summaries, min_race_distance_km=200), now=DAY
         )
 
@@ -123,14 +123,14 @@ def test_the_eddington_number_with_duplicates_equals_the_one_without(database, f
     store(database, twice, copies)
     store(database, twice, mine[30:])
     with psycopg.connect(database, row_factory=dict_row) as conn:
-        without = models.recompute_eddington(conn, rider_id=alone, now=DAY)
-        with_copies = models.recompute_eddington(conn, rider_id=twice, now=DAY)
+        without = models.activities.recompute_eddington(conn, rider_id=alone, now=DAY)
+        with_copies = models.activities.recompute_eddington(conn, rider_id=twice, now=DAY)
         marked = conn.execute(
             "select count(*) as n from activities where rider_id = %s and duplicate_of is not null",
             (twice,),
         ).fetchone()
         conn.execute("update activities set duplicate_of = null where rider_id = %s", (twice,))
-        counted_twice = models.recompute_eddington(conn, rider_id=twice, now=DAY)
+        counted_twice = models.activities.recompute_eddington(conn, rider_id=twice, now=DAY)
     assert marked is not None and marked["n"] == len(copies) == 30
     assert with_copies == without
     assert counted_twice != without  # the copies would have inflated it

@@ -146,11 +146,11 @@ def test_sql_matches_brute_force_on_random_data(database, seed):
         metres = float(rng.choice([rng.randrange(1_000, 40_000), rng.randrange(40_000, 250_000)]))
         rows.append((i + 1, local, rng.choice(sports), metres))
     with psycopg.connect(database, row_factory=dict_row) as conn:
-        rider = models.create_rider(conn, name="random")
-        other = models.create_rider(conn, name="other")
+        rider = models.riders.create_rider(conn, name="random")
+        other = models.riders.create_rider(conn, name="other")
         _insert(conn, rider, rows)
         _insert(conn, other, [(10_000, datetime(2023, 5, 1, 9), "Ride", 500_000.0)])
-        numbers = models.recompute_eddington(conn, rider_id=rider, now=datetime.now(UTC))
+        numbers = models.activities.recompute_eddington(conn, rider_id=rider, now=datetime.now(UTC))
     per_day: dict[date, float] = {}
     for _, local, sport, metres in rows:
         if sport not in ("Run", "Walk", "Swim"):
@@ -169,9 +169,11 @@ def test_sql_matches_brute_force_on_random_data(database, seed):
 
 def test_no_rides_is_zero(database):
     with psycopg.connect(database, row_factory=dict_row) as conn:
-        rider = models.create_rider(conn, name="runner")
+        rider = models.riders.create_rider(conn, name="runner")
         _insert(conn, rider, [(1, datetime(2024, 1, 1, 9), "Run", 42_195.0)])
-        assert models.recompute_eddington(conn, rider_id=rider, now=datetime.now(UTC)) == (0, 0)
+        assert models.activities.recompute_eddington(
+            conn, rider_id=rider, now=datetime.now(UTC)
+        ) == (0, 0)
 
 
 def test_ten_thousand_activities_match_brute_force(database):
@@ -183,10 +185,12 @@ def test_ten_thousand_activities_match_brute_force(database):
         for i in range(10_000)
     ]
     with psycopg.connect(database, row_factory=dict_row) as conn:
-        rider = models.create_rider(conn, name="lots")
+        rider = models.riders.create_rider(conn, name="lots")
         _insert(conn, rider, rows)
         conn.execute("analyze activities")
-        miles, km = models.recompute_eddington(conn, rider_id=rider, now=datetime.now(UTC))
+        miles, km = models.activities.recompute_eddington(
+            conn, rider_id=rider, now=datetime.now(UTC)
+        )
     per_day: dict[date, float] = {}
     for _, local, _, metres in rows:
         per_day[local.date()] = per_day.get(local.date(), 0.0) + metres

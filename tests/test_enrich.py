@@ -34,7 +34,7 @@ def store(database, rider, summaries, *, min_race_distance_km=200.0):
     """Put activities in the database as a listing would have (races pending)."""
     rows = page_rows(summaries, min_race_distance_km=min_race_distance_km)
     with psycopg.connect(database, row_factory=psycopg.rows.dict_row) as conn:
-        models.upsert_activities(conn, rider_id=rider, rows=rows, now=datetime.now(UTC))
+        models.activities.upsert_activities(conn, rider_id=rider, rows=rows, now=datetime.now(UTC))
 
 
 def rider_with_races(database, fake, athlete_id, n, *, first_day=1):
@@ -380,7 +380,7 @@ def test_a_race_reclassified_while_held_is_handed_back_not_broken(make_app, stra
     call = Call(runtime, kind="enrich")
     try:
         with runtime.db.connection() as conn:
-            claimed = models.claim_races_for_enrichment(
+            claimed = models.enrichment.claim_races_for_enrichment(
                 conn,
                 lease_token=call.lease_token,
                 limit=5,

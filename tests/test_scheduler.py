@@ -60,7 +60,7 @@ def cap_now(app, work_class):
     runtime = app.extensions["strava_sync"]
     now = runtime.clock()
     with runtime.db.connection() as conn:
-        budget = roll_windows(models.read_rate_budget(conn), now)
+        budget = roll_windows(models.budget.read_rate_budget(conn), now)
         return planning.class_cap(conn, budget, runtime.settings, work_class, now)
 
 

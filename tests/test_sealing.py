@@ -9,17 +9,8 @@ import stat
 
 import pytest
 
-from services.sealing import (
-    KEY_BYTES,
-    Sealer,
-    TokenKey,
-    TokenUnreadable,
-    key_id_of,
-    local_key,
-    new_key,
-    parse_key,
-    parse_keys,
-)
+from services.sealing import Sealer, TokenUnreadable, key_id_of
+from token_keys import KEY_BYTES, TokenKey, local_key, new_key, parse_key, parse_keys
 
 TOKEN = "3f2a9c0d1e4b5a6978877665544332211aabbccd"  # Strava's tokens: 40 hex digits
 K1, K2 = new_key("k1"), new_key("2026-12")

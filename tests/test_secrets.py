@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from services.sealing import Sealer, new_key
+from services.sealing import Sealer
 from tests.conftest import CLIENT_SECRET, CRON_SECRET, TOKEN_KEY, cron_headers
 from tests.factories import connect_rider, query, stored_tokens
+from token_keys import new_key
 
 LIST = "/athlete/activities"
 

@@ -405,7 +405,7 @@ def test_write_back_after_losing_the_lease_changes_nothing(make_app, strava, dat
     runtime = make_app().extensions["strava_sync"]
     call = Call(runtime, kind="sync-strava")
     with runtime.db.connection() as conn:
-        (lease,) = models.claim_riders_for_sync(
+        (lease,) = models.sync.claim_riders_for_sync(
             conn,
             lease_token=call.lease_token,
             limit=1,

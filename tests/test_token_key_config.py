@@ -11,9 +11,10 @@ import sys
 import pytest
 
 from app_factory import create_app
-from config import ConfigError, load_settings, token_sealer
-from services.sealing import new_key, parse_key
+from config import ConfigError, load_settings
+from services.sealing import sealer_for
 from tests.conftest import ROOT
+from token_keys import new_key, parse_key
 
 K1, K2, K3 = new_key("k1"), new_key("k2"), new_key("k3")
 URL = "postgresql://u:pw@127.0.0.1:1/x"  # never connected to: the app opens its pool lazily
@@ -60,9 +61,9 @@ def test_the_current_key_seals_and_the_old_ones_still_open():
             "DATABASE_URL": URL,
         }
     )
-    sealer, made = token_sealer(settings)
+    sealer, made = sealer_for(settings)
     assert made is None and sealer.current == K3 and sealer.key_ids == ("k3", "k1", "k2")
-    old = token_sealer(load_settings({"TOKEN_ENCRYPTION_KEY": K1.text(), "DATABASE_URL": URL}))[0]
+    old = sealer_for(load_settings({"TOKEN_ENCRYPTION_KEY": K1.text(), "DATABASE_URL": URL}))[0]
     stored = old.seal("abc123", rider_id=1, column="access_token")
     assert sealer.open(stored, rider_id=1, column="access_token") == "abc123"
 
@@ -116,13 +117,13 @@ def test_the_deployed_entry_point_names_the_missing_key(tmp_path):
 
 def test_a_local_run_makes_its_key_once_under_the_data_dir(tmp_path):
     settings = load_settings({"DATA_DIR": str(tmp_path / "data")})
-    sealer, made = token_sealer(settings)
+    sealer, made = sealer_for(settings)
     assert made == tmp_path / "data" / "token-key" and sealer.current.id == "local"
-    again, made_again = token_sealer(settings)
+    again, made_again = sealer_for(settings)
     assert made_again is None and again.current == sealer.current  # reused
     assert parse_key((tmp_path / "data" / "token-key").read_text()) == sealer.current
     # and a configured key wins over the local one
     configured = load_settings(
         {"DATA_DIR": str(tmp_path / "data"), "TOKEN_ENCRYPTION_KEY": K1.text()}
     )
-    assert token_sealer(configured)[0].current == K1
+    assert sealer_for(configured)[0].current == K1

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 import models
 from fake_strava import FakeStrava
-from services.sealing import Sealer, key_id_of, new_key
+from services.sealing import Sealer, key_id_of
 from services.tokens import rotate_token_key, seal_tokens
 from tests.conftest import (
     API_URL,
@@ -30,6 +30,7 @@ from tests.conftest import (
     cron_headers,
 )
 from tests.factories import connect_rider, execute, query, stored_tokens
+from token_keys import new_key
 
 K1 = new_key("k1")  # the key before a rotation to the session's key ("test")
 MIGRATION = ROOT / "supabase" / "migrations" / "20261202003000_tokens_sealed.sql"
@@ -132,12 +133,12 @@ def test_a_stale_reseal_never_overwrites_a_refresh(strava, database):
         psycopg.connect(database, row_factory=dict_row) as refresher,
     ):
         reader.execute("set lock_timeout = '5s'")  # waiting would fail the test, not hang it
-        stale = models.read_tokens(reader, rider_id=rider)
+        stale = models.tokens.read_tokens(reader, rider_id=rider)
         assert stale is not None
         reader.commit()
         # a refresh stores new tokens between the reader's read and its reseal
         new_access, new_refresh = seal_tokens(SEALER, rider, "a" * 40, "b" * 40)
-        models.store_tokens(
+        models.tokens.store_tokens(
             refresher,
             rider_id=rider,
             access_sealed=new_access,
@@ -149,18 +150,18 @@ def test_a_stale_reseal_never_overwrites_a_refresh(strava, database):
         access, refresh = seal_tokens(SEALER, rider, plain["access_token"], plain["refresh_token"])
         args = {"access_sealed": access, "refresh_sealed": refresh}
         stale_args = {"stored_access": stale.access_token, "stored_refresh": stale.refresh_token}
-        assert not models.reseal_tokens(reader, rider_id=rider, **stale_args, **args)
+        assert not models.tokens.reseal_tokens(reader, rider_id=rider, **stale_args, **args)
         reader.commit()
         assert raw(database, rider) == {"access_token": new_access, "refresh_token": new_refresh}
 
         # a refresh in flight holds the row: the reseal skips it at once instead of waiting
-        current = models.read_tokens(refresher, rider_id=rider, for_update=True)
+        current = models.tokens.read_tokens(refresher, rider_id=rider, for_update=True)
         assert current is not None
         held = {"stored_access": current.access_token, "stored_refresh": current.refresh_token}
-        assert not models.reseal_tokens(reader, rider_id=rider, **held, **args)
+        assert not models.tokens.reseal_tokens(reader, rider_id=rider, **held, **args)
         reader.commit()
         refresher.rollback()
-        assert models.reseal_tokens(reader, rider_id=rider, **held, **args)  # free: written
+        assert models.tokens.reseal_tokens(reader, rider_id=rider, **held, **args)  # free: written
 
 
 # --- rotate-token-key --------------------------------------------------------------------
@@ -181,6 +182,10 @@ def seed_mixed(database, strava):
     return riders
 
 
+def dbname(url: str) -> str:
+    return str(psycopg.conninfo.conninfo_to_dict(url)["dbname"])
+
+
 def test_rotate_token_key_seals_every_row_under_the_current_key(make_app, strava, database):
     riders = seed_mixed(database, strava)
     lost = next(r for r, t in riders.items() if t is None)
@@ -190,7 +195,9 @@ def test_rotate_token_key_seals_every_row_under_the_current_key(make_app, strava
     assert result.exit_code == 1  # one row cannot be opened
     logged = [line for line in result.output.splitlines() if line.startswith("{")]
     assert len(logged) == 1 and "sealed under key id 'k0'" in logged[0]  # the JSON log line
-    lines = [line for line in result.output.splitlines() if not line.startswith("{")]
+    # First, on stderr, the database it changes (never the password).
+    assert result.stderr.splitlines()[0].startswith(f"Target: database {dbname(database)} on ")
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("{")]
     assert (
         lines[0] == "Sealing every rider's tokens under key 'test' (old keys still read: 'k1') ..."
     )
@@ -230,7 +237,7 @@ def test_rotation_skips_a_row_a_refresh_holds_and_never_overwrites_it(make_app, 
     held = riders[1]
     refreshed = seal_tokens(SEALER, held, "c" * 40, "d" * 40)
     with psycopg.connect(database, row_factory=dict_row) as refresh:
-        assert models.read_tokens(refresh, rider_id=held, for_update=True) is not None
+        assert models.tokens.read_tokens(refresh, rider_id=held, for_update=True) is not None
         waits = []
 
         def sleep(seconds):  # the refresh ends while the rotation waits for its row
@@ -256,7 +263,7 @@ def test_rotation_skips_a_row_a_refresh_holds_and_never_overwrites_it(make_app, 
 
 
 def execute_in(conn, rider, sealed):
-    models.store_tokens(
+    models.tokens.store_tokens(
         conn,
         rider_id=rider,
         access_sealed=sealed[0],

@@ -108,7 +108,7 @@ def call(client, **params: Any) -> dict[str, Any]:
 
 def store(database: str, rider: int, summaries: list[dict[str, Any]]) -> None:
     with psycopg.connect(database, row_factory=dict_row) as conn:
-        models.upsert_activities(
+        models.activities.upsert_activities(
             conn, rider_id=rider, rows=page_rows(summaries, min_race_distance_km=200), now=START
         )
 

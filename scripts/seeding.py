@@ -1,5 +1,6 @@
-"""Connecting a fake Strava athlete as one of the service's riders, as the OAuth flow
-would: for tests, the demo and the benchmarks (it writes through the service's models)."""
+"""Seeding: a fake Strava athlete connected as one of the service's riders, as the OAuth
+flow would, for the demo and the tests. It knows both sides (the simulator and the
+service's store and sealing), so it lives here rather than in fake_strava/."""
 
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ def connect_athlete(
     its id. The tokens are sealed with `sealer`, as the service's own would be."""
     now = now or fake.now()
     tokens = fake.issue_tokens(athlete_id, scope=scope, expires_in=expires_in)
-    rider_id = models.create_rider(conn, name=name, created_at=now)
+    rider_id = models.riders.create_rider(conn, name=name, created_at=now)
     access, refresh = seal_tokens(sealer, rider_id, tokens["access_token"], tokens["refresh_token"])
-    models.save_connection(
+    models.riders.save_connection(
         conn,
         rider_id=rider_id,
         athlete_id=athlete_id,

@@ -1,0 +1,266 @@
+"""What the admin status reads: riders by sync state, histories, races, and what may be stuck."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from models.base import Conn
+from models.enrichment import RACE_RETRYABLE, RACE_WAITING
+from models.sync import SYNC_STATE
+
+
+def failed_races(conn: Conn, *, rider_id: int, limit: int) -> list[dict[str, Any]]:
+    """A rider's races whose details could not be fetched, newest first."""
+    return conn.execute(
+        """
+        select strava_id, name, start_date, enrichment_status, enrichment_attempts,
+               enrichment_error, enrichment_next_attempt_at
+          from activities
+         where rider_id = %s and is_race and enrichment_status = 'failed'
+         order by start_date desc limit %s
+        """,
+        (rider_id, limit),
+    ).fetchall()
+
+
+# The admin status.
+
+
+def status_sync_buckets(conn: Conn, *, min_interval_s: int, now: datetime) -> list[dict[str, Any]]:
+    """Riders counted by connection status and sync state at `now`."""
+    return conn.execute(
+        f"""
+        select coalesce(c.status, 'not_connected') as connection, {SYNC_STATE} as sync_state,
+               count(*) as riders,
+               count(*) filter (where c.rider_id is not null and c.last_synced_at is null)
+                   as never_synced
+          from riders r left join strava_connections c on c.rider_id = r.id
+         group by 1, 2
+        """,
+        {"min_interval_s": min_interval_s, "now": now},
+    ).fetchall()
+
+
+def status_rider_page(
+    conn: Conn,
+    *,
+    min_interval_s: int,
+    max_attempts: int,
+    limit: int,
+    offset: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """One page of every rider (by id) with its connection, sync state, history walk and
+    race counts at `now`, for the status's rider list; one statement."""
+    return conn.execute(
+        f"""
+        select r.id as rider_id, r.name, r.auto_sync,
+               c.rider_id is not null as connected,
+               coalesce(c.status, 'not_connected') as connection,
+               {SYNC_STATE} as sync_state,
+               c.last_synced_at, c.last_sync_added, c.last_error, c.failure_count,
+               c.next_attempt_at, c.next_poll_at, c.polls_per_day, c.poll_reason,
+               c.history_complete_at, c.history_walk_started_at, c.history_cursor,
+               c.history_pages, c.history_activities, c.history_races,
+               c.full_refresh_requested_at, c.athlete_created_at, c.last_progress_at,
+               q.*
+          from riders r
+          left join strava_connections c on c.rider_id = r.id
+          cross join lateral (
+              select count(*) as activities,
+                     count(*) filter (where a.is_race) as races,
+                     count(*) filter (where a.is_race and {RACE_WAITING}) as races_waiting,
+                     count(*) filter (where a.is_race and a.enrichment_status = 'failed'
+                                      and a.enrichment_attempts >= %(max_attempts)s)
+                         as races_failed
+                from activities a where a.rider_id = r.id
+          ) q
+         order by r.id
+         limit %(limit)s offset %(offset)s
+        """,
+        {
+            "min_interval_s": min_interval_s,
+            "max_attempts": max_attempts,
+            "limit": limit,
+            "offset": offset,
+            "now": now,
+        },
+    ).fetchall()
+
+
+def incomplete_histories(conn: Conn) -> list[dict[str, Any]]:
+    """Connections whose history is still to be walked (new, or a full refresh asked)."""
+    return conn.execute(
+        """
+        select rider_id, status, connected_at, history_walk_started_at, history_cursor,
+               history_pages, history_activities, history_races, history_complete_at,
+               full_refresh_requested_at, athlete_created_at, last_progress_at,
+               failure_count, next_attempt_at, last_error
+          from strava_connections
+         where history_complete_at is null or full_refresh_requested_at is not null
+         order by rider_id
+        """
+    ).fetchall()
+
+
+def race_counts(conn: Conn, *, max_attempts: int) -> dict[str, Any]:
+    """Races by enrichment state; waiting ones split by whether their rider can be served."""
+    row = conn.execute(
+        f"""
+        select count(*) as races,
+               count(*) filter (where a.enrichment_status = 'pending') as pending,
+               count(*) filter (where a.enrichment_status = 'done') as done,
+               count(*) filter (where {RACE_RETRYABLE}) as failed_retrying,
+               count(*) filter (where a.enrichment_status = 'failed'
+                                and a.enrichment_attempts >= %(max_attempts)s) as failed_final,
+               count(*) filter (where {RACE_WAITING}
+                                and c.status is distinct from 'active') as waiting_on_reconnect,
+               count(*) filter (where {RACE_WAITING} and c.status = 'active') as workable
+          from activities a left join strava_connections c on c.rider_id = a.rider_id
+         where a.is_race
+        """,
+        {"max_attempts": max_attempts},
+    ).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+def count_auto_sync_riders(conn: Conn) -> int:
+    """Riders the scheduled sync serves (active connection, auto sync on)."""
+    row = conn.execute(
+        "select count(*) as n from strava_connections c join riders r on r.id = c.rider_id"
+        " where c.status = 'active' and r.auto_sync"
+    ).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+# What may be stuck. Each query names the rows and since when they made no progress.
+
+
+def expired_rider_leases(
+    conn: Conn, *, now: datetime, rider_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Riders whose lease ran out by `now`: the call holding them died or overran."""
+    return conn.execute(
+        """
+        select rider_id, lease_kind, lease_expires_at as since
+          from strava_connections
+         where lease_token is not null and lease_expires_at < %(now)s
+           and (%(rider_id)s::bigint is null or rider_id = %(rider_id)s)
+         order by lease_expires_at
+        """,
+        {"rider_id": rider_id, "now": now},
+    ).fetchall()
+
+
+def expired_race_leases(
+    conn: Conn, *, now: datetime, rider_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Races whose enrichment lease ran out by `now`."""
+    return conn.execute(
+        """
+        select strava_id, rider_id, enrichment_lease_expires_at as since
+          from activities
+         where enrichment_lease_token is not null and enrichment_lease_expires_at < %(now)s
+           and (%(rider_id)s::bigint is null or rider_id = %(rider_id)s)
+         order by enrichment_lease_expires_at
+        """,
+        {"rider_id": rider_id, "now": now},
+    ).fetchall()
+
+
+def stalled_histories(
+    conn: Conn, *, stuck_after_s: int, now: datetime, rider_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Active riders with history left to walk and no progress for stuck_after_s before
+    `now`, not held by a live call."""
+    return conn.execute(
+        """
+        select rider_id, since, next_attempt_at, failure_count, last_error from (
+            select rider_id, next_attempt_at, failure_count, last_error,
+                   greatest(coalesce(last_progress_at, connected_at),
+                            full_refresh_requested_at, connected_at) as since
+              from strava_connections
+             where status = 'active'
+               and (history_complete_at is null or full_refresh_requested_at is not null)
+               and not coalesce(lease_expires_at >= %(now)s, false)
+               and (%(rider_id)s::bigint is null or rider_id = %(rider_id)s)
+        ) s
+         where since < %(now)s - make_interval(secs => %(stuck)s)
+         order by since
+        """,
+        {"stuck": stuck_after_s, "rider_id": rider_id, "now": now},
+    ).fetchall()
+
+
+def overdue_syncs(
+    conn: Conn,
+    *,
+    min_interval_s: int,
+    stuck_after_s: int,
+    now: datetime,
+    rider_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Active auto-sync riders due for longer than stuck_after_s at `now` and not held by
+    a call."""
+    return conn.execute(
+        """
+        select c.rider_id, c.next_attempt_at, c.failure_count, c.last_error,
+               case when c.last_synced_at is null then c.connected_at
+                    else greatest(c.next_poll_at,
+                                  c.last_synced_at + make_interval(secs => %(interval)s))
+               end as since
+          from strava_connections c join riders r on r.id = c.rider_id
+         where c.status = 'active' and r.auto_sync
+           and not coalesce(c.lease_expires_at >= %(now)s, false)
+           and case when c.last_synced_at is null then c.connected_at
+                    else greatest(c.next_poll_at,
+                                  c.last_synced_at + make_interval(secs => %(interval)s))
+               end < %(now)s - make_interval(secs => %(stuck)s)
+           and (%(rider_id)s::bigint is null or c.rider_id = %(rider_id)s)
+         order by since
+        """,
+        {"interval": min_interval_s, "stuck": stuck_after_s, "rider_id": rider_id, "now": now},
+    ).fetchall()
+
+
+def stalled_races(
+    conn: Conn,
+    *,
+    stuck_after_s: int,
+    max_attempts: int,
+    limit: int,
+    now: datetime,
+    rider_id: int | None = None,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Races of active riders waiting for details longer than stuck_after_s at `now` (past
+    any backoff) and not held by a live call: how many, and the oldest `limit`."""
+    where = f"""
+          from activities a join strava_connections c on c.rider_id = a.rider_id
+         where a.is_race and {RACE_WAITING} and c.status = 'active'
+           and not coalesce(a.enrichment_lease_expires_at >= %(now)s, false)
+           and coalesce(a.enrichment_next_attempt_at, a.created_at)
+               < %(now)s - make_interval(secs => %(stuck)s)
+           and (%(rider_id)s::bigint is null or a.rider_id = %(rider_id)s)
+    """
+    params = {
+        "stuck": stuck_after_s,
+        "max_attempts": max_attempts,
+        "rider_id": rider_id,
+        "now": now,
+    }
+    count = conn.execute(f"select count(*) as n {where}", params).fetchone()
+    assert count is not None
+    rows = conn.execute(
+        f"""
+        select a.strava_id, a.rider_id, a.enrichment_status, a.enrichment_attempts,
+               a.enrichment_error,
+               coalesce(a.enrichment_next_attempt_at, a.created_at) as since
+        {where}
+         order by since limit %(limit)s
+        """,
+        {**params, "limit": limit},
+    ).fetchall()
+    return int(count["n"]), rows
