@@ -111,6 +111,32 @@ def server_url(database_url: str) -> str:
     return psycopg.conninfo.make_conninfo(_server_url(), options=f"-c {NO_COMMIT_FLUSH}")
 
 
+@pytest.fixture(scope="session")
+def scratch_database(database_url: str) -> Iterator[Any]:
+    """make(prefix) -> the URL of a new, empty database on the session's server (a plain
+    Postgres without Realtime, a database to migrate from nothing), committing as the
+    session's does. All are dropped at the end of the session: a DROP DATABASE waits for
+    a checkpoint of the whole server (seconds on a loaded machine), which one after
+    another at the end costs once, not once a test."""
+    server = psycopg.conninfo.make_conninfo(database_url, dbname="postgres")
+    made: list[str] = []
+
+    def make(prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+            admin.execute(
+                sql.SQL("alter database {} set " + NO_COMMIT_FLUSH).format(sql.Identifier(name))
+            )
+        made.append(name)
+        return psycopg.conninfo.make_conninfo(database_url, dbname=name)
+
+    yield make
+    with psycopg.connect(server, autocommit=True) as admin:
+        for name in made:
+            admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+
+
 def _clean(url: str) -> None:
     with psycopg.connect(url) as conn:
         tables = ", ".join(TABLES + [t for t in extra_tables(conn) if t not in TABLES])
