@@ -172,9 +172,9 @@ def test_when_events_stop_polling_resumes_its_cadence_and_the_status_says_why(
     assert club.fake.count(path_contains=LIST) > RIDERS * 6 / 24
 
 
-# Small: the club's workflows called every 2 hours (the events and sync-strava at once);
+# Small: the club's workflows called every 4 hours (the events and sync-strava at once);
 # at full size the events every 30 minutes and sync-strava hourly.
-@pytest.mark.parametrize("step_min", sizes(120, 30))
+@pytest.mark.parametrize("step_min", sizes(240, 30))
 def test_safety_net_polls_drop_the_overlap_where_it_costs_a_page(club, step_min):
     """Without activity:read_all a listing ends only on an empty page: with the overlap
     (7 days) a quiet rider's poll costs two listings. While events arrive, its daily
