@@ -9,8 +9,10 @@
 
 demo, test and bench first make .venv/ and install requirements-dev.txt into it (again
 only when the requirements change), then run inside it; demo's option and test's pytest
-arguments (for example -k sync) are passed on. The embedded Postgres they start stays up
-between commands, since starting it costs seconds: `stop` ends it.
+arguments (for example -k sync, or -m slow for the simulations at full size, which CI
+runs too) are passed on. The suite runs on every core (pytest-xdist's -n auto). The
+embedded Postgres they start stays up between commands, since starting it costs
+seconds: `stop` ends it.
 """
 
 from __future__ import annotations
@@ -138,7 +140,9 @@ def main(argv: list[str]) -> int:
         failed = run(*check)
         if failed:
             return failed
-    return run("-m", "pytest", *rest)
+    # pytest-xdist: a worker per core, each with a database of its own (tests/conftest.py
+    # also says how the tests are shared among them).
+    return run("-m", "pytest", "-n", "auto", *rest)
 
 
 if __name__ == "__main__":
