@@ -112,3 +112,16 @@ def class_requests_now(conn: Conn, *, window_start: datetime, work_class: str) -
         (window_start, work_class),
     ).fetchone()
     return int(row["requests"]) if row else 0
+
+
+def class_requests_per_day(conn: Conn, *, work_class: str, day_start: datetime) -> float:
+    """The class's requests a day, on average over the seven days before `day_start`."""
+    row = conn.execute(
+        """
+        select coalesce(sum(requests), 0) / 7.0 as per_day from strava_request_windows
+         where window_start >= %(day)s - interval '7 days' and window_start < %(day)s
+           and work_class = %(class)s
+        """,
+        {"day": day_start, "class": work_class},
+    ).fetchone()
+    return float(row["per_day"]) if row else 0.0

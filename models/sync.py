@@ -66,6 +66,21 @@ _SYNC_DUE = f"""
 """
 
 
+# Riders whose poll may be due at %(now)s, found through the indexes of planned polls and
+# of unfinished listings (migration plan_what_changed), so finding what is due reads what
+# is due, not every rider; _SYNC_DUE then decides.
+_DUE_CANDIDATES = """
+    select rider_id from strava_connections
+     where status = 'active' and next_poll_at <= %(now)s
+    union all
+    select rider_id from strava_connections
+     where status = 'active' and next_poll_at is null
+    union all
+    select rider_id from strava_connections
+     where status = 'active' and sync_listing_page is not null
+"""
+
+
 LEASE_COLUMNS = """
     c.rider_id, c.athlete_id, c.lease_token, c.scope, c.sync_cursor, c.connected_at,
     c.history_walk_started_at, c.history_cursor,
@@ -103,7 +118,8 @@ def close_sync_round(conn: Conn, *, now: datetime) -> None:
         update work_rounds set closed_at = %(now)s
          where kind = 'sync-strava' and closed_at is null
            and not exists (select 1 from strava_connections
-                            where lease_kind = 'sync' and lease_expires_at >= %(now)s)
+                            where lease_token is not null and lease_kind = 'sync'
+                              and lease_expires_at >= %(now)s)
         """,
         {"now": now},
     )
@@ -126,7 +142,7 @@ def claim_riders_for_sync(
         f"""
         with due as (
             select c.rider_id from strava_connections c join riders r on r.id = c.rider_id
-            where {_SYNC_DUE}
+            where c.rider_id in ({_DUE_CANDIDATES}) and {_SYNC_DUE}
             order by c.last_synced_at nulls first, c.rider_id
             limit %(limit)s
             for update of c skip locked
@@ -153,7 +169,7 @@ def count_riders_due_for_sync(conn: Conn, *, min_interval_s: int, now: datetime)
     row = conn.execute(
         f"""
         select count(*) as n from strava_connections c join riders r on r.id = c.rider_id
-        where {_SYNC_DUE}
+        where c.rider_id in ({_DUE_CANDIDATES}) and {_SYNC_DUE}
         """,
         {"min_interval_s": min_interval_s, "now": now},
     ).fetchone()

@@ -288,10 +288,12 @@ def bounded_call(
     work: Callable[[Call, T], Outcome],
     hand_back: Callable[[Call, T], Outcome],
     remaining: Callable[[models.Conn, Call], int],
+    wrap_up: Callable[[Call, list[Outcome]], None] | None = None,
 ) -> dict[str, Any]:
     """One cron call, recorded in cron_runs: claim work with a lease (committed at once),
     do it on the pool, hand back what was not started, count what is still due of the
-    work that was due when the call started."""
+    work that was due when the call started, then wrap up (what the work changed, within
+    the call's time)."""
 
     def body() -> dict[str, Any]:
         call = Call(runtime, kind=kind)
@@ -305,6 +307,8 @@ def bounded_call(
             )
             with runtime.db.connection() as conn:
                 left = remaining(conn, call)
+            if wrap_up is not None:
+                wrap_up(call, outcomes)
             return call.answer(outcomes, remaining=left)
         finally:
             call.close()

@@ -313,12 +313,20 @@ def requests_by_class(rows: list[dict[str, Any]], now: datetime) -> dict[str, An
 
 
 def rate_plan(
-    here: planning.Situation, poll_share: int, *, backlog_requests: int, now: datetime
+    here: planning.Situation,
+    poll_share: int,
+    *,
+    backlog_requests: int,
+    now: datetime,
+    polls: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The scheduler's plan: each class's share and use in this window and today, when
-    the backlog completes at that pace, and the polling's share of the day."""
+    the backlog completes at that pace, and the polling's share of the day (with the
+    plan the riders' polls follow, and a whole-club re-plan under way)."""
     completes = schedule.projected_completion(backlog_requests, here.state, here.needs, now)
     planned = here.needs.per_day.get(schedule.WorkClass.INCREMENTAL, 0)
+    polls = polls or {}
+    replan = polls.get("replan") or {}
     return {
         **schedule.plan(here.state, here.needs, now).as_dict(),
         "backlog": {
@@ -330,6 +338,15 @@ def rate_plan(
             "share_per_day": poll_share,
             "planned_per_day": planned,
             "fits": planned <= poll_share,
+            "kind": polls.get("kind"),
+            "note": polls.get("note"),
+            "planned_at": iso(polls.get("planned_at")),
+            "replan": {
+                "pending": bool(replan.get("pending", False)),
+                "phase": replan.get("phase"),
+                "riders_done": replan.get("riders_done"),
+                "started_at": iso(replan.get("started_at")),
+            },
         },
     }
 
@@ -463,6 +480,7 @@ def admin_status(
         rolled = roll_windows(budget, now)
         here = planning.situation(conn, rolled, settings, now)
         poll_share = planning.incremental_share(conn, rolled, settings)
+        polls = planning.replan_status(conn)
         day = {row["kind"]: row for row in models.runs.run_stats_since(conn, hours=24, now=now)}
         stalled_count, stalled = models.status.stalled_races(
             conn,
@@ -573,7 +591,7 @@ def admin_status(
             "cron_share_daily": rate["cron_share_daily"],
         },
         "requests": requests_by_class(request_windows, now),
-        "plan": rate_plan(here, poll_share, backlog_requests=total_requests, now=now),
+        "plan": rate_plan(here, poll_share, backlog_requests=total_requests, now=now, polls=polls),
         "runs": {
             kind: {
                 "last": [_run_summary(r) for r in runs if r["kind"] == kind],

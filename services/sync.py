@@ -9,10 +9,9 @@ from typing import Any
 
 import models
 from services.activities import listing_ended, newest_start, page_rows
-from services.budget import roll_windows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
 from services.events import process_rider_events
-from services.planning import replan_polls, webhook_health
+from services.planning import continue_replan, plan_riders, webhook_health
 from services.strava import PER_PAGE_MAX
 
 log = logging.getLogger(__name__)
@@ -180,15 +179,22 @@ def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
             now=call.started_at,
         )
 
+    def wrap_up(call: Call, outcomes: list[Outcome]) -> None:
+        # What this call found moves its riders' next polls (a find brings one forward);
+        # the rest of the club keeps its plan unless the plan itself changed.
+        synced = [o.id for o in outcomes if o.status == SUCCEEDED]
+        with call.db.connection() as conn:
+            plan_riders(conn, synced, settings, call.now())
+        continue_replan(
+            call.db, settings, call.runtime.clock, call.runtime.timer, deadline=call.deadline
+        )
+
     def remaining(conn: models.Conn, call: Call) -> int:
         left = models.sync.count_riders_due_for_sync(
             conn, min_interval_s=settings.sync_min_interval_s, now=call.started_at
         )
-        now = call.now()
         if left == 0:
-            models.sync.close_sync_round(conn, now=now)
-        # What this call found moves the riders' next polls (a find brings one forward).
-        replan_polls(conn, roll_windows(models.budget.read_rate_budget(conn), now), settings, now)
+            models.sync.close_sync_round(conn, now=call.now())
         return left
 
     return bounded_call(
@@ -200,6 +206,7 @@ def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         ),
         hand_back=_hand_back,
         remaining=remaining,
+        wrap_up=wrap_up,
     )
 
 
