@@ -141,6 +141,7 @@ class Call:
             work_class=CALL_CLASSES[kind],
             clock=runtime.clock,
             settings=settings,
+            block_size=settings.sync_workers,
         )
         self.strava = StravaClient(
             api_url=settings.strava_api_url,
@@ -184,6 +185,10 @@ class Call:
 
     def close(self) -> None:
         self.strava.close()
+        try:
+            self.budget.release()
+        except Exception:  # what is not given back stays counted: never more than a block
+            log.warning("could not give back the call's unused requests", exc_info=True)
 
     def elapsed_ms(self) -> int:
         return int((self.runtime.timer() - self.started) * 1000)
