@@ -89,16 +89,26 @@ def status_rider_page(
     ).fetchall()
 
 
+# Connections whose history is still to be walked (new, or a full refresh asked), found
+# through the indexes of each (migration status_indexes), not by reading every rider.
+_HISTORY_LEFT = """
+    rider_id in (select rider_id from strava_connections where history_complete_at is null
+                 union
+                 select rider_id from strava_connections
+                  where full_refresh_requested_at is not null)
+"""
+
+
 def incomplete_histories(conn: Conn) -> list[dict[str, Any]]:
     """Connections whose history is still to be walked (new, or a full refresh asked)."""
     return conn.execute(
-        """
+        f"""
         select rider_id, status, connected_at, history_walk_started_at, history_cursor,
                history_pages, history_activities, history_races, history_complete_at,
                full_refresh_requested_at, athlete_created_at, last_progress_at,
                failure_count, next_attempt_at, last_error
           from strava_connections
-         where history_complete_at is null or full_refresh_requested_at is not null
+         where {_HISTORY_LEFT}
          order by rider_id
         """
     ).fetchall()
@@ -124,16 +134,6 @@ def race_counts(conn: Conn, *, max_attempts: int) -> dict[str, Any]:
     ).fetchone()
     assert row is not None
     return dict(row)
-
-
-def count_auto_sync_riders(conn: Conn) -> int:
-    """Riders the scheduled sync serves (active connection, auto sync on)."""
-    row = conn.execute(
-        "select count(*) as n from strava_connections c join riders r on r.id = c.rider_id"
-        " where c.status = 'active' and r.auto_sync"
-    ).fetchone()
-    assert row is not None
-    return int(row["n"])
 
 
 # What may be stuck. Each query names the rows and since when they made no progress.
@@ -177,14 +177,13 @@ def stalled_histories(
     """Active riders with history left to walk and no progress for stuck_after_s before
     `now`, not held by a live call."""
     return conn.execute(
-        """
+        f"""
         select rider_id, since, next_attempt_at, failure_count, last_error from (
             select rider_id, next_attempt_at, failure_count, last_error,
                    greatest(coalesce(last_progress_at, connected_at),
                             full_refresh_requested_at, connected_at) as since
               from strava_connections
-             where status = 'active'
-               and (history_complete_at is null or full_refresh_requested_at is not null)
+             where status = 'active' and {_HISTORY_LEFT}
                and not coalesce(lease_expires_at >= %(now)s, false)
                and (%(rider_id)s::bigint is null or rider_id = %(rider_id)s)
         ) s
@@ -204,7 +203,8 @@ def overdue_syncs(
     rider_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """Active auto-sync riders due for longer than stuck_after_s at `now` and not held by
-    a call."""
+    a call. Only riders whose poll came before that (or never planned, or never synced)
+    can be: they are found through the indexes of planned polls and of syncs."""
     return conn.execute(
         """
         select c.rider_id, c.next_attempt_at, c.failure_count, c.last_error,
@@ -214,6 +214,16 @@ def overdue_syncs(
                end as since
           from strava_connections c join riders r on r.id = c.rider_id
          where c.status = 'active' and r.auto_sync
+           and c.rider_id in (
+               select rider_id from strava_connections
+                where status = 'active'
+                  and next_poll_at < %(now)s - make_interval(secs => %(stuck)s)
+               union all
+               select rider_id from strava_connections
+                where status = 'active' and next_poll_at is null
+               union all
+               select rider_id from strava_connections
+                where status = 'active' and last_synced_at is null)
            and not coalesce(c.lease_expires_at >= %(now)s, false)
            and case when c.last_synced_at is null then c.connected_at
                     else greatest(c.next_poll_at,

@@ -364,6 +364,9 @@ def _replan_step(
     None when there is nothing to do or another call holds the plan."""
     # (the share needs the day's limit, which no window roll changes)
     target = plan_target(conn, models.budget.read_rate_budget(conn), settings, now)
+    seen = models.planning.read_plan_state(conn)
+    if seen is not None and seen.replan_phase is None and not replan_due(seen, target, now):
+        return None  # the usual case: nothing to re-plan, and no lock taken
     models.planning.save_plan_state_if_missing(conn)
     state = models.planning.read_plan_state(conn, lock=True)
     if state is None:

@@ -471,7 +471,7 @@ def admin_status(
         )
         histories = models.status.incomplete_histories(conn)
         races = models.status.race_counts(conn, max_attempts=settings.enrich_max_attempts)
-        auto_sync_riders = models.status.count_auto_sync_riders(conn)
+        auto_sync_riders = models.planning.fleet_counts(conn)["riders"]
         budget = models.budget.read_rate_budget(conn)
         runs = models.runs.last_runs(conn, kinds=RUN_KINDS, per_kind=RUNS_PER_KIND)
         weather = weather_status(conn, now)  # the weather source's breaker and counts
