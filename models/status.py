@@ -7,7 +7,7 @@ from typing import Any
 
 from models.base import Conn
 from models.enrichment import RACE_RETRYABLE, RACE_WAITING
-from models.sync import SYNC_STATE
+from models.sync import DUE_CANDIDATES, NOT_DONE_IN_ROUND, POLL_DUE, SYNC_STATE
 
 
 def failed_races(conn: Conn, *, rider_id: int, limit: int) -> list[dict[str, Any]]:
@@ -27,19 +27,78 @@ def failed_races(conn: Conn, *, rider_id: int, limit: int) -> list[dict[str, Any
 # The admin status.
 
 
-def status_sync_buckets(conn: Conn, *, min_interval_s: int, now: datetime) -> list[dict[str, Any]]:
-    """Riders counted by connection status and sync state at `now`."""
-    return conn.execute(
+def _rider_counts(conn: Conn) -> dict[str, int]:
+    """Riders, and connections by status, as the triggers keep them (counted once, and
+    the row put back, if it is missing)."""
+    row = conn.execute(
+        "select riders, active, needs_reauth, revoked from rider_counts where id = 1"
+    ).fetchone()
+    if row is None:
+        row = conn.execute(
+            """
+            insert into rider_counts (id, riders, active, needs_reauth, revoked)
+            select 1, (select count(*) from riders),
+                   count(*) filter (where status = 'active'),
+                   count(*) filter (where status = 'needs_reauth'),
+                   count(*) filter (where status = 'revoked')
+              from strava_connections
+            on conflict (id) do update set riders = rider_counts.riders
+            returning riders, active, needs_reauth, revoked
+            """
+        ).fetchone()
+    assert row is not None
+    return {k: int(v) for k, v in row.items()}
+
+
+def rider_state_counts(conn: Conn, *, min_interval_s: int, now: datetime) -> dict[str, Any]:
+    """Riders counted by connection status and by sync state at `now` (the states of
+    SYNC_STATE, first match wins), and those never synced: from the kept counts, and the
+    indexes of the few riders held by a call, paused, backing off or due; up to date is
+    the rest of the active ones."""
+    counts = _rider_counts(conn)
+    row = conn.execute(
         f"""
-        select coalesce(c.status, 'not_connected') as connection, {SYNC_STATE} as sync_state,
-               count(*) as riders,
-               count(*) filter (where c.rider_id is not null and c.last_synced_at is null)
-                   as never_synced
-          from riders r left join strava_connections c on c.rider_id = r.id
-         group by 1, 2
+        select
+          (select count(*) from strava_connections
+            where lease_token is not null and lease_expires_at >= %(now)s
+              and status = 'active') as in_progress,
+          (select count(*) from riders r join strava_connections c on c.rider_id = r.id
+            where not r.auto_sync and c.status = 'active'
+              and (c.lease_expires_at is null or c.lease_expires_at < %(now)s)) as paused,
+          (select count(*) from strava_connections c join riders r on r.id = c.rider_id
+            where c.next_attempt_at > %(now)s and c.status = 'active' and r.auto_sync
+              and (c.lease_expires_at is null or c.lease_expires_at < %(now)s))
+              as backing_off,
+          (select count(*) from strava_connections c join riders r on r.id = c.rider_id
+            where c.rider_id in ({DUE_CANDIDATES})
+              and c.status = 'active' and r.auto_sync
+              and (c.lease_expires_at is null or c.lease_expires_at < %(now)s)
+              and (c.next_attempt_at is null or c.next_attempt_at <= %(now)s)
+              and {POLL_DUE} and {NOT_DONE_IN_ROUND}) as due,
+          (select count(*) from strava_connections where last_synced_at is null)
+              as never_synced
         """,
         {"min_interval_s": min_interval_s, "now": now},
-    ).fetchall()
+    ).fetchone()
+    assert row is not None
+    states = {k: int(row[k]) for k in ("in_progress", "paused", "backing_off", "due")}
+    connected = counts["active"] + counts["needs_reauth"] + counts["revoked"]
+    return {
+        "total": counts["riders"],
+        "by_connection_status": {
+            "active": counts["active"],
+            "needs_reauth": counts["needs_reauth"],
+            "revoked": counts["revoked"],
+            "not_connected": counts["riders"] - connected,
+        },
+        "by_sync_state": {
+            **states,
+            "up_to_date": counts["active"] - sum(states.values()),
+            "stopped": counts["needs_reauth"] + counts["revoked"],
+            "not_connected": counts["riders"] - connected,
+        },
+        "never_synced": int(row["never_synced"]),
+    }
 
 
 def status_rider_page(
@@ -115,7 +174,8 @@ def incomplete_histories(conn: Conn) -> list[dict[str, Any]]:
 
 
 def race_counts(conn: Conn, *, max_attempts: int) -> dict[str, Any]:
-    """Races by enrichment state; waiting ones split by whether their rider can be served."""
+    """Races by enrichment state (from the races' index); waiting ones (from the queue's)
+    split by whether their rider can be served."""
     row = conn.execute(
         f"""
         select count(*) as races,
@@ -124,10 +184,14 @@ def race_counts(conn: Conn, *, max_attempts: int) -> dict[str, Any]:
                count(*) filter (where {RACE_RETRYABLE}) as failed_retrying,
                count(*) filter (where a.enrichment_status = 'failed'
                                 and a.enrichment_attempts >= %(max_attempts)s) as failed_final,
-               count(*) filter (where {RACE_WAITING}
-                                and c.status is distinct from 'active') as waiting_on_reconnect,
-               count(*) filter (where {RACE_WAITING} and c.status = 'active') as workable
-          from activities a left join strava_connections c on c.rider_id = a.rider_id
+               (select count(*) from activities a
+                  left join strava_connections c on c.rider_id = a.rider_id
+                 where a.is_race and {RACE_WAITING}
+                   and c.status is distinct from 'active') as waiting_on_reconnect,
+               (select count(*) from activities a
+                  join strava_connections c on c.rider_id = a.rider_id
+                 where a.is_race and {RACE_WAITING} and c.status = 'active') as workable
+          from activities a
          where a.is_race
         """,
         {"max_attempts": max_attempts},

@@ -36,7 +36,7 @@ class RiderLease:
 
 
 # Not synced (or tried) since the open sync round opened; every rider when none is open.
-_NOT_DONE_IN_ROUND = """
+NOT_DONE_IN_ROUND = """
     (c.last_sync_attempt_at is null
      or c.last_sync_attempt_at < coalesce(
          (select w.opened_at from work_rounds w
@@ -46,7 +46,7 @@ _NOT_DONE_IN_ROUND = """
 
 # The rider's poll is due at %(now)s: its planned time has come (none planned: at once)
 # and the floor since the last sync has passed; a listing cut short resumes at once.
-_POLL_DUE = """
+POLL_DUE = """
     (c.sync_listing_page is not null
      or ((c.next_poll_at is null or c.next_poll_at <= %(now)s)
          and (c.last_synced_at is null
@@ -61,15 +61,15 @@ _SYNC_DUE = f"""
     c.status = 'active' and r.auto_sync
     and (c.lease_expires_at is null or c.lease_expires_at < %(now)s)
     and (c.next_attempt_at is null or c.next_attempt_at <= %(now)s)
-    and {_POLL_DUE}
-    and {_NOT_DONE_IN_ROUND}
+    and {POLL_DUE}
+    and {NOT_DONE_IN_ROUND}
 """
 
 
 # Riders whose poll may be due at %(now)s, found through the indexes of planned polls and
 # of unfinished listings (migration plan_what_changed), so finding what is due reads what
 # is due, not every rider; _SYNC_DUE then decides.
-_DUE_CANDIDATES = """
+DUE_CANDIDATES = """
     select rider_id from strava_connections
      where status = 'active' and next_poll_at <= %(now)s
     union all
@@ -142,7 +142,7 @@ def claim_riders_for_sync(
         f"""
         with due as (
             select c.rider_id from strava_connections c join riders r on r.id = c.rider_id
-            where c.rider_id in ({_DUE_CANDIDATES}) and {_SYNC_DUE}
+            where c.rider_id in ({DUE_CANDIDATES}) and {_SYNC_DUE}
             order by c.last_synced_at nulls first, c.rider_id
             limit %(limit)s
             for update of c skip locked
@@ -169,7 +169,7 @@ def count_riders_due_for_sync(conn: Conn, *, min_interval_s: int, now: datetime)
     row = conn.execute(
         f"""
         select count(*) as n from strava_connections c join riders r on r.id = c.rider_id
-        where c.rider_id in ({_DUE_CANDIDATES}) and {_SYNC_DUE}
+        where c.rider_id in ({DUE_CANDIDATES}) and {_SYNC_DUE}
         """,
         {"min_interval_s": min_interval_s, "now": now},
     ).fetchone()
@@ -373,7 +373,7 @@ SYNC_STATE = f"""
       when c.lease_expires_at >= %(now)s then 'in_progress'
       when not r.auto_sync then 'paused'
       when c.next_attempt_at > %(now)s then 'backing_off'
-      when {_POLL_DUE} and {_NOT_DONE_IN_ROUND} then 'due'
+      when {POLL_DUE} and {NOT_DONE_IN_ROUND} then 'due'
       else 'up_to_date'
     end
 """

@@ -463,7 +463,7 @@ def admin_status(
             offset=riders_offset,
             now=now,
         )
-        buckets = models.status.status_sync_buckets(
+        riders = models.status.rider_state_counts(
             conn, min_interval_s=settings.sync_min_interval_s, now=now
         )
         due_now = models.sync.count_riders_due_for_sync(
@@ -509,11 +509,8 @@ def admin_status(
         )
     by_kind = Counter(item["kind"] for item in stuck)
     by_kind["race_stalled"] = stalled_count  # only the oldest LISTED_MAX are listed
-    by_connection = dict.fromkeys(CONNECTION_STATUSES, 0)
-    by_state = dict.fromkeys(SYNC_STATES, 0)
-    for row in buckets:
-        by_connection[row["connection"]] = by_connection.get(row["connection"], 0) + row["riders"]
-        by_state[row["sync_state"]] = by_state.get(row["sync_state"], 0) + row["riders"]
+    by_connection = {k: riders["by_connection_status"][k] for k in CONNECTION_STATUSES}
+    by_state = {k: riders["by_sync_state"][k] for k in SYNC_STATES}
     reserve = reserve_size(budget, settings.sync_now_reserve)
     active_histories = [h for h in histories if h["status"] == "active"]
     discover_requests = sum(history_requests_left(h) for h in active_histories)
@@ -532,13 +529,13 @@ def admin_status(
         "weather": weather,
         "webhooks": webhooks,
         "riders": {
-            "total": sum(row["riders"] for row in buckets),
+            "total": riders["total"],
             "by_connection_status": by_connection,
             "by_sync_state": by_state,
             "due_now": due_now,
-            "never_synced": sum(row["never_synced"] for row in buckets),
+            "never_synced": riders["never_synced"],
             "list": {
-                "count": sum(row["riders"] for row in buckets),
+                "count": riders["total"],
                 "offset": riders_offset,
                 "limit": riders_limit,
                 "items": [rider_entry(row) for row in rider_page],

@@ -8,3 +8,5 @@ create index activities_enrichment_leased
 create index activities_weather_state on public.activities (weather_status);
 create index strava_connections_full_refresh
   on public.strava_connections (rider_id) where full_refresh_requested_at is not null;
+create index strava_connections_history_left
+  on public.strava_connections (rider_id) where history_complete_at is null;
