@@ -83,7 +83,7 @@ _UPSERT_ACTIVITIES = f"""
            {", ".join(f"{c} = excluded.{c}" for c in _STORED_SUMMARY_COLUMNS)},
            enrichment_status = case when excluded.is_race
                                     then coalesce(a.enrichment_status, 'pending') end,
-           -- weather is looked up again when its points or times change (issue 12)
+           -- weather is looked up again when its points or times change
            weather_status = case
                when (a.start_lat, a.start_lng, a.start_date, a.elapsed_time_s)
                     is distinct from (excluded.start_lat, excluded.start_lng,

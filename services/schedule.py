@@ -1,4 +1,4 @@
-"""Pure policy for spending the club's Strava budget like a scheduler (issue 8).
+"""Pure policy for spending the club's Strava budget like a scheduler.
 
 Decisions only: no I/O, no database, no clock. Every function takes `now` and the state.
 

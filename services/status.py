@@ -684,7 +684,7 @@ def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
                 for r in failed
             ],
         },
-        "duplicates": describe_duplicates(duplicates),  # rides recorded twice (issue 12)
+        "duplicates": describe_duplicates(duplicates),  # rides recorded twice
         "stuck": stuck,
         "rate_limit_blocked_until": iso(blocked) if blocked and blocked > now else None,
         "runs": [

@@ -714,7 +714,7 @@ def test_connect_callback_and_disconnect(make_app, auth_settings, web, issuer, d
 
 
 def test_duplicate_overrule_answers(client, strava, database, contract):
-    """POST /api/admin/riders/{rider_id}/duplicates (issue 12): 200 and 400."""
+    """POST /api/admin/riders/{rider_id}/duplicates: 200 and 400."""
     path = "/api/admin/riders/{rider_id}/duplicates"
     rider = connect_rider(database, strava, 8801, activities=2)
     cron = client.post("/api/cron/sync-strava", headers=cron_headers())
@@ -742,7 +742,7 @@ def test_duplicate_overrule_answers(client, strava, database, contract):
 
 
 def test_weather_answers(make_app, fake, database, contract):
-    """GET and POST /api/cron/weather (issue 12) against the fake weather on loopback."""
+    """GET and POST /api/cron/weather against the fake weather on loopback."""
     import psycopg
     import psycopg.rows
 
@@ -775,7 +775,7 @@ def test_weather_answers(make_app, fake, database, contract):
 
 
 def test_webhook_and_events_answers(make_app, strava, database, contract):
-    """GET and POST /api/strava/webhook and /api/cron/events (issue 9)."""
+    """GET and POST /api/strava/webhook and /api/cron/events."""
     from models.webhooks import save_push_subscription
     from services.webhooks import validation_answer
 
