@@ -82,6 +82,15 @@ def sync_rider(call: Call, lease: models.sync.RiderLease, *, events_healthy: boo
     transaction of the last page, since the order of pages is not documented: until the
     listing is complete, nothing says which activities after the old cursor are stored.
     """
+    outcome, _ = _sync_listing(call, lease, events_healthy=events_healthy)
+    return outcome
+
+
+def _sync_listing(
+    call: Call, lease: models.sync.RiderLease, *, events_healthy: bool
+) -> tuple[Outcome, bool]:
+    """sync_rider, and whether the rider has webhook events waiting (looked at in the
+    last page's transaction, so a rider without any costs no transaction more)."""
     settings = call.settings
     need = ListingNeed(
         events_healthy=events_healthy,
@@ -93,6 +102,7 @@ def sync_rider(call: Call, lease: models.sync.RiderLease, *, events_healthy: boo
     after = int(start.after.timestamp())
     newest, page = start.newest, start.page
     counts = {"pages": 0, "fetched": 0, "added": 0, "updated": 0, "races": 0}
+    events_waiting = False
 
     def list_page(token: str) -> list[dict[str, Any]]:
         return call.strava.list_activities(token, after=after, page=page, per_page=PER_PAGE_MAX)
@@ -141,8 +151,9 @@ def sync_rider(call: Call, lease: models.sync.RiderLease, *, events_healthy: boo
                 # New or edited rides (a resumed listing may have stored them earlier).
                 if counts["added"] or counts["updated"] or start.resumed:
                     models.activities.recompute_eddington(conn, rider_id=lease.rider_id, now=now)
+                events_waiting = models.webhooks.has_pending_events(conn, rider_id=lease.rider_id)
         if ended:
-            return Outcome("rider_id", lease.rider_id, SUCCEEDED, counts=counts)
+            return Outcome("rider_id", lease.rider_id, SUCCEEDED, counts=counts), events_waiting
         page += 1
 
 
@@ -150,9 +161,11 @@ def _sync_or_record_failure(
     call: Call, lease: models.sync.RiderLease, *, events_healthy: bool
 ) -> Outcome:
     try:
-        outcome = sync_rider(call, lease, events_healthy=events_healthy)
+        outcome, events_waiting = _sync_listing(call, lease, events_healthy=events_healthy)
     except Exception as exc:  # each rider is isolated: one failing never stops the others
         return call.settle_rider(lease, exc)
+    if not events_waiting:
+        return outcome
     # The rider's webhook events ride along: creates the listing stored cost nothing.
     events = process_rider_events(call, lease)
     if events:
