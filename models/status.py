@@ -174,25 +174,29 @@ def incomplete_histories(conn: Conn) -> list[dict[str, Any]]:
 
 
 def race_counts(conn: Conn, *, max_attempts: int) -> dict[str, Any]:
-    """Races by enrichment state (from the races' index); waiting ones (from the queue's)
-    split by whether their rider can be served."""
+    """Races by enrichment state; waiting ones split by whether their rider can be served.
+    The detailed ones from their index, the rest from the enrichment queue's."""
     row = conn.execute(
         f"""
-        select count(*) as races,
-               count(*) filter (where a.enrichment_status = 'pending') as pending,
-               count(*) filter (where a.enrichment_status = 'done') as done,
-               count(*) filter (where {RACE_RETRYABLE}) as failed_retrying,
-               count(*) filter (where a.enrichment_status = 'failed'
-                                and a.enrichment_attempts >= %(max_attempts)s) as failed_final,
-               (select count(*) from activities a
-                  left join strava_connections c on c.rider_id = a.rider_id
-                 where a.is_race and {RACE_WAITING}
-                   and c.status is distinct from 'active') as waiting_on_reconnect,
-               (select count(*) from activities a
-                  join strava_connections c on c.rider_id = a.rider_id
-                 where a.is_race and {RACE_WAITING} and c.status = 'active') as workable
-          from activities a
-         where a.is_race
+        select d.n + u.n + q.queued as races, q.pending, d.n as done, q.failed_retrying,
+               q.failed_final, q.waiting_on_reconnect, q.workable
+          from (select count(*) as n from activities
+                 where is_race and enrichment_status = 'done') d,
+               (select count(*) as n from activities
+                 where is_race and enrichment_status is null) u,
+               (select count(*) as queued,
+                       count(*) filter (where a.enrichment_status = 'pending') as pending,
+                       count(*) filter (where {RACE_RETRYABLE}) as failed_retrying,
+                       count(*) filter (where a.enrichment_status = 'failed'
+                                        and a.enrichment_attempts >= %(max_attempts)s)
+                           as failed_final,
+                       count(*) filter (where {RACE_WAITING}
+                                        and c.status is distinct from 'active')
+                           as waiting_on_reconnect,
+                       count(*) filter (where {RACE_WAITING} and c.status = 'active')
+                           as workable
+                  from activities a left join strava_connections c on c.rider_id = a.rider_id
+                 where a.is_race and a.enrichment_status in ('pending', 'failed')) q
         """,
         {"max_attempts": max_attempts},
     ).fetchone()
