@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import threading
 import time
@@ -109,7 +110,8 @@ class DatabaseCounters:
     """Statements, rows read and rows written in the bench's database, read from the
     server's `postgres` database (so reading them counts nothing in ours)."""
 
-    def __init__(self, stats_url: str, database: str, pool: Any) -> None:
+    def __init__(self, stats_url: str, database: str, pool: Any, url: str = "") -> None:
+        self._url = url
         self._admin = psycopg.connect(stats_url, autocommit=True)
         row = self._admin.execute(
             "select oid from pg_database where datname = %s", (database,)
@@ -134,6 +136,16 @@ class DatabaseCounters:
                 self._pool.putconn(conn)
         time.sleep(0.05)  # the flush happens as each backend goes idle
 
+    def tables(self) -> dict[str, int]:
+        """Rows read by table so far (for --top): sequential scans' rows and index reads."""
+        self._flush_app_connections()
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            conn.execute("select pg_stat_clear_snapshot()")
+            rows = conn.execute(
+                "select relname, seq_tup_read + coalesce(idx_tup_fetch, 0) from pg_stat_user_tables"
+            ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
     def statements(self) -> dict[int, tuple[str, int, int]]:
         """Each statement's text, calls and blocks touched so far (for --top)."""
         rows = self._admin.execute(
@@ -154,8 +166,14 @@ class DatabaseCounters:
             ).fetchone()
             statements = self._admin.execute(
                 "select coalesce(sum(calls), 0) from pg_stat_statements"
-                " where dbid = %s and query not like %s",
-                (self._dbid, "%pg_stat_force_next_flush%"),
+                " where dbid = %s and query not like %s and query not like %s"
+                " and query not like %s",
+                (
+                    self._dbid,
+                    "%pg_stat_force_next_flush%",
+                    "%pg_stat_user_tables%",
+                    "%pg_stat_clear_snapshot%",
+                ),
             ).fetchone()
         assert tuples is not None and statements is not None
         return {
@@ -356,7 +374,7 @@ def rearm(conn: psycopg.Connection, job: dict[str, Any], now: datetime) -> None:
         " where strava_id = any(%s)",
         (race_ids,),
     )
-    add_events(conn, job, now, batch="measured")
+    add_events(conn, job, now, batch=f"measured-{now.timestamp()}")
 
 
 # --- the calls ------------------------------------------------------------------------
@@ -382,6 +400,46 @@ def replanning(client: Any) -> bool:
     return bool(polling.get("replan", {}).get("pending"))
 
 
+def measure_round(client: Any, counters: DatabaseCounters, *, top: int) -> dict[str, Any]:
+    """Each call once, with its figures (and, with `top`, its costliest statements and
+    the rows it read by table)."""
+    results: dict[str, Any] = {}
+    for name in CALLS:
+        tables_before = counters.tables() if top else {}
+        statements_before = counters.statements() if top else {}
+        before = counters.read()
+        with PeakMemory() as memory:
+            t0 = time.perf_counter()
+            answer = call(client, name)
+            wall = time.perf_counter() - t0
+        after = counters.read()
+        results[name] = {
+            "wall_s": round(wall, 3),
+            **{k: after[k] - before[k] for k in ("statements", "rows_read", "rows_written")},
+            "peak_mb": round(memory.peak_mb, 1),
+            "processed": answer.get("processed"),
+            "strava_requests": answer.get("strava_requests"),
+        }
+        if top:
+            tables_after = counters.tables()
+            results[name]["tables"] = {
+                t: n - tables_before.get(t, 0)
+                for t, n in sorted(tables_after.items())
+                if n - tables_before.get(t, 0)
+            }
+            grown = []
+            for queryid, (text, calls, blocks) in counters.statements().items():
+                _, calls_before, blocks_before = statements_before.get(queryid, ("", 0, 0))
+                grown.append((blocks - blocks_before, calls - calls_before, text))
+            grown.sort(reverse=True)
+            results[name]["top"] = [
+                {"blocks": b, "calls": c, "query": " ".join(q.split())[:300]}
+                for b, c, q in grown[:top]
+                if c
+            ]
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tree", required=True)
@@ -389,6 +447,7 @@ def main() -> None:
     parser.add_argument("--stats-url", required=True)
     parser.add_argument("--job", required=True)
     parser.add_argument("--top", type=int, default=0, help="list the costliest statements")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (medians)")
     args = parser.parse_args()
     tree = os.path.abspath(args.tree)
     sys.path.insert(0, tree)
@@ -435,40 +494,31 @@ def main() -> None:
     for name in CALLS[1:]:
         call(client, name)
     warmup_s = time.perf_counter() - started
-    with psycopg.connect(args.database) as conn:
-        rearm(conn, job, datetime.now(UTC))
-    with psycopg.connect(args.database, autocommit=True) as conn:
-        conn.execute("vacuum analyze")
-
     dbname = str(psycopg.conninfo.conninfo_to_dict(args.database)["dbname"])
-    counters = DatabaseCounters(args.stats_url, dbname, pool)
-    results: dict[str, Any] = {}
+    counters = DatabaseCounters(args.stats_url, dbname, pool, args.database)
+    rounds = []
+    for index in range(args.rounds):
+        with psycopg.connect(args.database) as conn:
+            rearm(conn, job, datetime.now(UTC))
+        with psycopg.connect(args.database, autocommit=True) as conn:
+            conn.execute("vacuum analyze")
+        rounds.append(measure_round(client, counters, top=args.top if index == 0 else 0))
+    results = {}
     for name in CALLS:
-        before = counters.read()
-        statements_before = counters.statements() if args.top else {}
-        with PeakMemory() as memory:
-            t0 = time.perf_counter()
-            answer = call(client, name)
-            wall = time.perf_counter() - t0
-        after = counters.read()
+        runs = [r[name] for r in rounds]
         results[name] = {
-            "wall_s": round(wall, 3),
-            **{k: after[k] - before[k] for k in ("statements", "rows_read", "rows_written")},
-            "peak_mb": round(memory.peak_mb, 1),
-            "processed": answer.get("processed"),
-            "strava_requests": answer.get("strava_requests"),
+            **runs[0],  # the first round's details (--top)
+            **{
+                k: round(statistics.median(run[k] for run in runs), 3)
+                for k in ("wall_s", "peak_mb")
+            },
+            **{  # counts: a round's own (the lower middle one)
+                k: statistics.median_low(run[k] for run in runs)
+                for k in ("statements", "rows_read", "rows_written")
+            },
+            "wall_max_s": max(run["wall_s"] for run in runs),
+            "walls_s": [run["wall_s"] for run in runs],
         }
-        if args.top:  # the statements that touched the most blocks in this call
-            grown = []
-            for queryid, (text, calls, blocks) in counters.statements().items():
-                _, calls_before, blocks_before = statements_before.get(queryid, ("", 0, 0))
-                grown.append((blocks - blocks_before, calls - calls_before, text))
-            grown.sort(reverse=True)
-            results[name]["top"] = [
-                {"blocks": b, "calls": c, "query": " ".join(q.split())[:300]}
-                for b, c, q in grown[: args.top]
-                if c
-            ]
     counters.close()
     runtime.db.close()
     budget_s = float(runtime.settings.cron_time_budget_s)
