@@ -134,12 +134,3 @@ def class_requests(conn: Conn, *, window_start: datetime, day_start: datetime) -
         {"window": window_start, "day": day_start},
     ).fetchall()
     return {r["work_class"]: r for r in rows}
-
-
-def class_requests_now(conn: Conn, *, window_start: datetime, work_class: str) -> int:
-    """Requests `work_class` has reserved in the window (read under the budget's lock)."""
-    row = conn.execute(
-        "select requests from strava_request_windows where window_start = %s and work_class = %s",
-        (window_start, work_class),
-    ).fetchone()
-    return int(row["requests"]) if row else 0

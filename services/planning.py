@@ -194,8 +194,8 @@ def habits(rows: list[dict[str, Any]]) -> list[schedule.RiderHabit]:
 
 @dataclass(frozen=True)
 class PlanTarget:
-    """The plan the riders' polls should follow now: its kind and share, and (by need)
-    the fleet's level."""
+    """The plan the riders' polls should follow now: its kind (by need, or the safety
+    net while webhooks bring each change) and the incremental share."""
 
     kind: str
     share_per_day: int
