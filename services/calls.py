@@ -61,6 +61,12 @@ CALL_CLASSES: dict[str, WorkClass] = {
     "enrich": WorkClass.ENRICH_OLD,
 }
 
+# The calls about one rider (a press, a disconnect, an event in the callback) reserve
+# their requests a few at a time: a larger block would hold what other riders' presses
+# need until the call ends.
+ONE_RIDER_CALLS = frozenset({"sync-now", "disconnect", "webhook"})
+SMALL_BLOCK = 2
+
 # Request counts per window are kept this long: the status's 24-hour chart, and a week
 # of history for the rate plan.
 REQUEST_WINDOW_DAYS = 8
@@ -141,7 +147,7 @@ class Call:
             work_class=CALL_CLASSES[kind],
             clock=runtime.clock,
             settings=settings,
-            block_size=settings.sync_workers,
+            block_size=SMALL_BLOCK if kind in ONE_RIDER_CALLS else settings.sync_workers,
         )
         self.strava = StravaClient(
             api_url=settings.strava_api_url,
