@@ -113,14 +113,12 @@ create table public.poll_plan (
   replan_riders    integer not null default 0  -- riders planned (or surveyed) so far
 );
 
--- What is due, found without reading every rider: the riders whose poll has come (or
--- who were never planned), listings to resume, and riders held by a call.
-create index strava_connections_poll_due
-  on public.strava_connections (next_poll_at) where status = 'active';
+-- What is due, found without reading every rider: listings to resume. The riders whose
+-- poll has come (or who were never planned) and the riders held by a call are found
+-- through the indexes of planned polls and of leases made with the idle reasons
+-- (strava_connections_next_poll, strava_connections_leased).
 create index strava_connections_listing_unfinished
   on public.strava_connections (rider_id) where sync_listing_page is not null;
-create index strava_connections_leased
-  on public.strava_connections (lease_expires_at) where lease_token is not null;
 
 alter table public.poll_fleet enable row level security;
 alter table public.poll_plan enable row level security;

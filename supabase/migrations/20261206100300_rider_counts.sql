@@ -55,10 +55,9 @@ select 1, (select count(*) from public.riders),
        count(*) filter (where status = 'revoked')
   from public.strava_connections;
 
--- The few riders in each state the clock decides.
+-- The few riders in each state the clock decides (those backing off are found through
+-- strava_connections_backing_off, made with the idle reasons).
 create index riders_paused on public.riders (id) where not auto_sync;
-create index strava_connections_backing_off
-  on public.strava_connections (next_attempt_at) where next_attempt_at is not null;
 create index strava_connections_never_synced
   on public.strava_connections (rider_id) where last_synced_at is null;
 
