@@ -95,10 +95,13 @@ def save_poll_plan(conn: Conn, *, decisions: list[dict[str, Any]]) -> int:
           from json_to_recordset(%s::json)
                as d(rider_id bigint, next_poll_at timestamptz, polls_per_day int, reason text)
          where c.rider_id = d.rider_id
+           -- the ids again, as an array: the planner takes a set-returning function for
+           -- 100 rows and would read every rider to join them; an array it counts
+           and c.rider_id = any(%s)
            and (c.next_poll_at, c.polls_per_day, c.poll_reason)
                is distinct from (d.next_poll_at, d.polls_per_day, d.reason)
         """,
-        (json.dumps(decisions, default=str),),
+        (json.dumps(decisions, default=str), [int(d["rider_id"]) for d in decisions]),
     ).rowcount
 
 
