@@ -293,6 +293,14 @@ def seed(conn: psycopg.Connection, job: dict[str, Any], sealer: Any, now: dateti
         {**LIMITS, "now": now},
     )
     add_events(conn, job, now, batch="seed")
+    # A club whose stored routes are cut for the club's pages already (trees that cut
+    # them): cutting them again is a pass made once after the trim changes, not a call's
+    # work. The seeded rides carry no route, so there is nothing to cut.
+    cuts_routes = conn.execute("select to_regclass('public.club_settings') is not null").fetchone()
+    if cuts_routes is not None and cuts_routes[0]:
+        conn.execute(
+            "update club_settings set routes_trim_m = route_trim_m, retrim_after_id = null"
+        )
 
 
 def insert_activity(
