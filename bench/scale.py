@@ -410,7 +410,10 @@ def main(argv: list[str] | None = None) -> None:
                         f"\n{label}, {size:,} riders, {call}: the statements touching most blocks"
                     )
                     read = results[label][str(size)]["calls"][call].get("tables", {})
-                    print("  rows read by table:", ", ".join(f"{t} {n:,}" for t, n in read.items()))
+                    print(
+                        "  rows and index entries read:",
+                        ", ".join(f"{t} {n:,}" for t, n in read.items()),
+                    )
                     for entry in results[label][str(size)]["calls"][call].get("top", []):
                         blocks, calls = entry["blocks"], entry["calls"]
                         print(f"  {blocks:>9,} blocks {calls:>5} calls  {entry['query']}")

@@ -137,14 +137,24 @@ class DatabaseCounters:
         time.sleep(0.05)  # the flush happens as each backend goes idle
 
     def tables(self) -> dict[str, int]:
-        """Rows read by table so far (for --top): sequential scans' rows and index reads."""
+        """Rows read so far (for --top), as the rows-read figure counts them: each table's
+        rows read by sequential scans, and each index's entries read, the system
+        catalogs' included (the figure's total is their sum)."""
         self._flush_app_connections()
         with psycopg.connect(self._url, autocommit=True) as conn:
             conn.execute("select pg_stat_clear_snapshot()")
             rows = conn.execute(
-                "select relname, seq_tup_read + coalesce(idx_tup_fetch, 0) from pg_stat_user_tables"
+                "select case when schemaname = 'pg_catalog' then 'catalogs' else relname end,"
+                " coalesce(seq_tup_read, 0) from pg_stat_all_tables"
+                " union all"
+                " select case when schemaname = 'pg_catalog' then 'catalogs'"
+                " else relname || '.' || indexrelname end, coalesce(idx_tup_read, 0)"
+                " from pg_stat_all_indexes"
             ).fetchall()
-        return {str(r[0]): int(r[1]) for r in rows}
+        read: dict[str, int] = {}
+        for name, n in rows:
+            read[str(name)] = read.get(str(name), 0) + int(n)
+        return read
 
     def statements(self) -> dict[int, tuple[str, int, int]]:
         """Each statement's text, calls and blocks touched so far (for --top)."""
