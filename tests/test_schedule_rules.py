@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 
@@ -702,3 +703,53 @@ def test_enrich_order_is_fair_stable_and_deterministic():
 
 def test_discovery_walks_fewest_pages_first():
     assert schedule.discover_order([(1, 50), (2, 0), (3, 3), (4, 0)]) == [2, 4, 3, 1]
+
+
+def test_surveys_of_slices_add_up_to_the_whole_and_survive_storage():
+    rng = random.Random(8_017)
+    for _ in range(60):
+        now = random_now(rng)
+        fleet = random_fleet(rng, rng.randint(1, 80), now)
+        whole = schedule.survey(fleet, now)
+        cut = sorted(rng.sample(range(len(fleet) + 1), 2))
+        parts = [fleet[: cut[0]], fleet[cut[0] : cut[1]], fleet[cut[1] :]]
+        summed = schedule.FleetSurvey()
+        for part in parts:
+            stored = schedule.survey(part, now).as_json()
+            summed = summed.plus(schedule.FleetSurvey.from_json(stored))
+        assert summed == whole and summed.riders == len(fleet)
+
+
+def test_the_fleet_level_is_the_largest_that_fits_and_a_rider_alone_gets_the_same():
+    rng = random.Random(8_018)
+    for _ in range(60):
+        now = random_now(rng)
+        fleet = random_fleet(rng, rng.randint(1, 60), now)
+        floor = rng.choice([900, 1800, 3600, 7200])
+        share = rng.randint(len(fleet), 8 * len(fleet))
+        level = schedule.fleet_level(schedule.survey(fleet, now), share, floor)
+        plan = schedule.poll_plan(fleet, share, floor, now)
+        assert level.expected_per_day == pytest.approx(plan.expected_per_day)
+        rates = {}
+        for rider in fleet:
+            uploads = schedule.rider_uploads(rider, now)
+            rates[rider.rider_id] = (
+                level.typical if uploads is None else uploads / schedule.HABIT_DAYS
+            )
+        # The next level at which any rider gets one more poll a day no longer fits.
+        steps = [
+            (d.polls_per_day / schedule._weight(rates[r], schedule.tie_step(r)))
+            for r, d in plan.decisions.items()
+            if d.polls_per_day <= level.cap
+        ]
+        if level.fits and steps:
+            higher = replace(level, level=min(steps) + 1e-9)
+            expected = 0.0
+            for rider_id, rate in rates.items():
+                polls = higher.polls(rate, schedule.tie_step(rider_id))
+                expected += polls + schedule._found_per_day(rate, polls)
+            assert expected > share
+        for rider in fleet:  # planned alone, in the fleet's level: the same decision
+            assert (
+                schedule.poll_decision(rider, level, floor, now) == plan.decisions[rider.rider_id]
+            )
