@@ -208,7 +208,9 @@ def test_safety_net_polls_drop_the_overlap_where_it_costs_a_page(club, step_min)
     assert club.status()["webhooks"]["healthy"] is True
     firsts = [q["after"] for q in healthy if q.get("page", "1") == "1"]
     assert 7 <= len(firsts) <= 9, firsts  # one poll a day
-    assert firsts.count(week_back) in (1, 2), firsts  # the overlap one day in seven
+    # The overlap one day in seven. The period's first poll may come before the
+    # subscription's first event, while its health is still unknown: it keeps the overlap.
+    assert firsts[1:].count(week_back) in (1, 2), firsts
     assert set(firsts) == {str(cursor), week_back}
     assert len(healthy) == len(firsts) + firsts.count(week_back)  # only those take page 2
 
