@@ -17,7 +17,6 @@ from typing import Any
 
 import models
 from services.calls import Runtime
-from services.eddington import recompute
 
 VERDICTS = ("distinct", "duplicate", "auto")
 
@@ -70,7 +69,8 @@ def overrule(
         )
         models.duplicates.mark_duplicates(conn, rider_id=rider_id, since=span[0], until=span[1])
         duplicates = models.duplicates.rider_duplicates(conn, rider_id=rider_id)
-    miles, km = recompute(runtime.db, rider_id, now=now)
+    with runtime.db.connection() as conn:
+        miles, km = models.activities.recompute_eddington(conn, rider_id=rider_id, now=now)
     pair = [d for d in duplicates if {d["activity_id"], d["duplicate_of"]} == {first, second}]
     return {
         "rider_id": rider_id,
