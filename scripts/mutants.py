@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import json
 import shutil
 import subprocess
@@ -71,10 +72,11 @@ class Result:
 
     name: str
     counts: Counter[str] = field(default_factory=Counter)
-    survivors: list[str] = field(default_factory=list)
-    wording: list[str] = field(default_factory=list)
-    not_run: list[str] = field(default_factory=list)
-    suspicious: list[str] = field(default_factory=list)
+    # (mutant's name, its change) for each mutant not killed
+    survivors: list[tuple[str, str]] = field(default_factory=list)
+    wording: list[tuple[str, str]] = field(default_factory=list)
+    not_run: list[tuple[str, str]] = field(default_factory=list)
+    suspicious: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -193,44 +195,70 @@ def read_results(name: str, target: Target, work: Path) -> Result:
     result = Result(name)
     mutated = work / "mutants" / target.module
     meta = json.loads((work / "mutants" / (target.module + ".meta")).read_text())
+    lines = mutated.read_text().splitlines()
     functions = mutated_functions(mutated)
-    for key, code in sorted(meta["exit_code_by_key"].items()):
+    for key, code in sorted(meta["exit_code_by_key"].items(), key=lambda kv: mutant_order(kv[0])):
         function = key.rsplit(".", 1)[1]
+        original = functions.get(function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig")
+        mutant = functions.get(function)
         if code in KILLED:
             result.counts["killed"] += 1
-        elif code in TIMEOUT:
+            continue
+        if code in TIMEOUT:
             result.counts["timeout"] += 1
-        elif code in NOT_RUN:
+            continue
+        listed = (key, change(lines, original, mutant))
+        if code in NOT_RUN:
             result.counts["not run"] += 1
-            result.not_run.append(key)
+            result.not_run.append(listed)
         elif code in SURVIVED:
             result.counts["survived"] += 1
-            original = functions.get(function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig")
-            mutant = functions.get(function)
             if original is not None and mutant is not None and wording_only(original, mutant):
-                result.wording.append(key)
+                result.wording.append(listed)
             else:
-                result.survivors.append(key)
+                result.survivors.append(listed)
         else:
             result.counts["suspicious"] += 1
-            result.suspicious.append(key)
+            result.suspicious.append(listed)
     return result
 
 
-def show(work: Path, key: str) -> str:
-    """A mutant's change as mutmut shows it (its diff lines only)."""
-    shown = subprocess.run(
-        [sys.executable, "-m", "mutmut", "show", key],
-        cwd=work,
-        capture_output=True,
-        text=True,
-    ).stdout
-    lines = [
+def mutant_order(key: str) -> tuple[str, int]:
+    """Mutants by function, then by number (mutant 9 before mutant 10)."""
+    function, _, number = key.rpartition("__mutmut_")
+    return function, int(number) if number.isdigit() else 0
+
+
+def change(lines: list[str], original: ast.AST | None, mutant: ast.AST | None) -> str:
+    """A mutant's change: its lines that differ from the original function's."""
+    if not isinstance(original, ast.FunctionDef) or not isinstance(mutant, ast.FunctionDef):
+        return "?"
+    before = lines[original.lineno : original.end_lineno]  # the body, without the def line
+    after = lines[mutant.lineno : mutant.end_lineno]
+    changed = [
         line
-        for line in shown.splitlines()
+        for line in difflib.unified_diff(before, after, lineterm="", n=0)
         if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
-    return " | ".join(line.strip() for line in lines)
+    return " | ".join(line[0] + " " + line[1:].strip() for line in changed)
+
+
+def run_mutmut(name: str, target: Target, max_children: int, timeout_multiplier: float) -> int:
+    """Run mutmut afresh on one module; its exit code."""
+    work = prepare(name, target, timeout_multiplier)
+    log = work / "mutmut.log"
+    print(f"== {name}: {target.module} with {', '.join(target.tests)} (log: {log})", flush=True)
+    with log.open("w") as out:
+        run = subprocess.run(
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)],
+            cwd=work,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    if run.returncode != 0:
+        print(log.read_text()[-4000:], file=sys.stderr)
+        print(f"mutmut failed on {name} (exit {run.returncode})", file=sys.stderr)
+    return run.returncode
 
 
 def table(results: list[Result]) -> str:
@@ -259,6 +287,12 @@ def main(argv: list[str]) -> int:
         default=15.0,
         help="a mutant times out after this many times its tests' usual time (plus 1 s)",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="only print the table of the last run in .mutmut/ (after re-running some mutants"
+        " there by hand with `mutmut run NAME`)",
+    )
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in TARGETS]
     if unknown:
@@ -267,20 +301,11 @@ def main(argv: list[str]) -> int:
     results = []
     for name in names:
         target = TARGETS[name]
-        work = prepare(name, target, args.timeout_multiplier)
-        log = work / "mutmut.log"
-        print(f"== {name}: {target.module} with {', '.join(target.tests)} (log: {log})", flush=True)
-        with log.open("w") as out:
-            run = subprocess.run(
-                [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
-                cwd=work,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        if run.returncode != 0:
-            print(log.read_text()[-4000:], file=sys.stderr)
-            print(f"mutmut failed on {name} (exit {run.returncode})", file=sys.stderr)
-            return run.returncode
+        work = WORK / name
+        if not args.report:
+            failed = run_mutmut(name, target, args.max_children, args.timeout_multiplier)
+            if failed:
+                return failed
         result = read_results(name, target, work)
         results.append(result)
         for title, keys in (
@@ -289,8 +314,8 @@ def main(argv: list[str]) -> int:
             ("not run", result.not_run),
             ("left out, an error's wording only", result.wording),
         ):
-            for key in keys:
-                print(f"  {title}: {key}: {show(work, key)}")
+            for key, changed in keys:
+                print(f"  {title}: {key}: {changed}")
     print()
     print(table(results))
     return 0
