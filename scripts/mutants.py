@@ -53,6 +53,9 @@ TARGETS: dict[str, Target] = {
         ("tests/test_activity_rules.py", "tests/test_activities_rules.py"),
     ),
     "eddington": Target("services/eddington.py", ("tests/test_eddington_rules.py",)),
+    # The duplicate rule itself is one SQL statement (models/duplicates.py): these are the
+    # rules around it that Python states.
+    "duplicates": Target("services/duplicates.py", ("tests/test_duplicates_rules.py",)),
 }
 
 # What the copy mutmut makes of the project needs besides the tests: the product's and
