@@ -564,7 +564,7 @@ def walk(decision, days: float = 2.0) -> list[datetime]:
 
 def test_poll_plan_every_rider_daily_never_under_the_floor_the_fleet_within_its_share():
     rng = random.Random(8_007)
-    for _ in range(150):
+    for _ in range(50):
         now = random_now(rng)
         fleet = random_fleet(rng, rng.randint(1, 60), now)
         floor = rng.choice([900, 1800, 3600, 3600, 7200, 4 * 3600])
@@ -731,7 +731,7 @@ def test_the_same_habit_in_two_time_zones_polls_18_hours_apart_in_utc():
 
 def test_the_incremental_need_counts_the_polls_in_the_window_and_today():
     rng = random.Random(8_013)
-    for _ in range(60):
+    for _ in range(20):
         now = random_now(rng)
         fleet = random_fleet(rng, rng.randint(1, 40), now)
         polls = schedule.poll_plan(fleet, 3 * len(fleet), 3600, now)
