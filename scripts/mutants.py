@@ -144,17 +144,45 @@ def mutated_functions(path: Path) -> dict[str, ast.AST]:
 
 
 def _message(node: ast.AST) -> bool:
-    """Whether a node is an error's text: a string with a space in it, or an f-string."""
+    """Whether a node is an error's text: a string with a space in it, an f-string, or
+    text joined from them (`"one of: " + ", ".join(names)`)."""
     if isinstance(node, ast.JoinedStr):
         return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _message(node.left) or _message(node.right)
     return isinstance(node, ast.Constant) and isinstance(node.value, str) and " " in node.value
+
+
+def _same_but_strings(before: ast.AST, after: ast.AST) -> bool:
+    """Whether two trees differ at most in the values of their string constants."""
+    if type(before) is not type(after):
+        return False
+    if isinstance(before, ast.Constant) and isinstance(after, ast.Constant):
+        return before.value == after.value or (
+            isinstance(before.value, str) and isinstance(after.value, str)
+        )
+    for name in before._fields:
+        old, new = getattr(before, name), getattr(after, name)
+        old_items = old if isinstance(old, list) else [old]
+        new_items = new if isinstance(new, list) else [new]
+        if len(old_items) != len(new_items):
+            return False
+        for a, b in zip(old_items, new_items, strict=True):
+            if isinstance(a, ast.AST) and isinstance(b, ast.AST):
+                if not _same_but_strings(a, b):
+                    return False
+            elif a != b:
+                return False
+    return True
 
 
 def _compare(before: ast.AST, after: ast.AST, *, message_slot: bool = False) -> tuple[bool, bool]:
     """(whether two trees are alike but for an error's text, whether that text differs)."""
     if message_slot and _message(before):
-        text = isinstance(after, ast.JoinedStr) or (
-            isinstance(after, ast.Constant) and isinstance(after.value, str | None)
+        text = (
+            isinstance(after, ast.JoinedStr)
+            or (isinstance(after, ast.Constant) and isinstance(after.value, str | None))
+            or _same_but_strings(before, after)
         )
         return text, text and ast.dump(before) != ast.dump(after)
     if type(before) is not type(after):
@@ -188,7 +216,8 @@ def _compare(before: ast.AST, after: ast.AST, *, message_slot: bool = False) -> 
 
 def wording_only(original: ast.AST, mutant: ast.AST) -> bool:
     """Whether a mutant changes nothing but the text of an error it raises (a string with
-    a space in it, or an f-string, given to the exception in a `raise`)."""
+    a space in it, an f-string, or text joined from them, given to the exception in a
+    `raise`)."""
     alike, reworded = _compare(original, mutant)
     return alike and reworded
 

@@ -45,6 +45,8 @@ def f(x):
         raise ValueError(f"x must be positive, not {x}")
     if x > 9:
         raise FieldError("x", "x is too large")
+    if x == 5:
+        raise FieldError("x", "x must be one of: " + ", ".join(NAMES))
     return {"x": x, "why": "fine"}
 """
 
@@ -56,11 +58,15 @@ def f(x):
         ('"x must be positive, not ', '"XXx must be positive, not XX', True),
         ('f"x must be positive, not {x}"', "None", True),
         ('"x is too large"', '"X IS TOO LARGE"', True),
+        ('"x must be one of: "', '"XXx must be one of: XX"', True),
+        ('", ".join', '"XX, XX".join', True),
         # Anything else counts: the condition, the error's kind, a value returned.
         ("x < 0", "x <= 0", False),
         ("raise ValueError", "raise TypeError", False),
         ('FieldError("x"', 'FieldError("XXxXX"', False),  # a field's name, not wording
         ('"x is too large")', '"x is too large", 1)', False),
+        ("join(NAMES)", "join(OTHER_NAMES)", False),
+        ("x == 5", "x == 6", False),
         ('{"x": x', '{"XXxXX": x', False),
         ('"fine"', '"XXfineXX"', False),
         ("return {", "return None and {", False),
