@@ -801,6 +801,11 @@ def test_riders_alike_share_the_polls_evenly_the_remainder_to_the_first_listed()
     assert polls.fits and polls.expected_per_day == 10
     assert polls.note == "10 polls a day expected of a share of 10"
     assert polls.decisions[2].reason == "idle 40 days: 4 polls a day"
+    one_spare = schedule.poll_plan([idle(2), idle(3), idle(4)], 4, 3600, NOW).decisions
+    assert [d.polls_per_day for d in one_spare.values()] == [2, 1, 1]
+    # Twelve hours between polls: two a day at most, however large the share.
+    twice = schedule.poll_plan([idle(2), idle(3)], 10, 12 * HOUR, NOW)
+    assert [d.polls_per_day for d in twice.decisions.values()] == [2, 2]
 
 
 def test_a_busy_rider_is_held_to_the_floor_and_the_others_share_the_rest():
@@ -921,6 +926,7 @@ def test_uploads_count_from_exactly_the_habits_first_day_to_now():
     since = NOW - timedelta(days=schedule.HABIT_DAYS)
     edges = RiderHabit(1, (since, NOW), 0, None, False)
     assert schedule.upload_rate(edges, NOW) == 2 / schedule.HABIT_DAYS
+    assert sum(schedule.hour_histogram(edges, NOW)) == pytest.approx(2 + 1)
     outside = RiderHabit(
         2, (since - timedelta(seconds=1), NOW + timedelta(seconds=1)), 0, None, False
     )
