@@ -379,8 +379,38 @@ def test_a_backfill_class_leaves_a_higher_backfill_class_its_window_need_of_the_
     discover = schedule.allowance(W.DISCOVER, state, needs, noon)
     assert (discover.requests, discover.binds) == (23 - 5, "backfill pace")
     assert discover.reason == "18 allowed: backfill pace binds"
+    assert discover.cls is W.DISCOVER and discover.limits["backfill pace"] == 18
     recent = schedule.allowance(W.ENRICH_RECENT, state, needs, noon)
     assert (recent.requests, recent.binds) == (23, "backfill pace")
+
+
+def test_a_backlog_todays_pool_can_finish_is_not_paced():
+    state, noon = BudgetState(100, 0, 1000, 0), MIDNIGHT + timedelta(hours=12)
+    assert schedule.backfill_pace(state, Needs(backlog=990), noon) == 990  # the whole pool
+    assert schedule.backfill_pace(state, Needs(backlog=991), noon) == 23  # paced
+
+
+def test_what_the_window_already_spent_is_counted_back_into_its_share():
+    # 29,890 left to the backfill (30,000 less 50 spent, less Sync now's 60), 50 of them
+    # spent in this window: the window's share is (29,890 + 50) / 92, less the 50.
+    state = spend(BudgetState(600, 0, 30_000, 0), W.DISCOVER, 50)
+    assert schedule.backfill_pool(state, Needs()) == 29_890
+    assert schedule.backfill_pace(state, Needs(), MIDNIGHT) == math.ceil(29_940 / 92) - 50 == 276
+
+
+def test_sync_nows_own_needs_above_its_reserve_are_held_from_the_others():
+    state = BudgetState(100, 0, 1000, 0)
+    window = Needs(window={W.SYNC_NOW: 30})
+    assert schedule.allowance(W.INCREMENTAL, state, window, NOW).requests == 70
+    assert schedule.backfill_pool(state, Needs(day={W.SYNC_NOW: 50})) == 950
+    # A window need counts for the day too, when the day's is smaller or not given.
+    assert schedule.backfill_pool(state, Needs(window={W.INCREMENTAL: 30})) == 960
+
+
+def test_the_day_headroom_binds_when_the_day_is_nearly_spent():
+    state = BudgetState(100, 0, 1000, 995)
+    allowed = schedule.allowance(W.SYNC_NOW, state, Needs(), NOW)
+    assert (allowed.requests, allowed.binds) == (5, "day headroom")
 
 
 # --- the plan and the projection ------------------------------------------------------
@@ -806,6 +836,19 @@ def test_riders_alike_share_the_polls_evenly_the_remainder_to_the_first_listed()
     # Twelve hours between polls: two a day at most, however large the share.
     twice = schedule.poll_plan([idle(2), idle(3)], 10, 12 * HOUR, NOW)
     assert [d.polls_per_day for d in twice.decisions.values()] == [2, 2]
+    assert (
+        twice.decisions[2].reason == "idle 40 days: 2 polls a day (the floor: 12 h between polls)"
+    )
+    assert twice.share_per_day == 10
+    # Seven hours between polls: three a day (24 h holds three sevens, not four).
+    thrice = schedule.poll_plan([idle(2), idle(3), idle(4)], 20, 7 * HOUR, NOW).decisions
+    assert [d.polls_per_day for d in thrice.values()] == [3, 3, 3]
+    assert thrice[2].reason == "idle 40 days: 3 polls a day (the floor: 7 h between polls)"
+    # A day between polls: once a day, and nothing to say about the floor.
+    daily_floor = schedule.poll_plan([idle(2), idle(3)], 10, 86_400, NOW).decisions
+    assert [d.polls_per_day for d in daily_floor.values()] == [1, 1]
+    assert daily_floor[2].reason == "idle 40 days: once a day"
+    assert daily_floor[2].rider_id == 2
 
 
 def test_a_busy_rider_is_held_to_the_floor_and_the_others_share_the_rest():
@@ -818,11 +861,20 @@ def test_a_busy_rider_is_held_to_the_floor_and_the_others_share_the_rest():
     assert polls.decisions[1].found_per_day == pytest.approx(found)
     assert polls.decisions[2].found_per_day == 0
     assert polls.expected_per_day == pytest.approx(8 + found) and polls.fits
+    rider = daily(1, (18.5,))
+    assert schedule.upload_rate(rider, NOW) == 1
+    one_a_day = schedule.poll_plan([rider], 3, 3600, NOW).decisions[1]
+    count = one_a_day.polls_per_day
+    assert one_a_day.found_per_day == pytest.approx(count * (1 - math.exp(-1 / count)))
 
 
 def test_a_newcomer_is_polled_like_the_fleets_median_rider():
     newcomer = RiderHabit(1, (), 0, None, False)
-    fleet = [newcomer, daily(2, (9.5,)), daily(3, (1, 9, 17)), idle(4)]
+    every_other_day = RiderHabit(
+        5, tuple(NOW - timedelta(days=2 * k + 1) for k in range(14)), 0, NOW, False
+    )
+    # Known rates 0, 0.5, 1 and 3 a day: the median rider uploads once a day.
+    fleet = [newcomer, daily(2, (9.5,)), daily(3, (1, 9, 17)), idle(4), every_other_day]
     decisions = schedule.poll_plan(fleet, 40, 3600, NOW).decisions
     assert decisions[1].reason.startswith(
         "no uploads known yet: polled like a typical rider (~1.0 a day): "
@@ -849,11 +901,52 @@ def test_the_reason_names_the_habit_the_cadence_and_the_floor():
     assert fewer == f"{habit_words}: 5 polls a day, every ~2.3 h then"  # 3 of them in 7 h
     floored = schedule.poll_plan([four], 12, 4 * HOUR, NOW).decisions[1]
     assert floored.polls_per_day == 6 == 86_400 // (4 * HOUR)
+    assert floored.reason.startswith(f"{habit_words}: 6 polls a day")
     assert floored.reason.endswith(" (the floor: 4 h between polls)")
     few = RiderHabit(5, (NOW - timedelta(days=3), NOW - timedelta(days=9)), 0, NOW, False)
     assert schedule.poll_plan([few], 5, 3600, NOW).decisions[5].reason == (
         "uploads ~0.1 a day: 4 polls a day"  # two uploads make no usual hours
     )
+
+
+def test_usual_hours_are_the_fewest_holding_six_tenths_of_the_uploads():
+    evening = (NOW - timedelta(days=d, hours=-8) for d in (1, 2, 3))  # 18:07
+    morning = (NOW - timedelta(days=d, hours=4) for d in (4, 5))  # 06:07
+    three_of_five = RiderHabit(1, (*evening, *morning), 0, NOW, False)
+    words = schedule.poll_plan([three_of_five], 3, 900, NOW).decisions[1].reason
+    assert words.startswith("uploads ~0.2 a day, mostly 18:00-19:00 local: ")
+    # Three uploads make usual hours, counted from the habit's first instant to now.
+    since = NOW - timedelta(days=schedule.HABIT_DAYS)
+    edges = RiderHabit(2, (since, NOW - timedelta(days=1), NOW), 0, NOW, False)
+    words = schedule.poll_plan([edges], 2, 3600, NOW).decisions[2].reason
+    assert words.startswith("uploads ~0.1 a day, mostly 10:00-11:00 local: ")
+    late = schedule.poll_plan([daily(3, (23.5,))], 3, 900, NOW).decisions[3].reason
+    assert late.startswith("uploads ~1.0 a day, mostly 23:00-00:00 local: ")
+
+
+def test_every_few_hours_counts_the_polls_in_the_usual_hours_and_the_hour_after():
+    evening = daily(1, (18.5,))
+
+    def reason(share: int) -> tuple[tuple[float, ...], str]:
+        d = schedule.poll_plan([evening], share, 900, NOW).decisions[1]
+        return tuple(round(t / HOUR, 2) for t in d.local_times_s), d.reason
+
+    words = "uploads ~1.0 a day, mostly 18:00-19:00 local"
+    # Two polls in 18:00-19:00: every half hour then.
+    assert reason(4) == ((18.12, 18.81, 20.0), f"{words}: 3 polls a day, every ~0.5 h then")
+    # Three, the one at 19:11 counted with them.
+    times, said = reason(6)
+    assert times == (17.7, 18.26, 18.68, 19.18, 20.0)
+    assert said == f"{words}: 5 polls a day, every ~0.3 h then"
+    # One alone says nothing of a rhythm.
+    assert reason(3) == ((18.47, 20.0), f"{words}: 2 polls a day")
+
+
+def test_a_rider_never_polled_is_polled_now_and_no_find_is_claimed():
+    fresh = RiderHabit(1, (NOW - timedelta(days=1),) * 3, 0, None, False)
+    d = schedule.poll_plan([fresh], 2, 3600, NOW).decisions[1]
+    assert (d.next_poll_at, d.interval_s) == (NOW, 0)
+    assert d.reason == "uploads ~0.1 a day, mostly 10:00-11:00 local: once a day"
 
 
 def test_a_single_daily_poll_is_at_the_hour_that_keeps_uploads_waiting_least():
@@ -884,6 +977,9 @@ def test_the_next_poll_is_the_first_planned_time_past_the_floor_within_a_day():
     assert schedule.poll_after((8 * HOUR,), 0, 3600, half_past) == half_past + timedelta(days=1)
     assert schedule.poll_after(times, 0, 2 * 86_400, last) == last + timedelta(days=2)
     assert schedule.next_planned((), 0, last) == last + timedelta(days=1)
+    # Today's times all past: tomorrow's first.
+    evening = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+    assert schedule.next_planned(times, 0, evening) == at + timedelta(days=1)
 
 
 def test_a_find_brings_the_next_poll_to_the_follow_up_never_into_the_past():
@@ -899,6 +995,9 @@ def test_a_find_brings_the_next_poll_to_the_follow_up_never_into_the_past():
     two_hours = after(timedelta(minutes=30), 2 * HOUR)
     assert two_hours.next_poll_at == NOW + timedelta(hours=1.5)  # the floor is longer
     assert two_hours.reason.startswith("last poll found new activities: next in 2 h; ")
+    due = after(timedelta(hours=1), 1800)  # its follow-up is now: no sooner than planned
+    assert due.next_poll_at == NOW
+    assert due.reason.startswith("uploads ~1.0 a day")
     late = after(timedelta(hours=5), 1800)  # its follow-up is past: now, said plainly
     assert late.next_poll_at == NOW
     assert late.reason.startswith("uploads ~1.0 a day")
