@@ -949,6 +949,13 @@ def test_a_rider_never_polled_is_polled_now_and_no_find_is_claimed():
     assert d.reason == "uploads ~0.1 a day, mostly 10:00-11:00 local: once a day"
 
 
+def test_an_idle_riders_polls_are_spread_evenly_over_the_day_from_midnight():
+    for share, every_minutes in ((5, 288), (4, 360)):
+        d = schedule.poll_plan([idle(2)], share, 3600, NOW).decisions[2]
+        minutes = [round(t / 60) for t in d.local_times_s]
+        assert minutes == [every_minutes * k for k in range(share)]
+
+
 def test_a_single_daily_poll_is_at_the_hour_that_keeps_uploads_waiting_least():
     # Uploads at 18:30 local (UTC+2), smoothed over 17:00-20:00: a poll at 20:00 keeps
     # them waiting 1.5 hours, one at 19:00 or 21:00 longer on the whole.
