@@ -3,16 +3,17 @@ changes? mutmut (3.x) changes one thing at a time in a module (a `<` into `<=`, 
 into `-`, a constant by one, an argument dropped) and runs the module's fast tests on
 each change; a change no test notices survives, and shows a rule no test pins.
 
-    python3 dev.py mutants [--max-children N] [MODULE ...]
+    python3 dev.py mutants [--max-children N] [--report] [MODULE ...]
 
 Each module is run on its own, in .mutmut/<module>/ (left there to look at with
 `mutmut browse`, started in that directory), with only its fast tests (no database),
 and a table is printed: the module, its mutants, how many the tests killed, how many
 survived, timed out or were suspicious, and were not run, and the score counting every
 mutant. A timed-out mutant counts as killed (its tests would fail on their timeout), as
-mutmut's own score does. The only mutants left out of the score are those that change
-nothing but the wording of an error's message (a string inside a `raise`); they are
-listed, as are the survivors.
+mutmut's own score does; a mutant that loops forever fails its test on the project's
+pytest timeout (pyproject.toml), and so is killed. The only mutants left out of the score
+are those that change nothing but the wording of an error's message (a string inside a
+`raise`); they are listed, as are the survivors. docs/figures.md has the latest table.
 """
 
 from __future__ import annotations
