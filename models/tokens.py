@@ -45,14 +45,29 @@ def store_tokens(
     expires_at: datetime,
     now: datetime,
 ) -> None:
-    """Keep the newest tokens, sealed (Strava rotates the refresh token)."""
+    """Keep the newest tokens, sealed (Strava rotates the refresh token).
+
+    Strava has just handed these tokens out, so the grant works: a row marked
+    `needs_reauth` meanwhile (a call that sent the refresh token these replace, and was
+    refused) is active again. A connection the rider revoked keeps no tokens.
+    """
     conn.execute(
         """
         update strava_connections
-           set access_token = %s, refresh_token = %s, expires_at = %s, updated_at = %s
-         where rider_id = %s
+           set access_token = %(access)s, refresh_token = %(refresh)s,
+               expires_at = %(expires_at)s, updated_at = %(now)s,
+               last_error = case when status = 'needs_reauth' then null else last_error end,
+               error_class = case when status = 'needs_reauth' then null else error_class end,
+               status = case when status = 'needs_reauth' then 'active' else status end
+         where rider_id = %(rider_id)s and status <> 'revoked'
         """,
-        (access_sealed, refresh_sealed, expires_at, now, rider_id),
+        {
+            "access": access_sealed,
+            "refresh": refresh_sealed,
+            "expires_at": expires_at,
+            "now": now,
+            "rider_id": rider_id,
+        },
     )
 
 

@@ -2,8 +2,13 @@
 
 Strava invalidates a refresh token the moment it hands out the next one, so two calls
 refreshing the same rider at once would lock one of them out. A refresh therefore holds
-the connection's row lock from the re-read to the store; the new tokens are in the
-database before anything uses them.
+the connection's row lock from the re-read to the store. Strava's answer is then the
+rider's only working grant: it is written and committed before anything else, and written
+again in a transaction of its own if the lock's was lost meanwhile. A process killed after
+that loses nothing; one killed while the answer is on its way cannot be saved (Strava has
+rotated, we never heard), and its rider is asked to reconnect at the next refresh. A
+refused refresh token is marked under the lock, so the calls waiting for it never send
+the dead token again (docs/how-it-works.md, "Tokens: a refresh that survives a kill").
 
 Tokens are sealed at rest (services/sealing.py). A stored token not sealed under the
 current key (plain text from before sealing, or an old key's) is sealed again when it
@@ -19,11 +24,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
+import psycopg
+
 import models
 from services.clock import Clock, Timer
 from services.errors import NotConnected
 from services.sealing import Sealer, TokenUnreadable, key_id_of
-from services.strava import StravaClient, TokenRejected, Unauthorized
+from services.strava import StravaClient, TokenGrant, TokenRejected, Unauthorized
 
 if TYPE_CHECKING:
     from db import Database
@@ -32,6 +39,18 @@ log = logging.getLogger(__name__)
 
 REFRESH_MARGIN = timedelta(minutes=5)
 T = TypeVar("T")
+
+# A connection's last_error when Strava stops accepting it, in the rider's words. A refused
+# refresh token cannot say whether the rider withdrew the access or a refresh's answer
+# (which replaced that token) never arrived: either way, reconnecting is the way back.
+REFRESH_REFUSED = (
+    "Strava no longer accepts this service's access to the account: it was withdrawn on "
+    "Strava, or a renewal of it was lost on the way back. Press Connect Strava to reconnect."
+)
+TOKEN_REFUSED = (
+    "Strava refused this service's access to the account right after renewing it. "
+    "Press Connect Strava to reconnect."
+)
 
 
 class NeedsReauth(Exception):
@@ -129,52 +148,87 @@ class TokenKeeper:
         try:
             return request(token)
         except Unauthorized:
-            self._give_up(rider_id, "Strava refused a freshly refreshed token")
+            with self._db.connection() as conn:
+                self._give_up(conn, rider_id, TOKEN_REFUSED)
             raise NeedsReauth("Strava refused the rider's token") from None
 
     def _refresh(self, rider_id: int, *, stale_token: str | None) -> str:
-        with self._db.connection() as conn:
-            tokens = self._read(conn, rider_id, for_update=True)
-            # Another call may have refreshed while we waited for the lock.
-            fresh = tokens.expires_at - self._clock() > REFRESH_MARGIN
-            if fresh and (stale_token is None or tokens.access_token != stale_token):
-                return tokens.access_token
-            used = tokens.refresh_token
+        """Refresh under the connection's row lock; on `invalid_grant`, read the row again
+        and try once more only if it holds another refresh token than the one refused."""
+        refused: str | None = None  # the refresh token Strava refused in this refresh
+        while True:
+            grant: TokenGrant | None = None
             try:
-                grant = self._strava.refresh(used)
-            except TokenRejected:
-                rejected = True
-            else:
-                rejected = False
-                access, refresh = seal_tokens(
-                    self._sealer, rider_id, grant.access_token, grant.refresh_token
-                )
-                models.tokens.store_tokens(
-                    conn,
-                    rider_id=rider_id,
-                    access_sealed=access,
-                    refresh_sealed=refresh,
-                    expires_at=grant.expires_at,
-                    now=self._clock(),
-                )
+                with self._db.connection() as conn:
+                    # The lock is held from this read until the new tokens are written.
+                    tokens = self._read(conn, rider_id, for_update=True)
+                    # Another call may have refreshed while we waited for the lock.
+                    fresh = tokens.expires_at - self._clock() > REFRESH_MARGIN
+                    if fresh and (stale_token is None or tokens.access_token != stale_token):
+                        return tokens.access_token
+                    used = tokens.refresh_token
+                    if used == refused:  # nobody stored other tokens: no second try
+                        raise NeedsReauth(f"rider {rider_id} must reconnect Strava")
+                    try:
+                        grant = self._strava.refresh(used)
+                    except TokenRejected:
+                        # Marked while still holding the lock, so a call waiting for it
+                        # reads `needs_reauth` and never sends the dead token again.
+                        self._give_up(conn, rider_id, REFRESH_REFUSED)
+                    else:
+                        # Strava may have forgotten `used` already: the answer is written
+                        # first, and committed as this block ends.
+                        self._store(conn, rider_id, grant)
+            except psycopg.Error:
+                if grant is None:
+                    raise
+                # The lock's transaction was lost while Strava answered (a connection cut,
+                # the server ending it): the answer is the rider's only working grant.
+                self._store_again(rider_id, used, grant)
+            if grant is not None:
                 self.refreshes += 1
                 log.info("refreshed Strava token", extra={"rider_id": rider_id})
                 return grant.access_token
-        assert rejected
-        # invalid_grant: another process (one not sharing our lock) may have rotated it.
-        with self._db.connection() as conn:
-            stored = models.tokens.read_tokens(conn, rider_id=rider_id)
-        current = open_tokens(self._sealer, stored) if stored is not None else None
-        if current is not None and current.status == "active" and current.refresh_token != used:
-            return self.access_token(rider_id)
-        self._give_up(rider_id, "Strava rejected the refresh token; the rider must reconnect")
-        raise NeedsReauth("Strava rejected the rider's refresh token")
+            if refused is not None:
+                raise NeedsReauth("Strava refused the rider's refresh token")
+            # Read the row again, fresh, once: a reconnect (or the stored answer of a refresh
+            # whose lock was lost) waiting for our lock writes other tokens and makes the
+            # row active again; anything else finds it marked and stops.
+            refused = used
 
-    def _give_up(self, rider_id: int, message: str) -> None:
-        with self._db.connection() as conn:
-            models.tokens.mark_needs_reauth(
-                conn, rider_id=rider_id, message=message, now=self._clock()
+    def _store(self, conn: models.Conn, rider_id: int, grant: TokenGrant) -> None:
+        access, refresh = seal_tokens(
+            self._sealer, rider_id, grant.access_token, grant.refresh_token
+        )
+        models.tokens.store_tokens(
+            conn,
+            rider_id=rider_id,
+            access_sealed=access,
+            refresh_sealed=refresh,
+            expires_at=grant.expires_at,
+            now=self._clock(),
+        )
+
+    def _store_again(self, rider_id: int, used: str, grant: TokenGrant) -> None:
+        """Write a refresh's answer in a transaction of its own, unless the row holds
+        other tokens than those refreshed by now (a reconnect's: newer than ours)."""
+        try:
+            with self._db.connection() as conn:
+                stored = models.tokens.read_tokens(conn, rider_id=rider_id, for_update=True)
+                if stored is None or stored.status == "revoked":
+                    return
+                if open_tokens(self._sealer, stored).refresh_token == used:
+                    self._store(conn, rider_id, grant)
+        except psycopg.Error:
+            log.error(
+                "a refreshed Strava token could not be stored; if Strava rotated it, the "
+                "rider must reconnect",
+                extra={"rider_id": rider_id},
             )
+            raise
+
+    def _give_up(self, conn: models.Conn, rider_id: int, message: str) -> None:
+        models.tokens.mark_needs_reauth(conn, rider_id=rider_id, message=message, now=self._clock())
         log.warning("rider needs to reconnect Strava", extra={"rider_id": rider_id})
 
 

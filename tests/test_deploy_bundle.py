@@ -66,9 +66,10 @@ def test_the_ignore_rules_leave_out_what_the_function_does_not_need():
     for gone in ("tests", "bench", "fake_strava", "fake_weather", "scripts", "docs", ".ci"):
         assert gone not in tops, gone
     for needed in ("api/index.py", "app_factory.py", "models/__init__.py", "requirements.txt",
-                   "services/places_cities.tsv.gz", "web/widget.js", "web/admin.html",
+                   "services/places_index.bin", "web/widget.js", "web/admin.html",
                    "vercel.json"):  # fmt: skip
         assert needed in files, needed
+    assert "services/places_cities.tsv.gz" not in files  # the index's source, not read
     assert any(f.startswith("supabase/migrations/") for f in files)
     assert "pyproject.toml" not in files and "requirements-dev.txt" not in files
 
