@@ -17,6 +17,7 @@ from services.activities import (
     page_rows,
     parse_start_date,
 )
+from services.routes import trim_route
 from services.strava import BadPayload
 
 # Strava's own payloads, copied into the repository (see tests/fixtures/strava/README.md).
@@ -102,6 +103,23 @@ def test_a_page_never_holds_the_same_activity_twice():
     summary = {"id": 5, "start_date": "2024-01-01T00:00:00Z", "sport_type": "Ride", "name": "a"}
     rows = page_rows([summary, {**summary, "name": "b"}], min_race_distance_km=200)
     assert [r["name"] for r in rows] == ["b"]
+
+
+def test_a_page_cut_for_the_club_carries_each_route_cut_and_the_trim_it_was_cut_with():
+    detailed = json.loads((REFERENCE / "activity.3.json").read_text())
+    route = detailed["map"]["summary_polyline"]
+    manual = json.loads((REFERENCE / "activity-manual.3.json").read_text())
+    ride, no_route = page_rows([detailed, manual], min_race_distance_km=200, route_trim_m=200)
+    assert ride["strava_id"] == detailed["id"] and ride["summary_polyline"] == route
+    assert ride["club_summary_polyline"] == trim_route(route, 200)
+    assert ride["club_summary_polyline"] and ride["club_summary_polyline"] != route
+    assert ride["club_summary_trim_m"] == 200
+    assert no_route["club_summary_polyline"] is None and no_route["club_summary_trim_m"] == 200
+    # A trim of 0 shows the whole route; without a trim the page is not cut at all.
+    (whole,) = page_rows([detailed], min_race_distance_km=200, route_trim_m=0)
+    assert (whole["club_summary_polyline"], whole["club_summary_trim_m"]) == (route, 0)
+    (uncut,) = page_rows([detailed], min_race_distance_km=200)
+    assert "club_summary_polyline" not in uncut and "club_summary_trim_m" not in uncut
 
 
 def test_end_of_listing():

@@ -24,6 +24,7 @@ from services.webhooks import (
     event_backoff,
     health,
     parse_event,
+    privacy_hint,
     validation_answer,
 )
 
@@ -165,6 +166,23 @@ def test_a_validation_without_the_verify_token_is_refused():
     assert validation_answer(query, "t0k") == (403, {})
 
 
+def test_only_an_activity_s_deletion_or_change_of_who_sees_it_is_a_privacy_hint():
+    def hint(**change) -> bool:
+        return privacy_hint(parse_event({**GOOD, **change}, NOW))
+
+    assert hint(aspect_type="delete")
+    assert hint(aspect_type="update", updates={"private": "true"})
+    assert hint(aspect_type="update", updates={"title": "Lunch Ride", "private": "false"})
+    assert not hint(aspect_type="update", updates={"title": "Lunch Ride"})
+    assert not hint(aspect_type="update", updates={})
+    assert not hint(aspect_type="create")
+    assert not hint(aspect_type="create", updates={"private": "true"})
+    # An athlete's event is never about one activity, whatever it carries.
+    athlete = {"object_type": "athlete", "object_id": GOOD["owner_id"]}
+    assert not hint(**athlete, aspect_type="update", updates={"private": "true"})
+    assert not hint(**athlete, aspect_type="delete")
+
+
 def subscription(**change) -> Subscription:
     values = {
         "subscription_id": 120475,
@@ -242,12 +260,20 @@ def test_a_confirmation_or_an_event_exactly_at_its_threshold_still_counts():
 def test_a_subscription_waits_for_its_first_event_a_whole_day_and_says_so():
     made = NOW - FIRST_EVENT_GRACE
     just_under = subscription(created_at=made + timedelta(seconds=1), confirmed_at=NOW)
-    waiting = health(just_under, None, NOW, silence_s=SILENCE)
-    assert not waiting.healthy and waiting.state == "waiting_for_first_event"
-    assert waiting.reason == (
-        "subscription 120475 has had no event yet (made 24 h ago): polling at the normal"
-        " cadence until the first arrives"
-    )
+    assert health(just_under, None, NOW, silence_s=SILENCE).as_dict() == {
+        "healthy": False,
+        "state": "waiting_for_first_event",
+        "reason": "subscription 120475 has had no event yet (made 24 h ago): polling at the"
+        " normal cadence until the first arrives",
+    }
+    uploaded = health(just_under, None, NOW, silence_s=SILENCE, uploaded_since_created=True)
+    assert uploaded.as_dict() == {
+        "healthy": False,
+        "state": "waiting_for_first_event",
+        "reason": "no event since subscription 120475 was made 24 h ago, though riders have"
+        " uploaded since (is its callback this deployment's? see strava-webhook show):"
+        " polling at the normal cadence",
+    }
     quiet = health(subscription(created_at=made, confirmed_at=NOW), None, NOW, silence_s=SILENCE)
     assert quiet.healthy and quiet.state == "healthy"
     assert quiet.reason == (
