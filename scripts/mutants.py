@@ -46,7 +46,11 @@ TARGETS: dict[str, Target] = {
     "schedule": Target(
         "services/schedule.py",
         # The webhook rules' tests hold the safety-net plan's (a schedule function).
-        ("tests/test_schedule_rules.py", "tests/test_webhook_rules.py"),
+        (
+            "tests/test_schedule_rules.py",
+            "tests/test_schedule_shares.py",
+            "tests/test_webhook_rules.py",
+        ),
     ),
     "webhooks": Target("services/webhooks.py", ("tests/test_webhook_rules.py",)),
     "activities": Target(
