@@ -10,8 +10,8 @@ Each module is run on its own, in .mutmut/<module>/ (left there to look at with
 and a table is printed: the module, its mutants, how many the tests killed, how many
 survived, timed out or were suspicious, and were not run, and the score counting every
 mutant. A timed-out mutant counts as killed (its tests would fail on their timeout), as
-mutmut's own score does; a mutant that loops forever fails its test on the project's
-pytest timeout (pyproject.toml), and so is killed. The only mutants left out of the score
+mutmut's own score does; a mutant that loops forever fails its test on a one-minute
+pytest timeout, and so is killed. The only mutants left out of the score
 are those that change nothing but the wording of an error's message (a string inside a
 `raise`); they are listed, as are the survivors. docs/figures.md has the latest table.
 """
@@ -67,6 +67,9 @@ TARGETS: dict[str, Target] = {
 # the simulators' Python (the tests' conftest imports the app factory) and their data.
 NOT_COPIED = {"mutants", "tests", "__pycache__"}
 
+# Seconds one fast test may take under a mutant before it fails (pytest-timeout).
+MUTANT_TEST_TIMEOUT_S = 60
+
 # mutmut's exit codes (mutmut/stats.py, mutmut 3.8), folded into the table's columns.
 KILLED = {1, 3}
 SURVIVED = {0}
@@ -104,7 +107,16 @@ def mutmut_config(target: Target, sources: list[str], timeout_multiplier: float)
         "only_mutate": [target.module],
         "pytest_add_cli_args_test_selection": list(target.tests),
         # The suite's own addopts (parallel runs, markers) are not for one mutant's tests.
-        "pytest_add_cli_args": ["-o", "addopts=--strict-markers", "-p", "no:cacheprovider"],
+        # A mutant that loops forever fails on MUTANT_TEST_TIMEOUT_S, not the suite's
+        # longer timeout: the slowest fast test takes a few seconds, even on a busy machine.
+        "pytest_add_cli_args": [
+            "-o",
+            "addopts=--strict-markers",
+            "-o",
+            f"timeout={MUTANT_TEST_TIMEOUT_S}",
+            "-p",
+            "no:cacheprovider",
+        ],
         "timeout_multiplier": timeout_multiplier,
         "use_git_change_detection": False,
     }
