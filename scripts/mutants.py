@@ -48,7 +48,7 @@ TARGETS: dict[str, Target] = {
         # The webhook rules' tests hold the safety-net plan's (a schedule function).
         (
             "tests/test_schedule_rules.py",
-            "tests/test_schedule_shares.py",
+            "tests/test_schedule_edges.py",
             "tests/test_webhook_rules.py",
         ),
     ),
