@@ -5,7 +5,7 @@
                                           the main job on embedded defaults (no Strava, no Supabase)
     python3 dev.py test [PYTEST ARGS]     lint and format (ruff), types (mypy), the test suite
     python3 dev.py bench                  the benchmark figures (bench.sync, then bench.discovery)
-    python3 dev.py mutants [--max-children N] [MODULE ...]
+    python3 dev.py mutants [--max-children N] [--report] [MODULE ...]
                                           mutation testing of the pure modules (mutmut), a table
     python3 dev.py stop                   stop the embedded Postgres under DATA_DIR (default .data)
 
