@@ -11,9 +11,11 @@
 
 demo, test, bench and mutants first make .venv/ and install requirements-dev.txt into it
 (again only when the requirements change), then run inside it; demo's option, test's
-pytest arguments (for example -k sync) and mutants' options and modules are passed on.
-The embedded Postgres they start stays up between commands, since starting it costs
-seconds: `stop` ends it. mutants is not part of test: it takes a while (scripts/mutants.py).
+pytest arguments (for example -k sync, or -m slow for the simulations at full size, which
+CI runs too) and mutants' options and modules are passed on. The suite runs on every core
+(pytest-xdist's -n auto). The embedded Postgres they start stays up between commands,
+since starting it costs seconds: `stop` ends it. mutants is not part of test: it takes a
+while (scripts/mutants.py).
 """
 
 from __future__ import annotations
@@ -143,7 +145,9 @@ def main(argv: list[str]) -> int:
         failed = run(*check)
         if failed:
             return failed
-    return run("-m", "pytest", *rest)
+    # pytest-xdist: a worker per core, each with a database of its own (tests/conftest.py
+    # also says how the tests are shared among them).
+    return run("-m", "pytest", "-n", "auto", *rest)
 
 
 if __name__ == "__main__":
