@@ -18,6 +18,7 @@ from routes.errors import register_error_handlers
 from services.calls import Runtime
 from services.rider_auth import TokenVerifier
 from services.sealing import sealer_for
+from services.sharing import club_settings_writer
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,12 @@ def create_app(
         settings.strava_client_secret,
         settings.supabase_jwt_secret,
         settings.strava_webhook_verify_token,
+        settings.alert_webhook_url,
         database_password(settings.database_url),
     ]
     configure_logging(secrets=secrets)
+    for warning in settings.config_warnings:
+        log.warning(warning)
     database_url = resolve_database_url(settings)  # first: on Vercel it names DATABASE_URL
     sealer, made_key = sealer_for(settings)
     configure_logging(secrets=[*secrets, *sealer.secret_texts()])  # the keys, local one too
@@ -55,7 +59,11 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.before_request(_bounded_body)
-    db = Database(database_url, max_size=settings.sync_workers + 4)
+    db = Database(
+        database_url,
+        max_size=settings.sync_workers + 4,
+        after_migrate=club_settings_writer(settings),
+    )
     app.extensions["strava_sync"] = Runtime(settings=settings, db=db, sealer=sealer)
     # One verifier per app, so the JWKS cache lives across requests.
     app.extensions["rider_tokens"] = TokenVerifier.from_settings(settings)

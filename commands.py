@@ -20,10 +20,39 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(strava_webhook_command)
 
 
+# Every command that changes data takes this: without it, the embedded Postgres (what a
+# missing or misspelt DATABASE_URL silently falls back to) is refused.
+local_option = click.option(
+    "--local",
+    is_flag=True,
+    help="Allow the embedded Postgres of local runs (DATABASE_URL unset) as the target.",
+)
+
+
+def target_or_refuse(runtime: Runtime, *, local: bool) -> None:
+    """Say which database the command will change (and any odd setting), before
+    anything is done; refuse the embedded Postgres unless `--local` was given."""
+    for warning in runtime.settings.config_warnings:
+        click.echo(f"warning: {warning}", err=True)
+    embedded = not runtime.settings.database_url
+    where = runtime.db.describe()
+    if embedded:
+        click.echo(f"Target: the embedded Postgres of local runs ({where}).", err=True)
+        if not local:
+            raise click.ClickException(
+                "DATABASE_URL is not set (check the environment and .env for a misspelt"
+                " name), so this would change the embedded local database, not the"
+                " club's. Set DATABASE_URL, or pass --local to mean the local one."
+            )
+    else:
+        click.echo(f"Target: {where} (DATABASE_URL).", err=True)
+
+
 @click.command("strava-webhook")
 @click.argument("action", type=click.Choice(["create", "show", "delete"]))
+@local_option
 @with_appcontext
-def strava_webhook_command(action: str) -> None:
+def strava_webhook_command(action: str, local: bool) -> None:
     """Manage Strava's push subscription: create (Strava validates the deployed
     callback, so deploy first), show (stored, at Strava, health), delete."""
     commands = {
@@ -32,6 +61,7 @@ def strava_webhook_command(action: str) -> None:
         "delete": push_subscription.delete,
     }
     runtime: Runtime = current_app.extensions["strava_sync"]
+    target_or_refuse(runtime, local=local)
     try:
         result = commands[action](runtime)
     except push_subscription.SubscriptionError as exc:
@@ -55,8 +85,9 @@ def strava_webhook_command(action: str) -> None:
     show_default=True,
     help="Seconds to keep retrying rows a token refresh holds.",
 )
+@local_option
 @with_appcontext
-def rotate_token_key_command(batch_size: int, busy_wait_s: float) -> None:
+def rotate_token_key_command(batch_size: int, busy_wait_s: float, local: bool) -> None:
     """Seal every rider's Strava tokens under TOKEN_ENCRYPTION_KEY.
 
     Rows sealed under a key of TOKEN_ENCRYPTION_OLD_KEYS, or stored in plain text before
@@ -64,6 +95,7 @@ def rotate_token_key_command(batch_size: int, busy_wait_s: float) -> None:
     if any row could not be opened or stayed busy.
     """
     runtime: Runtime = current_app.extensions["strava_sync"]
+    target_or_refuse(runtime, local=local)
     sealer = runtime.sealer
     old = [k for k in sealer.key_ids if k != sealer.current.id]
     click.echo(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import io
 import math
 import os
@@ -63,9 +64,21 @@ class Settings:
     webhook_max_attempts: int = 5
     data_dir: str = ".data"
     on_vercel: bool = False
+    # Where operator alerts are POSTed (services/alerts.py), and its format when the URL
+    # does not say (slack, discord, ntfy or generic); unset: no alerts.
+    alert_webhook_url: str | None = None
+    alert_webhook_format: str | None = None
     # The key that seals riders' Strava tokens, and old keys still read (services/sealing.py).
     token_encryption_key: TokenKey | None = None
     token_encryption_old_keys: tuple[TokenKey, ...] = ()
+    # What the start found odd but not wrong (an unknown key in `.env`), said in words;
+    # the app logs them and the command line prints them.
+    config_warnings: tuple[str, ...] = ()
+    # Athletes the Strava application may connect (its tier); None: unknown, nothing
+    # refused ahead of Strava.
+    strava_athlete_capacity: int | None = None
+    # Metres removed, along the route, from each end of a route in club_activities.
+    club_route_trim_m: int = 500
 
     def redacted(self) -> dict[str, Any]:
         """The settings with every secret masked, safe to log."""
@@ -77,6 +90,7 @@ class Settings:
             "strava_webhook_verify_token",
             "token_encryption_key",
             "token_encryption_old_keys",
+            "alert_webhook_url",  # a Slack or Discord webhook URL is its own secret
         }
         return {
             f.name: ("***" if f.name in secret and getattr(self, f.name) else getattr(self, f.name))
@@ -159,6 +173,15 @@ def _origins(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(origins))
 
 
+ALERT_FORMATS = ("slack", "discord", "ntfy", "generic")
+
+
+def _alert_format(value: str) -> str:
+    if value.lower() not in ALERT_FORMATS:
+        raise ValueError(f"must be one of {', '.join(ALERT_FORMATS)} (got {value!r})")
+    return value.lower()
+
+
 DAY_S = 86_400
 
 # env var -> (field, parser). Every number setting has its allowed range here.
@@ -208,10 +231,51 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WEBHOOK_INLINE_BUDGET_S": ("webhook_inline_budget_s", Number(float, 0, 1.5)),
     "WEBHOOK_MAX_ATTEMPTS": ("webhook_max_attempts", Number(int, 1, 20)),
     "DATA_DIR": ("data_dir", _text),
+    # Operator alerts: Slack or Discord incoming webhooks, ntfy, or any JSON receiver.
+    "ALERT_WEBHOOK_URL": ("alert_webhook_url", _url),
+    "ALERT_WEBHOOK_FORMAT": ("alert_webhook_format", _alert_format),
     # `<key id>:<32 bytes in base64>`; the old keys comma-separated (services/sealing.py).
     "TOKEN_ENCRYPTION_KEY": ("token_encryption_key", parse_key),
     "TOKEN_ENCRYPTION_OLD_KEYS": ("token_encryption_old_keys", parse_keys),
+    # Strava's Standard tier connects up to 10 athletes; Extended Access many more.
+    "STRAVA_ATHLETE_CAPACITY": ("strava_athlete_capacity", Number(int, 1, 999_999)),
+    # Privacy zones are 200 m to 1.6 km; 0 shows whole routes (only with every rider's
+    # word that their routes hide nothing).
+    "CLUB_ROUTE_TRIM_M": ("club_route_trim_m", Number(int, 0, 20_000)),
 }
+
+
+# Names a `.env` may hold besides the settings: read by Flask, python-dotenv, the
+# platform, or the tests and the demo.
+OTHER_KNOWN_NAMES = frozenset(
+    {
+        "VERCEL",
+        "PYTHON_DOTENV_DISABLED",
+        "FLASK_APP",
+        "FLASK_DEBUG",
+        "FLASK_RUN_HOST",
+        "FLASK_RUN_PORT",
+        "TEST_DATABASE_URL",
+        "CHROMIUM",
+        "SCREENSHOT_DIR",
+    }
+)
+
+
+def unknown_keys(keys: list[str], source: str = ".env") -> list[str]:
+    """A warning for each key that is no setting, naming the nearest known one (a
+    misspelt DATABASE_URL would otherwise leave the embedded database in its place)."""
+    known = sorted(set(_VARIABLES) | OTHER_KNOWN_NAMES)
+    warnings = []
+    for key in keys:
+        if key in known:
+            continue
+        near = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.75)
+        hint = f": did you mean {near[0]}?" if near else ""
+        warnings.append(
+            f"{source} sets {key}, which is no setting of this service{hint} (it is ignored)"
+        )
+    return warnings
 
 
 def _check_lease(values: Mapping[str, Any], given: Mapping[str, str]) -> None:
@@ -276,8 +340,11 @@ def load_settings(
     ranges of _VARIABLES; overrides (tests, benchmarks) need only the right type and
     finite numbers, so tests may use short timeouts and leases.
     """
+    warnings: list[str] = []
     if environ is None:
-        environ = {**read_dotenv(dotenv_path), **os.environ}  # the real environment wins
+        dotenv = read_dotenv(dotenv_path)
+        warnings = unknown_keys(list(dotenv), source=str(dotenv_path))
+        environ = {**dotenv, **os.environ}  # the real environment wins
     values: dict[str, Any] = {}
     given: dict[str, str] = {}
     for name, (field, parse) in _VARIABLES.items():
@@ -292,6 +359,7 @@ def load_settings(
     _check_lease(values, given)
     _check_key_ids(values.get("token_encryption_key"), values.get("token_encryption_old_keys", ()))
     values["on_vercel"] = bool(environ.get("VERCEL"))
+    values["config_warnings"] = tuple(warnings)
     settings = Settings(**values)
     if overrides:
         known = {f.name for f in fields(Settings)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +121,20 @@ def embedded_database_url(data_dir: str | Path) -> str:
     return str(server.get_uri())
 
 
+def describe_database(url: str) -> str:
+    """Where a database URL points, for a person to check before anything changes:
+    database, host and port, user; never the password."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "a database whose URL cannot be read"
+    host = str(params.get("host") or "localhost")
+    port = params.get("port")
+    where = f"{host}:{port}" if port and not host.startswith("/") else host
+    user = f" as {params['user']}" if params.get("user") else ""
+    return f"database {params.get('dbname') or '(default)'} on {where}{user}"
+
+
 def resolve_database_url(settings: Settings) -> str:
     """DATABASE_URL, or the embedded server when unset (refused on a deployed host)."""
     if settings.database_url:
@@ -154,8 +168,12 @@ class Database:
         statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
         pool_timeout_s: float = POOL_TIMEOUT_S,
         check_timeout_s: float = CHECK_TIMEOUT_S,
+        after_migrate: Callable[[models.Conn], None] | None = None,
     ) -> None:
         self._url = url
+        # Written with the schema check, once a process: what the database's own readers
+        # (the club's view) need of the settings.
+        self._after_migrate = after_migrate
         self._max_size = max_size
         self._connect_timeout_s = connect_timeout_s
         self.statement_timeout_ms = statement_timeout_ms
@@ -192,6 +210,7 @@ class Database:
             self._url,
             connect_timeout_s=self._connect_timeout_s,
             statement_timeout_ms=self.statement_timeout_ms,
+            after=self._after_migrate,
         )
         pool = ConnectionPool(
             self._url,
@@ -249,6 +268,10 @@ class Database:
             limit_statements(conn, self.statement_timeout_ms)
             yield conn
 
+    def describe(self) -> str:
+        """Where this database is (describe_database), never the password."""
+        return describe_database(self._url)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
@@ -268,8 +291,10 @@ def migrate(
     *,
     connect_timeout_s: int = CONNECT_TIMEOUT_S,
     statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    after: Callable[[models.Conn], None] | None = None,
 ) -> list[str]:
-    """Apply missing migrations; safe when several processes start at once.
+    """Apply missing migrations, then `after` in the same transaction; safe when several
+    processes start at once.
 
     Each statement (waiting for another process's migration lock included) is bounded by
     the statement timeout, so a first request cannot outlive its time budget here; a
@@ -284,6 +309,8 @@ def migrate(
             applied = models.migrations.apply_migrations(
                 conn, [(m.version, m.name, m.sql) for m in migrations]
             )
+            if after is not None:
+                after(conn)
     for version in applied:
         log.info("applied migration", extra={"version": version})
     return applied

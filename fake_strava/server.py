@@ -593,14 +593,18 @@ class FakeStrava:
 
     def _emit_update(self, owner: int, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
         """The update event of an activity's change, for the fields Strava reports
-        (title, type, privacy). Turned private under a grant without activity:read_all,
-        it arrives as a delete (as third parties report)."""
+        (title, type, privacy: Everyone to Followers is a privacy change too). Turned
+        private under a grant without activity:read_all, it arrives as a delete (as third
+        parties report)."""
         updates: dict[str, str] = {}
         if before.get("name") != after.get("name"):
             updates["title"] = str(after.get("name"))
         if before.get("sport_type") != after.get("sport_type"):
             updates["type"] = str(after.get("sport_type"))
-        if bool(before.get("private")) != bool(after.get("private")):
+        # Any change of who sees it: "true" for Only You, "false" for Followers or Everyone.
+        if bool(before.get("private")) != bool(after.get("private")) or before.get(
+            "visibility"
+        ) != after.get("visibility"):
             updates["private"] = "true" if after.get("private") else "false"
         if not updates:
             return

@@ -8,14 +8,17 @@ since any cron call may be retried or overlap another. Callers name the subject:
 
 from models import (  # noqa: F401  (imported so that `import models` reaches every subject)
     activities,
+    alerts,
     budget,
     discovery,
     duplicates,
     enrichment,
     migrations,
     planning,
+    progress,
     riders,
     runs,
+    sharing,
     status,
     sync,
     tokens,

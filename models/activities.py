@@ -61,6 +61,16 @@ PLACE_COLUMNS: dict[str, str] = {
 # What the upsert writes: Strava's fields and the place columns (services/places.py).
 _STORED_COLUMNS = {**ACTIVITY_COLUMNS, **PLACE_COLUMNS}
 
+# The route as the club may see it (services/routes.py), cut from the summary route as
+# the row is written and with it, so the two never disagree. Not compared to decide
+# whether a row changed: a new trim alone is not a change of the activity (the club's
+# re-trim pass takes those, models.sharing).
+CLUB_ROUTE_COLUMNS: dict[str, str] = {
+    "club_summary_polyline": "text",
+    "club_summary_trim_m": "integer",
+}
+_WRITTEN_COLUMNS = {**_STORED_COLUMNS, **CLUB_ROUTE_COLUMNS}
+
 
 _STORED_SUMMARY_COLUMNS = [c for c in _STORED_COLUMNS if c != "strava_id"]
 
@@ -73,14 +83,15 @@ class UpsertCounts:
 
 
 _UPSERT_ACTIVITIES = f"""
-    insert into activities as a (rider_id, {", ".join(_STORED_COLUMNS)},
+    insert into activities as a (rider_id, {", ".join(_WRITTEN_COLUMNS)},
                                  enrichment_status, seen_at, created_at, updated_at)
-    select %(rider_id)s, {", ".join("r." + c for c in _STORED_COLUMNS)},
+    select %(rider_id)s, {", ".join("r." + c for c in _WRITTEN_COLUMNS)},
            case when r.is_race then 'pending' end, %(now)s, %(now)s, %(now)s
       from json_to_recordset(%(rows)s::json) as r(
-           {", ".join(f"{c} {t}" for c, t in _STORED_COLUMNS.items())})
+           {", ".join(f"{c} {t}" for c, t in _WRITTEN_COLUMNS.items())})
     on conflict (strava_id) do update set
            {", ".join(f"{c} = excluded.{c}" for c in _STORED_SUMMARY_COLUMNS)},
+           {", ".join(f"{c} = excluded.{c}" for c in CLUB_ROUTE_COLUMNS)},
            enrichment_status = case when excluded.is_race
                                     then coalesce(a.enrichment_status, 'pending') end,
            -- weather is looked up again when its points or times change
@@ -89,7 +100,9 @@ _UPSERT_ACTIVITIES = f"""
                     is distinct from (excluded.start_lat, excluded.start_lng,
                                       excluded.start_date, excluded.elapsed_time_s)
                then null else a.weather_status end,
-           seen_at = excluded.seen_at, updated_at = excluded.updated_at
+           seen_at = excluded.seen_at, updated_at = excluded.updated_at,
+           -- Strava's word on it now: a privacy change's event is answered
+           privacy_pending_since = null
      where a.rider_id = excluded.rider_id
        and (({", ".join("a." + c for c in _STORED_SUMMARY_COLUMNS)})
             is distinct from ({", ".join("excluded." + c for c in _STORED_SUMMARY_COLUMNS)})
@@ -197,6 +210,29 @@ def activity_of_rider(
         (rider_id, strava_id, written_since, written_since),
     ).fetchone()
     return row is not None
+
+
+def hold_for_privacy_check(conn: Conn, *, rider_id: int, strava_id: int, now: datetime) -> bool:
+    """Keep one of the rider's activities out of what the club sees from `now` until
+    Strava has been asked about it again (a webhook said its privacy changed, or that
+    it was deleted); False if it is not stored."""
+    return (
+        conn.execute(
+            "update activities set privacy_pending_since = coalesce(privacy_pending_since, %s)"
+            " where rider_id = %s and strava_id = %s",
+            (now, rider_id, strava_id),
+        ).rowcount
+        > 0
+    )
+
+
+def release_privacy_hold(conn: Conn, *, rider_id: int, strava_id: int) -> None:
+    """What is stored was written from Strava after the event: it stands."""
+    conn.execute(
+        "update activities set privacy_pending_since = null"
+        " where rider_id = %s and strava_id = %s and privacy_pending_since is not null",
+        (rider_id, strava_id),
+    )
 
 
 def remove_activity(conn: Conn, *, rider_id: int, strava_id: int) -> bool:

@@ -5,7 +5,7 @@ refreshes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from uuid import UUID
 
 from models.base import Conn
@@ -61,6 +61,26 @@ def count_riders_due_for_discovery(conn: Conn, *, now: datetime) -> int:
     return int(row["n"])
 
 
+def discovery_waiting(conn: Conn, *, now: datetime) -> dict[str, datetime | None]:
+    """For a discover call that took nothing: the earliest end of a lease on an
+    incomplete history, and the earliest retry of one backing off (by the index of
+    incomplete histories). Nothing is planned: a history is due until complete."""
+    row = conn.execute(
+        """
+        select min(lease_expires_at) filter (where lease_expires_at >= %(now)s) as held_until,
+               min(next_attempt_at) filter (
+                   where next_attempt_at > %(now)s
+                     and (lease_expires_at is null or lease_expires_at < %(now)s)
+               ) as backing_off_until
+          from strava_connections
+         where status = 'active' and history_complete_at is null
+        """,
+        {"now": now},
+    ).fetchone()
+    assert row is not None
+    return {**row, "next_planned_at": None}
+
+
 @dataclass(frozen=True)
 class WalkPosition:
     """Where a rider's history walk stands in the database."""
@@ -101,9 +121,10 @@ def record_walk_page(
     activities: int,
     races: int,
     now: datetime,
+    estimated_complete_on: date | None = None,
 ) -> None:
-    """Advance the walk by one page at `now`: cursor and progress, in the page's
-    transaction.
+    """Advance the walk by one page at `now`: cursor, progress and the estimated day
+    of completion, in the page's transaction.
 
     The first page of a walk (no start stored yet) restarts the counters.
     """
@@ -118,10 +139,12 @@ def record_walk_page(
                                     else history_races end + %(races)s,
                history_walk_started_at = %(started)s, history_cursor = %(cursor)s,
                failure_count = 0, next_attempt_at = null, last_error = null,
-               error_class = null, last_progress_at = %(now)s, updated_at = %(now)s
+               error_class = null, last_progress_at = %(now)s, updated_at = %(now)s,
+               history_estimated_complete_on = %(estimate)s
          where rider_id = %(rider_id)s and lease_token = %(token)s
         """,
         {
+            "estimate": estimated_complete_on,
             "now": now,
             "activities": activities,
             "races": races,

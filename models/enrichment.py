@@ -108,6 +108,32 @@ def claim_races_for_enrichment(
     return sorted(races, key=lambda race: (race.start_date, race.strava_id), reverse=True)
 
 
+def enrichment_waiting(
+    conn: Conn, *, max_attempts: int, now: datetime
+) -> dict[str, datetime | None]:
+    """For an enrich call that took nothing: the earliest end of a lease on a waiting
+    race, and the earliest retry of a failed one with attempts left (by the index of
+    pending and failed races), of riders whose connection is active."""
+    row = conn.execute(
+        f"""
+        select min(a.enrichment_lease_expires_at)
+                 filter (where a.enrichment_lease_expires_at >= %(now)s) as held_until,
+               min(a.enrichment_next_attempt_at) filter (
+                   where a.enrichment_status = 'failed' and a.enrichment_next_attempt_at > %(now)s
+                     and (a.enrichment_lease_expires_at is null
+                          or a.enrichment_lease_expires_at < %(now)s)
+               ) as backing_off_until
+          from activities a
+         where a.enrichment_status in ('pending', 'failed') and {RACE_WAITING}
+           and exists (select 1 from strava_connections c
+                        where c.rider_id = a.rider_id and c.status = 'active')
+        """,
+        {"now": now, "max_attempts": max_attempts},
+    ).fetchone()
+    assert row is not None
+    return {**row, "next_planned_at": None}
+
+
 def count_races_due_for_enrichment(
     conn: Conn, *, max_attempts: int, now: datetime, rider_id: int | None = None
 ) -> int:
@@ -140,13 +166,17 @@ def finish_enrichment(
     polyline: str | None,
     details: dict[str, Any],
     now: datetime,
+    club_polyline: str | None = None,
+    club_polyline_trim_m: int | None = None,
 ) -> bool:
     """Store a race's details, enriched at `now`, and release it; False if this call no
-    longer holds it (or it is no longer a race)."""
+    longer holds it (or it is no longer a race). The detailed route as the club may see
+    it (services/routes.py) is written with it, never apart."""
     row = conn.execute(
         """
         update activities
            set description = %(description)s, polyline = %(polyline)s,
+               club_polyline = %(club_polyline)s, club_polyline_trim_m = %(club_trim)s,
                details = %(details)s, enrichment_status = 'done', enriched_at = %(now)s,
                enrichment_error = null, enrichment_next_attempt_at = null,
                enrichment_lease_token = null, enrichment_lease_expires_at = null,
@@ -159,6 +189,8 @@ def finish_enrichment(
             "now": now,
             "description": description,
             "polyline": polyline,
+            "club_polyline": club_polyline,
+            "club_trim": club_polyline_trim_m,
             "details": Jsonb(details),
             "strava_id": strava_id,
             "token": lease_token,
@@ -254,6 +286,8 @@ def store_race_details(
     polyline: str | None,
     details: dict[str, Any],
     now: datetime,
+    club_polyline: str | None = None,
+    club_polyline_trim_m: int | None = None,
 ) -> bool:
     """A race's details from a detailed fetch made for another reason (an event): stored
     as enrichment would, unless an enrich call holds the race (it writes the same)."""
@@ -261,6 +295,7 @@ def store_race_details(
         """
         update activities
            set description = %(description)s, polyline = %(polyline)s,
+               club_polyline = %(club_polyline)s, club_polyline_trim_m = %(club_trim)s,
                details = %(details)s, enrichment_status = 'done', enriched_at = %(now)s,
                enrichment_error = null, enrichment_next_attempt_at = null, updated_at = %(now)s
          where rider_id = %(rider_id)s and strava_id = %(strava_id)s and is_race
@@ -271,6 +306,8 @@ def store_race_details(
             "now": now,
             "description": description,
             "polyline": polyline,
+            "club_polyline": club_polyline,
+            "club_trim": club_polyline_trim_m,
             "details": Jsonb(details),
             "rider_id": rider_id,
             "strava_id": strava_id,

@@ -8,6 +8,7 @@ from datetime import datetime
 from uuid import UUID
 
 from models.base import Conn
+from models.progress import forget_rider_progress
 
 
 def create_rider(
@@ -187,12 +188,30 @@ def delete_strava_data(conn: Conn, *, rider_id: int) -> tuple[bool, int]:
         conn.execute("delete from strava_connections where rider_id = %s", (rider_id,)).rowcount > 0
     )
     activities = delete_rider_activities(conn, rider_id=rider_id)
+    delete_derived_data(conn, rider_id=rider_id)
+    delete_rider_events(conn, rider_id=rider_id)
+    return had_connection, activities
+
+
+def delete_derived_data(conn: Conn, *, rider_id: int) -> None:
+    """Remove what was made from a rider's Strava data beyond the activities themselves
+    (their weather, places and duplicate pairs go with the rows): the operator's
+    duplicate verdicts on them, the Eddington numbers, the progress messages Realtime
+    keeps; and the consent to share, which a new connection asks for again."""
+    conn.execute("delete from duplicate_overrules where rider_id = %s", (rider_id,))
+    forget_rider_progress(conn, rider_id=rider_id)
     conn.execute(
         "update riders set eddington_miles = null, eddington_km = null,"
-        " eddington_updated_at = null where id = %s",
+        " eddington_updated_at = null, share_with_club_at = null where id = %s",
         (rider_id,),
     )
-    return had_connection, activities
+
+
+def delete_rider_events(conn: Conn, *, rider_id: int) -> int:
+    """Remove the rider's webhook events (they name activities, and carry titles)."""
+    return conn.execute(
+        "delete from strava_webhook_events where rider_id = %s", (rider_id,)
+    ).rowcount
 
 
 # Operator actions.
@@ -218,6 +237,39 @@ def reset_rider(conn: Conn, *, rider_id: int, now: datetime) -> bool:
     )
 
 
+def name_from_strava(conn: Conn, *, rider_id: int, name: str) -> bool:
+    """Name a rider after their Strava athlete, unless the operator has named them."""
+    return (
+        conn.execute(
+            "update riders set name = %s where id = %s and named_by_operator_at is null",
+            (name, rider_id),
+        ).rowcount
+        > 0
+    )
+
+
+def rename_rider(conn: Conn, *, rider_id: int, name: str, now: datetime) -> bool:
+    """The operator's name for a rider, kept over Strava's from `now` on; False for an
+    unknown rider."""
+    return (
+        conn.execute(
+            "update riders set name = %s, named_by_operator_at = %s where id = %s",
+            (name, now, rider_id),
+        ).rowcount
+        > 0
+    )
+
+
+def rider_names(conn: Conn, *, rider_ids: list[int]) -> dict[int, str]:
+    """The names of these riders (by primary key), for what lists riders by id."""
+    if not rider_ids:
+        return {}
+    rows = conn.execute(
+        "select id, name from riders where id = any(%s)", (sorted(set(rider_ids)),)
+    ).fetchall()
+    return {int(r["id"]): str(r["name"]) for r in rows}
+
+
 def set_auto_sync(conn: Conn, *, rider_id: int, enabled: bool) -> bool:
     """Pause or resume a rider's scheduled sync; False for an unknown rider."""
     return (
@@ -227,22 +279,29 @@ def set_auto_sync(conn: Conn, *, rider_id: int, enabled: bool) -> bool:
 
 
 def revoke_connection(conn: Conn, *, rider_id: int, message: str, now: datetime) -> int:
-    """The rider deauthorized the application at Strava (confirmed): their tokens and
-    Strava data are deleted, the connection stays as `revoked`. Returns activities deleted."""
+    """The rider deauthorized the application at Strava (confirmed): their tokens, Strava
+    data and everything derived from it are deleted (the caller deletes the webhook
+    events once the one being processed is done); the connection stays as `revoked`,
+    holding nothing of theirs but the athlete id. Returns activities deleted."""
     conn.execute(
         """
         update strava_connections
            set status = 'revoked', access_token = null, refresh_token = null,
                last_error = %s, error_class = 'revoked',
-               lease_token = null, lease_kind = null, lease_expires_at = null, updated_at = %s
+               lease_token = null, lease_kind = null, lease_expires_at = null,
+               sync_cursor = null, last_sync_added = 0, last_sync_updated = 0,
+               sync_listing_after = null, sync_listing_page = null,
+               sync_listing_newest = null,
+               history_complete_at = null, history_walk_started_at = null,
+               history_cursor = null, history_pages = 0, history_activities = 0,
+               history_races = 0, history_estimated_complete_on = null,
+               athlete_created_at = null, progress_sent_at = null,
+               next_poll_at = null, polls_per_day = null, poll_reason = null,
+               updated_at = %s
          where rider_id = %s
         """,
         (message, now, rider_id),
     )
     activities = delete_rider_activities(conn, rider_id=rider_id)
-    conn.execute(
-        "update riders set eddington_miles = null, eddington_km = null,"
-        " eddington_updated_at = null where id = %s",
-        (rider_id,),
-    )
+    delete_derived_data(conn, rider_id=rider_id)
     return activities

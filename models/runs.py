@@ -38,7 +38,8 @@ def finish_run(conn: Conn, *, run_id: int, summary: dict[str, Any], now: datetim
            set finished_at = %(now)s, processed = %(processed)s, succeeded = %(succeeded)s,
                failed = %(failed)s, skipped = %(skipped)s, remaining = %(remaining)s,
                rate_limited = %(rate_limited)s, rate_limit = %(rate_limit)s,
-               items = %(items)s, error_summary = %(error_summary)s
+               items = %(items)s, error_summary = %(error_summary)s,
+               idle_reason = %(idle_reason)s, next_due_at = %(next_due_at)s
          where id = %(run_id)s
         """,
         {
@@ -53,6 +54,8 @@ def finish_run(conn: Conn, *, run_id: int, summary: dict[str, Any], now: datetim
             "rate_limit": Jsonb(summary["rate_limit"]),
             "items": Jsonb(json.loads(json.dumps(summary["items"], default=str))),
             "error_summary": summary.get("error_summary"),
+            "idle_reason": summary.get("idle_reason"),
+            "next_due_at": summary.get("next_due_at"),
         },
     )
 
@@ -67,7 +70,7 @@ def fail_run(conn: Conn, *, run_id: int, error_summary: str, now: datetime) -> N
 
 _RUN_COLUMNS = """
     id, kind, started_at, finished_at, processed, succeeded, failed, skipped, remaining,
-    rate_limited, rate_limit, error_summary
+    rate_limited, rate_limit, error_summary, idle_reason, next_due_at
 """
 
 

@@ -29,6 +29,9 @@ class RiderLease:
     sync_listing_page: int | None = None
     sync_listing_newest: datetime | None = None
     last_synced_at: datetime | None = None
+    # What a history walk's progress and completion estimate are measured with.
+    history_activities: int = 0
+    athlete_created_at: datetime | None = None
 
     @property
     def read_all(self) -> bool:
@@ -66,10 +69,30 @@ _SYNC_DUE = f"""
 """
 
 
+# "Everyone now" (sync-strava with all=true): every rider not synced within the
+# interval is due, whatever their plan; the lease, the backoff and the round still hold.
+_FLOOR_PASSED = """
+    (c.last_synced_at is null
+     or c.last_synced_at <= %(now)s - make_interval(secs => %(min_interval_s)s))
+"""
+_SYNC_DUE_EVERYONE = f"""
+    c.status = 'active' and r.auto_sync
+    and (c.lease_expires_at is null or c.lease_expires_at < %(now)s)
+    and (c.next_attempt_at is null or c.next_attempt_at <= %(now)s)
+    and (c.sync_listing_page is not null or {_FLOOR_PASSED})
+    and {_NOT_DONE_IN_ROUND}
+"""
+
+
+def _due(everyone: bool) -> str:
+    return _SYNC_DUE_EVERYONE if everyone else _SYNC_DUE
+
+
 LEASE_COLUMNS = """
     c.rider_id, c.athlete_id, c.lease_token, c.scope, c.sync_cursor, c.connected_at,
     c.history_walk_started_at, c.history_cursor,
-    c.sync_listing_after, c.sync_listing_page, c.sync_listing_newest, c.last_synced_at
+    c.sync_listing_after, c.sync_listing_page, c.sync_listing_newest, c.last_synced_at,
+    c.history_activities, c.athlete_created_at
 """
 
 
@@ -117,8 +140,10 @@ def claim_riders_for_sync(
     lease_ttl_s: int,
     min_interval_s: int,
     now: datetime,
+    everyone: bool = False,
 ) -> list[RiderLease]:
-    """Lease up to `limit` riders due for sync at `now`, least recently synced first.
+    """Lease up to `limit` riders due for sync at `now` (with `everyone`, every rider
+    past the interval, whatever their plan), least recently synced first.
 
     One statement; SKIP LOCKED lets overlapping calls split the riders between them.
     """
@@ -126,7 +151,7 @@ def claim_riders_for_sync(
         f"""
         with due as (
             select c.rider_id from strava_connections c join riders r on r.id = c.rider_id
-            where {_SYNC_DUE}
+            where {_due(everyone)}
             order by c.last_synced_at nulls first, c.rider_id
             limit %(limit)s
             for update of c skip locked
@@ -148,17 +173,64 @@ def claim_riders_for_sync(
     return sorted((RiderLease(**row) for row in rows), key=lambda lease: lease.rider_id)
 
 
-def count_riders_due_for_sync(conn: Conn, *, min_interval_s: int, now: datetime) -> int:
-    """Riders due for sync at `now` and not held by any call."""
+def count_riders_due_for_sync(
+    conn: Conn, *, min_interval_s: int, now: datetime, everyone: bool = False
+) -> int:
+    """Riders due for sync at `now` (with `everyone`: past the interval, whatever their
+    plan) and not held by any call."""
     row = conn.execute(
         f"""
         select count(*) as n from strava_connections c join riders r on r.id = c.rider_id
-        where {_SYNC_DUE}
+        where {_due(everyone)}
         """,
         {"min_interval_s": min_interval_s, "now": now},
     ).fetchone()
     assert row is not None
     return int(row["n"])
+
+
+# How many riders' plans are looked at for the next planned poll: the earliest by
+# next_poll_at (or by last sync, for everyone), read from an index, never every rider.
+_NEXT_LOOKED_AT = 50
+
+
+def sync_waiting(
+    conn: Conn, *, min_interval_s: int, now: datetime, everyone: bool = False
+) -> dict[str, datetime | None]:
+    """For a call that took nothing: the earliest end of a lease on a rider otherwise
+    due (`held_until`), the earliest retry of one backing off (`backing_off_until`),
+    and the earliest planned poll (`next_planned_at`; None when nobody is planned)."""
+    due = _FLOOR_PASSED if everyone else _POLL_DUE
+    order = "c.last_synced_at nulls first" if everyone else "c.next_poll_at nulls first"
+    planned = (
+        "coalesce(s.last_synced_at + make_interval(secs => %(min_interval_s)s), %(now)s)"
+        if everyone
+        else "greatest(coalesce(s.next_poll_at, %(now)s),"
+        " s.last_synced_at + make_interval(secs => %(min_interval_s)s))"
+    )
+    row = conn.execute(
+        f"""
+        select
+          (select min(c.lease_expires_at)
+             from strava_connections c join riders r on r.id = c.rider_id
+            where c.lease_token is not null and c.lease_expires_at >= %(now)s
+              and c.status = 'active' and r.auto_sync and {due}) as held_until,
+          (select min(c.next_attempt_at)
+             from strava_connections c join riders r on r.id = c.rider_id
+            where c.next_attempt_at > %(now)s and c.status = 'active' and r.auto_sync
+              and (c.lease_expires_at is null or c.lease_expires_at < %(now)s)
+              and {due}) as backing_off_until,
+          (select min({planned}) from (
+              select c.next_poll_at, c.last_synced_at
+                from strava_connections c join riders r on r.id = c.rider_id
+               where c.status = 'active' and r.auto_sync
+                 and (c.next_attempt_at is null or c.next_attempt_at <= %(now)s)
+               order by {order} limit {_NEXT_LOOKED_AT}) s) as next_planned_at
+        """,
+        {"min_interval_s": min_interval_s, "now": now},
+    ).fetchone()
+    assert row is not None
+    return dict(row)
 
 
 def hold_lease(conn: Conn, *, rider_id: int, lease_token: UUID) -> bool:
@@ -370,8 +442,11 @@ def rider_sync_state(
     `now`, in one row (`now` included)."""
     return conn.execute(
         f"""
-        select r.id as rider_id, r.name, r.auto_sync, r.created_at,
+        select r.id as rider_id, r.name, r.auto_sync, r.created_at, r.auth_user_id,
                r.eddington_miles, r.eddington_km, r.eddington_updated_at,
+               r.share_with_club_at, c.history_estimated_complete_on,
+               l.strava_id as latest_strava_id, l.name as latest_name,
+               l.start_date as latest_start_date,
                c.rider_id is not null as connected, c.athlete_id, c.status, c.scope,
                c.expires_at as token_expires_at, c.connected_at,
                {SYNC_STATE} as sync_state,
@@ -399,6 +474,10 @@ def rider_sync_state(
                      max(a.start_date) as last_activity_at
                 from activities a where a.rider_id = r.id
           ) q
+          left join lateral (
+              select a.strava_id, a.name, a.start_date from activities a
+               where a.rider_id = r.id order by a.start_date desc limit 1
+          ) l on true
          where r.id = %(rider_id)s
         """,
         {

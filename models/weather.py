@@ -84,6 +84,28 @@ def claim_weather(
     return sorted(leases, key=lambda w: (w.start_date, w.strava_id), reverse=True)
 
 
+def weather_waiting(conn: Conn, *, now: datetime) -> dict[str, datetime | None]:
+    """For a weather call that took nothing (by the weather queue's index): the earliest
+    end of a lease, the earliest retry of a failure, and the earliest activity waiting
+    for the archive to reach its day (`next_planned_at`)."""
+    row = conn.execute(
+        """
+        select min(weather_lease_expires_at) filter (where weather_lease_expires_at >= %(now)s)
+                   as held_until,
+               min(weather_next_attempt_at) filter (
+                   where weather_status = 'failed' and weather_next_attempt_at > %(now)s)
+                   as backing_off_until,
+               min(weather_next_attempt_at) filter (where weather_status = 'waiting')
+                   as next_planned_at
+          from activities
+         where weather_status is null or weather_status in ('waiting', 'failed')
+        """,
+        {"now": now},
+    ).fetchone()
+    assert row is not None
+    return dict(row)
+
+
 def count_weather_due(
     conn: Conn, *, max_attempts: int, enrich_max_attempts: int, now: datetime
 ) -> int:

@@ -132,6 +132,15 @@ def count_ignored_delivery(conn: Conn, *, reason: str, now: datetime) -> None:
     )
 
 
+def any_activity_started_since(conn: Conn, *, since: datetime) -> bool:
+    """Whether any rider has an activity that started after `since` (by the start-date
+    index: one row read at most)."""
+    row = conn.execute(
+        "select exists (select 1 from activities where start_date > %s) as found", (since,)
+    ).fetchone()
+    return bool(row and row["found"])
+
+
 def last_event_received_at(conn: Conn) -> datetime | None:
     row = conn.execute("select max(received_at) as at from strava_webhook_events").fetchone()
     return row["at"] if row else None
@@ -245,6 +254,22 @@ def claim_event_groups(
         )
         for (rider_id, object_type, object_id), events in ordered
     ]
+
+
+def events_waiting(conn: Conn, *, now: datetime) -> dict[str, datetime | None]:
+    """For an events call that took nothing: the earliest end of a lease on a pending
+    event, and the earliest retry of one backing off (by the index of pending events)."""
+    row = conn.execute(
+        """
+        select min(lease_expires_at) filter (where lease_expires_at > %(now)s) as held_until,
+               min(next_attempt_at) filter (where next_attempt_at > %(now)s)
+                   as backing_off_until
+          from strava_webhook_events where status = 'pending'
+        """,
+        {"now": now},
+    ).fetchone()
+    assert row is not None
+    return {**row, "next_planned_at": None}
 
 
 def count_event_groups_due(conn: Conn, *, hourly_cap: int, now: datetime) -> int:

@@ -12,9 +12,13 @@ from routes.guards import require_cron_secret, runtime
 from services.discovery import request_full_refresh
 from services.duplicates import OverruleError, overrule
 from services.status import (
+    ITEM_PAGE,
+    ITEM_PAGE_MAX,
     RIDER_PAGE,
     RIDER_PAGE_MAX,
     admin_status,
+    clean_rider_name,
+    rename_rider,
     reset_rider,
     rider_detail,
     set_auto_sync,
@@ -40,6 +44,12 @@ def _count(raw: str | None, field: str, low: int, high: int, default: int) -> in
 @bp.get("/status")
 def status():  # type: ignore[no-untyped-def]
     """The fleet's state for an operator; `?rider_id=` narrows to one rider in full."""
+    # A rider's items, a page at a time (checked with or without rider_id).
+    items = request.args.get("items")
+    if items is not None and items.strip(" \t") != "all":
+        raise ApiError(400, "invalid_parameter", "items must be all", field="items")
+    item_offset = _count(request.args.get("items_offset"), "items_offset", 0, 10**9, 0)
+    item_limit = _count(request.args.get("items_limit"), "items_limit", 1, ITEM_PAGE_MAX, ITEM_PAGE)
     raw = request.args.get("rider_id")
     if raw is None:
         offset = _count(request.args.get("riders_offset"), "riders_offset", 0, 10**9, 0)
@@ -50,7 +60,9 @@ def status():  # type: ignore[no-untyped-def]
     text = raw.strip(" \t")  # spaces and tabs, as openapi.yaml says
     if not text.isascii() or not text.isdigit() or len(text) > 18:
         raise ApiError(400, "invalid_parameter", "rider_id must be a rider's id", field="rider_id")
-    detail = rider_detail(runtime(), int(text))
+    detail = rider_detail(
+        runtime(), int(text), items_offset=item_offset if items else None, items_limit=item_limit
+    )
     if detail is None:
         raise ApiError(404, "rider_not_found", f"no rider with id {text}")
     return jsonify(detail)
@@ -78,6 +90,19 @@ def pause(rider_id: int):  # type: ignore[no-untyped-def]
 def resume(rider_id: int):  # type: ignore[no-untyped-def]
     """Resume the scheduled sync for this rider."""
     return jsonify(set_auto_sync(runtime(), rider_id, enabled=True))
+
+
+@bp.put("/riders/<int:rider_id>/name")
+def name(rider_id: int):  # type: ignore[no-untyped-def]
+    """The operator's name for a rider: `{"name": "Anna B."}`; kept over Strava's."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or "name" not in body:
+        raise ApiError(400, "invalid_parameter", 'the body must be {"name": "..."}', field="name")
+    try:
+        given = clean_rider_name(body["name"])
+    except ValueError as exc:
+        raise ApiError(400, "invalid_parameter", str(exc), field="name") from None
+    return jsonify(rename_rider(runtime(), rider_id, given))
 
 
 @bp.post("/riders/<int:rider_id>/duplicates")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from routes.guards import parse_limit, require_cron_secret, runtime
+from routes.guards import parse_flag, parse_limit, require_cron_secret, runtime
 from services.discovery import run_discover
 from services.enrichment import run_enrich
 from services.events import run_events
@@ -21,7 +21,8 @@ CRON_METHODS = ["GET", "POST"]
 def sync_strava():  # type: ignore[no-untyped-def]
     require_cron_secret()
     limit = parse_limit(default=50)
-    return jsonify(run_sync(runtime(), limit=limit))
+    everyone = parse_flag("all")  # the operator's "everyone now"
+    return jsonify(run_sync(runtime(), limit=limit, everyone=everyone))
 
 
 @bp.route("/discover", methods=CRON_METHODS)

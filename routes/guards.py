@@ -82,3 +82,29 @@ def _limit_value(raw: Any, *, json_number: bool) -> int:
     if not LIMIT_MIN <= value <= LIMIT_MAX:
         raise ApiError(400, "invalid_parameter", problem, field="limit")
     return value
+
+
+def parse_flag(name: str) -> bool:
+    """A true/false switch (`all`) from the query string or a form (exactly `true` or
+    `false`) or the JSON body (a boolean); absent: false. The query string's wins; a
+    bad body is refused even then, as for `limit`."""
+    problem = f"{name} must be true or false"
+    fields = _body_fields()
+    from_body: bool | None = None
+    if name in fields:
+        raw = fields[name]
+        if request.is_json:
+            if not isinstance(raw, bool):
+                raise ApiError(400, "invalid_parameter", problem, field=name)
+            from_body = raw
+        else:
+            from_body = _flag_text(raw, name, problem)
+    if name in request.args:
+        return _flag_text(request.args[name], name, problem)
+    return bool(from_body)
+
+
+def _flag_text(raw: Any, name: str, problem: str) -> bool:
+    if raw not in ("true", "false"):
+        raise ApiError(400, "invalid_parameter", problem, field=name)
+    return bool(raw == "true")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, jsonify, request
+
+from routes.guards import runtime
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 
@@ -81,6 +83,24 @@ def widget_js() -> Response:
 @bp.get("/widget.css")
 def widget_css() -> Response:
     return _asset("widget.css")
+
+
+@bp.get("/api/widget/origin")
+def widget_origin() -> Response:
+    """Whether the calling page's origin is in ALLOWED_ORIGINS, readable from any site.
+
+    When the rider endpoints fail in the browser, the widget cannot tell a CORS refusal
+    from an outage; this answer can always be read, so the widget says which it is. It
+    tells a page only about its own origin (what any client could learn by sending that
+    Origin header).
+    """
+    origin = request.headers.get("Origin")
+    allowed = origin is not None and origin.lower() in runtime().settings.allowed_origins
+    response = jsonify({"origin": origin, "allowed": allowed})
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Cache-Control"] = "no-store"
+    response.vary.add("Origin")
+    return response
 
 
 @bp.get("/admin")

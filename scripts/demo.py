@@ -19,6 +19,7 @@ for the club's site, that embeds the rider widget for a demo rider.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.util
 import logging
 import os
@@ -31,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import jwt
 import psycopg
@@ -46,6 +47,7 @@ from app_factory import create_app
 from fake_strava import FakeStrava, make_activities, serve
 from fake_weather import FakeWeather
 from fake_weather import serve as serve_weather
+from scripts.demo_sharing import show_sharing
 from scripts.seeding import connect_athlete
 from services.sealing import Sealer
 from token_keys import local_key
@@ -56,6 +58,15 @@ DATA_DIR = ROOT / (os.environ.get("DATA_DIR") or ".data")
 DEMO_DB = "strava_sync_demo"
 CLIENT_ID, CLIENT_SECRET = "demo-client", secrets.token_urlsafe(16)
 MAX_CALLS = 60
+# The service's idle_reason in words (services/idle.py says the same).
+IDLE_WORDS = {
+    "none_due": "nothing was due",
+    "held_by_another_call": "what is due is held by another call",
+    "backing_off": "what is due is backing off after failures",
+    "budget_share": "its share of the Strava budget is used for now",
+    "rate_limited": "Strava's rate limit is reached",
+    "source_down": "the weather source is failing",
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,9 @@ class DemoRider:
     private_fraction: float = 0.0
     token_expires_in: int | None = None
     revoked: bool = False
+    # Strava stopped accepting the stored grant (the athlete authorized the application
+    # again elsewhere): the rider must reconnect, and the operator is told so.
+    withdrawn: bool = False
 
 
 RIDERS = [
@@ -84,7 +98,37 @@ RIDERS = [
     ),
     DemoRider("Chloé (token expiring)", 1003, 250, 6, years=2, token_expires_in=120),
     DemoRider("Dev (revoked access)", 1004, 80, 2, years=1, revoked=True),
+    DemoRider("Eli (must reconnect)", 1005, 40, 1, years=1, withdrawn=True),
 ]
+
+
+class DemoBusy(Exception):
+    """Another demo holds this data dir's lock; the message says which and what to do."""
+
+
+def hold_demo_lock(data_dir: Path) -> IO[str]:
+    """Take the data dir's demo lock (an flock held while this process lives), or raise
+    DemoBusy naming the demo that holds it. A second demo would drop the first one's
+    database under it: the first would then fail while its health still said ok."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "demo.lock"
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise DemoBusy(
+            f"Another demo is running on {shown(data_dir)}/ ({holder}). Stop it first"
+            " (Ctrl-C in its terminal), or run this one on a data dir of its own:"
+            " DATA_DIR=.data-2 python3 dev.py demo"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}, started {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+    handle.flush()
+    return handle
 
 
 def fresh_database() -> str:
@@ -139,6 +183,8 @@ def seed(fake: FakeStrava, database_url: str, sealer: Sealer) -> dict[int, DemoR
             )
             if rider.revoked:
                 fake.revoke_athlete(rider.athlete_id)
+            if rider.withdrawn:
+                fake.issue_tokens(rider.athlete_id)  # a new grant: the stored one is void
             riders[rider_id] = rider
     return riders
 
@@ -156,13 +202,17 @@ class ServedApp:
         self._server.shutdown()
 
 
-def drive(base_url: str, cron_secret: str, endpoint: str, limit: int) -> dict[str, int]:
-    """Call one cron endpoint until done (or rate limited), printing a line per call."""
+def drive(
+    base_url: str, cron_secret: str, endpoint: str, limit: int, *, everyone: bool = False
+) -> dict[str, int]:
+    """Call one cron endpoint until done (or rate limited), printing a line per call;
+    with `everyone`, sync-strava's "everyone now" (all=true)."""
     totals = {"calls": 0, "processed": 0, "succeeded": 0, "failed": 0, "requests": 0}
+    params: dict[str, Any] = {"limit": limit, **({"all": "true"} if everyone else {})}
     for number in range(1, MAX_CALLS + 1):
         response = requests.post(
             f"{base_url}/api/cron/{endpoint}",
-            params={"limit": limit},
+            params=params,
             headers={"Authorization": f"Bearer {cron_secret}"},
             timeout=60,
         )
@@ -192,9 +242,63 @@ def drive(base_url: str, cron_secret: str, endpoint: str, limit: int) -> dict[st
             ),
             flush=True,
         )
+        if body.get("idle_reason"):
+            print(
+                f"  {'':<12}         took nothing: {IDLE_WORDS.get(body['idle_reason'], '?')}"
+                f" (idle_reason {body['idle_reason']}); next due: "
+                f"{body.get('next_due_at') or 'nothing planned'}",
+                flush=True,
+            )
         if body["done"] or body["rate_limited"]:
             break
     return totals
+
+
+class AlertInbox:
+    """A local stand-in for the operator's Slack channel: ALERT_WEBHOOK_URL points here,
+    and each alert the service POSTs is printed as it arrives."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.port}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def app(self, environ: Any, start_response: Any) -> Any:
+        request = Request(environ)
+        try:
+            body = request.get_json(force=True)
+        except Exception:  # not JSON: not an alert of ours
+            body = None
+        if isinstance(body, dict):
+            self.received.append(body)
+            first, *rest = str(body.get("text", "")).splitlines() or [""]
+            print(f"  >> alert ({body.get('kind')}): {first}", flush=True)
+            for line in rest:
+                print(f"     {line}", flush=True)
+        return Response("ok")(environ, start_response)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def operator_view(base_url: str, cron_secret: str) -> list[dict[str, Any]]:
+    """What the dashboard's rider list says (GET /api/admin/status), printed: each rider
+    by name, its state, and the reason where it fails."""
+    status = requests.get(
+        f"{base_url}/api/admin/status",
+        headers={"Authorization": f"Bearer {cron_secret}"},
+        timeout=30,
+    ).json()
+    riders = status["riders"]["list"]["items"]
+    print("\nThe operator's rider list (GET /api/admin/status, the dashboard's table):")
+    for r in riders:
+        state = r["sync_state"] if r["connection"] == "active" else r["connection"]
+        why = f"  <- {r['last_error']}" if r["last_error"] else ""
+        print(f"  #{r['rider_id']:<3} {r['name']:<28} {state:<13}{why}")
+    return list(riders)
 
 
 def webhooks(
@@ -316,7 +420,9 @@ def summary(
                 f"  {rider.name:<28} {row['status']:<13} {len(visible):>9} {row['stored']:>7}"
                 f" {row['races']:>6} {row['detailed']:>8}  {history}"
             )
-            if not rider.revoked:
+            if rider.withdrawn:
+                complete &= row["status"] == "needs_reauth"  # named to the operator, below
+            elif not rider.revoked:
                 complete &= row["stored"] == len(visible) and row["races"] == row["detailed"]
         weather = conn.execute(
             """
@@ -390,7 +496,8 @@ CLUB_PAGE = """<!doctype html>
 <script src="{service}/widget.js" defer></script>
 <script src="/club.js" defer></script>
 </head><body><h1>Demo club</h1>
-<p>The rider widget, embedded from {service} (signed in as {rider}).</p>
+<p>The rider widget, embedded from {service} (signed in as {rider}).
+<a href="/routes">Shared routes, in full and as the club sees them</a>.</p>
 <div id="strava-sync"></div></body></html>
 """
 CLUB_JS = """document.addEventListener("DOMContentLoaded", function () {
@@ -411,6 +518,7 @@ class ClubPage:
         self.service = ""
         self.token = ""
         self.rider = ""
+        self.routes: Path | None = None  # the sharing step's page
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -431,6 +539,13 @@ class ClubPage:
             return Response(CLUB_JS, content_type="text/javascript")
         if request.path == "/token":
             return Response(self.token, content_type="text/plain")
+        if request.path == "/routes" and self.routes is not None:
+            routes = self.routes.read_text(encoding="utf-8")
+            response = Response(routes, content_type="text/html; charset=utf-8")
+            response.headers["Content-Security-Policy"] = (
+                "default-src 'none'; style-src 'unsafe-inline'"
+            )
+            return response
         return Response("not found", status=404)
 
 
@@ -458,7 +573,9 @@ def serve_until_interrupted(served_url: str, cron_secret: str, club: ClubPage) -
     print(
         "\nServing until interrupted (Ctrl-C):\n"
         f"  operator's dashboard: {served_url}/admin  (bearer: {cron_secret})\n"
-        f"  a club page embedding the widget: {club.url}/  (rider: {club.rider})",
+        f"  a club page embedding the widget: {club.url}/  (rider: {club.rider})\n"
+        "  alerts the service sends are printed here as they arrive (>> alert ...)",
+        f"  shared routes, full and trimmed: {club.url}/routes",
         flush=True,
     )
     try:
@@ -489,6 +606,11 @@ def main(argv: list[str] | None = None) -> int:
     log_file.parent.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
+    try:
+        lock = hold_demo_lock(DATA_DIR)  # held until this process ends
+    except DemoBusy as busy:
+        print(busy, file=sys.stderr)
+        return 2
     print(f"Starting (or reusing) the embedded Postgres under {shown(DATA_DIR)}/ ...", flush=True)
     database_url = fresh_database()
     # A club on Strava's larger tier; the service learns the limits from the headers.
@@ -514,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     cron_secret = secrets.token_urlsafe(24)
     jwt_secret = secrets.token_urlsafe(32)
     club = ClubPage()
+    inbox = AlertInbox()
+    print(f"Operator alerts go to a local receiver on {inbox.url}.", flush=True)
     weather_fake = FakeWeather()
     with serve(fake) as strava, serve_weather(weather_fake) as weather:
         app = create_app(
@@ -531,6 +655,10 @@ def main(argv: list[str] | None = None) -> int:
                 "app_return_url": club.url + "/",
                 "token_encryption_key": token_key,
                 "strava_webhook_verify_token": secrets.token_urlsafe(16),
+                "alert_webhook_url": inbox.url,
+                # Every rider is past the interval at once, so "everyone now" (the
+                # dashboard's button) always has riders to take in the demo.
+                "sync_min_interval_s": 0,
             },
             environ={},
         )
@@ -568,16 +696,44 @@ def main(argv: list[str] | None = None) -> int:
                 " forecast archive)"
             )
             ok = summary(database_url, riders, fake, weather_requests) and hooks_ok
+            listed = operator_view(served.url, cron_secret)
+            named = all(r["name"] for r in listed)
+            failing = [r for r in listed if r["connection"] == "needs_reauth" and r["last_error"]]
+            print(
+                "\nEveryone now (the dashboard's button, a manual 'Run workflow'): every rider"
+                " past SYNC_MIN_INTERVAL_S, whatever their planned poll:",
+                flush=True,
+            )
+            everyone = drive(served.url, cron_secret, "sync-strava", 50, everyone=True)
+            active = sum(1 for r in listed if r["connection"] == "active" and r["auto_sync"])
+            alerted = [a for a in inbox.received if a.get("kind") == "needs_reauth"]
+            print(
+                f"\n  riders named: {named}; failing with its reason shown: "
+                f"{', '.join(r['name'] for r in failing) or 'none'}; alerts received: "
+                f"{len(inbox.received)}; everyone now synced {everyone['succeeded']} of "
+                f"{active} active riders",
+                flush=True,
+            )
+            ok = ok and named and bool(failing) and bool(alerted)
+            ok = ok and everyone["succeeded"] == active
+            first = min(riders)
+            club.service, club.rider = served.url, riders[first].name
+            club.token = demo_rider_token(database_url, jwt_secret, first)
+            print(f"\nSharing with the club ({riders[first].name}):", flush=True)
+            shared, routes = show_sharing(
+                database_url, served.url, club.token, DATA_DIR / "demo-club-routes.html"
+            )
+            club.routes = routes
+            print(f"  their routes, in full and as the club sees them: {shown(routes)}")
+            ok = ok and shared
             if args.serve:
-                first = min(riders)
-                club.service, club.rider = served.url, riders[first].name
-                club.token = demo_rider_token(database_url, jwt_secret, first)
                 club.thread.start()
                 serve_until_interrupted(served.url, cron_secret, club)
         finally:
             if club.thread.is_alive():
                 club.server.shutdown()
             club.server.server_close()
+            inbox.stop()
             served.stop()
             app.extensions["strava_sync"].db.close()
     print(
@@ -590,6 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(closing_hint(database_url))
+    lock.close()  # the next demo may start
     return 0 if ok else 1
 
 

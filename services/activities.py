@@ -9,6 +9,7 @@ from typing import Any
 
 from models.base import RIDE_SPORTS, RUN_SPORTS
 from services.places import row_place, strava_place
+from services.routes import trim_route
 from services.strava import PER_PAGE_MAX, BadPayload
 
 RUN_RACE, RIDE_RACE = 1, 11
@@ -108,15 +109,24 @@ def activity_row(summary: dict[str, Any], *, min_race_distance_km: float) -> dic
 
 
 def page_rows(
-    summaries: Iterable[dict[str, Any]], *, min_race_distance_km: float
+    summaries: Iterable[dict[str, Any]],
+    *,
+    min_race_distance_km: float,
+    route_trim_m: int | None = None,
 ) -> list[dict[str, Any]]:
     """A page's rows, one per id (a page must not upsert the same row twice), with their
     place: Strava's start_latlng, end_latlng and location_* where present, else the
-    polyline's ends and the offline table (services/places)."""
+    polyline's ends and the offline table (services/places); and with `route_trim_m`,
+    the route as the club may see it (services/routes), cut as it is stored."""
     rows: dict[int, dict[str, Any]] = {}
     for summary in summaries:
         row = activity_row(summary, min_race_distance_km=min_race_distance_km)
         rows[row["strava_id"]] = {**row, **row_place(strava_place(summary))}
+        if route_trim_m is not None:
+            rows[row["strava_id"]].update(
+                club_summary_polyline=trim_route(row["summary_polyline"], route_trim_m),
+                club_summary_trim_m=route_trim_m,
+            )
     return list(rows.values())
 
 

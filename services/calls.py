@@ -14,9 +14,10 @@ from uuid import UUID, uuid4
 
 import models
 from config import Settings
-from services.budget import RateBudget
+from services.budget import RateBudget, headroom, reserve_size, resets_at, roll_windows
 from services.clock import Clock, Timer, monotonic, utcnow
 from services.errors import NotConnected
+from services.idle import Idle, Waiting, idle_reason, took_nothing
 from services.schedule import WorkClass
 from services.sealing import Sealer
 from services.strava import (
@@ -280,6 +281,32 @@ class Call:
         return answer
 
 
+def why_idle(
+    conn: models.Conn, call: Call, waiting: Callable[[models.Conn, Call], Waiting] | None
+) -> Idle:
+    """Why a call that took nothing took nothing (services/idle.py decides): the budget
+    as it stands says whether a refusal was Strava's limit or only the class's share."""
+    now = call.now()
+    refusal = call.budget.refusal
+    rate_until = share_until = None
+    if refusal is not None:
+        budget = roll_windows(models.budget.read_rate_budget(conn), now)
+        held_back = reserve_size(budget, call.settings.sync_now_reserve)
+        window, day = headroom(budget)
+        if budget.blocked_until is not None or min(window, day) - 1 < held_back:
+            rate_until = resets_at(budget, now, held_back=held_back)
+        else:
+            share_until = refusal.resets_at
+    if isinstance(call.stopped_by, RateLimited):
+        rate_until = rate_until or call.stopped_by.resets_at
+    return idle_reason(
+        now,
+        waiting=waiting(conn, call) if waiting is not None else Waiting(),
+        rate_limited_until=rate_until,
+        share_spent_until=share_until,
+    )
+
+
 def bounded_call(
     runtime: Runtime,
     kind: str,
@@ -288,12 +315,15 @@ def bounded_call(
     work: Callable[[Call, T], Outcome],
     hand_back: Callable[[Call, T], Outcome],
     remaining: Callable[[models.Conn, Call], int],
+    waiting: Callable[[models.Conn, Call], Waiting] | None = None,
     share_class: Callable[[models.Conn, Call], WorkClass] | None = None,
 ) -> dict[str, Any]:
     """One cron call, recorded in cron_runs: claim work with a lease (committed at once),
     do it on the pool, hand back what was not started, count what is still due of the
-    work that was due when the call started. `share_class` names the class whose share
-    decides whether the call claims anything (by default the call's own)."""
+    work that was due when the call started. A call that took nothing says why
+    (`idle_reason`, `next_due_at`; `waiting` reads what its kind of work has waiting).
+    `share_class` names the class whose share decides whether the call claims anything
+    (by default the call's own)."""
 
     def body() -> dict[str, Any]:
         call = Call(runtime, kind=kind)
@@ -307,7 +337,11 @@ def bounded_call(
             )
             with runtime.db.connection() as conn:
                 left = remaining(conn, call)
-            return call.answer(outcomes, remaining=left)
+            answer = call.answer(outcomes, remaining=left)
+            if took_nothing(answer["items"]):
+                with runtime.db.connection() as conn:
+                    answer.update(why_idle(conn, call, waiting).as_dict())
+            return answer
         finally:
             call.close()
 
@@ -358,6 +392,12 @@ def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) ->
             "rate_limited": answer["rate_limited"],
             "duration_ms": answer["duration_ms"],
             "strava_requests": answer["strava_requests"],
+            **({"idle_reason": answer["idle_reason"]} if answer.get("idle_reason") else {}),
         },
     )
+    # Operator alerts, once the call's work is recorded (bounded; never raises). Imported
+    # here: the alerts read the status, which builds on this module.
+    from services.alerts import after_call
+
+    after_call(runtime, kind, answer)
     return answer

@@ -26,12 +26,14 @@ from services.calls import Call, Runtime
 from services.errors import NotConnected
 from services.rider_auth import RiderIdentity
 from services.strava import (
+    AthleteCapacity,
     BadPayload,
     DeadlineReached,
     InvalidClient,
     StravaClient,
     StravaError,
     TokenRejected,
+    athlete_limit_reached,
 )
 from services.tokens import NeedsReauth, seal_tokens
 
@@ -114,6 +116,24 @@ def has_activity_scope(scope: str | None) -> bool:
     return bool(ACTIVITY_SCOPES & {s.strip() for s in (scope or "").split(",")})
 
 
+NAME_MAX = 80
+
+
+def athlete_name(athlete: dict[str, Any]) -> str | None:
+    """A rider's name from their Strava athlete: the first name and the last name's
+    initial ("Anna B."), short and on one line; None when Strava gave no first name."""
+
+    def part(key: str) -> str:
+        value = athlete.get(key)
+        return " ".join(value.split()) if isinstance(value, str) else ""
+
+    first, last = part("firstname"), part("lastname")
+    if not first:
+        return None
+    initial = f" {last[0].upper()}." if last else ""
+    return (first[: NAME_MAX - len(initial)] + initial).strip()
+
+
 def _created_at(athlete: dict[str, Any]) -> datetime | None:
     value = athlete.get("created_at")
     if not isinstance(value, str):
@@ -155,14 +175,38 @@ def _state_key(runtime: Runtime) -> bytes:
     return state_key(secret)
 
 
+def capacity_refusal(capacity: int) -> ConnectError:
+    return ConnectError(
+        409,
+        "athlete_capacity",
+        f"This club's Strava application is already connected to {capacity} athletes, "
+        "the most Strava allows it, so no new rider can connect for now. The club's "
+        "operator can ask Strava to raise the limit.",
+    )
+
+
 def start_connect(runtime: Runtime, identity: RiderIdentity, *, redirect_uri: str) -> str:
-    """Strava's authorize URL for this user, with a fresh single-use state."""
+    """Strava's authorize URL for this user, with a fresh single-use state.
+
+    With STRAVA_ATHLETE_CAPACITY set and reached, a new athlete is refused here (409
+    athlete_capacity) rather than sent to Strava, which would refuse them on its own
+    page, leaving them there; a rider reconnecting their own athlete holds a place
+    already and is never refused.
+    """
+    capacity = runtime.settings.strava_athlete_capacity
     with _client(runtime) as strava:
         nonce = uuid4()
         key = _state_key(runtime)
         now = runtime.clock()
         state = make_state(key, auth_user_id=identity.auth_user_id, nonce=nonce, now=now)
         with runtime.db.connection() as conn:
+            if (
+                capacity is not None
+                and not models.sharing.holds_athlete_place(conn, auth_user_id=identity.auth_user_id)
+                and models.sharing.athletes_connected(conn, up_to=capacity) >= capacity
+            ):
+                log.info("connect refused: athlete capacity reached", extra={"capacity": capacity})
+                raise capacity_refusal(capacity)
             models.riders.save_oauth_state(
                 conn, nonce=nonce, auth_user_id=identity.auth_user_id, ttl_s=STATE_TTL_S, now=now
             )
@@ -203,6 +247,8 @@ def finish_connect(
             raise ConnectError(
                 400, "access_denied", "Strava access was not approved, so nothing was connected."
             )
+        if athlete_limit_reached(error):
+            raise _strava_capacity_refusal(runtime)
         raise ConnectError(400, "strava_error", "Strava did not complete the connection.")
     with _client(runtime) as strava:
         auth_user_id = _consume_state(runtime, state)
@@ -215,18 +261,47 @@ def finish_connect(
             )
         if not code:
             raise ConnectError(400, "missing_code", "Strava sent no authorization code.")
-        grant = _exchange(strava, code)
+        try:
+            grant = _exchange(strava, code)
+        except AthleteCapacity:
+            raise _strava_capacity_refusal(runtime) from None
     athlete = grant.athlete or {}
     athlete_id = athlete.get("id")
     if not isinstance(athlete_id, int) or isinstance(athlete_id, bool):
         raise ConnectError(502, "strava_error", "Strava's answer named no athlete.")
     granted = ",".join(s.strip() for s in (scope or "").split(",") if s.strip())
-    return _store(runtime, auth_user_id, athlete_id, granted, grant, _created_at(athlete))
+    return _store(
+        runtime,
+        auth_user_id,
+        athlete_id,
+        granted,
+        grant,
+        _created_at(athlete),
+        athlete_name(athlete),
+    )
+
+
+def _strava_capacity_refusal(runtime: Runtime) -> ConnectError:
+    """Strava itself refused for the athlete limit: the operator must know (the tier, or
+    STRAVA_ATHLETE_CAPACITY, is wrong or the limit is reached) and the rider be told."""
+    log.warning(
+        "Strava refused a connection: the application's athlete limit is reached",
+        extra={"capacity": runtime.settings.strava_athlete_capacity},
+    )
+    return ConnectError(
+        409,
+        "athlete_capacity",
+        "Strava refused the connection: this club's Strava application has reached the "
+        "number of athletes its Strava tier allows. The club's operator can ask Strava "
+        "to raise the limit; nothing was connected.",
+    )
 
 
 def _exchange(strava: StravaClient, code: str) -> Any:
     try:
         return strava.exchange_code(code)
+    except AthleteCapacity:
+        raise
     except TokenRejected:
         raise ConnectError(
             400, "invalid_code", "Strava refused the authorization: press Connect Strava again."
@@ -248,6 +323,7 @@ def _store(
     scope: str,
     grant: Any,
     athlete_created_at: datetime | None,
+    name: str | None = None,
 ) -> Connected:
     linked_elsewhere = False
     rider_id: int | None = None
@@ -298,6 +374,8 @@ def _store(
                 models.riders.set_athlete_created_at(
                     conn, rider_id=rider_id, created_at=athlete_created_at
                 )
+                if name:  # the operator's name, if they gave one, is kept
+                    models.riders.name_from_strava(conn, rider_id=rider_id, name=name)
     except psycopg.errors.UniqueViolation:  # linked by a callback running at the same time
         linked_elsewhere = True
     if linked_elsewhere or rider_id is None:

@@ -15,14 +15,19 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import models
+from services import planning, schedule
 from services.activities import listing_ended, oldest_start, page_rows
+from services.budget import roll_windows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
 from services.clock import iso
 from services.errors import NotConnected, UnknownRider
+from services.idle import Waiting
+from services.progress import HISTORY, Progress, Report, report_stop, walk
+from services.status import history_percent, history_requests_left
 from services.strava import PER_PAGE_MAX
 
 log = logging.getLogger(__name__)
@@ -87,6 +92,18 @@ def time_for_another_page(time_left_s: float, slowest_page_s: float | None) -> b
     return time_left_s > slowest_page_s * PAGE_TIME_MARGIN
 
 
+def completion_day(requests_left: int, here: planning.Situation, now: datetime) -> date | None:
+    """The day a rider's history walk should complete on, from the backfill plan: the
+    recent races' details go first, then discover walks every incomplete history a page
+    at a time, fewest pages first, so each other history takes at most as many pages as
+    this one has left (and a typical history's at most) before it is done. None when no
+    day gives the backfill anything."""
+    others = max(0, here.backlog["histories"] - 1)
+    others_requests = others * min(requests_left, planning.TYPICAL_HISTORY_PAGES)
+    needed = here.backlog["recent_races"] + requests_left + others_requests
+    return schedule.projected_completion(needed, here.state, here.needs, now)
+
+
 # --- one rider -----------------------------------------------------------------------
 
 
@@ -134,8 +151,17 @@ def _page_before(call: Call, before: int) -> Callable[[str], list[dict[str, Any]
     return lambda token: call.strava.list_activities(token, before=before, per_page=PER_PAGE_MAX)
 
 
-def walk_rider(call: Call, lease: models.sync.RiderLease, progress: WalkProgress) -> WalkOutcome:
-    """Walk one rider's history back for as long as the call's budgets allow."""
+def walk_rider(
+    call: Call,
+    lease: models.sync.RiderLease,
+    progress: WalkProgress,
+    *,
+    live: Progress | None = None,
+    plan: planning.Situation | None = None,
+) -> WalkOutcome:
+    """Walk one rider's history back for as long as the call's budgets allow, telling the
+    rider's widget as it goes (`live`) and estimating when the walk completes (`plan`,
+    the backfill plan at the call's start)."""
     settings = call.settings
     stored = models.discovery.WalkPosition(lease.history_walk_started_at, lease.history_cursor)
     started = stored.started_at
@@ -144,11 +170,16 @@ def walk_rider(call: Call, lease: models.sync.RiderLease, progress: WalkProgress
         started = call.now()
     cursor = stored.cursor or started
     progress.oldest = stored.cursor
+    found = lease.history_activities if stored.started_at is not None else 0
     slowest: float | None = None
     while True:
         began = call.runtime.timer()
         summaries = call.tokens.call(lease.rider_id, _page_before(call, listing_before(cursor)))
-        rows = page_rows(summaries, min_race_distance_km=settings.race_min_distance_km)
+        rows = page_rows(
+            summaries,
+            min_race_distance_km=settings.race_min_distance_km,
+            route_trim_m=settings.club_route_trim_m,
+        )
         step = next_step(len(summaries), oldest_start(rows), cursor=cursor, read_all=lease.read_all)
         with call.db.connection() as conn:
             now = call.now()
@@ -169,6 +200,13 @@ def walk_rider(call: Call, lease: models.sync.RiderLease, progress: WalkProgress
             )
             new = [r for r in rows if r["strava_id"] not in seen]
             new_races = sum(1 for r in new if r["is_race"])
+            found += len(new)
+            walked = {
+                "history_walk_started_at": started,
+                "history_cursor": step.cursor,
+                "history_activities": found,
+                "athlete_created_at": lease.athlete_created_at,
+            }
             models.discovery.record_walk_page(
                 conn,
                 rider_id=lease.rider_id,
@@ -178,9 +216,16 @@ def walk_rider(call: Call, lease: models.sync.RiderLease, progress: WalkProgress
                 activities=len(new),
                 races=new_races,
                 now=now,
+                estimated_complete_on=(
+                    completion_day(history_requests_left(walked), plan, now)
+                    if plan is not None and not step.ended
+                    else None
+                ),
             )
             # None when reconciliation was refused (the walk completes all the same)
             removed = _finish_walk(conn, lease, started, now) if step.ended else 0
+            if live is not None:
+                live.report(conn, _walk_report(lease, walked, progress, written.inserted, step))
         stored = models.discovery.WalkPosition(started, step.cursor)
         cursor = step.cursor
         counts = progress.counts
@@ -200,7 +245,35 @@ def walk_rider(call: Call, lease: models.sync.RiderLease, progress: WalkProgress
             break
     with call.db.connection() as conn:  # progress is kept; the next call resumes from it
         models.sync.release_lease(conn, rider_id=lease.rider_id, lease_token=lease.lease_token)
+        if live is not None:
+            live.report(conn, _walk_report(lease, walked, progress, 0, None))
     return progress.outcome(SUCCEEDED)
+
+
+def _walk_report(
+    lease: models.sync.RiderLease,
+    walked: dict[str, Any],
+    progress: WalkProgress,
+    inserted: int,
+    step: PageStep | None,
+) -> Report:
+    """The live message of a page (`step`), or of the round's end (None)."""
+    complete = step is not None and step.ended
+    percent = history_percent(
+        complete=complete,
+        walk_started_at=walked["history_walk_started_at"],
+        cursor=walked["history_cursor"],
+        floor=lease.athlete_created_at,
+    )
+    cursor = walked["history_cursor"]
+    oldest = cursor if cursor < walked["history_walk_started_at"] else None
+    return walk(
+        percent=percent,
+        oldest=oldest,
+        added=progress.counts["added"] + inserted,
+        complete=complete,
+        finished=step is None,
+    )
 
 
 def _finish_walk(
@@ -239,13 +312,18 @@ def _finish_walk(
     return removed
 
 
-def _walk_or_record_failure(call: Call, lease: models.sync.RiderLease) -> Outcome:
+def _walk_or_record_failure(
+    call: Call, lease: models.sync.RiderLease, plan: planning.Situation | None = None
+) -> Outcome:
     progress = WalkProgress(lease.rider_id)
+    live = Progress(lease.rider_id, call.now)
     try:
-        return walk_rider(call, lease, progress)
+        return walk_rider(call, lease, progress, live=live, plan=plan)
     except Exception as exc:  # each rider is isolated: one failing never stops the others
         outcome = call.settle_rider(lease, exc)
-        return progress.outcome(outcome.status, detail=outcome.detail, error=outcome.error)
+        walked = progress.outcome(outcome.status, detail=outcome.detail, error=outcome.error)
+        report_stop(call, live, HISTORY, walked)
+        return walked
 
 
 def _hand_back(call: Call, lease: models.sync.RiderLease) -> Outcome:
@@ -258,20 +336,32 @@ def _hand_back(call: Call, lease: models.sync.RiderLease) -> Outcome:
 
 def run_discover(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     """One bounded `discover` call: claim riders with incomplete history, walk them."""
-    return bounded_call(
-        runtime,
-        "discover",
-        claim=lambda conn, call: models.discovery.claim_riders_for_discovery(
+    plans: list[planning.Situation] = []  # the backfill plan, read once a call
+
+    def claim(conn: models.Conn, call: Call) -> list[models.sync.RiderLease]:
+        leases = models.discovery.claim_riders_for_discovery(
             conn,
             lease_token=call.lease_token,
             limit=limit,
             lease_ttl_s=runtime.settings.lease_ttl_s,
             now=call.started_at,
-        ),
-        work=_walk_or_record_failure,
+        )
+        if leases:
+            budget = roll_windows(models.budget.read_rate_budget(conn), call.started_at)
+            plans.append(planning.situation(conn, budget, runtime.settings, call.started_at))
+        return leases
+
+    return bounded_call(
+        runtime,
+        "discover",
+        claim=claim,
+        work=lambda call, lease: _walk_or_record_failure(call, lease, plans[0] if plans else None),
         hand_back=_hand_back,
         remaining=lambda conn, call: models.discovery.count_riders_due_for_discovery(
             conn, now=call.started_at
+        ),
+        waiting=lambda conn, call: Waiting(
+            **models.discovery.discovery_waiting(conn, now=call.now())
         ),
     )
 

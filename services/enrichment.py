@@ -15,8 +15,13 @@ from typing import Any
 import models
 from services.activities import as_integer, as_number
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
+from services.idle import Waiting
 from services.places import row_place, strava_place
+from services.progress import Progress
+from services.progress import races as race_progress
+from services.routes import trim_route
 from services.schedule import RECENT_RACE_DAYS, WorkClass, race_class
+from services.sharing import retrim_routes
 from services.strava import NotFound
 from services.tokens import NeedsReauth
 
@@ -162,15 +167,19 @@ def enrich_race(call: Call, race: models.enrichment.RaceLease) -> Outcome:
             extra={"rider_id": race.rider_id, "activity_id": race.strava_id},
         )
         return _race_outcome(race, SUCCEEDED, detail="removed")
+    polyline = full_polyline(detail)
+    trim = call.settings.club_route_trim_m
     with call.db.connection() as conn:
         stored = models.enrichment.finish_enrichment(
             conn,
             strava_id=race.strava_id,
             lease_token=call.lease_token,
             description=_text(detail.get("description")),
-            polyline=full_polyline(detail),
+            polyline=polyline,
             details=race_details(detail),
             now=call.now(),
+            club_polyline=trim_route(polyline, trim),
+            club_polyline_trim_m=trim,
         )
         if stored:  # Strava's location fields of the detail, else the offline table
             models.enrichment.store_detail_place(
@@ -228,10 +237,12 @@ def enrich_races(call: Call, races: list[models.enrichment.RaceLease]) -> list[O
     )
 
 
-def enrich_rider_races(call: Call, rider_id: int, *, limit: int) -> list[Outcome]:
+def enrich_rider_races(
+    call: Call, rider_id: int, *, limit: int, live: Progress | None = None
+) -> list[Outcome]:
     """Claim and enrich up to `limit` due recent races of one rider within `call`, newest
     first. Older races are the backfill's: a rider's press must not spend the club's top
-    priority on their history."""
+    priority on their history. `live` tells the rider's widget how many there are."""
     now = call.now()
     with call.db.connection() as conn:
         races = models.enrichment.claim_races_for_enrichment(
@@ -245,6 +256,8 @@ def enrich_rider_races(call: Call, rider_id: int, *, limit: int) -> list[Outcome
             rider_id=rider_id,
             started_since=now - timedelta(days=RECENT_RACE_DAYS),
         )
+        if live is not None and races:
+            live.report(conn, race_progress(0, len(races)))
     return enrich_races(call, races)
 
 
@@ -268,8 +281,11 @@ def run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         ),
         work=_enrich_or_record_failure,
         hand_back=_hand_back,
-        remaining=lambda conn, call: models.enrichment.count_races_due_for_enrichment(
-            conn, max_attempts=settings.enrich_max_attempts, now=call.started_at
+        remaining=lambda conn, call: _remaining(runtime, conn, call),
+        waiting=lambda conn, call: Waiting(
+            **models.enrichment.enrichment_waiting(
+                conn, max_attempts=settings.enrich_max_attempts, now=call.now()
+            )
         ),
         share_class=_share_class,
     )
@@ -288,3 +304,12 @@ def _share_class(conn: models.Conn, call: Call) -> WorkClass:
         since=call.started_at - timedelta(days=RECENT_RACE_DAYS),
     )
     return WorkClass.ENRICH_RECENT if recent else WorkClass.ENRICH_OLD
+
+
+def _remaining(runtime: Runtime, conn: models.Conn, call: Call) -> int:
+    """The races still due; first, with the time left, the club's stored routes are cut
+    again if the trim changed (the enrich call is the routes' job)."""
+    retrim_routes(runtime, time_left=call.time_left)
+    return models.enrichment.count_races_due_for_enrichment(
+        conn, max_attempts=runtime.settings.enrich_max_attempts, now=call.started_at
+    )

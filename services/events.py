@@ -39,7 +39,9 @@ from services.calls import (
 from services.clock import iso
 from services.enrichment import full_polyline, race_details
 from services.errors import NotConnected
+from services.idle import Waiting
 from services.planning import stored_subscription, webhook_health
+from services.routes import trim_route
 from services.strava import NotFound, StravaClient, StravaError
 from services.tokens import NeedsReauth
 from services.webhooks import (
@@ -49,6 +51,7 @@ from services.webhooks import (
     confirmation_due,
     event_backoff,
     parse_event,
+    privacy_hint,
 )
 
 log = logging.getLogger(__name__)
@@ -110,6 +113,12 @@ def receive(runtime: Runtime, body: Any) -> Receipt:
             stored = models.webhooks.store_webhook_event(
                 conn, **_event_fields(event), rider_id=rider_id, now=now
             )
+            if privacy_hint(event):
+                # Hidden from the club at once, shown again once Strava is asked: a
+                # forged event can only hide an activity until then, never show one.
+                models.activities.hold_for_privacy_check(
+                    conn, rider_id=rider_id, strava_id=event.object_id, now=now
+                )
     if reason is not None:
         return _ignore(runtime, reason, now)
     if not stored:
@@ -223,6 +232,7 @@ def _activity(
             if models.activities.activity_of_rider(
                 conn, rider_id=rider_id, strava_id=strava_id, written_since=since
             ):
+                models.activities.release_privacy_hold(conn, rider_id=rider_id, strava_id=strava_id)
                 return _finish(call, conn, group, "covered")
     try:
         detail: dict[str, Any] | None = call.tokens.call(
@@ -266,18 +276,28 @@ def _reconcile(
             return "absent"
         models.activities.recompute_eddington(conn, rider_id=rider_id, now=now)
         return "hidden" if hidden else "removed"
-    rows = page_rows([detail], min_race_distance_km=call.settings.race_min_distance_km)
+    rows = page_rows(
+        [detail],
+        min_race_distance_km=call.settings.race_min_distance_km,
+        route_trim_m=call.settings.club_route_trim_m,
+    )
     written = models.activities.upsert_activities(conn, rider_id=rider_id, rows=rows, now=now)
+    # Stored as Strava shows it now (visibility and `private` included): the club may
+    # see it again if that allows.
+    models.activities.release_privacy_hold(conn, rider_id=rider_id, strava_id=strava_id)
     if rows[0]["is_race"]:
         description = detail.get("description")
+        polyline, trim = full_polyline(detail), call.settings.club_route_trim_m
         models.enrichment.store_race_details(
             conn,
             rider_id=rider_id,
             strava_id=strava_id,
             description=description if isinstance(description, str) else None,
-            polyline=full_polyline(detail),
+            polyline=polyline,
             details=race_details(detail),
             now=now,
+            club_polyline=trim_route(polyline, trim),
+            club_polyline_trim_m=trim,
         )
     if written.inserted or written.updated:
         models.activities.recompute_eddington(conn, rider_id=rider_id, now=now)
@@ -304,6 +324,8 @@ def _athlete(call: Call, group: models.webhooks.EventGroup) -> str:
             now=call.now(),
         )
         word = _finish(call, conn, group, "revoked")
+        # The events named the rider's activities (with their titles): gone with them.
+        models.riders.delete_rider_events(conn, rider_id=group.rider_id)
     log.warning(
         "rider deauthorized at Strava: tokens and Strava data deleted",
         extra={"rider_id": group.rider_id, "activities": deleted},
@@ -391,6 +413,7 @@ def run_events(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         work=lambda call, group: settle(call, group),
         hand_back=lambda call, group: hand_back(call, group),
         remaining=lambda conn, call: _remaining(conn, call),
+        waiting=lambda conn, call: Waiting(**models.webhooks.events_waiting(conn, now=call.now())),
     )
     with runtime.db.connection() as conn:
         models.webhooks.prune_webhook_events(

@@ -1,4 +1,4 @@
-"""Is the service able to work?"""
+"""The health check behind `GET /api/health`: does the database answer, migrations applied?"""
 
 from __future__ import annotations
 

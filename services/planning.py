@@ -144,11 +144,16 @@ def stored_subscription(conn: models.Conn) -> webhooks.Subscription | None:
 
 def webhook_health(conn: models.Conn, settings: Settings, now: datetime) -> webhooks.Health:
     """Whether Strava's events can be trusted to bring changes (polling steps back)."""
+    subscription = stored_subscription(conn)
+    last_event = models.webhooks.last_event_received_at(conn)
     return webhooks.health(
-        stored_subscription(conn),
-        models.webhooks.last_event_received_at(conn),
+        subscription,
+        last_event,
         now,
         silence_s=settings.webhook_silence_s,
+        uploaded_since_created=subscription is not None
+        and last_event is None
+        and models.webhooks.any_activity_started_since(conn, since=subscription.created_at),
     )
 
 

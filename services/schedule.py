@@ -50,7 +50,8 @@ BACKFILL = frozenset({WorkClass.ENRICH_RECENT, WorkClass.DISCOVER, WorkClass.ENR
 # A race is "recent" (enrich_recent, ahead of discovery) when it started this many days
 # ago or less: riders look at last month's races, not at 2017's.
 RECENT_RACE_DAYS = 30
-# Today's rule, kept: 10% of the 15-minute window (at least 1) only Sync now may use.
+# Only Sync now may use 10% of every 15-minute window (at least 1 request), so a rider's
+# press finds budget even while the backfill spends the rest.
 SYNC_NOW_RESERVE = 0.10
 # The backfill's pool is paced to be spent an hour before midnight; in that final hour
 # (these windows) it may take everything the day has left. The cron runs twice an hour,
@@ -187,7 +188,7 @@ def windows_left(now: datetime) -> int:
 def _window_hold(cls: WorkClass, state: BudgetState, needs: Needs) -> int:
     """What a class keeps out of lower classes' reach in this window."""
     if cls is WorkClass.SYNC_NOW:
-        # The reserve stays free for the whole window, as today: a click must find it.
+        # The reserve stays free for the whole window: a click must find it.
         return max(state.reserve, needs.in_window(cls))
     return needs.in_window(cls)
 

@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import models
+from config import Settings
 from services import planning, schedule
+from services.alert_messages import receiver_format
 from services.budget import (
     day_start,
     describe,
@@ -28,6 +30,7 @@ from services.duplicates import describe as describe_duplicates
 from services.errors import NotConnected, UnknownRider
 from services.events import webhook_status
 from services.schedule import PRIORITY
+from services.sharing import athletes
 from services.strava import PER_PAGE_MAX
 from services.weather import weather_status
 
@@ -271,6 +274,18 @@ def stuck_items(
     return items
 
 
+def with_rider_names(conn: models.Conn, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items that name a rider by id get its name too (one query for those listed)."""
+    ids = [int(i["rider_id"]) for i in items if i.get("rider_id") is not None]
+    names = models.riders.rider_names(conn, rider_ids=ids)
+    return [
+        {**i, "rider_name": names.get(int(i["rider_id"]), "")}
+        if i.get("rider_id") is not None
+        else i
+        for i in items
+    ]
+
+
 def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
     finished = row["finished_at"]
     return {
@@ -289,6 +304,52 @@ def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "rate_limited": row["rate_limited"],
         "rate_limit": row["rate_limit"],
         "error_summary": row["error_summary"],
+        "idle_reason": row["idle_reason"],
+        "next_due_at": iso(row["next_due_at"]),
+    }
+
+
+RUN_FAILURES_LISTED = 10  # a run's failed items shown in a rider's detail; the rest counted
+ITEM_PAGE = 200  # a rider's items a page with `?items=all` (items_limit), at most ITEM_PAGE_MAX
+ITEM_PAGE_MAX = 1000
+ITEM_STATUSES = ("succeeded", "failed", "skipped")
+
+
+def rider_items(row: dict[str, Any], rider_id: int) -> list[dict[str, Any]]:
+    """The items of a recorded run that are this rider's (or its races')."""
+    return [i for i in (row.get("items") or []) if i.get("rider_id") == rider_id]
+
+
+def rider_run(row: dict[str, Any], rider_id: int) -> dict[str, Any]:
+    """A run as a rider's detail shows it: its summary, this rider's items counted by
+    status, and the failed ones listed (a weather run may hold hundreds of one rider's
+    activities: all of them are on request, `?items=all`)."""
+    mine = rider_items(row, rider_id)
+    counted = Counter(str(i.get("status")) for i in mine)
+    failures = [i for i in mine if i.get("status") == "failed"]
+    return {
+        **_run_summary(row),
+        "kind": row["kind"],
+        "items_by_status": {status: counted.get(status, 0) for status in ITEM_STATUSES},
+        "failures": failures[:RUN_FAILURES_LISTED],
+        "failures_not_listed": max(0, len(failures) - RUN_FAILURES_LISTED),
+    }
+
+
+def item_page(
+    runs: list[dict[str, Any]], rider_id: int, *, offset: int, limit: int
+) -> dict[str, Any]:
+    """Every item of this rider in these runs (newest run first), a page at a time."""
+    every = [
+        {"run_id": r["id"], "kind": r["kind"], "started_at": iso(r["started_at"]), "item": i}
+        for r in runs
+        for i in rider_items(r, rider_id)
+    ]
+    return {
+        "count": len(every),
+        "offset": offset,
+        "limit": limit,
+        "items": every[offset : offset + limit],
     }
 
 
@@ -430,6 +491,60 @@ def rider_entry(row: dict[str, Any]) -> dict[str, Any]:
 # --- I/O -----------------------------------------------------------------------------
 
 
+def alert_status(conn: models.Conn, settings: Settings) -> dict[str, Any]:
+    """The operator alerts (services/alerts.py): whether a receiver is set (never its
+    URL: a webhook URL is a secret), its format, and the alerts open now."""
+    url = settings.alert_webhook_url
+    return {
+        "configured": bool(url),
+        "format": receiver_format(url, settings.alert_webhook_format) if url else None,
+        "open": [
+            {
+                "kind": a.kind,
+                "subject": a.subject,
+                "title": a.title,
+                "detail": a.detail,
+                "opened_at": iso(a.opened_at),
+                "sent": a.sent_at is not None,
+            }
+            for a in models.alerts.open_alerts(conn)
+        ],
+    }
+
+
+def fleet_stuck(
+    conn: models.Conn, settings: Settings, budget: models.budget.BudgetRow, now: datetime
+) -> tuple[list[dict[str, Any]], int]:
+    """Everything stuck in the fleet (riders named), and how many races are stalled in
+    all (only the oldest LISTED_MAX are listed). The status and the alerts read it."""
+    stalled_count, stalled = models.status.stalled_races(
+        conn,
+        stuck_after_s=settings.stuck_after_s,
+        max_attempts=settings.enrich_max_attempts,
+        limit=LISTED_MAX,
+        now=now,
+    )
+    stuck = stuck_items(
+        now=now,
+        blocked_until=roll_windows(budget, now).blocked_until,
+        blocked_reason=budget.blocked_reason,
+        rider_leases=models.status.expired_rider_leases(conn, now=now),
+        race_leases=models.status.expired_race_leases(conn, now=now),
+        histories=models.status.stalled_histories(
+            conn, stuck_after_s=settings.stuck_after_s, now=now
+        ),
+        overdue=models.status.overdue_syncs(
+            conn,
+            min_interval_s=settings.sync_min_interval_s,
+            stuck_after_s=settings.stuck_after_s,
+            now=now,
+        ),
+        races=stalled,
+        runs=models.runs.unfinished_runs(conn, stuck_after_s=settings.stuck_after_s, now=now),
+    )
+    return with_rider_names(conn, stuck), stalled_count
+
+
 def admin_status(
     runtime: Runtime, *, riders_offset: int = 0, riders_limit: int = RIDER_PAGE
 ) -> dict[str, Any]:
@@ -452,6 +567,9 @@ def admin_status(
         due_now = models.sync.count_riders_due_for_sync(
             conn, min_interval_s=settings.sync_min_interval_s, now=now
         )
+        everyone_now = models.sync.count_riders_due_for_sync(
+            conn, min_interval_s=settings.sync_min_interval_s, now=now, everyone=True
+        )
         histories = models.status.incomplete_histories(conn)
         races = models.status.race_counts(conn, max_attempts=settings.enrich_max_attempts)
         auto_sync_riders = models.status.count_auto_sync_riders(conn)
@@ -464,31 +582,8 @@ def admin_status(
         here = planning.situation(conn, rolled, settings, now)
         poll_share = planning.incremental_share(conn, rolled, settings)
         day = {row["kind"]: row for row in models.runs.run_stats_since(conn, hours=24, now=now)}
-        stalled_count, stalled = models.status.stalled_races(
-            conn,
-            stuck_after_s=settings.stuck_after_s,
-            max_attempts=settings.enrich_max_attempts,
-            limit=LISTED_MAX,
-            now=now,
-        )
-        stuck = stuck_items(
-            now=now,
-            blocked_until=roll_windows(budget, now).blocked_until,
-            blocked_reason=budget.blocked_reason,
-            rider_leases=models.status.expired_rider_leases(conn, now=now),
-            race_leases=models.status.expired_race_leases(conn, now=now),
-            histories=models.status.stalled_histories(
-                conn, stuck_after_s=settings.stuck_after_s, now=now
-            ),
-            overdue=models.status.overdue_syncs(
-                conn,
-                min_interval_s=settings.sync_min_interval_s,
-                stuck_after_s=settings.stuck_after_s,
-                now=now,
-            ),
-            races=stalled,
-            runs=models.runs.unfinished_runs(conn, stuck_after_s=settings.stuck_after_s, now=now),
-        )
+        stuck, stalled_count = fleet_stuck(conn, settings, budget, now)
+        alerts = alert_status(conn, settings)
     by_kind = Counter(item["kind"] for item in stuck)
     by_kind["race_stalled"] = stalled_count  # only the oldest LISTED_MAX are listed
     by_connection = dict.fromkeys(CONNECTION_STATUSES, 0)
@@ -511,13 +606,21 @@ def admin_status(
     window_left, day_left = headroom(roll_windows(budget, now))
     return {
         "generated_at": iso(now),
+        "alerts": alerts,
         "weather": weather,
         "webhooks": webhooks,
+        # Connections holding a place of the Strava application's athlete capacity.
+        "athletes": athletes(
+            settings, by_connection.get("active", 0) + by_connection.get("needs_reauth", 0)
+        ),
         "riders": {
             "total": sum(row["riders"] for row in buckets),
             "by_connection_status": by_connection,
             "by_sync_state": by_state,
             "due_now": due_now,
+            # What "everyone now" (sync-strava?all=true) would take, and cost: a listing
+            # each (more for a rider with over 200 new activities).
+            "everyone_now": {"riders": everyone_now, "requests": everyone_now},
             "never_synced": sum(row["never_synced"] for row in buckets),
             "list": {
                 "count": sum(row["riders"] for row in buckets),
@@ -585,8 +688,15 @@ def admin_status(
     }
 
 
-def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
-    """One rider in full: connection, sync, history, races, what is stuck, recent runs."""
+def rider_detail(
+    runtime: Runtime,
+    rider_id: int,
+    *,
+    items_offset: int | None = None,
+    items_limit: int = ITEM_PAGE,
+) -> dict[str, Any] | None:
+    """One rider in full: connection, sync, history, races, what is stuck, recent runs
+    (each summed up; with `items_offset`, a page of every item of them too)."""
     settings = runtime.settings
     now = runtime.clock()
     with runtime.db.connection() as conn:
@@ -630,6 +740,7 @@ def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
             races=stalled,
             runs=[],
         )
+        stuck = with_rider_names(conn, stuck)
     blocked = roll_windows(budget, now).blocked_until
     detail: dict[str, Any] = {
         "generated_at": iso(now),
@@ -672,15 +783,10 @@ def rider_detail(runtime: Runtime, rider_id: int) -> dict[str, Any] | None:
         "duplicates": describe_duplicates(duplicates),  # rides recorded twice
         "stuck": stuck,
         "rate_limit_blocked_until": iso(blocked) if blocked and blocked > now else None,
-        "runs": [
-            {
-                **_run_summary(r),
-                "kind": r["kind"],
-                "items": [i for i in (r["items"] or []) if i.get("rider_id") == rider_id],
-            }
-            for r in runs
-        ],
+        "runs": [rider_run(r, rider_id) for r in runs],
     }
+    if items_offset is not None:
+        detail["items"] = item_page(runs, rider_id, offset=items_offset, limit=items_limit)
     if row["connected"]:
         complete = (
             row["history_complete_at"] is not None and row["full_refresh_requested_at"] is None
@@ -752,6 +858,30 @@ def reset_rider(runtime: Runtime, rider_id: int) -> dict[str, Any]:
         if not models.riders.reset_rider(conn, rider_id=rider_id, now=runtime.clock()):
             raise NotConnected(f"rider {rider_id} has no Strava connection")
     return {"rider_id": rider_id, "reset": True, "detail": rider_detail(runtime, rider_id)}
+
+
+RIDER_NAME_MAX = 80
+
+
+def clean_rider_name(raw: object) -> str:
+    """An operator's name for a rider: text of 1 to 80 characters on one line (runs of
+    spaces made one); ValueError says what is wrong."""
+    if not isinstance(raw, str):
+        raise ValueError("name must be a text of 1 to 80 characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw.replace(" ", "")):
+        raise ValueError("name must be on one line, without control characters")
+    name = " ".join(raw.split())
+    if not 1 <= len(name) <= RIDER_NAME_MAX:
+        raise ValueError("name must be a text of 1 to 80 characters")
+    return name
+
+
+def rename_rider(runtime: Runtime, rider_id: int, name: str) -> dict[str, Any]:
+    """Give a rider the operator's name (kept over Strava's from then on)."""
+    with runtime.db.connection() as conn:
+        if not models.riders.rename_rider(conn, rider_id=rider_id, name=name, now=runtime.clock()):
+            raise UnknownRider(f"no rider with id {rider_id}")
+    return {"rider_id": rider_id, "name": name, "named_by": "operator"}
 
 
 def set_auto_sync(runtime: Runtime, rider_id: int, *, enabled: bool) -> dict[str, Any]:

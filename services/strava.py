@@ -142,6 +142,11 @@ class StravaError(Exception):
             return ApplicationInactive(
                 "Strava says this API application is inactive", status=status
             )
+        if status == 403 and athlete_limit_reached(message):
+            return AthleteCapacity(
+                "Strava refused: the application's limit of connected athletes is reached",
+                status=status,
+            )
         if status == 404:
             return NotFound(message or "not found", status=status)
         if status >= 500:
@@ -188,6 +193,19 @@ class InvalidClient(ApplicationBlocked):
     """The token endpoint refused STRAVA_CLIENT_ID / STRAVA_CLIENT_SECRET."""
 
     code = "invalid_client"
+
+
+class AthleteCapacity(StravaError):
+    """403: the application is connected to as many athletes as its tier allows."""
+
+    code = "athlete_capacity"
+
+
+def athlete_limit_reached(text: str) -> bool:
+    """Whether Strava's words refuse a connection for the application's athlete limit
+    (its page and error read "Limit of connected athletes exceeded")."""
+    words = text.lower()
+    return "athlete" in words and ("limit" in words or "capacity" in words)
 
 
 class NotFound(StravaError):
@@ -490,6 +508,8 @@ class StravaClient:
         )
         if response.status_code == 401:
             raise InvalidClient("Strava refused STRAVA_CLIENT_ID/STRAVA_CLIENT_SECRET", status=401)
+        if response.status_code == 403 and athlete_limit_reached(_error_text(response)):
+            raise StravaError.from_response(response, now=self._clock())  # AthleteCapacity
         if response.status_code in (400, 403) and "inactive" not in _error_text(response).lower():
             raise TokenRejected(
                 _error_text(response) or "invalid_grant", status=response.status_code

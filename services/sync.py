@@ -12,7 +12,9 @@ from services.activities import listing_ended, newest_start, page_rows
 from services.budget import roll_windows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
 from services.events import process_rider_events
+from services.idle import Waiting
 from services.planning import replan_polls, webhook_health
+from services.progress import SYNC, Progress, listing, report_stop
 from services.strava import PER_PAGE_MAX
 
 log = logging.getLogger(__name__)
@@ -76,12 +78,21 @@ def listing_overlap(need: ListingNeed, overlap_days: float, now: datetime) -> ti
     return timedelta(0)
 
 
-def sync_rider(call: Call, lease: models.sync.RiderLease, *, events_healthy: bool) -> Outcome:
+def sync_rider(
+    call: Call,
+    lease: models.sync.RiderLease,
+    *,
+    events_healthy: bool,
+    progress: Progress | None = None,
+    last_phase: bool = True,
+) -> Outcome:
     """List the rider's new activities page by page and store them.
 
     Each page is committed with where the listing resumes; the cursor moves only in the
     transaction of the last page, since the order of pages is not documented: until the
     listing is complete, nothing says which activities after the old cursor are stored.
+    Each page's transaction also carries the rider's live progress when one is due (the
+    end of the listing ends the run unless `last_phase` is false: Sync now goes on).
     """
     settings = call.settings
     need = ListingNeed(
@@ -100,7 +111,11 @@ def sync_rider(call: Call, lease: models.sync.RiderLease, *, events_healthy: boo
 
     while True:
         summaries = call.tokens.call(lease.rider_id, list_page)
-        rows = page_rows(summaries, min_race_distance_km=settings.race_min_distance_km)
+        rows = page_rows(
+            summaries,
+            min_race_distance_km=settings.race_min_distance_km,
+            route_trim_m=settings.club_route_trim_m,
+        )
         ended = listing_ended(len(summaries), read_all=lease.read_all)
         page_newest = newest_start(rows)
         if page_newest is not None and (newest is None or page_newest > newest):
@@ -142,6 +157,8 @@ def sync_rider(call: Call, lease: models.sync.RiderLease, *, events_healthy: boo
                 # New or edited rides (a resumed listing may have stored them earlier).
                 if counts["added"] or counts["updated"] or start.resumed:
                     models.activities.recompute_eddington(conn, rider_id=lease.rider_id, now=now)
+            if progress is not None:
+                progress.report(conn, listing(counts, ended=ended, finished=ended and last_phase))
         if ended:
             return Outcome("rider_id", lease.rider_id, SUCCEEDED, counts=counts)
         page += 1
@@ -150,10 +167,13 @@ def sync_rider(call: Call, lease: models.sync.RiderLease, *, events_healthy: boo
 def _sync_or_record_failure(
     call: Call, lease: models.sync.RiderLease, *, events_healthy: bool
 ) -> Outcome:
+    progress = Progress(lease.rider_id, call.now)
     try:
-        outcome = sync_rider(call, lease, events_healthy=events_healthy)
+        outcome = sync_rider(call, lease, events_healthy=events_healthy, progress=progress)
     except Exception as exc:  # each rider is isolated: one failing never stops the others
-        return call.settle_rider(lease, exc)
+        outcome = call.settle_rider(lease, exc)
+        report_stop(call, progress, SYNC, outcome)
+        return outcome
     # The rider's webhook events ride along: creates the listing stored cost nothing.
     events = process_rider_events(call, lease)
     if events:
@@ -161,8 +181,12 @@ def _sync_or_record_failure(
     return outcome
 
 
-def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
-    """One bounded `sync-strava` call: claim due riders, sync them, answer the contract."""
+def run_sync(runtime: Runtime, *, limit: int, everyone: bool = False) -> dict[str, Any]:
+    """One bounded `sync-strava` call: claim due riders, sync them, answer the contract.
+
+    With `everyone` (the operator's "everyone now"), every active auto-sync rider not
+    synced within SYNC_MIN_INTERVAL_S is due, whatever their planned poll; the budget's
+    shares, the leases, backoffs and the round hold as always."""
     settings = runtime.settings
     events_healthy = False  # decided in the claim's transaction, once for the call
 
@@ -178,11 +202,15 @@ def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
             lease_ttl_s=settings.lease_ttl_s,
             min_interval_s=settings.sync_min_interval_s,
             now=call.started_at,
+            everyone=everyone,
         )
 
     def remaining(conn: models.Conn, call: Call) -> int:
         left = models.sync.count_riders_due_for_sync(
-            conn, min_interval_s=settings.sync_min_interval_s, now=call.started_at
+            conn,
+            min_interval_s=settings.sync_min_interval_s,
+            now=call.started_at,
+            everyone=everyone,
         )
         now = call.now()
         if left == 0:
@@ -200,6 +228,14 @@ def run_sync(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         ),
         hand_back=_hand_back,
         remaining=remaining,
+        waiting=lambda conn, call: Waiting(
+            **models.sync.sync_waiting(
+                conn,
+                min_interval_s=settings.sync_min_interval_s,
+                now=call.now(),
+                everyone=everyone,
+            )
+        ),
     )
 
 

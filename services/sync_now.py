@@ -15,7 +15,9 @@ from services.budget import try_reserve
 from services.calls import FAILED, SUCCEEDED, Call, Outcome, Runtime, recorded
 from services.clock import iso
 from services.enrichment import enrich_rider_races
+from services.progress import SYNC, Progress, stopped, sync_now_done
 from services.rider_auth import RiderIdentity
+from services.sharing import sharing_json
 from services.status import history_percent
 from services.strava import RateLimited, next_window_reset
 from services.sync import sync_rider
@@ -25,7 +27,12 @@ log = logging.getLogger(__name__)
 # Races detailed after a Sync now at most; the cron's enrich call takes any others.
 ENRICH_LIMIT = 10
 
-_RECONNECT = "Strava access has expired or was withdrawn: press Connect Strava to reconnect."
+# The widget's button then reads "Reconnect Strava": the words name it.
+_RECONNECT = "Strava access has expired or was withdrawn: press Reconnect Strava to continue."
+_REVOKED = (
+    "You withdrew this club's access on Strava, so your Strava data here was deleted. "
+    "Press Reconnect Strava to connect again."
+)
 
 # The last error in plain words, by the error class the sync recorded.
 _PLAIN_ERRORS = {
@@ -72,7 +79,9 @@ class SyncNowResult:
 
 def plain_error(error_class: str | None, status: str | None) -> str | None:
     """The rider's last error as a sentence the page can show."""
-    if status in ("needs_reauth", "revoked"):
+    if status == "revoked":
+        return _REVOKED
+    if status == "needs_reauth":
         return _RECONNECT
     if error_class is None:
         return None
@@ -86,8 +95,19 @@ def retry_after(resets_at: datetime, now: datetime) -> int:
     return max(1, math.ceil((resets_at - now).total_seconds()))
 
 
-def rider_state(row: dict[str, Any] | None, *, cooldown_s: int) -> dict[str, Any]:
-    """The state the Sync now button shows, from models.sync.rider_sync_state's row."""
+def strava_url(strava_id: int) -> str:
+    """Where Strava shows an activity (its "View on Strava" link)."""
+    return f"https://www.strava.com/activities/{strava_id}"
+
+
+def rider_state(
+    row: dict[str, Any] | None, *, cooldown_s: int, route_trim_m: int = 500
+) -> dict[str, Any]:
+    """The state the Sync now button shows, from models.sync.rider_sync_state's row.
+
+    What has not happened yet is null, never a zero that reads as a result: no
+    `last_sync` before the first sync, no history estimate before the walk's first page.
+    """
     if row is None or not row["connected"]:
         return {"connected": False, "in_progress": False, "sync_now_available": False}
     now: datetime = row["now"]
@@ -104,9 +124,14 @@ def rider_state(row: dict[str, Any] | None, *, cooldown_s: int) -> dict[str, Any
         "in_progress": bool(row["in_progress"]),
         "auto_sync": row["auto_sync"],
         "last_synced_at": iso(row["last_synced_at"]),
-        "last_sync": {"added": row["last_sync_added"], "updated": row["last_sync_updated"]},
+        "last_sync": (
+            {"added": row["last_sync_added"], "updated": row["last_sync_updated"]}
+            if row["last_synced_at"] is not None
+            else None
+        ),
         "history": {
             "complete": complete,
+            "started": complete or row["history_walk_started_at"] is not None,
             "percent": history_percent(
                 complete=complete,
                 walk_started_at=row["history_walk_started_at"],
@@ -115,8 +140,23 @@ def rider_state(row: dict[str, Any] | None, *, cooldown_s: int) -> dict[str, Any
             ),
             "oldest_reached": iso(row["history_cursor"]),
             "activities_found": row["history_activities"],
+            "estimated_complete_on": (
+                row["history_estimated_complete_on"].isoformat()
+                if row["history_estimated_complete_on"] is not None and not complete
+                else None
+            ),
         },
         "activities": row["activities"],
+        "latest_activity": (
+            {
+                "strava_id": row["latest_strava_id"],
+                "name": row["latest_name"],
+                "start_date": iso(row["latest_start_date"]),
+                "strava_url": strava_url(row["latest_strava_id"]),
+            }
+            if row["latest_strava_id"] is not None
+            else None
+        ),
         "races": {
             "total": row["races"],
             "waiting_for_details": row["races_waiting"],
@@ -135,6 +175,11 @@ def rider_state(row: dict[str, Any] | None, *, cooldown_s: int) -> dict[str, Any
             "km": row["eddington_km"],
             "updated_at": iso(row["eddington_updated_at"]),
         },
+        "sharing": sharing_json(row["share_with_club_at"], route_trim_m),
+        # Where the widget hears this rider's live progress (Supabase Realtime Broadcast).
+        "realtime": {"topic": f"rider:{row['auth_user_id']}", "event": "progress"}
+        if row["auth_user_id"] is not None
+        else None,
     }
 
 
@@ -157,7 +202,9 @@ def sync_state(runtime: Runtime, identity: RiderIdentity) -> dict[str, Any]:
             if rider_id is not None
             else None
         )
-    return rider_state(row, cooldown_s=settings.sync_now_cooldown_s)
+    return rider_state(
+        row, cooldown_s=settings.sync_now_cooldown_s, route_trim_m=settings.club_route_trim_m
+    )
 
 
 def sync_now(runtime: Runtime, identity: RiderIdentity) -> SyncNowResult:
@@ -227,9 +274,10 @@ def _refuse_or_hold(
 def _run(call: Call, lease: models.sync.RiderLease) -> dict[str, Any]:
     """The recorded body: sync the rider, then detail its new races if budget is left."""
     rider_id = lease.rider_id
+    live = Progress(rider_id, call.now)
     try:
         # The rider asked: the full overlap, webhooks or not (a lost event is caught now).
-        synced = sync_rider(call, lease, events_healthy=False)
+        synced = sync_rider(call, lease, events_healthy=False, progress=live, last_phase=False)
     except Exception as exc:  # the rider's lease must be handed back whatever happened
         synced = call.settle_rider(lease, exc)
         if synced.detail == "rate_limited":  # a click the budget refused costs no cooldown
@@ -237,7 +285,8 @@ def _run(call: Call, lease: models.sync.RiderLease) -> dict[str, Any]:
                 models.sync.clear_sync_now_cooldown(conn, rider_id=rider_id)
     outcomes: list[Outcome] = [synced]
     if synced.status == SUCCEEDED and not call.should_stop():
-        outcomes.extend(enrich_rider_races(call, rider_id, limit=ENRICH_LIMIT))
+        outcomes.extend(enrich_rider_races(call, rider_id, limit=ENRICH_LIMIT, live=live))
+    races = outcomes[1:]
     with call.db.connection() as conn:
         row = models.sync.rider_sync_state(
             conn,
@@ -245,6 +294,13 @@ def _run(call: Call, lease: models.sync.RiderLease) -> dict[str, Any]:
             min_interval_s=call.settings.sync_min_interval_s,
             max_attempts=call.settings.enrich_max_attempts,
             now=call.now(),
+        )
+        # The run's last message, in the transaction that reads its result.
+        live.report(
+            conn,
+            sync_now_done(synced.counts, sum(1 for r in races if r.status == SUCCEEDED), len(races))
+            if synced.status == SUCCEEDED
+            else stopped(SYNC, synced.detail, added=synced.counts.get("added", 0)),
         )
     waiting = int(row["races_waiting"]) if row else 0
     answer = call.answer(outcomes, remaining=waiting + (0 if synced.status == SUCCEEDED else 1))

@@ -44,6 +44,7 @@ from services import places
 from services.budget import describe as describe_budget
 from services.calls import FAILED, SKIPPED, SUCCEEDED, Outcome, Runtime, outcome_counts, recorded
 from services.clock import iso
+from services.idle import Idle, Waiting, idle_reason, took_nothing
 
 log = logging.getLogger(__name__)
 
@@ -664,7 +665,22 @@ class WeatherCall:
         }
         if self.stopped_by is not None:
             answer["stopped_by"] = self.stopped_by
+        if took_nothing(answer["items"]):
+            answer.update(self._idle(source).as_dict())
         return answer
+
+    def _idle(self, source: dict[str, Any]) -> Idle:
+        """Why this call took nothing (services/idle.py decides)."""
+        now = self.now()
+        with self.runtime.db.connection() as conn:
+            waiting = Waiting(**models.weather.weather_waiting(conn, now=now))
+        down = self.stopped_by == "weather_source_down"
+        return idle_reason(
+            now,
+            waiting=waiting,
+            source_down_until=source["open_until"] if down else None,
+            rate_limited_until=now if self.stopped_by == "weather_rate_limited" else None,
+        )
 
     def _settle(
         self,

@@ -69,6 +69,17 @@ class Event:
         )
 
 
+def privacy_hint(event: Event) -> bool:
+    """Whether an event may mean the club must stop showing an activity: a privacy change
+    (Strava's `updates` carry `private` for any change of who sees it) or a deletion
+    (also what an activity made "Only You" becomes under `activity:read`)."""
+    if event.object_type != "activity":
+        return False
+    return event.aspect_type == "delete" or (
+        event.aspect_type == "update" and "private" in event.updates
+    )
+
+
 def _positive_int(body: dict[str, Any], name: str) -> int:
     value = body.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -80,9 +91,10 @@ def _positive_int(body: dict[str, Any], name: str) -> int:
 
 def _choice(body: dict[str, Any], name: str, allowed: frozenset[str]) -> str:
     value = body.get(name)
-    if value not in allowed:
+    # A list or an object is no word: tested first, since membership would hash it.
+    if not isinstance(value, str) or value not in allowed:
         raise Malformed(f"{name} must be one of {', '.join(sorted(allowed))}")
-    return str(value)
+    return value
 
 
 def _updates(value: Any) -> dict[str, str]:
@@ -164,18 +176,25 @@ class Subscription:
 
 @dataclass(frozen=True)
 class Health:
-    """Whether events can be trusted to bring changes, and why (for the status)."""
+    """Whether events can be trusted to bring changes, and why (for the status).
+
+    `state` is one word: `none` (no subscription), `missing` (Strava no longer lists
+    it), `unconfirmed`, `waiting_for_first_event`, `silent`, or `healthy`."""
 
     healthy: bool
     reason: str
+    state: str = "healthy"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"healthy": self.healthy, "reason": self.reason}
+        return {"healthy": self.healthy, "state": self.state, "reason": self.reason}
 
 
 # Strava is asked whether the subscription still exists this often (events cron), and a
 # confirmation older than twice that no longer counts.
 CONFIRM_EVERY = timedelta(hours=6)
+# A subscription that has had no event is trusted only once this long has passed
+# without any rider uploading: until then nothing shows that events reach us.
+FIRST_EVENT_GRACE = timedelta(days=1)
 
 
 def _hours(delta: timedelta) -> str:
@@ -189,16 +208,21 @@ def health(
     now: datetime,
     *,
     silence_s: int,
+    uploaded_since_created: bool = False,
 ) -> Health:
     """Healthy while the subscription exists at Strava and events arrived within
-    `silence_s` (a new subscription has that long for its first event)."""
+    `silence_s`. A subscription that has never had an event is `waiting_for_first_event`
+    (not healthy: polling keeps its cadence) until one arrives, or until a day has passed
+    with no upload by any rider (`uploaded_since_created`: an activity started since it
+    was made, which Strava would have announced)."""
     if subscription is None:
-        return Health(False, "no push subscription: polling at the normal cadence")
+        return Health(False, "no push subscription: polling at the normal cadence", "none")
     if subscription.missing_since is not None:
         return Health(
             False,
             f"Strava no longer lists subscription {subscription.subscription_id}"
             f" (since {subscription.missing_since.isoformat()}): polling at the normal cadence",
+            "missing",
         )
     confirmed = subscription.confirmed_at
     if confirmed is None or now - confirmed > 2 * CONFIRM_EVERY:
@@ -207,14 +231,37 @@ def health(
             f"subscription {subscription.subscription_id} not confirmed at Strava for over"
             f" {_hours(2 * CONFIRM_EVERY)} (is the events workflow running?): polling at the"
             " normal cadence",
+            "unconfirmed",
         )
-    heard = max(t for t in (last_event_at, subscription.created_at) if t is not None)
-    silent = now - heard
+    if last_event_at is None:
+        age = now - subscription.created_at
+        if uploaded_since_created:
+            return Health(
+                False,
+                f"no event since subscription {subscription.subscription_id} was made"
+                f" {_hours(age)} ago, though riders have uploaded since (is its callback"
+                " this deployment's? see strava-webhook show): polling at the normal cadence",
+                "waiting_for_first_event",
+            )
+        if age < FIRST_EVENT_GRACE:
+            return Health(
+                False,
+                f"subscription {subscription.subscription_id} has had no event yet (made"
+                f" {_hours(age)} ago): polling at the normal cadence until the first arrives",
+                "waiting_for_first_event",
+            )
+        return Health(
+            True,
+            "no event yet, and no rider has uploaded since the subscription was made:"
+            " riders are polled once a day as a safety net",
+        )
+    silent = now - last_event_at
     if silent > timedelta(seconds=silence_s):
         return Health(
             False,
             f"no event for {_hours(silent)} (threshold {_hours(timedelta(seconds=silence_s))}):"
             " polling resumed at the normal cadence",
+            "silent",
         )
     return Health(True, "events arriving: riders are polled once a day as a safety net")
 

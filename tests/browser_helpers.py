@@ -126,6 +126,71 @@ CLUB_JS = """document.addEventListener("DOMContentLoaded", function () {
   });
 });
 """
+# The club's page with a stand-in for a supabase-js client (what `createClient(url, key)`
+# gives, signed in): only what the widget uses of its Realtime API, in supabase-js's
+# shapes (realtime.setAuth(token); channel(topic, {config: {private: true}})
+# .on("broadcast", {event}, callback).subscribe(callback); removeChannel(channel)).
+# The test plays Realtime: window.stubRealtime.deliver(topic, payload) hands a broadcast
+# to the channels joined on that topic, as the Realtime server does; `refuse` makes
+# joins fail as an unauthorized private channel does (CHANNEL_ERROR).
+CLUB_REALTIME_JS = """(function () {
+  var stub = window.stubRealtime = { auth: [], joins: [], refuse: false };
+  function Channel(topic, options) {
+    this.topic = topic;
+    this.options = options || {};
+    this.handlers = [];
+    this.joined = false;
+  }
+  Channel.prototype.on = function (type, filter, callback) {
+    this.handlers.push({ type: type, filter: filter || {}, callback: callback });
+    return this;
+  };
+  Channel.prototype.subscribe = function (callback) {
+    var channel = this;
+    stub.joins.push({ topic: channel.topic, private: !!(channel.options.config &&
+      channel.options.config.private) });
+    setTimeout(function () {
+      channel.joined = !stub.refuse;
+      if (callback) callback(stub.refuse ? "CHANNEL_ERROR" : "SUBSCRIBED");
+    }, 0);
+    return this;
+  };
+  var channels = [];
+  stub.deliver = function (topic, payload) {
+    var delivered = 0;
+    channels.forEach(function (channel) {
+      if (!channel.joined || channel.topic !== topic) return;
+      channel.handlers.forEach(function (h) {
+        if (h.type === "broadcast" && (h.filter.event === "progress" || h.filter.event === "*")) {
+          h.callback({ type: "broadcast", event: "progress", payload: payload });
+          delivered += 1;
+        }
+      });
+    });
+    return delivered;
+  };
+  var supabase = {
+    realtime: { setAuth: function (token) { stub.auth.push(token); return Promise.resolve(); } },
+    channel: function (topic, options) {
+      var channel = new Channel(topic, options);
+      channels.push(channel);
+      return channel;
+    },
+    removeChannel: function (channel) {
+      channel.joined = false;
+      return Promise.resolve("ok");
+    },
+  };
+  document.addEventListener("DOMContentLoaded", function () {
+    ClubSync.mount(document.getElementById("strava-sync"), {
+      getAccessToken: function () {
+        return fetch("/token", { cache: "no-store" }).then(function (r) { return r.text(); });
+      },
+      supabase: supabase,
+    });
+  });
+})();
+"""
 CLUB_CSS = """body { font-family: Georgia, serif; margin: 0; background: #fbfaf7; }
 header { background: #14452f; color: #fff; padding: 0.5rem 1rem; }
 main { padding: 1rem; }
@@ -140,6 +205,7 @@ class Club:
     def __init__(self) -> None:
         self.token = ""
         self.service = ""
+        self.realtime = False  # hand the widget a stand-in supabase-js client
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         return self.app(environ, start_response)
@@ -155,7 +221,8 @@ class Club:
             response.headers["Content-Security-Policy"] = csp
             return response
         if request.path == "/club.js":
-            return Response(CLUB_JS, content_type="text/javascript")
+            script = CLUB_REALTIME_JS if self.realtime else CLUB_JS
+            return Response(script, content_type="text/javascript")
         if request.path == "/club.css":
             return Response(CLUB_CSS, content_type="text/css")
         if request.path == "/token":

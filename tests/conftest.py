@@ -39,6 +39,10 @@ SEALER = Sealer(TOKEN_KEY)
 
 TABLES = ["activities", "strava_connections", "riders", "cron_runs"]
 
+# Supabase Realtime's schema, as every Supabase project has it (a plain Postgres has
+# none): the test database gets it before its migrations, as on Supabase.
+REALTIME_SCHEMA = ROOT / "tests" / "fixtures" / "supabase_realtime.sql"
+
 os.environ.pop("DATABASE_URL", None)
 # Where the embedded Postgres lives (as for `dev.py demo` and `dev.py stop`), read once.
 DATA_DIR = ROOT / (os.environ.get("DATA_DIR") or ".data")
@@ -57,6 +61,8 @@ def database_url() -> Iterator[str]:
     with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     url = psycopg.conninfo.make_conninfo(server, dbname=name)
+    with psycopg.connect(url) as conn:
+        conn.execute(REALTIME_SCHEMA.read_bytes())
     dbmod.migrate(url)
     yield url
     with psycopg.connect(server, autocommit=True) as admin:

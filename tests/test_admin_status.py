@@ -507,7 +507,9 @@ def test_one_rider_in_full(client, database, fleet):
     }
     kinds = [run["kind"] for run in detail["runs"]]
     assert kinds == ["enrich", "sync-strava"]  # newest first, found by containment
-    assert detail["runs"][0]["items"] == [
+    # Each run summed up for this rider: counts by status, the failures listed.
+    assert detail["runs"][0]["items_by_status"] == {"succeeded": 0, "failed": 1, "skipped": 0}
+    assert detail["runs"][0]["failures"] == [
         {
             "activity_id": 3001,
             "rider_id": rider,
@@ -516,7 +518,14 @@ def test_one_rider_in_full(client, database, fleet):
             "error": "Strava answered 502",
         }
     ]
-    assert detail["runs"][1]["items"] == [{"rider_id": rider, "status": "succeeded", "added": 0}]
+    assert detail["runs"][1]["items_by_status"] == {"succeeded": 1, "failed": 0, "skipped": 0}
+    assert detail["runs"][1]["failures"] == [] and "items" not in detail
+    every = status(client, rider_id=rider, items="all")["items"]
+    assert [(i["kind"], i["item"]["status"]) for i in every["items"]] == [
+        ("enrich", "failed"),
+        ("sync-strava", "succeeded"),
+    ]
+    assert every["items"][1]["item"] == {"rider_id": rider, "status": "succeeded", "added": 0}
     owner = status(client, rider_id=fleet["up_to_date"])
     assert owner["races"]["failed"] == 2  # for good; two more failed but will be retried
     failed = {r["activity_id"]: r["final"] for r in owner["races"]["failed_races"]}
@@ -543,6 +552,52 @@ def test_rider_id_errors_and_auth(client, database, fleet):
     assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "rider_id"
     assert client.get(STATUS).status_code == 401
     assert client.get(STATUS, headers=cron_headers("wrong")).status_code == 401
+
+
+def test_a_riders_detail_sums_up_a_big_run_and_pages_its_items(client, database):
+    """A weather run of 470 items made the rider's detail (and every action's answer)
+    hundreds of KB: now each run is summed up, and every item is there on request."""
+    rider = query(database, "insert into riders (name) values ('Big') returning id")[0]["id"]
+    items = [
+        {"activity_id": 10_000 + n, "rider_id": rider, "status": "succeeded", "points": 1}
+        for n in range(455)
+    ] + [
+        {"activity_id": 20_000 + n, "rider_id": rider, "status": "failed",
+         "reason": "no_data", "error": "the archive had no values"}
+        for n in range(15)
+    ]  # fmt: skip
+    execute(
+        database,
+        "insert into cron_runs (kind, started_at, finished_at, processed, succeeded, failed,"
+        " skipped, remaining, rate_limited, items, error_summary)"
+        " values ('weather', now() - interval '1 minute', now(), 470, 455, 15, 0, 0, false,"
+        " %s, 'no_data')",
+        Jsonb(items),
+    )
+    detail = client.get(STATUS, query_string={"rider_id": rider}, headers=cron_headers())
+    assert len(detail.get_data()) < 12_000  # it held every item
+    [run] = detail.get_json()["runs"]
+    assert run["kind"] == "weather" and run["error_summary"] == "no_data"
+    assert run["items_by_status"] == {"succeeded": 455, "failed": 15, "skipped": 0}
+    assert [f["activity_id"] for f in run["failures"]] == list(range(20_000, 20_010))
+    assert run["failures_not_listed"] == 5
+    first = status(client, rider_id=rider, items="all", items_limit=200)["items"]
+    assert (first["count"], first["offset"], first["limit"]) == (470, 0, 200)
+    assert [i["item"]["activity_id"] for i in first["items"]] == [10_000 + n for n in range(200)]
+    last = status(client, rider_id=rider, items="all", items_offset=400)["items"]
+    assert len(last["items"]) == 70 and last["items"][-1]["item"]["activity_id"] == 20_014
+    assert {i["run_id"] for i in last["items"]} == {run["id"]}
+    for bad in (
+        {"items": "some"},
+        {"items": "all", "items_limit": "0"},
+        {"items": "all", "items_limit": "1001"},
+        {"items": "all", "items_offset": "-1"},
+    ):
+        refused = client.get(
+            STATUS, query_string={"rider_id": rider, **bad}, headers=cron_headers()
+        )  # fmt: skip
+        assert refused.status_code == 400, bad
+        assert refused.get_json()["error"]["field"] in bad
 
 
 def test_status_of_an_empty_service(client, database):

@@ -29,6 +29,9 @@ RANGES = [
     ("WEBHOOK_MAX_ATTEMPTS", "webhook_max_attempts", int, 1, 20, 5),
     ("WEATHER_ARCHIVE_DELAY_DAYS", "weather_archive_delay_days", float, 1, 30, 5.0),
     ("WEATHER_FORECAST_DELAY_H", "weather_forecast_delay_h", float, 0, 72, 3.0),
+    # Unset: the capacity is unknown and nothing is refused ahead of Strava.
+    ("STRAVA_ATHLETE_CAPACITY", "strava_athlete_capacity", int, 1, 999_999, None),
+    ("CLUB_ROUTE_TRIM_M", "club_route_trim_m", int, 0, 20_000, 500),
 ]
 IDS = [r[0] for r in RANGES]
 # A lease long enough for the longest budget, so each bound is tested on its own.
@@ -47,7 +50,7 @@ def test_every_number_setting_has_a_tested_range():
         assert _VARIABLES[name][0] == field
         assert (numbers[name].kind, numbers[name].min, numbers[name].max) == (kind, low, high)
         assert getattr(Settings(), field) == default
-        assert low <= default <= high
+        assert default is None or low <= default <= high
 
 
 @pytest.mark.parametrize(("name", "field", "kind", "low", "high", "default"), RANGES, ids=IDS)

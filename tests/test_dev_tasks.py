@@ -147,3 +147,30 @@ def test_the_tests_never_use_database_url(tmp_path: Path) -> None:
     assert (params.get("user"), params.get("port")) != ("prod", str(port))
     assert params.get("user") != "prod" and "secret" not in used[1]
     assert "DATABASE_URL" not in os.environ  # and not in this process either
+
+
+def test_a_second_demo_on_the_same_data_dir_refuses_clearly(tmp_path: Path) -> None:
+    """Two demos on one data dir: the second dropped the first one's database under it
+    (the first then answered 503 while its health said ok). Now it refuses at once,
+    before touching the database, and says what to do."""
+    data_dir = tmp_path / "data"
+    first = demo.hold_demo_lock(data_dir)
+    try:
+        with pytest.raises(demo.DemoBusy, match=r"Another demo is running .*pid \d+"):
+            demo.hold_demo_lock(data_dir)
+        result = subprocess.run(
+            [sys.executable, "-m", "scripts.demo", "--latency-ms", "0"],
+            cwd=ROOT,
+            env={**os.environ, "DATA_DIR": str(data_dir)},
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "Another demo is running" in result.stderr
+        assert "DATA_DIR=" in result.stderr and "Traceback" not in result.stderr
+        assert not (data_dir / "pg").exists()  # no database started, none dropped
+    finally:
+        first.close()
+    again = demo.hold_demo_lock(data_dir)  # free once the first demo ends
+    again.close()

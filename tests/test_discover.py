@@ -13,6 +13,9 @@ from fake_strava import FakeStrava, make_activities, make_activity
 from tests.conftest import API_URL, CLIENT_ID, CLIENT_SECRET, OAUTH_URL, cron_headers
 from tests.factories import connect_rider, execute, query, riders_held_or_backing_off
 
+# Fixtures for the rider's view of a walk: keys, issuer, web, auth_settings.
+pytest_plugins = ["tests.jwks_fixture"]
+
 DISCOVER = "/api/cron/discover"
 LIST = "/athlete/activities"
 NOW = datetime.now(UTC)
@@ -664,3 +667,78 @@ def test_default_limit_is_five_and_the_answer_has_the_contract_fields(client, st
     }
     run = query(database, "select kind, finished_at, processed from cron_runs")[0]
     assert run["kind"] == "discover" and run["finished_at"] is not None and run["processed"] == 5
+
+
+# --- the estimated completion day ------------------------------------------------------
+
+
+def test_the_completion_day_follows_the_backfill_plan():
+    from datetime import date
+
+    from services.discovery import completion_day
+    from services.planning import Situation
+    from services.schedule import BudgetState, Needs
+
+    now = datetime(2031, 3, 4, 12, 0, tzinfo=UTC)
+    state = BudgetState(window_limit=100, window_used=0, day_limit=1000, day_used=400)
+
+    def plan(histories: int, recent_races: int = 0) -> Situation:
+        needs = Needs(backlog=histories * 6 + recent_races)
+        backlog = {"histories": histories, "recent_races": recent_races, "old_races": 0}
+        return Situation(state, needs, backlog)
+
+    # Today's pool (what is left of the day less Sync now's reserve) holds a short walk.
+    assert completion_day(3, plan(1), now) == date(2031, 3, 4)
+    # A long one alone: today's pool, then a whole day's share for each day after.
+    long_walk = completion_day(3000, plan(1), now)
+    assert long_walk is not None and long_walk > date(2031, 3, 5)
+    # Other walks taking turns, and recent races ahead, push it later, never sooner.
+    crowded = completion_day(3000, plan(40, recent_races=500), now)
+    assert crowded is not None and crowded > long_walk
+    # A budget with nothing for the backfill gives no day.
+    spent = Situation(
+        BudgetState(window_limit=100, window_used=100, day_limit=10, day_used=10),
+        Needs(),
+        {"histories": 1, "recent_races": 0, "old_races": 0},
+    )
+    assert completion_day(3000, spent, now) is None
+
+
+def test_a_walk_in_progress_tells_the_rider_when_it_should_complete(
+    make_app, web, issuer, auth_settings, database
+):
+    import uuid
+
+    rider = connect_rider(
+        database,
+        web,
+        341,
+        activities=1050,
+        start=NOW - timedelta(days=5 * 365),
+        end=NOW - timedelta(days=1),
+        history_complete=False,
+    )
+    user = uuid.uuid4()
+    execute(database, "update riders set auth_user_id = %s where id = %s", user, rider)
+    web.latency_s = 0.2
+    app = make_app(cron_time_budget_s=0.5, **auth_settings)
+    client = app.test_client()
+    headers = issuer.headers(issuer.es256(user))
+    before = client.get("/api/riders/me/sync", headers=headers).get_json()["history"]
+    assert before["started"] is False and before["estimated_complete_on"] is None
+    body = discover(client)
+    assert body["items"][0]["complete"] is False
+    during = client.get("/api/riders/me/sync", headers=headers).get_json()["history"]
+    assert during["started"] is True and 0 < during["percent"] < 100
+    day = datetime.fromisoformat(during["estimated_complete_on"]).date()
+    assert day >= NOW.date()
+    stored = query(
+        database,
+        "select history_estimated_complete_on from strava_connections where rider_id = %s",
+        rider,
+    )
+    assert stored[0]["history_estimated_complete_on"] == day
+    web.latency_s = 0.0
+    discover_until_complete(app.test_client())
+    after = client.get("/api/riders/me/sync", headers=headers).get_json()["history"]
+    assert after["complete"] is True and after["estimated_complete_on"] is None

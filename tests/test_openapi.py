@@ -713,6 +713,66 @@ def test_connect_callback_and_disconnect(make_app, auth_settings, web, issuer, d
     assert contract.check(response, callback, "get")["error"]["code"] == "strava_not_configured"
 
 
+def test_sharing_answers(make_app, rider_client, web, database, contract, as_rider):
+    path = "/api/riders/me/sharing"
+    _, user = link(database, web, 9201, activities=1)
+    on = contract.check(
+        rider_client.put(path, headers=as_rider(user), json={"share": True}), path, "put"
+    )
+    assert on["shared"] is True and on["since"]
+    state = contract.check(rider_client.get(SYNC, headers=as_rider(user)), SYNC, "get")
+    assert state["sharing"] == on and state["realtime"]["topic"] == f"rider:{user}"
+    assert state["last_sync"] is None  # never synced: nothing to report, not a zero
+    off = contract.check(
+        rider_client.put(path, headers=as_rider(user), json={"share": False}), path, "put"
+    )
+    assert off["shared"] is False and off["since"] is None
+    bad = rider_client.put(path, headers=as_rider(user), json={"share": "on"})
+    assert contract.check(bad, path, "put")["error"]["field"] == "share"
+    nobody = rider_client.put(path, headers=as_rider(uuid.uuid4()), json={"share": True})
+    assert contract.check(nobody, path, "put")["error"]["code"] == "not_connected"
+    assert contract.check(rider_client.put(path, json={"share": True}), path, "put")["error"]
+    unconfigured = make_app().test_client()
+    response = unconfigured.put(path, headers=as_rider(user), json={"share": True})
+    assert contract.check(response, path, "put")["error"]["code"] == "not_configured"
+
+
+def test_widget_origin_answers(make_app, contract):
+    path = "/api/widget/origin"
+    client = make_app(allowed_origins=("https://club.example",)).test_client()
+    listed = client.get(path, headers={"Origin": "https://club.example"})
+    assert contract.check(listed, path, "get") == {
+        "origin": "https://club.example",
+        "allowed": True,
+    }
+    other = contract.check(
+        client.get(path, headers={"Origin": "https://elsewhere.example"}), path, "get"
+    )
+    assert other == {"origin": "https://elsewhere.example", "allowed": False}
+    assert contract.check(client.get(path), path, "get") == {"origin": None, "allowed": False}
+
+
+def test_capacity_answers(make_app, auth_settings, web, issuer, database, contract):
+    connect = "/api/strava/connect"
+    callback = "/api/strava/callback"
+    client = make_app(**auth_settings, strava_athlete_capacity=1).test_client()
+    link(database, web, 9301)
+    full = client.post(connect, headers=issuer.headers(issuer.es256(uuid.uuid4())))
+    assert full.status_code == 409
+    assert contract.check(full, connect, "post")["error"]["code"] == "athlete_capacity"
+    status = contract.check(client.get(STATUS, headers=cron_headers()), STATUS, "get")
+    assert status["athletes"] == {"connected": 1, "capacity": 1, "full": True}
+    roomy = make_app(**auth_settings, strava_athlete_capacity=5).test_client()
+    headers = issuer.headers(issuer.es256(uuid.uuid4()))
+    started = contract.check(roomy.post(connect, headers=headers), connect, "post")
+    state = parse_qs(urlsplit(started["authorize_url"]).query)["state"][0]
+    refused = roomy.get(
+        callback, query_string={"state": state, "error": "limit of connected athletes exceeded"}
+    )
+    assert refused.status_code == 409
+    assert contract.check(refused, callback, "get")["error"]["code"] == "athlete_capacity"
+
+
 def test_duplicate_overrule_answers(client, strava, database, contract):
     """POST /api/admin/riders/{rider_id}/duplicates: 200 and 400."""
     path = "/api/admin/riders/{rider_id}/duplicates"
@@ -832,3 +892,33 @@ def test_web_files_answer_with_their_types_and_304_when_unchanged(client, contra
         assert contract.check(again, path, "get") is None
     assert "ClubSync" in client.get("/widget.js").get_data(as_text=True)
     assert "connect-src 'self'" in client.get("/admin").headers["Content-Security-Policy"]
+
+
+def test_operator_answers_rename_items_and_idle_calls(client, strava, database, contract):
+    """PUT /api/admin/riders/{rider_id}/name, a rider's detail with every item, and a
+    call that took nothing (with `idle_reason`) and everyone now (`all=true`)."""
+    path = "/api/admin/riders/{rider_id}/name"
+    rider = connect_rider(database, strava, 8804, activities=3)
+    synced = cron(client, contract, "/api/cron/sync-strava", query_string={"all": "true"})
+    assert synced["processed"] == 1 and "idle_reason" not in synced
+    idle = cron(client, contract, "/api/cron/sync-strava", json={"all": True})
+    assert idle["idle_reason"] == "none_due"
+    named = client.put(f"/api/admin/riders/{rider}/name", json={"name": "Dev D."},
+                       headers=cron_headers())  # fmt: skip
+    assert contract.check(named, path, "put") == {
+        "rider_id": rider, "name": "Dev D.", "named_by": "operator"
+    }  # fmt: skip
+    bad = client.put(f"/api/admin/riders/{rider}/name", json={"name": ""}, headers=cron_headers())
+    assert contract.check(bad, path, "put")["error"]["field"] == "name"
+    gone = client.put("/api/admin/riders/999999/name", json={"name": "x"}, headers=cron_headers())
+    assert contract.check(gone, path, "put")["error"]["code"] == "rider_not_found"
+    detail = contract.check(
+        client.get(STATUS, query_string={"rider_id": rider, "items": "all"},
+                   headers=cron_headers()),
+        STATUS,
+        "get",
+    )  # fmt: skip
+    assert detail["rider"]["name"] == "Dev D." and detail["items"]["count"] == 1
+    assert detail["runs"][-1]["items_by_status"]["succeeded"] == 1
+    fleet = contract.check(client.get(STATUS, headers=cron_headers()), STATUS, "get")
+    assert fleet["runs"]["sync-strava"]["last"][0]["idle_reason"] == "none_due"

@@ -188,7 +188,7 @@ def test_needs_reauth_is_a_clear_409(rider_client, web, issuer, database):
     response = post(rider_client, issuer, user)
     assert response.status_code == 409
     error = response.get_json()["error"]
-    assert error["code"] == "needs_reauth" and "Connect Strava" in error["message"]
+    assert error["code"] == "needs_reauth" and "Reconnect Strava" in error["message"]
     assert web.requests == []
 
 
@@ -202,7 +202,7 @@ def test_a_grant_revoked_at_strava_turns_into_needs_reauth(rider_client, web, is
     assert row["status"] == "needs_reauth" and row["lease_token"] is None
     state = rider_client.get(SYNC, headers=issuer.headers(issuer.es256(user))).get_json()
     assert state["needs_reconnect"] is True
-    assert "reconnect" in state["last_error"]["message"]
+    assert "Reconnect Strava" in state["last_error"]["message"]
     assert query(database, "select items from cron_runs")[0]["items"][0]["reason"] == "needs_reauth"
 
 
@@ -376,7 +376,10 @@ def test_pure_rules():
         == 50
     )
     assert plain_error(None, "active") is None
-    assert "reconnect" in plain_error(None, "needs_reauth")
+    assert "press Reconnect Strava" in plain_error(None, "needs_reauth")
+    # Revoked at Strava: said as such (the data is gone), and the same button named.
+    revoked = plain_error(None, "revoked")
+    assert "withdrew" in revoked and "deleted" in revoked and "Reconnect Strava" in revoked
     assert "automatically" in plain_error("something_new", "active")
     assert retry_after(t0 + timedelta(seconds=10.2), t0) == 11
     assert retry_after(t0 - timedelta(seconds=5), t0) == 1

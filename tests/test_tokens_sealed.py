@@ -182,6 +182,10 @@ def seed_mixed(database, strava):
     return riders
 
 
+def dbname(url: str) -> str:
+    return str(psycopg.conninfo.conninfo_to_dict(url)["dbname"])
+
+
 def test_rotate_token_key_seals_every_row_under_the_current_key(make_app, strava, database):
     riders = seed_mixed(database, strava)
     lost = next(r for r, t in riders.items() if t is None)
@@ -191,7 +195,9 @@ def test_rotate_token_key_seals_every_row_under_the_current_key(make_app, strava
     assert result.exit_code == 1  # one row cannot be opened
     logged = [line for line in result.output.splitlines() if line.startswith("{")]
     assert len(logged) == 1 and "sealed under key id 'k0'" in logged[0]  # the JSON log line
-    lines = [line for line in result.output.splitlines() if not line.startswith("{")]
+    # First, on stderr, the database it changes (never the password).
+    assert result.stderr.splitlines()[0].startswith(f"Target: database {dbname(database)} on ")
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("{")]
     assert (
         lines[0] == "Sealing every rider's tokens under key 'test' (old keys still read: 'k1') ..."
     )

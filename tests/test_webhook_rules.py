@@ -141,21 +141,52 @@ def test_healthy_while_the_subscription_exists_and_events_arrive():
             "not confirmed",
         ),
         (subscription(), NOW - timedelta(hours=13), "no event for 13 h"),
-        (subscription(), None, "no event for 72 h"),
+        (subscription(), None, "no event since subscription 120475 was made 72 h ago"),
     ],
 )
 def test_unhealthy_says_why(sub, last_event, words):
-    state = health(sub, last_event, NOW, silence_s=SILENCE)
+    state = health(sub, last_event, NOW, silence_s=SILENCE, uploaded_since_created=True)
     assert not state.healthy
     assert words in state.reason and "polling" in state.reason
 
 
-def test_a_new_subscription_has_the_silence_threshold_for_its_first_event():
-    fresh = subscription(
-        created_at=NOW - timedelta(hours=11), confirmed_at=NOW - timedelta(hours=11)
-    )
-    assert health(fresh, None, NOW, silence_s=SILENCE).healthy
-    assert not health(fresh, None, NOW + timedelta(hours=2), silence_s=SILENCE).healthy
+def test_a_subscription_without_an_event_waits_for_its_first():
+    """A new subscription with no event ever was reported healthy: polling stepped back
+    on nothing but its existence."""
+    fresh = subscription(created_at=NOW - timedelta(hours=1), confirmed_at=NOW)
+    waiting = health(fresh, None, NOW, silence_s=SILENCE)
+    assert not waiting.healthy and waiting.state == "waiting_for_first_event"
+    assert waiting.as_dict()["state"] == "waiting_for_first_event"
+    # Riders uploaded since it was made, and still nothing: waiting, and says so.
+    day_old = subscription(created_at=NOW - timedelta(hours=30), confirmed_at=NOW)
+    stale = health(day_old, None, NOW, silence_s=SILENCE, uploaded_since_created=True)
+    assert not stale.healthy and stale.state == "waiting_for_first_event"
+    assert "riders have uploaded since" in stale.reason
+    # A day with no upload by anyone: nothing was there to announce.
+    quiet = health(day_old, None, NOW, silence_s=SILENCE, uploaded_since_created=False)
+    assert quiet.healthy and quiet.state == "healthy"
+    assert not health(
+        subscription(created_at=NOW - timedelta(hours=23)), None, NOW, silence_s=SILENCE
+    ).healthy
+    # The first event makes it healthy; silence afterwards does not.
+    heard = health(fresh, NOW - timedelta(minutes=5), NOW, silence_s=SILENCE)
+    assert heard.healthy and heard.state == "healthy"
+    silent = health(fresh, NOW - timedelta(hours=13), NOW, silence_s=SILENCE)
+    assert silent.state == "silent"
+
+
+def test_every_state_has_its_word():
+    states = {
+        health(None, None, NOW, silence_s=SILENCE).state,
+        health(subscription(missing_since=NOW), NOW, NOW, silence_s=SILENCE).state,
+        health(subscription(confirmed_at=None), NOW, NOW, silence_s=SILENCE).state,
+        health(subscription(), None, NOW, silence_s=SILENCE, uploaded_since_created=True).state,
+        health(subscription(), NOW - timedelta(days=2), NOW, silence_s=SILENCE).state,
+        health(subscription(), NOW, NOW, silence_s=SILENCE).state,
+    }
+    assert states == {
+        "none", "missing", "unconfirmed", "waiting_for_first_event", "silent", "healthy"
+    }  # fmt: skip
 
 
 def test_the_subscription_is_confirmed_every_few_hours():
@@ -253,3 +284,22 @@ def test_without_read_all_the_overlap_comes_one_day_in_seven_spread_over_riders(
         days_with[rider_id] = kept[0]
     # the riders' overlap days are spread: each day of the week has a seventh of them
     assert sorted(Counter(days_with.values()).values()) == [10] * OVERLAP_EVERY_DAYS
+
+
+# Every JSON type, nested ones included: what a fuzzer (or a forger) sends in any field.
+JSON_VALUES = [
+    None, True, False, 0, -1, 1.5, 2**64, "", "activity", "create",
+    [], ["activity"], [1, 2], {}, {"activity": 1}, {"a": [1, {"b": None}]},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("field", sorted(GOOD))
+@pytest.mark.parametrize("value", JSON_VALUES, ids=repr)
+def test_any_json_value_in_any_field_is_an_event_or_malformed(field, value):
+    """A list or an object where a word belongs raised TypeError (unhashable) from the
+    membership test: the callback answered 500 instead of ignoring it."""
+    try:
+        event = parse_event({**GOOD, field: value}, NOW)
+    except Malformed:
+        return
+    assert isinstance(event.object_type, str) and isinstance(event.aspect_type, str)

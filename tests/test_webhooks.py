@@ -166,7 +166,9 @@ def test_create_show_delete_the_subscription_through_strava(world):
     shown = world.cli("show")
     assert shown.exit_code == 0
     assert f'"subscription_id": {subscription_id}' in shown.output
-    assert '"healthy": true' in shown.output
+    # No event yet: not trusted until one arrives (polling keeps its cadence).
+    assert '"healthy": false' in shown.output
+    assert '"state": "waiting_for_first_event"' in shown.output
     again = world.cli("create")  # Strava has it already, for this callback: adopted
     assert again.exit_code == 0 and '"adopted": true' in again.output
     deleted = world.cli("delete")
@@ -175,6 +177,18 @@ def test_create_show_delete_the_subscription_through_strava(world):
     assert query(world.database, "select * from strava_push_subscription") == []
     for output in (shown.output, again.output, deleted.output):
         assert CLIENT_SECRET not in output and VERIFY not in output
+
+
+def test_the_status_says_a_new_subscription_waits_for_its_first_event(world):
+    subscription_id = world.subscribe()
+    hooks = world.client.get("/api/admin/status", headers=cron_headers()).get_json()["webhooks"]
+    assert hooks["healthy"] is False and hooks["state"] == "waiting_for_first_event"
+    assert hooks["last_event_at"] is None
+    rider = world.rider(810)
+    status, _, _ = world.post_event(**event(subscription_id, 1, 810, "update"))
+    assert status == 200 and rider
+    hooks = world.client.get("/api/admin/status", headers=cron_headers()).get_json()["webhooks"]
+    assert hooks["healthy"] is True and hooks["state"] == "healthy"
 
 
 def test_create_fails_clearly_when_the_callback_does_not_validate(world):
@@ -343,6 +357,19 @@ def test_malformed_unknown_subscription_and_unknown_athlete_are_ignored(world):
         "unknown_athlete": 1,
         "unknown_subscription": 1,
     }
+
+
+def test_a_list_or_an_object_where_a_word_belongs_is_ignored_not_a_500(world):
+    """object_type or aspect_type as a list or an object made the callback answer 500."""
+    subscription_id = world.subscribe()
+    world.rider(809)
+    good = event(subscription_id, 1, 809)
+    for field in ("object_type", "aspect_type"):
+        for value in (["activity"], {"activity": 1}, [], {}):
+            response = world.client.post(HOOK, json={**good, field: value})
+            assert response.status_code == 200, (field, value)
+            assert response.get_json() == {"stored": False, "ignored": "malformed"}
+    assert query(world.database, "select count(*) as n from strava_webhook_events")[0]["n"] == 0
 
 
 def test_an_event_is_answered_in_time_while_strava_is_slow(world):

@@ -118,3 +118,55 @@ def test_a_wrong_secret_fails_the_run_with_the_status_only(
         assert_plain_log(run.stdout + run.stderr)
         assert "error: Call 1 to /api/cron/sync-strava failed: HTTP 401" in run.stdout
         assert "the CRON_SECRET in this environment does not match" in run.stdout
+
+
+def test_a_manual_run_is_everyone_now_and_an_idle_call_says_why(
+    served_service, strava, database, tmp_path
+):
+    """What "Run workflow" does: right after a call, the planned loop takes nothing and
+    says why; everyone now takes the riders past the interval whatever their plan."""
+    riders = [connect_rider(database, strava, 821 + i, activities=2) for i in range(3)]
+    summary = tmp_path / "summary.md"
+    first = run_script(served_service, "sync-strava", summary)
+    assert first.returncode == 0, first.stdout + first.stderr
+    planned = run_script(served_service, "sync-strava", summary)
+    assert "processed=0" in planned.stdout and "idle_reason=none_due" in planned.stdout
+    assert "took nothing: nothing was due; next due: 20" in planned.stdout
+    # Two hours on, their plans still hours away: only everyone now takes them.
+    query(
+        database,
+        "update strava_connections set last_synced_at = now() - interval '2 hours',"
+        " next_poll_at = now() + interval '5 hours' returning rider_id",
+    )
+    assert "processed=0" in run_script(served_service, "sync-strava", summary).stdout
+    everyone = run_script(served_service, "sync-strava", summary, ALL="true")
+    assert everyone.returncode == 0, everyone.stdout + everyone.stderr
+    assert "processed=3 succeeded=3" in everyone.stdout and "outcome=done" in everyone.stdout
+    synced = query(
+        database,
+        "select count(*) as n from strava_connections"
+        " where last_synced_at > now() - interval '1 minute'",
+    )
+    assert synced[0]["n"] == len(riders)
+
+
+def test_the_sync_workflow_dispatch_is_everyone_now_by_default():
+    import yaml
+
+    workflows = SCRIPT.parent.parent / "workflows"
+    sync = yaml.safe_load((workflows / "sync-strava.yml").read_text())
+    # PyYAML reads the key `on` as True.
+    who = sync[True]["workflow_dispatch"]["inputs"]["who"]
+    assert who["options"] == ["everyone", "planned"] and who["default"] == "everyone"
+    passed = sync["jobs"]["sync-strava"]["with"]["all"]
+    assert passed == ("${{ github.event_name == 'workflow_dispatch' && inputs.who != 'planned' }}")
+    reusable = yaml.safe_load((workflows / "cron-call.yml").read_text())
+    assert reusable[True]["workflow_call"]["inputs"]["all"]["type"] == "boolean"
+    assert reusable[True]["workflow_call"]["inputs"]["all"]["default"] is False
+    step = reusable["jobs"]["call"]["steps"][-1]
+    assert step["env"]["ALL"] == "${{ inputs.all }}"
+    for other in ("discover.yml", "enrich.yml", "events.yml", "weather.yml"):
+        assert (
+            "all"
+            not in yaml.safe_load((workflows / other).read_text())["jobs"].popitem()[1]["with"]
+        )

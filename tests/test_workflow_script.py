@@ -462,6 +462,28 @@ def test_retries_a_transient_error(service, tmp_path):
     assert run.summary.count("| 1 |") == 1
 
 
+@pytest.mark.parametrize(("status", "code"), [(401, "unauthorized"), (403, None)])
+def test_a_refused_bearer_is_not_retried(service, tmp_path, status, code):
+    """A 401 was retried for about 15 s before the (good) hint: the secret will not
+    change by asking again."""
+    body = error_body(code, "no") if code else b"<html>Forbidden</html>"
+    fake = service((status, body), answer(processed=1))
+    run = run_script(tmp_path, fake.url, CRON_RETRIES="3", CRON_RETRY_DELAY_S="2")
+
+    assert run.code == 1, run.output
+    assert len(fake.requests) == 1  # asked once
+    assert f"HTTP {status}" in run.stdout
+    assert "hint:" in run.stdout
+
+
+def test_a_server_error_is_still_retried(service, tmp_path):
+    fake = service((503, error_body("not_configured", "x")), answer(processed=1, remaining=0))
+    run = run_script(tmp_path, fake.url, CRON_RETRIES="2", CRON_RETRY_DELAY_S="1")
+
+    assert run.code == 0, run.output
+    assert len(fake.requests) == 2
+
+
 # --- input validation: nothing is sent ---------------------------------------
 
 
@@ -804,3 +826,65 @@ def test_user_agent_says_where_it_runs(service, tmp_path, actions, agent):
 
     assert run.code == 0, run.output
     assert [r["user_agent"] for r in fake.requests] == [agent]
+
+
+# --- everyone now, and why a call took nothing --------------------------------
+
+
+def idle(reason: str, next_due_at: str | None, **counts: Any) -> tuple[int, dict[str, Any]]:
+    status, body = answer(**counts)
+    return status, {**body, "idle_reason": reason, "next_due_at": next_due_at}
+
+
+def test_everyone_now_asks_for_all_riders(service, tmp_path):
+    fake = service(answer(processed=3, remaining=0))
+    run = run_script(tmp_path, fake.url, ALL="true", LIMIT="50")
+
+    assert run.code == 0, run.output
+    assert [r["path"] for r in fake.requests] == ["/api/cron/sync-strava?limit=50&all=true"]
+    assert "everyone now" in run.stdout
+    planned = service(answer(processed=1))
+    run_script(tmp_path, planned.url, ALL="false")
+    assert [r["path"] for r in planned.requests] == ["/api/cron/sync-strava"]
+
+
+@pytest.mark.parametrize(("endpoint", "value"), [("discover", "true"), ("sync-strava", "yes")])
+def test_all_is_refused_where_it_means_nothing(service, tmp_path, endpoint, value):
+    fake = service(answer(processed=1))
+    run = run_script(tmp_path, fake.url, ENDPOINT=endpoint, ALL=value)
+
+    assert run.code == 2, run.output
+    assert fake.requests == []
+    assert "ALL" in run.stdout
+
+
+def test_a_call_that_took_nothing_says_why_and_when_work_is_due(service, tmp_path):
+    """A manual run answered `processed: 0, done: true` and the log said no more."""
+    fake = service(idle("none_due", "2026-12-06T13:17:00Z"))
+    run = run_script(tmp_path, fake.url, GITHUB_ACTIONS=None)
+
+    assert run.code == 0, run.output
+    assert "idle_reason=none_due next_due_at=2026-12-06T13:17:00Z" in run.stdout
+    assert "took nothing: nothing was due; next due: 2026-12-06T13:17:00Z" in run.stdout
+    assert "The last call took nothing: nothing was due" in run.summary
+    held = service(idle("held_by_another_call", "2026-12-06T10:02:00Z", remaining=4))
+    run = run_script(tmp_path, held.url)
+    assert run.code == 0, run.output
+    assert "outcome=stalled" in run.stdout
+    assert "held by another call" in run.summary and "2026-12-06T10:02:00Z" in run.summary
+    nothing_planned = service(idle("none_due", None))
+    run = run_script(tmp_path, nothing_planned.url)
+    assert "next due: nothing planned" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("reason", "due"),
+    [("Jane Doe", "tomorrow"), ("::warning::x", "2026-12-06T13:17:00Z; rm -rf /"), (5, 7)],
+)
+def test_an_odd_idle_reason_is_not_printed(service, tmp_path, reason, due):
+    fake = service(idle(reason, due))
+    run = run_script(tmp_path, fake.url)
+
+    assert run.code == 0, run.output
+    assert "Jane" not in run.output + run.summary and "::warning::x" not in run.output
+    assert "rm -rf" not in run.output + run.summary and "tomorrow" not in run.output

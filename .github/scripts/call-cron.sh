@@ -16,6 +16,9 @@
 #   LIMIT         optional: riders (sync-strava, discover) or races (enrich)
 #                 per call, an integer from 1 to 500; empty = the service's default
 #   MAX_CALLS     optional: most calls in this run, 1 to 100 (default 20)
+#   ALL           optional, sync-strava only: "true" for "everyone now" (every
+#                 rider not synced within SYNC_MIN_INTERVAL_S, whatever their
+#                 planned poll); empty or "false": the riders whose poll is due
 #   GITHUB_STEP_SUMMARY  file for the markdown job summary (default /dev/null)
 #   GITHUB_ACTIONS       "true" on GitHub's runners (set by Actions itself)
 # Knobs with safe defaults (the tests turn them down to run fast):
@@ -143,6 +146,15 @@ if [[ -n $limit ]] && ! is_int "$limit" 1 500; then
   reject "LIMIT must be empty (the service's default) or an integer from 1 to 500."
 fi
 
+everyone=$(trim "${ALL:-}")
+case $everyone in
+"" | false) everyone=false ;;
+true)
+  [[ $endpoint == sync-strava ]] || reject "ALL applies to sync-strava only; leave it empty for $endpoint."
+  ;;
+*) reject "ALL must be empty, true or false." ;;
+esac
+
 max_calls=$(trim "${MAX_CALLS:-}")
 [[ -n $max_calls ]] || max_calls=$DEFAULT_MAX_CALLS
 is_int "$max_calls" 1 100 || reject "MAX_CALLS must be an integer from 1 to 100."
@@ -182,7 +194,15 @@ printf 'Authorization: Bearer %s\n' "$CRON_SECRET" >"$work/headers"
 unset CRON_SECRET
 
 url="$base_url/api/cron/$endpoint"
-[[ -z $limit ]] || url="$url?limit=$limit"
+query=()
+[[ -z $limit ]] || query+=("limit=$limit")
+[[ $everyone != true ]] || query+=("all=true")
+if ((${#query[@]} > 0)); then
+  url="$url?$(
+    IFS='&'
+    printf '%s' "${query[*]}"
+  )"
+fi
 
 # Short, fixed meanings for curl's exit codes: curl's own message would name
 # the host, and the logs are public.
@@ -239,7 +259,9 @@ readonly JQ_FIELDS='
        else "" end),
       ([ (if (.items | type) == "array" then .items[] else empty end)
          | (if type == "object" then .status else null end) | token ]
-       | group_by(.) | map("\(.[0]) \(length)") | join(", "))
+       | group_by(.) | map("\(.[0]) \(length)") | join(", ")),
+      (if .idle_reason == null then "" else (.idle_reason | token) end),
+      (if (.next_due_at | type) == "string" then .next_due_at else "" end)
     ] | map(tostring | gsub("[[:cntrl:]]"; " "))[]'
 
 # --- the loop -------------------------------------------------------------
@@ -254,8 +276,12 @@ call_once() {
   local http_code curl_rc code bad
   # curl's own error messages name the host, so they go to a file that is
   # never printed; curl_reason() says what went wrong instead.
+  # No --fail: an HTTP error is then no curl error, so --retry-all-errors retries only
+  # what cannot be the answer (no connection, a timeout, a broken transfer) and --retry
+  # the transient statuses (408, 429, 5xx). A 401 or 403 will not change by asking
+  # again: its hint comes at once.
   set +e
-  http_code=$(curl -sS --fail-with-body \
+  http_code=$(curl -sS \
     --retry "$retries" --retry-all-errors --retry-delay "$retry_delay" \
     --max-time "$max_time" --connect-timeout 20 \
     -H @"$work/headers" -H 'Accept: application/json' \
@@ -294,13 +320,14 @@ call_once() {
   # One field a line (jq turned any control character into a space).
   local -a f
   mapfile -t f < <(jq -r "$JQ_FIELDS" "$work/body" 2>/dev/null || true)
-  if ((${#f[@]} != 11)); then
+  if ((${#f[@]} != 13)); then
     failure="HTTP 200 but the answer could not be read"
     return 1
   fi
   c_processed=${f[0]} c_succeeded=${f[1]} c_failed=${f[2]} c_skipped=${f[3]}
   c_remaining=${f[4]} c_done=${f[5]} c_rate_limited=${f[6]} c_duration=${f[7]}
   c_resets=${f[8]} c_usage=${f[9]} c_statuses=${f[10]}
+  c_idle=${f[11]} c_next_due=${f[12]}
   # Belt and braces: whatever jq printed, only plain integers go on.
   local v
   for v in "$c_processed" "$c_succeeded" "$c_failed" "$c_skipped" "$c_remaining"; do
@@ -311,7 +338,10 @@ call_once() {
   done
   [[ $c_duration =~ ^[0-9]{1,15}$ ]] || c_duration="?"
   # Only a well-formed ISO 8601 UTC/offset time is shown.
-  [[ $c_resets =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:?[0-9]{2})$ ]] || c_resets=""
+  local iso_re='^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:?[0-9]{2})$'
+  [[ $c_resets =~ $iso_re ]] || c_resets=""
+  [[ $c_next_due =~ $iso_re ]] || c_next_due=""
+  [[ $c_idle =~ ^[a-z][a-z0-9_]{0,31}$ ]] || c_idle=""
   local usage_re='^[0-9a-z?/,:; ]*$' statuses_re='^[0-9a-z_, ]*$'
   [[ $c_usage =~ $usage_re ]] || c_usage=""
   [[ $c_statuses =~ $statuses_re ]] || c_statuses=""
@@ -320,7 +350,25 @@ call_once() {
 
 yes_no() { if [[ $1 == true ]]; then echo yes; else echo no; fi; }
 
-log "Calling /api/cron/$endpoint (limit: ${limit:-service default}, at most $max_calls calls)"
+# idle_words REASON: why a call took nothing, in words (the service's idle_reason).
+idle_words() {
+  case $1 in
+  none_due) echo "nothing was due" ;;
+  held_by_another_call) echo "what is due is held by another call (a manual run, a rider's Sync now)" ;;
+  backing_off) echo "what is due is backing off after failures" ;;
+  budget_share) echo "this kind of work has used its share of the Strava budget for now" ;;
+  rate_limited) echo "Strava's rate limit is reached" ;;
+  source_down) echo "the weather source is failing; calls to it are paused" ;;
+  *) echo "reason: $1" ;;
+  esac
+}
+
+# The last idle call's reason and next due time, for the verdict.
+last_idle="" last_next_due=""
+
+who=""
+[[ $everyone != true ]] || who=", everyone now"
+log "Calling /api/cron/$endpoint (limit: ${limit:-service default}$who, at most $max_calls calls)"
 while ((calls < max_calls)); do
   if ((calls > 0)) && ((pause > 0)); then sleep "$pause"; fi
   calls=$((calls + 1))
@@ -342,7 +390,14 @@ while ((calls < max_calls)); do
 
   log "call $calls: processed=$c_processed succeeded=$c_succeeded failed=$c_failed" \
     "skipped=$c_skipped remaining=$c_remaining done=$c_done rate_limited=$c_rate_limited" \
-    "duration_ms=$c_duration statuses=[${c_statuses}]"
+    "duration_ms=$c_duration statuses=[${c_statuses}]" \
+    ${c_idle:+"idle_reason=$c_idle next_due_at=${c_next_due:-none}"}
+  if [[ -n $c_idle ]]; then
+    last_idle=$c_idle last_next_due=$c_next_due
+    log "  took nothing: $(idle_words "$c_idle"); next due: ${c_next_due:-nothing planned}"
+  else
+    last_idle="" last_next_due=""
+  fi
   rows+=("| $calls | $c_processed | $c_succeeded | $c_failed | $c_skipped | $c_remaining | $(yes_no "$c_rate_limited") | $c_duration | ${c_statuses:--} |")
 
   if [[ $c_done == true ]]; then
@@ -366,11 +421,21 @@ done
 
 # --- verdict, logs and job summary ----------------------------------------
 
+idle_note=""
+if [[ -n $last_idle ]]; then
+  idle_note=" The last call took nothing: $(idle_words "$last_idle") (next due: ${last_next_due:-nothing planned})."
+fi
 exit_code=0
 case $outcome in
-done) verdict="done: nothing due is left." ;;
+done) verdict="done: nothing due is left.$idle_note" ;;
 rate_limited) verdict="stopped by Strava's rate limit; a later run continues once the window resets." ;;
-stalled) verdict="stopped: the last call took no work although $last_remaining $unit are due (held by another call, or backing off)." ;;
+stalled)
+  if [[ -n $idle_note ]]; then
+    verdict="stopped: $last_remaining $unit are due but the last call took none.$idle_note"
+  else
+    verdict="stopped: the last call took no work although $last_remaining $unit are due (held by another call, or backing off)."
+  fi
+  ;;
 max_calls) verdict="stopped after $max_calls calls with $last_remaining $unit still due; the next run continues." ;;
 failed)
   verdict="failed at call $calls: $failure${hint:+ ($hint)}."
