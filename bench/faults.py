@@ -7,10 +7,12 @@ and calls to converge at each rate, side by side with the fault-free run, and wi
 figures of an earlier run (`--compare`, by default bench/results/faults-baseline.json).
 
 The service runs on the host's timer (deadlines and timeouts are real) and on a clock
-that can jump ahead: when both callers are done but riders or races are backing off
-after a failure, the clock (the service's and the fake's) moves to the first backoff's
-end instead of waiting for it. Both callers call sync-strava, discover and enrich in
-turn until a pass of all three answers `done`.
+that can jump ahead. Each caller calls sync-strava, discover and enrich in turn, each as
+its workflow does (again while a call took something and answered neither `done` nor
+`rate_limited`), until a pass in which no call took anything. When both callers are done
+but riders or races are backing off after a failure, the clock (the service's and the
+fake's) moves to when the last answers said work is next due (`idle_reason`
+`backing_off`, `next_due_at`; checked against the database) instead of waiting for it.
 
 Each run also says what the requests beyond the fault-free work were (faulted answers by
 kind and status, refused tokens sent again, requests answered twice, token refreshes) and
@@ -160,14 +162,24 @@ def call(app: Flask, endpoint: str) -> dict[str, Any]:
 
 
 def caller(app: Flask, answers: list[dict[str, Any]], max_calls: int = 400) -> None:
-    """Call the three endpoints in turn until one pass answers `done` for all three."""
-    for _ in range(max_calls):
-        done = True
+    """Call each endpoint as its workflow does (.github/scripts/call-cron.sh: again while
+    the last call took something and answered neither `done` nor `rate_limited`), the
+    three in turn, until a pass in which no call took anything: each endpoint's last
+    answer then says why (idle_reason) and when work is next due (next_due_at)."""
+    calls = 0
+    while calls < max_calls:
+        worked = False
         for endpoint in ENDPOINTS:
-            body = call(app, endpoint)
-            answers.append({"endpoint": endpoint, **body})
-            done = done and body["done"]
-        if done:
+            while calls < max_calls:
+                body = call(app, endpoint)
+                calls += 1
+                answers.append({"endpoint": endpoint, **body})
+                if took_nothing(body):
+                    break
+                worked = True
+                if body["done"] or body["rate_limited"]:
+                    break
+        if not worked:
             return
 
 
@@ -256,6 +268,18 @@ def where_they_went(fake: FakeStrava) -> dict[str, dict[str, int]]:
     return {kind: dict(sorted(c.items())) for kind, c in sorted(split.items())}
 
 
+def said_next_due(answers: list[dict[str, Any]]) -> datetime | None:
+    """When the service said work is next due, from each endpoint's last answer of a
+    round: the earliest `next_due_at` of those saying their work is backing off."""
+    last = {a["endpoint"]: a for a in answers}
+    due = [
+        datetime.fromisoformat(a["next_due_at"].replace("Z", "+00:00"))
+        for a in last.values()
+        if a.get("idle_reason") == "backing_off" and a.get("next_due_at")
+    ]
+    return min(due, default=None)
+
+
 def took_nothing(answer: dict[str, Any]) -> bool:
     """A call that worked on nothing: no item succeeded or failed (none claimed, or every
     one handed back)."""
@@ -286,6 +310,16 @@ def extra_requests(fake: FakeStrava) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Jumps:
+    """How each round that left work ended: the service's next_due_at (from answers
+    saying backing_off) against the database's own earliest due time."""
+
+    said: int = 0  # rounds whose last answers said backing_off with a next_due_at
+    agreed: int = 0  # of them, the same instant as the database's (to the second)
+    unsaid: int = 0  # rounds that left work without saying when it is due
+
+
 def converge(
     app: Flask,
     database_url: str,
@@ -293,9 +327,13 @@ def converge(
     clock: ShiftClock,
     *,
     fleet: tuple[int, ...] = FLEET,
+    jumps: Jumps | None = None,
 ) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
     """Two overlapping callers until the database equals the fake's state (or nothing
-    is due any more): every answer, the rounds taken, and what is left."""
+    is due any more): every answer, the rounds taken, and what is left. Between rounds
+    the clock moves to when the service said work is next due (`jumps` counts how the
+    rounds ended)."""
+    jumps = jumps if jumps is not None else Jumps()
     max_attempts = app.extensions["strava_sync"].settings.enrich_max_attempts
     answers: list[dict[str, Any]] = []
     rounds = 0
@@ -313,6 +351,13 @@ def converge(
         left = gaps(database_url, fake, max_attempts, fleet)
         if any(left.values()):
             due = next_due(database_url)
+            said = said_next_due(answers[before:])
+            if said is None:
+                jumps.unsaid += 1
+            else:
+                jumps.said += 1
+                jumps.agreed += due is not None and abs((said - due).total_seconds()) < 1
+                due = said
             if due is None:
                 break  # nothing will ever be due again: stuck
             clock.jump_to(due + timedelta(seconds=1))
@@ -328,7 +373,8 @@ def run_rate(rate: float, *, seed: int) -> dict[str, Any]:
         build_fleet(url, fake, seed=seed)
         fake.inject_faults(rate, seed=seed, timeout_s=FAULT_DELAY_S)
         app = build_app(url, server.api_url, server.oauth_url, clock)
-        answers, rounds, left = converge(app, url, fake, clock)
+        jumps = Jumps()
+        answers, rounds, left = converge(app, url, fake, clock, jumps=jumps)
         app.extensions["strava_sync"].db.close()
         kinds = by_kind(fake)
         calls = Counter(a["endpoint"] for a in answers)
@@ -359,6 +405,13 @@ def run_rate(rate: float, *, seed: int) -> dict[str, Any]:
         },
         "calls_by_round": dict(sorted(Counter(str(a["round"]) for a in answers).items())),
         "clock_jumps": rounds - 1,
+        # how the rounds that left work ended: their last answers said backing_off and
+        # next_due_at (and it was the database's earliest due time), or said nothing
+        "rounds_ended": {
+            "said_backing_off": jumps.said,
+            "next_due_at_as_the_database": jumps.agreed,
+            "without_a_next_due_at": jumps.unsaid,
+        },
         "clock_jumped_s": round(clock.offset_s),
         "items": {f"{e} {s} {r or ''}".strip(): n for (e, s, r), n in sorted(items.items())},
         "wall_s": round(time.perf_counter() - wall, 1),
@@ -411,7 +464,8 @@ def print_runs(runs: list[dict[str, Any]], earlier: list[dict[str, Any]] | None)
             f" {extra['refused_tokens_sent_again']}; answered twice {extra['answered_twice']};"
             f" refreshes {extra['refreshes']} ({extra['refreshes_faulted']} faulted); idle calls"
             f" by endpoint {run['idle_calls']['by_endpoint']}, by reason"
-            f" {run['idle_calls']['by_reason']}; calls by round {run['calls_by_round']}"
+            f" {run['idle_calls']['by_reason']}; calls by round {run['calls_by_round']};"
+            f" rounds that left work ended with {run['rounds_ended']}"
         )
     if earlier:
         print("\nside by side with the earlier run (requests, vs its 0%; calls):")
