@@ -253,6 +253,9 @@ class Simulation:
         self.pending: set[int] = set()  # uploaded, not stored yet
         self.fresh: dict[int, float] = {}  # stored: seconds from upload to row
         self.backdated: set[int] = set()
+        # manual entries dated back: when they were entered, and how long until stored
+        self.backdated_at: dict[int, float] = {}
+        self.backdated_found: dict[int, float] = {}
         self.backfill_done_at: float | None = None
         self.busy: dict[str, RunState] = {}
         self.waiting: dict[str, ScheduledRun] = {}
@@ -406,6 +409,7 @@ class Simulation:
             return
         if upload.manual_backdated:
             self.backdated.add(activity)
+            self.backdated_at[activity] = upload.at
         else:
             self.uploaded_at[activity] = upload.at
             self.pending.add(activity)
@@ -504,6 +508,14 @@ class Simulation:
                     activity = row["strava_id"]
                     self.fresh[activity] = now - self.uploaded_at[activity]
                     self.pending.discard(activity)
+            waiting = [a for a in self.backdated_at if a not in self.backdated_found]
+            if waiting:
+                rows = conn.execute(
+                    "select strava_id from activities where strava_id = any(%s)", (waiting,)
+                ).fetchall()
+                for row in rows:
+                    activity = row["strava_id"]
+                    self.backdated_found[activity] = now - self.backdated_at[activity]
             if self.backfill_done_at is None:
                 left = conn.execute(
                     """
@@ -722,6 +734,7 @@ class Simulation:
         for activity in self.uploaded_at:
             if activity in self.fresh:
                 (lost if activity in self.event_lost else arrived).append(self.fresh[activity])
+        backdated_lost = self.backdated & self.event_lost
         status = self.client.get(
             "/api/admin/status", headers={"Authorization": f"Bearer {CRON_SECRET}"}
         ).get_json()
@@ -741,6 +754,14 @@ class Simulation:
             "freshness_event_arrived": quantiles(arrived),
             "freshness_event_lost": quantiles(lost),
             "new_rides_event_lost": len(self.event_lost & set(self.uploaded_at)),
+            # manual entries dated weeks back whose event was lost: entered to stored
+            "backdated_event_lost": {
+                "entries": len(backdated_lost),
+                "found": quantiles(
+                    [self.backdated_found[a] for a in backdated_lost if a in self.backdated_found]
+                ),
+                "not_found": len(backdated_lost - set(self.backdated_found)),
+            },
             "status": status["webhooks"],
         }
 
@@ -1137,8 +1158,20 @@ def render_webhooks(hooks: dict[str, Any]) -> list[str]:
         f"  upload -> row, event lost (the safety-net poll): p50 {_hours(lost['p50_s'])},"
         f" p95 {_hours(lost['p95_s'])}, max {_hours(lost['max_s'])} ({lost['n']} of"
         f" {hooks['new_rides_event_lost']} rides whose event was lost)",
+        *_backdated_line(hooks.get("backdated_event_lost")),
         f"  the status at the end: healthy {status['healthy']} ({status['reason']}); lag"
         f" event_time -> processed p50 {_hours(lag.get('p50'))}, p95 {_hours(lag.get('p95'))}",
+    ]
+
+
+def _backdated_line(backdated: dict[str, Any] | None) -> list[str]:
+    if not backdated:
+        return []
+    found = backdated["found"]
+    return [
+        f"  manual entries dated back whose event was lost: {backdated['entries']}; entered"
+        f" -> row p50 {_hours(found['p50_s'])}, max {_hours(found['max_s'])}"
+        f" ({found['n']} found, {backdated['not_found']} not)"
     ]
 
 
@@ -1155,6 +1188,9 @@ def compared_figures(r: dict[str, Any]) -> dict[str, str]:
         "freshness after the backfill, p95": _hours(freshness["after_backfill"]["p95_s"]),
         "freshness during the backfill, p95": _hours(freshness["during_backfill"]["p95_s"]),
         "freshness of rides whose event was lost, p95": _hours(lost),
+        "manual entries dated back, event lost: found / max entered -> row": (
+            _backdated_compared(hooks)
+        ),
         "backfill complete, day": str(r["backfill"]["done_after_days"]),
         "  its lower bound, days": str(r["backfill"]["lower_bound_days"]),
         "  against the bound": str(r["backfill"]["against_bound"]),
@@ -1175,6 +1211,14 @@ def compared_figures(r: dict[str, Any]) -> dict[str, str]:
         ),
         "wall time": f"{r['wall_time']['total_s']} s",
     }
+
+
+def _backdated_compared(hooks: dict[str, Any]) -> str:
+    backdated = hooks.get("backdated_event_lost") if hooks["enabled"] else None
+    if not backdated:
+        return "-"
+    found = backdated["found"]
+    return f"{found['n']} of {backdated['entries']} / {_hours(found['max_s'])}"
 
 
 def render_comparison(*columns: tuple[str, dict[str, Any]]) -> str:
