@@ -81,6 +81,7 @@ from bench.support import (
     ROOT,
     SEALER,
     bench_settings,
+    run_on_code,
     table,
     temporary_database,
 )
@@ -252,6 +253,9 @@ class Simulation:
         self.pending: set[int] = set()  # uploaded, not stored yet
         self.fresh: dict[int, float] = {}  # stored: seconds from upload to row
         self.backdated: set[int] = set()
+        # manual entries dated back: when they were entered, and how long until stored
+        self.backdated_at: dict[int, float] = {}
+        self.backdated_found: dict[int, float] = {}
         self.backfill_done_at: float | None = None
         self.busy: dict[str, RunState] = {}
         self.waiting: dict[str, ScheduledRun] = {}
@@ -275,15 +279,16 @@ class Simulation:
             self.rng, self.workflows, start=START, days=config.days
         )
         self.history_visible: dict[int, set[int]] = {}
-        self.history_races = 0
         self.history_ids: set[int] = set()
+        self.history_race_ids: set[int] = set()  # the races the backfill must detail
         for rider, history in zip(self.riders, histories(self.riders), strict=True):
             self.fake.add_athlete(rider.athlete_id, firstname="Rider", lastname=str(rider.index))
             self.fake.add_activities(rider.athlete_id, history)
             visible = [s for s in history if rider.visible(s)]
             self.history_visible[rider.index] = {s["id"] for s in visible}
             self.history_ids.update(s["id"] for s in history)
-            self.history_races += sum(1 for s in visible if _race(s))
+            self.history_race_ids.update(s["id"] for s in visible if _race(s))
+        self.history_races = len(self.history_race_ids)
         self.tokens: dict[int, str] = {}
 
     def connect(self, database_url: str) -> None:
@@ -404,6 +409,7 @@ class Simulation:
             return
         if upload.manual_backdated:
             self.backdated.add(activity)
+            self.backdated_at[activity] = upload.at
         else:
             self.uploaded_at[activity] = upload.at
             self.pending.add(activity)
@@ -502,6 +508,14 @@ class Simulation:
                     activity = row["strava_id"]
                     self.fresh[activity] = now - self.uploaded_at[activity]
                     self.pending.discard(activity)
+            waiting = [a for a in self.backdated_at if a not in self.backdated_found]
+            if waiting:
+                rows = conn.execute(
+                    "select strava_id from activities where strava_id = any(%s)", (waiting,)
+                ).fetchall()
+                for row in rows:
+                    activity = row["strava_id"]
+                    self.backdated_found[activity] = now - self.backdated_at[activity]
             if self.backfill_done_at is None:
                 left = conn.execute(
                     """
@@ -720,6 +734,7 @@ class Simulation:
         for activity in self.uploaded_at:
             if activity in self.fresh:
                 (lost if activity in self.event_lost else arrived).append(self.fresh[activity])
+        backdated_lost = self.backdated & self.event_lost
         status = self.client.get(
             "/api/admin/status", headers={"Authorization": f"Bearer {CRON_SECRET}"}
         ).get_json()
@@ -739,14 +754,24 @@ class Simulation:
             "freshness_event_arrived": quantiles(arrived),
             "freshness_event_lost": quantiles(lost),
             "new_rides_event_lost": len(self.event_lost & set(self.uploaded_at)),
+            # manual entries dated weeks back whose event was lost: entered to stored
+            "backdated_event_lost": {
+                "entries": len(backdated_lost),
+                "found": quantiles(
+                    [self.backdated_found[a] for a in backdated_lost if a in self.backdated_found]
+                ),
+                "not_found": len(backdated_lost - set(self.backdated_found)),
+            },
             "status": status["webhooks"],
         }
 
     def _requests(self, days: int) -> dict[str, Any]:
         per_day = [
-            dict.fromkeys((*CLASSES, "other", "total", "429", "events"), 0) for _ in range(days)
+            dict.fromkeys((*CLASSES, "other", "total", "429", "events", "read"), 0)
+            for _ in range(days)
         ]
         by_class = dict.fromkeys((*CLASSES, "other"), 0)
+        by_kind: Counter[str] = Counter()  # "<class> <kind>" (list, detail, other)
         nothing_new = dict.fromkeys((*CLASSES, "other"), 0)
         status_429 = 0
         start = START.timestamp()
@@ -760,7 +785,10 @@ class Simulation:
                 per_day[day]["events"] += 1  # of incremental: the events' fetches
             per_day[day][cls] += 1
             per_day[day]["total"] += 1
+            per_day[day]["read"] += _is_read(record)
             by_class[cls] += 1
+            if cls != "token":
+                by_kind[f"{cls} {_kind(record.path)}"] += 1
             if record.status == 429:
                 per_day[day]["429"] += 1
                 status_429 += 1
@@ -783,6 +811,7 @@ class Simulation:
                 "days_after_backfill": len(steady),
             },
             "by_class": by_class,
+            "by_class_and_kind": dict(sorted(by_kind.items())),
             "total": sum(by_class.values()),
             "status_429": status_429,
             "nothing_new": nothing_new,
@@ -790,9 +819,24 @@ class Simulation:
                 "a 200 listing none of whose activities an earlier answer held (an empty"
                 " page included), or a detail fetched before"
             ),
-            "per_day": [{"day": d + 1, **row} for d, row in enumerate(per_day)],
+            "per_day": [
+                {"day": d + 1, **row, "unspent": max(0, self.config.rate_limits[3] - row["read"])}
+                for d, row in enumerate(per_day)
+            ],
             "events_means": "of incremental: requests for webhook events (callback, events call)",
+            "read_means": "API GETs, what Strava counts against the read limits (not token POSTs)",
+            "unspent_means": "the daily read limit less the day's read requests",
         }
+
+    def _backfill_work(self, record: Any, tag: Tag) -> bool:
+        """Whether a request is the backfill's own work: a discover call's listing, or the
+        detail of a race of the histories (whichever call fetched it: Sync now details a
+        rider's recent races)."""
+        if tag.context == "discover":
+            return True
+        if record.path.startswith(_DETAIL):
+            return int(record.path.rsplit("/", 1)[1]) in self.history_race_ids
+        return False
 
     def _backfill(self) -> dict[str, Any]:
         config = self.config
@@ -801,37 +845,71 @@ class Simulation:
         needed = pages + races
         limit = config.rate_limits[3]
         done = self.backfill_done_at
-        # what incremental sync and Sync now really used a day while the backfill ran
+        start = START.timestamp()
+        # what the rest of the service really read a day while the backfill ran
         until = done if done is not None else self.end
-        period_days = (until - START.timestamp()) / DAY_S
-        used: Counter[str] = Counter()
+        period_days = (until - start) / DAY_S
+        other: Counter[str] = Counter()  # "<class> <kind>": read requests not the backfill's
+        listings: Counter[str] = Counter()  # the bound's first form: listings only
+        reads_by_day: Counter[int] = Counter()
+        backfill_reads = 0
         for record, tag in zip(self.fake.requests, self.tags, strict=True):
-            # listings only: the races a Sync now details may be the backfill's
-            if record.at < until and record.path == _LISTING:
-                used[_CONTEXT_CLASS.get(tag.context or "", "other")] += 1
-        incremental = used["incremental"] / period_days
-        sync_now = used["sync_now"] / period_days
-        left = limit - incremental - sync_now
+            if record.at >= until or not _is_read(record):
+                continue
+            reads_by_day[int((record.at - start) // DAY_S)] += 1
+            cls = _CONTEXT_CLASS.get(tag.context or "", "other")
+            if record.path == _LISTING:
+                listings[cls] += 1
+            if self._backfill_work(record, tag):
+                backfill_reads += 1
+            else:
+                other[f"{cls} {_kind(record.path)}"] += 1
+        other_per_day = sum(other.values()) / period_days
+        left = limit - other_per_day
         bound = needed / left if left > 0 else None
+        listed = limit - (listings["incremental"] + listings["sync_now"]) / period_days
+        whole_days = int(period_days)
+        unspent = [max(0, limit - reads_by_day[d]) for d in range(whole_days)]
+        done_days = (done - start) / DAY_S if done is not None else None
+
+        def a_day(n: float) -> float:
+            return round(n / period_days, 1)
+
         return {
             "done": done is not None,
             "done_at": _iso(done) if done is not None else None,
-            "done_after_days": round((done - START.timestamp()) / DAY_S, 2) if done else None,
+            "done_after_days": round(done_days, 2) if done_days is not None else None,
             "lower_bound_days": round(bound, 2) if bound is not None else None,
+            "against_bound": (
+                round(done_days / bound, 3) if done_days is not None and bound else None
+            ),
             "requests_needed": needed,
             "history_pages": pages,
             "races": races,
+            "backfill_requests": backfill_reads,
             "daily_read_limit": limit,
-            "incremental_per_day": round(incremental, 1),
-            "sync_now_per_day": round(sync_now, 1),
+            "other_work_per_day": round(other_per_day, 1),
+            "other_work_per_day_by_kind": {k: a_day(n) for k, n in sorted(other.items())},
+            "incremental_per_day": a_day(
+                sum(n for k, n in other.items() if k.startswith("incremental "))
+            ),
+            "sync_now_per_day": a_day(
+                sum(n for k, n in other.items() if k.startswith("sync_now "))
+            ),
             "left_per_day": round(left, 1),
+            "unspent_whole_days": sum(unspent),
+            "unspent_by_day": unspent,
+            # the bound as first written: only incremental and Sync now listings counted
+            # as other work (the events' fetches, details, were left to the backfill)
+            "lower_bound_days_listings_only": round(needed / listed, 2) if listed > 0 else None,
             "how": (
                 f"({pages} history pages: per rider floor(n/200)+1 with activity:read_all,"
                 f" ceil(n/200)+1 without, + {races} races, one request each) / ({limit}"
-                f" read requests a day - {incremental:.1f} incremental - {sync_now:.1f}"
-                f" Sync now listings, their daily averages over the {period_days:.2f} days"
-                f" of the backfill) = {needed} / {left:.1f} daily budgets (a backfill"
-                " starting at 00:00 UTC has a new one each midnight)"
+                f" read requests a day - {other_per_day:.1f} a day of other work: every read"
+                " request but discover's listings and the history races' details, their daily"
+                f" average over the {period_days:.2f} days of the backfill) = {needed} /"
+                f" {left:.1f} daily budgets (a backfill starting at 00:00 UTC has a new one"
+                " each midnight)"
             ),
         }
 
@@ -858,6 +936,17 @@ class Simulation:
             "during_backfill": quantiles(during),
             "after_backfill": quantiles(after),
         }
+
+
+def _is_read(record: Any) -> bool:
+    """A request Strava counts against the read limits: an API GET (not a token POST)."""
+    return bool(record.method == "GET" and record.path.startswith(API_PREFIX + "/"))
+
+
+def _kind(path: str) -> str:
+    if path == _LISTING:
+        return "list"
+    return "detail" if path.startswith(_DETAIL) else "other"
 
 
 def _race(summary: Mapping[str, Any]) -> bool:
@@ -952,6 +1041,14 @@ def render(report: dict[str, Any]) -> str:
         f"  done: {backfill['done_at'] or 'NOT DONE'}"
         + (f" (after {backfill['done_after_days']} days)" if backfill["done"] else ""),
         f"  lower bound: {backfill['lower_bound_days']} days = {backfill['how']}",
+        f"  against its bound: {backfill['against_bound'] or '-'}; the backfill's own requests"
+        f" {backfill['backfill_requests']:,} of {backfill['requests_needed']:,} needed; other"
+        f" work a day: "
+        + ", ".join(f"{k} {v}" for k, v in backfill["other_work_per_day_by_kind"].items())
+        + f"; read budget left unspent in its whole days: {backfill['unspent_whole_days']:,}"
+        f" (by day: {', '.join(map(str, backfill['unspent_by_day']))})",
+        f"  (the bound counting only listings as other work, as first written:"
+        f" {backfill['lower_bound_days_listings_only']} days)",
         "",
         "Freshness: upload -> row (p50 / p95 / max), by the day of the upload:",
     ]
@@ -996,14 +1093,25 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"Strava requests: {requests['total']:,} ({requests['status_429']} answered 429)",
     ]
-    header: tuple[str, ...] = ("day", *CLASSES, "total", "429")
+    header: tuple[str, ...] = ("day", *CLASSES, "total", "429", "events", "read", "unspent")
     rows = [header]
     for day in requests["per_day"]:
         rows.append(tuple(str(day[k]) for k in header))
+    per_day = requests["per_day"]
+    sums = [str(sum(d[k] for d in per_day)) for k in ("events", "read", "unspent")]
     rows.append(("all", *(str(requests["by_class"][c]) for c in CLASSES),
-                 str(requests["total"]), str(requests["status_429"])))  # fmt: skip
-    rows.append(("nothing new", *(str(requests["nothing_new"][c]) for c in CLASSES), "", ""))
+                 str(requests["total"]), str(requests["status_429"]), *sums))  # fmt: skip
+    rows.append(("nothing new", *(str(requests["nothing_new"][c]) for c in CLASSES),
+                 *[""] * 5))  # fmt: skip
     out.append(table(rows))
+    out.append(
+        "  (events: of incremental, the webhook events' requests; read: API GETs, counted"
+        " against the read limits; unspent: the daily read limit less them)"
+    )
+    out.append(
+        "  by class and kind: "
+        + ", ".join(f"{k} {v:,}" for k, v in requests["by_class_and_kind"].items())
+    )
     if requests["by_class"]["other"]:
         out.append(f"  (other, outside any call: {requests['by_class']['other']})")
     incremental = requests["incremental_per_day"]
@@ -1050,8 +1158,20 @@ def render_webhooks(hooks: dict[str, Any]) -> list[str]:
         f"  upload -> row, event lost (the safety-net poll): p50 {_hours(lost['p50_s'])},"
         f" p95 {_hours(lost['p95_s'])}, max {_hours(lost['max_s'])} ({lost['n']} of"
         f" {hooks['new_rides_event_lost']} rides whose event was lost)",
+        *_backdated_line(hooks.get("backdated_event_lost")),
         f"  the status at the end: healthy {status['healthy']} ({status['reason']}); lag"
         f" event_time -> processed p50 {_hours(lag.get('p50'))}, p95 {_hours(lag.get('p95'))}",
+    ]
+
+
+def _backdated_line(backdated: dict[str, Any] | None) -> list[str]:
+    if not backdated:
+        return []
+    found = backdated["found"]
+    return [
+        f"  manual entries dated back whose event was lost: {backdated['entries']}; entered"
+        f" -> row p50 {_hours(found['p50_s'])}, max {_hours(found['max_s'])}"
+        f" ({found['n']} found, {backdated['not_found']} not)"
     ]
 
 
@@ -1068,7 +1188,17 @@ def compared_figures(r: dict[str, Any]) -> dict[str, str]:
         "freshness after the backfill, p95": _hours(freshness["after_backfill"]["p95_s"]),
         "freshness during the backfill, p95": _hours(freshness["during_backfill"]["p95_s"]),
         "freshness of rides whose event was lost, p95": _hours(lost),
+        "manual entries dated back, event lost: found / max entered -> row": (
+            _backdated_compared(hooks)
+        ),
         "backfill complete, day": str(r["backfill"]["done_after_days"]),
+        "  its lower bound, days": str(r["backfill"]["lower_bound_days"]),
+        "  against the bound": str(r["backfill"]["against_bound"]),
+        "  other work a day while it ran": str(r["backfill"]["other_work_per_day"]),
+        "  read budget unspent in its whole days": str(r["backfill"]["unspent_whole_days"]),
+        "  the bound counting listings only (first form)": str(
+            r["backfill"]["lower_bound_days_listings_only"]
+        ),
         "Sync now presses: answered with the new ride / it was in / refused": (
             f"{r['sync_now']['answered_with_new_rides']} /"
             f" {r['sync_now']['outcomes'].get('200: the ride was already in', 0)} /"
@@ -1083,10 +1213,19 @@ def compared_figures(r: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def render_comparison(polling: dict[str, Any], webhooks: dict[str, Any]) -> str:
-    left, right = compared_figures(polling), compared_figures(webhooks)
-    rows: list[tuple[str, ...]] = [("figure", "polling", "webhooks")]
-    return table(rows + [(k, left[k], right[k]) for k in left])
+def _backdated_compared(hooks: dict[str, Any]) -> str:
+    backdated = hooks.get("backdated_event_lost") if hooks["enabled"] else None
+    if not backdated:
+        return "-"
+    found = backdated["found"]
+    return f"{found['n']} of {backdated['entries']} / {_hours(found['max_s'])}"
+
+
+def render_comparison(*columns: tuple[str, dict[str, Any]]) -> str:
+    """Reports side by side, one column each (named)."""
+    figures = [compared_figures(report) for _, report in columns]
+    rows: list[tuple[str, ...]] = [("figure", *(name for name, _ in columns))]
+    return table(rows + [(k, *(f[k] for f in figures)) for k in figures[0]])
 
 
 def write(report: dict[str, Any]) -> Path:
@@ -1096,7 +1235,16 @@ def write(report: dict[str, Any]) -> Path:
     return path
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[FleetConfig, str | None, bool]:
+@dataclass(frozen=True)
+class Options:
+    config: FleetConfig
+    profile: str | None = None
+    compare: bool = False
+    baseline: Path | None = None
+    jobs: int = 2
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m bench.fleet", description=__doc__.split("\n")[0]
     )
@@ -1116,9 +1264,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[FleetConfig, str | None, 
     parser.add_argument(
         "--compare", action="store_true", help="the same world by polling, then with webhooks"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also run the service's code at CHECKOUT (e.g. a worktree of main) in the same"
+        " world, with this bench, and set the figures side by side (before, after)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="simulations at once with --baseline (default 2)"
+    )
     args = parser.parse_args(argv)
-    if args.compare and args.profile:
-        parser.error("--compare and --profile: profile one run at a time")
+    if (args.compare or args.baseline) and args.profile:
+        parser.error("--profile: profile one run at a time")
     riders = args.riders or (20 if args.quick else 200)
     days = args.days or (3 if args.quick else 21)
     config = FleetConfig(
@@ -1134,7 +1292,26 @@ def parse_args(argv: list[str] | None = None) -> tuple[FleetConfig, str | None, 
         event_loss=args.event_loss,
         event_duplicate=args.event_duplicate,
     )
-    return config, args.profile, args.compare
+    return Options(config, args.profile, args.compare, args.baseline, max(1, args.jobs))
+
+
+def config_args(config: FleetConfig) -> list[str]:
+    """The command line that runs `config` (as parse_args reads it)."""
+    args = [
+        f"--riders={config.riders}",
+        f"--days={config.days}",
+        f"--tier={config.tier}",
+        f"--seed={config.seed}",
+        f"--history-median={config.history_median}",
+        f"--latency-ms={config.latency_s * 1000:g}",
+        f"--workers={config.workers}",
+        f"--label={config.name}",
+        f"--event-loss={config.event_loss:g}",
+        f"--event-duplicate={config.event_duplicate:g}",
+    ]
+    if config.limits is not None:
+        raise ValueError("custom limits are not on the command line: use a tier")
+    return args + (["--webhooks"] if config.webhooks else [])
 
 
 def _shown(path: Path) -> Path:
@@ -1145,24 +1322,68 @@ def simulate(config: FleetConfig) -> dict[str, Any]:
     return Simulation(config).run()
 
 
+def with_baseline(options: Options) -> None:
+    """Every run of this configuration on the code at --baseline and on this code, as
+    processes (--jobs at once: the figures are counts on the virtual clock, the same
+    however busy the machine), then their figures side by side."""
+    assert options.baseline is not None
+    base = options.config.name.removesuffix("-webhooks")
+    modes = (False, True) if options.compare else (options.config.webhooks,)
+    runs: list[tuple[str, FleetConfig, Path]] = []
+    for hooks in modes:
+        mode = "webhooks" if hooks else "polling"
+        for side, code in (("before", options.baseline), ("after", ROOT)):
+            config = replace(options.config, webhooks=hooks, label=f"{base}-{side}-{mode}")
+            runs.append((f"{mode}, {side}", config, code))
+    RESULTS.mkdir(exist_ok=True)
+    waiting = list(runs)
+    running: list[tuple[str, Any]] = []
+    while waiting or running:
+        while waiting and len(running) < options.jobs:
+            name, config, code = waiting.pop(0)
+            log = RESULTS / f"fleet-{config.name}.log"
+            process = run_on_code(code, "bench.fleet", config_args(config), output=log)
+            print(f"started: {name} ({_shown(code)}), output in {_shown(log)}", flush=True)
+            running.append((name, process))
+        time.sleep(2)
+        for entry in list(running):
+            if entry[1].poll() is not None:
+                running.remove(entry)
+                if entry[1].returncode != 0:
+                    raise SystemExit(f"{entry[0]} failed: see its output")
+                print(f"finished: {entry[0]}", flush=True)
+    reports = [
+        (name, json.loads((RESULTS / f"fleet-{c.name}.json").read_text())) for name, c, _ in runs
+    ]
+    for name, report in reports:
+        print(f"\n== {name} ==\n{render(report)}")
+    print("\nSide by side (the same world and schedule; before: the code at"
+          f" {options.baseline}, after: this code):")  # fmt: skip
+    print(render_comparison(*reports))
+
+
 def main(argv: list[str] | None = None) -> None:
-    config, profile, compare = parse_args(argv)
+    options = parse_args(argv)
+    config = options.config
+    if options.baseline is not None:
+        with_baseline(options)
+        return
     logging.disable(logging.WARNING)  # the figures, not the service's log lines
-    if compare:
+    if options.compare:
         reports = []
         for hooks in (False, True):
             label = f"{config.name.removesuffix('-webhooks')}-{'webhooks' if hooks else 'polling'}"
             report = simulate(replace(config, webhooks=hooks, label=label))
             print(render(report) + "\n")
             print(f"written: {_shown(write(report))}\n", flush=True)
-            reports.append(report)
+            reports.append((label.rsplit("-", 1)[1], report))
         print("Side by side (the same world and schedule):")
         print(render_comparison(*reports))
         return
-    if profile:
+    if options.profile:
         profiler = cProfile.Profile()
         report = profiler.runcall(simulate, config)
-        profiler.dump_stats(profile)
+        profiler.dump_stats(options.profile)
     else:
         report = simulate(config)
     print(render(report))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -44,6 +46,43 @@ def temporary_database(server_url: str | None = None) -> Iterator[str]:
     finally:
         with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+
+
+# Runs a module of this checkout's benchmark against the service of another checkout:
+# its app, services, store, migrations and seeding come first on the path; the measuring
+# (bench/ and the fake Strava) is this checkout's, so both sides meet the same world.
+_ON_CODE = """
+import importlib.util, runpy, sys
+code, mine, module, *args = sys.argv[1:]
+sys.path.insert(0, code)
+for name in ("bench", "fake_strava"):
+    spec = importlib.util.spec_from_file_location(
+        name, f"{mine}/{name}/__init__.py", submodule_search_locations=[f"{mine}/{name}"]
+    )
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    spec.loader.exec_module(package)
+sys.argv = [module, *args]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def run_on_code(code: Path, module: str, args: list[str], *, output: Path) -> subprocess.Popen:
+    """Start `python -m <module> <args>` of this benchmark on the service's code at `code`
+    (a worktree of another commit, e.g. `git worktree add --detach ../base main`), its
+    output written to `output`. The embedded database is this checkout's (DATA_DIR)."""
+    code = code.resolve()
+    if not (code / "app_factory.py").exists():
+        raise SystemExit(f"{code} is not a checkout of the service (no app_factory.py)")
+    env = {**os.environ, "DATA_DIR": str(ROOT / (os.environ.get("DATA_DIR") or ".data"))}
+    with output.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", _ON_CODE, str(code), str(ROOT), module, *args],
+            cwd=code,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def bench_settings(database_url: str, api_url: str, oauth_url: str, **overrides: object) -> dict:

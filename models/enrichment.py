@@ -146,6 +146,17 @@ def count_races_due_for_enrichment(
     return int(row["n"])
 
 
+def race_due_since(conn: Conn, *, max_attempts: int, now: datetime, since: datetime) -> bool:
+    """Whether a race started since `since` is due for enrichment at `now` (the queue's
+    index, read up to the first)."""
+    row = conn.execute(
+        f"select exists (select 1 from activities a where {_ENRICH_DUE}) as due",
+        {"max_attempts": max_attempts, "rider_id": None, "now": now, "since": since},
+    ).fetchone()
+    assert row is not None
+    return bool(row["due"])
+
+
 def finish_enrichment(
     conn: Conn,
     *,

@@ -161,3 +161,15 @@ def mark_needs_reauth(conn: Conn, *, rider_id: int, message: str, now: datetime)
         """,
         (message, now, rider_id),
     )
+
+
+def expire_access_token(conn: Conn, *, rider_id: int, now: datetime) -> None:
+    """Date the stored access token expired at `now` (Strava refused it and renewing it
+    failed), so that its next use renews it first instead of sending it again."""
+    conn.execute(
+        """
+        update strava_connections set expires_at = least(expires_at, %s), updated_at = %s
+         where rider_id = %s
+        """,
+        (now, now, rider_id),
+    )

@@ -328,18 +328,20 @@ def bounded_call(
     remaining: Callable[[models.Conn, Call], int],
     wrap_up: Callable[[Call, list[Outcome]], None] | None = None,
     waiting: Callable[[models.Conn, Call], Waiting] | None = None,
+    share_class: Callable[[models.Conn, Call], WorkClass] | None = None,
 ) -> dict[str, Any]:
     """One cron call, recorded in cron_runs: claim work with a lease (committed at once),
     do it on the pool, hand back what was not started, count what is still due of the
     work that was due when the call started, then wrap up (what the work changed, within
     the call's time). A call that took nothing says why (`idle_reason`, `next_due_at`;
-    `waiting` reads what its kind of work has waiting)."""
+    `waiting` reads what its kind of work has waiting). `share_class` names the class
+    whose share decides whether the call claims anything (by default the call's own)."""
 
     def body() -> dict[str, Any]:
         call = Call(runtime, kind=kind)
         try:
             items: Sequence[T] = []
-            if call.budget.check_share():  # a class whose share is spent claims nothing
+            if _share_left(call, share_class):  # a class whose share is spent claims nothing
                 with runtime.db.connection() as conn:
                     items = claim(conn, call)
             outcomes = call.run(
@@ -358,6 +360,17 @@ def bounded_call(
             call.close()
 
     return recorded(runtime, kind, body)
+
+
+def _share_left(call: Call, share_class: Callable[[models.Conn, Call], WorkClass] | None) -> bool:
+    """Whether the call may claim work: its class's share of the window (or the share of
+    the class `share_class` picks) is not spent."""
+    if share_class is None:
+        return call.budget.check_share()
+    with call.db.connection() as conn:
+        work_class = share_class(conn, call)
+    with call.budget.working_as(work_class):
+        return call.budget.check_share()
 
 
 def recorded(runtime: Runtime, kind: str, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -287,7 +287,23 @@ def run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
                 conn, max_attempts=settings.enrich_max_attempts, now=call.now()
             )
         ),
+        share_class=_share_class,
     )
+
+
+def _share_class(conn: models.Conn, call: Call) -> WorkClass:
+    """The class whose share lets an enrich call claim: recent races' while one is due.
+    The claim takes recent races first and each request is counted as its race's class,
+    so old races stay within their own share; judged by the old races' share alone, the
+    call would claim nothing all the while discovery holds that share (the backfill's
+    first days), and recent races would wait for discovery to end."""
+    recent = models.enrichment.race_due_since(
+        conn,
+        max_attempts=call.settings.enrich_max_attempts,
+        now=call.started_at,
+        since=call.started_at - timedelta(days=RECENT_RACE_DAYS),
+    )
+    return WorkClass.ENRICH_RECENT if recent else WorkClass.ENRICH_OLD
 
 
 def _remaining(runtime: Runtime, conn: models.Conn, call: Call) -> int:

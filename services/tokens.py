@@ -30,7 +30,14 @@ import models
 from services.clock import Clock, Timer
 from services.errors import NotConnected
 from services.sealing import Sealer, TokenUnreadable, key_id_of
-from services.strava import StravaClient, TokenGrant, TokenRejected, Unauthorized
+from services.strava import (
+    DeadlineReached,
+    StravaClient,
+    StravaError,
+    TokenGrant,
+    TokenRejected,
+    Unauthorized,
+)
 
 if TYPE_CHECKING:
     from db import Database
@@ -158,6 +165,7 @@ class TokenKeeper:
         refused: str | None = None  # the refresh token Strava refused in this refresh
         while True:
             grant: TokenGrant | None = None
+            unrenewed: StravaError | DeadlineReached | None = None
             try:
                 with self._db.connection() as conn:
                     # The lock is held from this read until the new tokens are written.
@@ -175,6 +183,16 @@ class TokenKeeper:
                         # Marked while still holding the lock, so a call waiting for it
                         # reads `needs_reauth` and never sends the dead token again.
                         self._give_up(conn, rider_id, REFRESH_REFUSED)
+                    except (StravaError, DeadlineReached) as exc:
+                        if stale_token is None:
+                            raise
+                        # Strava refused the access token and renewing it failed (a 5xx,
+                        # a timeout): dated expired, the next call renews it first
+                        # rather than send a refused token again.
+                        models.tokens.expire_access_token(
+                            conn, rider_id=rider_id, now=self._clock()
+                        )
+                        unrenewed = exc
                     else:
                         # Strava may have forgotten `used` already: the answer is written
                         # first, and committed as this block ends.
@@ -185,6 +203,8 @@ class TokenKeeper:
                 # The lock's transaction was lost while Strava answered (a connection cut,
                 # the server ending it): the answer is the rider's only working grant.
                 self._store_again(rider_id, used, grant)
+            if unrenewed is not None:
+                raise unrenewed
             if grant is not None:
                 self.refreshes += 1
                 log.info("refreshed Strava token", extra={"rider_id": rider_id})

@@ -221,3 +221,34 @@ def test_with_webhooks_requests_add_up_and_polling_costs_less(hooked, server_url
     assert polling["fleet"] == report["fleet"]
     by_polling = polling["requests"]["incremental_per_day"]["all_days"]
     assert requests["incremental_per_day"]["all_days"] < by_polling
+
+
+@pytest.mark.parametrize("world", ["fleet", "hooked"])
+def test_the_backfill_bound_counts_every_read_but_the_backfills_own_as_other_work(world, request):
+    simulation, report = request.getfixturevalue(world)
+    backfill = report["backfill"]
+    assert backfill["done"]
+    done = simulation.backfill_done_at
+    own = other = 0
+    for record, tag in zip(simulation.fake.requests, simulation.tags, strict=True):
+        # read requests (API GETs) before the end of the backfill, to the second
+        if record.method != "GET" or not record.path.startswith("/api/v3/") or record.at >= done:
+            continue
+        detail = record.path.startswith("/api/v3/activities/")
+        if tag.context == "discover" or (
+            detail and int(record.path.rsplit("/", 1)[1]) in simulation.history_race_ids
+        ):
+            own += 1
+        else:
+            other += 1
+    assert backfill["backfill_requests"] == own > 0
+    days = (done - START.timestamp()) / 86400
+    by_kind = backfill["other_work_per_day_by_kind"]
+    assert sum(by_kind.values()) == pytest.approx(backfill["other_work_per_day"], abs=0.5)
+    assert backfill["other_work_per_day"] * days == pytest.approx(other, rel=0.05, abs=3)
+    bound = backfill["requests_needed"] / (1000 - backfill["other_work_per_day"])
+    assert backfill["lower_bound_days"] == pytest.approx(bound, abs=0.01)
+    assert backfill["against_bound"] == pytest.approx(days / bound, rel=0.01)
+    # each day's unspent read budget is the limit less that day's reads
+    for day in report["requests"]["per_day"]:
+        assert day["unspent"] == max(0, 1000 - day["read"])

@@ -12,12 +12,13 @@ import pytest
 from psycopg.rows import dict_row
 
 import models
-from fake_strava import FakeStrava
+from fake_strava import FakeStrava, make_activity
 from services import planning
 from services.budget import roll_windows
 from services.schedule import WorkClass
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, cron_headers
 from tests.factories import connect_rider, execute, query
+from tests.test_enrich import store
 from tests.test_one_clock import VirtualClock, on_virtual_time
 
 NOON = datetime(2031, 3, 4, 12, 0, 30, tzinfo=UTC)
@@ -269,3 +270,57 @@ def test_shares_follow_another_clients_usage_from_the_headers(app, strava, datab
     synced = cron(client, "sync-strava")
     assert synced["succeeded"] == len(riders), synced
     assert strava.count(status=429) == 0
+
+
+def test_recent_races_are_detailed_while_discovery_holds_the_old_races_share(
+    app, strava, database, clock
+):
+    """In the backfill's first days the histories still to walk hold the old races'
+    share at zero; an enrich call still takes the recent races within their own share."""
+    for i in range(10):  # 10 histories to walk: discovery holds 60 pages of today
+        connect_rider(database, strava, 6500 + i, history_complete=False)
+    rider = connect_rider(database, strava, 6599)
+    races = [
+        make_activity(
+            6599_000 + days,
+            athlete_id=6599,
+            start_date=NOON - timedelta(days=days),
+            sport_type="Ride",
+            distance_m=60_000,
+            workout_type=11,
+        )
+        for days in (2, 5, 10, 100, 400, 900)
+    ]
+    strava.add_activities(6599, races)
+    store(database, rider, races)
+    # 23:05: the final hour (no pacing); 80 requests left today
+    now = clock.advance(hours=11, minutes=4, seconds=30)
+    execute(
+        database,
+        "update strava_rate_budget set read_usage_daily = 920, usage_daily = 920,"
+        " read_usage_15min = 0, usage_15min = 0, window_start = %s, day_start = %s",
+        now.replace(minute=0, second=0),
+        now.replace(hour=0, minute=0, second=0),
+    )
+    assert cap_now(app, WorkClass.ENRICH_OLD) == 0
+    assert cap_now(app, WorkClass.ENRICH_RECENT) >= 3
+
+    body = cron(app.test_client(), "enrich")
+    assert strava.count(path_contains="/activities/") == 3
+    states = {
+        r["strava_id"]: r["enrichment_status"]
+        for r in query(database, "select strava_id, enrichment_status from activities")
+    }
+    assert [states[6599_000 + d] for d in (2, 5, 10)] == ["done"] * 3
+    assert [states[6599_000 + d] for d in (100, 400, 900)] == ["pending"] * 3
+    assert class_requests(database, "enrich_recent") == 3
+    assert class_requests(database, "enrich_old") == 0
+    # the old races' share stops the call; they wait, claimed by no one
+    assert body["rate_limited"] is True
+    assert (
+        query(
+            database,
+            "select count(*) as n from activities where enrichment_lease_token is not null",
+        )[0]["n"]
+        == 0
+    )

@@ -161,6 +161,37 @@ def test_a_401_triggers_one_refresh_then_the_request_again(client, strava, datab
     assert strava.refresh_count(106) == 1
 
 
+def test_a_refused_token_whose_renewal_failed_is_renewed_before_it_is_sent_again(
+    client, strava, database
+):
+    connect_rider(database, strava, 111, activities=3, expires_in=3600)
+    # Strava revokes the access token early (the listing answers 401), and the renewal
+    # that follows answers 503: the rider fails this time, with a backoff.
+    strava.inject_faults(0.99, seed=2, mix={"expiry": 1.0})
+    strava.fail_next(1, status=503, path_contains="/oauth/token")
+    body = sync(client)
+    strava.inject_faults(0)
+    assert body["failed"] == 1
+    assert [(r.path, r.status) for r in strava.requests] == [
+        ("/api/v3" + LIST, 401),
+        ("/oauth/token", 503),
+    ]
+    # its backoff over and its poll due again
+    execute(
+        database,
+        "update strava_connections set next_attempt_at = null, last_synced_at = null,"
+        " next_poll_at = null, last_sync_attempt_at = null",
+    )
+    strava.reset_log()
+    body = sync(client)
+    assert body["succeeded"] == 1 and body["items"][0]["added"] == 3
+    # the next call renews the refused token first: it is never sent again
+    assert [(r.path, r.status) for r in strava.requests] == [
+        ("/oauth/token", 200),
+        ("/api/v3" + LIST, 200),
+    ]
+
+
 def test_two_calls_refreshing_one_rider_end_with_one_refresh(make_app, strava, database):
     """Sync and another call (enrich, Sync now) both find the token expiring."""
     from services.calls import Call
