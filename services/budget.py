@@ -439,8 +439,15 @@ class RateBudget:
         whose share is spent claims no work. A read, without the row's lock."""
         if self.refusal is not None:
             return False
+        if self.share_left(self.work_class):
+            return True
+        self._refuse(self._share_spent(self.work_class, self._clock()))
+        return False
+
+    def share_left(self, work_class: WorkClass) -> bool:
+        """Whether `work_class` may send a request now, without refusing the call: for a
+        call whose items are of several classes, to claim only those that may go."""
         now = self._clock()
-        work_class = self.work_class
         if self._settings is None or work_class is WorkClass.SYNC_NOW:
             return True
         with self._db.connection() as conn:
@@ -448,10 +455,7 @@ class RateBudget:
             needs = self._class_needs(budget, now, conn)
             room = self._room(conn, budget, needs, work_class, now)
         self._known = budget
-        if room is None or room > 0:
-            return True
-        self._refuse(self._share_spent(work_class, now))
-        return False
+        return room is None or room > 0
 
     def reserve(self) -> None:
         """Take one request: from the call's block, or a new block from the shared
