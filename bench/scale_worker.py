@@ -9,9 +9,10 @@ is driven through Flask's test client, and Strava is the fake served by the pare
 process. The job file (JSON) holds the fleet's size, the fake's URLs and the athletes'
 tokens; the result (JSON) goes to the file the job names.
 
-Per call: wall time, SQL statements (pg_stat_statements), rows read and written (the
-database's tuple counters, flushed from every connection of the app's pool before each
-reading), peak resident memory of this process (sampled every 5 ms).
+Per call: wall time, SQL statements (pg_stat_statements), rows read (the app's tables'
+and indexes' counters) and the system catalogs' apart, rows written (the database's
+counters), all flushed from every connection of the app's pool before each reading; peak
+resident memory of this process (sampled every 5 ms).
 
 Stdlib and psycopg only at the top: the tree's modules are imported after its path is set.
 """
