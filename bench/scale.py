@@ -5,8 +5,10 @@ for each call, Strava answering in 150 ms.
 
 For each size, each call (`sync-strava`, `discover`, `enrich`, `events`, then the
 status) is measured after a warm-up round, in `--rounds` rounds (3; the figures are the
-medians): wall time, SQL statements, rows read, rows written and the peak memory of the
-app's process. A call that costs what is due,
+medians): wall time, SQL statements, rows read (the app's tables and indexes), the
+system catalogs' entries read (apart: what opening connections and planning their first
+statements costs, which varies with the connections the pool opens, not with the club),
+rows written and the peak memory of the app's process. A call that costs what is due,
 not what the club is, shows the same figures at every size.
 
 - The club is seeded with SQL (bench/scale_worker.py: riders, sealed tokens, 20 recent
@@ -14,23 +16,29 @@ not what the club is, shows the same figures at every size.
   50 have a history to walk, 50 a race to detail, 50 a pending webhook event. One
   more rider's walk is backing off, so the backfill is never empty. The warm-up round
   runs every call once (`sync-strava` until nothing is due and no re-plan is under way),
-  then the same work is given again and measured.
+  then the same work is given again and measured. Before each round, every other
+  rider's poll is planned past the round (an hour on), so the same 50 are due for the
+  whole measurement on the real clock at every size (a club of 20,000 plans about 200
+  polls a window); the riders due at each round's start and end are printed.
 - The app runs in a process of its own (bench/scale_worker.py) and is driven through
   Flask's test client; the fake Strava is served on loopback by this process.
 - The database is the embedded Postgres, on a server of the bench's own (DATA_DIR's
   `bench-scale/`), started with pg_stat_statements (and autovacuum off: the bench vacuums
   after seeding and between rounds): statements are its `calls`. It has
-  no count of rows read (its `rows` are rows returned), so rows read and written are
-  the database's tuple counters (`pg_stat_database`: rows read by sequential scans and
-  index entries read by index scans; rows inserted, updated and deleted), flushed from
-  every connection of the app before each reading.
+  no count of rows read (its `rows` are rows returned), so rows read are the tables'
+  and indexes' counters (`pg_stat_all_tables`, `pg_stat_all_indexes`: rows read by
+  sequential scans and index entries read by index scans; relations of the system, oid
+  below 16384, counted as the catalogs'), and rows written the database's (rows
+  inserted, updated and deleted), flushed from every connection of the app before each
+  reading.
 - `--baseline REF` runs the same against another commit, checked out in a git worktree
   (removed after), in the same run: the two run one after the other at each size, the
   fake and the seed the same. Only the app's own modules come from each tree.
 
 Figures print as a table; the JSON (default bench/results/scale.json) is
-{"sizes": {"<riders>": {"<call>": {"wall_s", "statements", "rows_read", "rows_written",
-"peak_mb"}}}}, with the baseline's under "baseline" (and its commit) when asked.
+{"sizes": {"<riders>": {"<call>": {"wall_s", "statements", "rows_read",
+"catalog_rows_read", "rows_written", "peak_mb"}}}}, with the baseline's under "baseline"
+(and its commit) when asked.
 """
 
 from __future__ import annotations
@@ -62,7 +70,7 @@ from token_keys import new_key
 DEFAULT_SIZES = (200, 2000, 20000)
 DEFAULT_OUT = ROOT / "bench" / "results" / "scale.json"
 LATENCY_S = 0.150
-FIGURES = ("wall_s", "statements", "rows_read", "rows_written", "peak_mb")
+FIGURES = ("wall_s", "statements", "rows_read", "catalog_rows_read", "rows_written", "peak_mb")
 TOKEN_TTL_S = 30 * 86_400
 
 
@@ -268,6 +276,7 @@ def report(results: dict[str, dict[str, Any]], labels: list[str], sizes: list[in
             "wall (s)",
             "statements",
             "rows read",
+            "catalogs read",
             "rows written",
             "peak MB",
             "items",
@@ -290,6 +299,7 @@ def report(results: dict[str, dict[str, Any]], labels: list[str], sizes: list[in
                         f"{figures['wall_s']:.2f}",
                         f"{figures['statements']:,}",
                         f"{figures['rows_read']:,}",
+                        f"{figures['catalog_rows_read']:,}",
                         f"{figures['rows_written']:,}",
                         f"{figures['peak_mb']:.0f}",
                         str(figures.get("processed", "")),
@@ -307,6 +317,7 @@ def report(results: dict[str, dict[str, Any]], labels: list[str], sizes: list[in
                         _ratio(new["wall_s"], old["wall_s"]),
                         _ratio(new["statements"], old["statements"]),
                         _ratio(new["rows_read"], old["rows_read"]),
+                        _ratio(new["catalog_rows_read"], old["catalog_rows_read"]),
                         _ratio(new["rows_written"], old["rows_written"]),
                         "",
                         "",
@@ -320,7 +331,9 @@ def report(results: dict[str, dict[str, Any]], labels: list[str], sizes: list[in
 def growth(results: dict[str, Any], sizes: list[int]) -> str:
     """Each call's figures at the largest size against the smallest."""
     small, large = str(min(sizes)), str(max(sizes))
-    rows: list[tuple[str, ...]] = [("call", "wall", "statements", "rows read", "rows written")]
+    rows: list[tuple[str, ...]] = [
+        ("call", "wall", "statements", "rows read", "catalogs read", "rows written")
+    ]
     for call in worker.CALLS:
         a, b = results[small]["calls"][call], results[large]["calls"][call]
         rows.append(
@@ -329,6 +342,7 @@ def growth(results: dict[str, Any], sizes: list[int]) -> str:
                 _ratio(b["wall_s"], a["wall_s"]),
                 _ratio(b["statements"], a["statements"]),
                 _ratio(b["rows_read"], a["rows_read"]),
+                _ratio(b["catalog_rows_read"], a["catalog_rows_read"]),
                 _ratio(b["rows_written"], a["rows_written"]),
             )
         )
@@ -397,6 +411,12 @@ def main(argv: list[str] | None = None) -> None:
         " rounds (budget: the slowest round against the time budget):"
     )
     print(report(results, labels, sizes))
+    print("\nRiders whose poll had come, at each measured round's start and end:")
+    for label in labels:
+        for size in sizes:
+            rounds = results[label][str(size)].get("polls_due", [])
+            ends = ", ".join(f"{r['due_at_start']} then {r['due_at_end']}" for r in rounds)
+            print(f"  {label}, {size:,} riders: {ends}")
     if len(sizes) > 1:
         for label in labels:
             print(f"\n{label}: the largest club against the smallest", end=" ")

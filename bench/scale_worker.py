@@ -9,9 +9,10 @@ is driven through Flask's test client, and Strava is the fake served by the pare
 process. The job file (JSON) holds the fleet's size, the fake's URLs and the athletes'
 tokens; the result (JSON) goes to the file the job names.
 
-Per call: wall time, SQL statements (pg_stat_statements), rows read and written (the
-database's tuple counters, flushed from every connection of the app's pool before each
-reading), peak resident memory of this process (sampled every 5 ms).
+Per call: wall time, SQL statements (pg_stat_statements), rows read (the app's tables'
+and indexes' counters) and the system catalogs' apart, rows written (the database's
+counters), all flushed from every connection of the app's pool before each reading; peak
+resident memory of this process (sampled every 5 ms).
 
 Stdlib and psycopg only at the top: the tree's modules are imported after its path is set.
 """
@@ -45,6 +46,10 @@ LIMITS = {
     "read_limit_daily": 100_000,
 }
 CALLS = ("sync-strava", "discover", "enrich", "events", "status")
+COUNTS = ("statements", "rows_read", "catalog_rows_read", "rows_written")
+# Where the polls of riders without work are planned at each round's start: past the
+# round (a few minutes at most), whatever the club's size.
+ROUND_PLANNED_AFTER = timedelta(hours=1)
 SUBSCRIPTION_ID = 777
 
 
@@ -106,12 +111,35 @@ class PeakMemory:
         self.peak_mb = max(self.peak_mb, self._rss_mb())
 
 
-class DatabaseCounters:
-    """Statements, rows read and rows written in the bench's database, read from the
-    server's `postgres` database (so reading them counts nothing in ours)."""
+# Relations below this oid are the system's (catalogs, their indexes and toast): what
+# opening a connection and planning its first statements read, not the club's tables.
+FIRST_USER_OID = 16384
 
-    def __init__(self, stats_url: str, database: str, pool: Any, url: str = "") -> None:
-        self._url = url
+# Rows read by sequential scans and index entries read by index scans, per relation:
+# the system catalogs' apart from the app's tables and indexes.
+_READ_BY_RELATION = """
+    select relid < %(first_user)s as catalog,
+           case when relid < %(first_user)s then 'catalogs' else relname end as name,
+           coalesce(seq_tup_read, 0) as n
+      from pg_stat_all_tables
+    union all
+    select relid < %(first_user)s,
+           case when relid < %(first_user)s then 'catalogs'
+                else relname || '.' || indexrelname end,
+           coalesce(idx_tup_read, 0)
+      from pg_stat_all_indexes
+"""
+
+
+class DatabaseCounters:
+    """Statements, rows read (the app's tables and indexes, and the system catalogs
+    apart) and rows written in the bench's database. Statements and rows written are
+    read from the server's `postgres` database (so reading them counts nothing in
+    ours); rows read, per relation, from a connection of the bench's own to ours,
+    whose own reads of the catalogs (a fixed cost per reading, measured when it
+    opens) are taken out of the catalogs' figure."""
+
+    def __init__(self, stats_url: str, database: str, pool: Any, url: str) -> None:
         self._admin = psycopg.connect(stats_url, autocommit=True)
         row = self._admin.execute(
             "select oid from pg_database where datname = %s", (database,)
@@ -119,6 +147,15 @@ class DatabaseCounters:
         assert row is not None
         self._dbid = row[0]
         self._pool = pool
+        self._own = psycopg.connect(url, autocommit=True)
+        self._own_reads = 0  # catalog rows one reading reads
+        self._readings = 0  # readings so far, each one's reads in the next's counts
+        # Readings back to back, nothing else running: what one reading itself reads
+        # of the catalogs (the first ones also fill this connection's caches).
+        readings = [self._by_relation() for _ in range(4)]
+        self._own_reads = sum(readings[-1].get("catalogs", {}).values()) - sum(
+            readings[-2].get("catalogs", {}).values()
+        )
 
     def _flush_app_connections(self) -> None:
         """Each backend keeps its tuple counts until it is idle for a while: ask every
@@ -136,25 +173,30 @@ class DatabaseCounters:
                 self._pool.putconn(conn)
         time.sleep(0.05)  # the flush happens as each backend goes idle
 
-    def tables(self) -> dict[str, int]:
-        """Rows read so far (for --top), as the rows-read figure counts them: each table's
-        rows read by sequential scans, and each index's entries read, the system
-        catalogs' included (the figure's total is their sum)."""
-        self._flush_app_connections()
-        with psycopg.connect(self._url, autocommit=True) as conn:
-            conn.execute("select pg_stat_clear_snapshot()")
-            rows = conn.execute(
-                "select case when schemaname = 'pg_catalog' then 'catalogs' else relname end,"
-                " coalesce(seq_tup_read, 0) from pg_stat_all_tables"
-                " union all"
-                " select case when schemaname = 'pg_catalog' then 'catalogs'"
-                " else relname || '.' || indexrelname end, coalesce(idx_tup_read, 0)"
-                " from pg_stat_all_indexes"
-            ).fetchall()
-        read: dict[str, int] = {}
-        for name, n in rows:
-            read[str(name)] = read.get(str(name), 0) + int(n)
+    def _by_relation(self) -> dict[str, dict[str, int]]:
+        """Rows read so far, by relation, under "app" and "catalogs"."""
+        # This connection's own counts of its previous reading go in first, so each
+        # reading adds the same to the next one's catalogs (taken out in read()).
+        self._own.execute("select pg_stat_force_next_flush()")
+        with self._own.transaction():
+            self._own.execute("select pg_stat_clear_snapshot()")
+            rows = self._own.execute(_READ_BY_RELATION, {"first_user": FIRST_USER_OID}).fetchall()
+        self._readings += 1
+        read: dict[str, dict[str, int]] = {"app": {}, "catalogs": {}}
+        for catalog, name, n in rows:
+            part = read["catalogs" if catalog else "app"]
+            part[str(name)] = part.get(str(name), 0) + int(n)
         return read
+
+    def tables(self) -> dict[str, int]:
+        """Rows read so far (for --top), as the figures count them: each app table's
+        rows read by sequential scans and each app index's entries read, and the
+        system catalogs' as one."""
+        self._flush_app_connections()
+        earlier = self._readings
+        read = self._by_relation()
+        catalogs = sum(read["catalogs"].values()) - earlier * self._own_reads
+        return {**read["app"], "catalogs": catalogs}
 
     def statements(self) -> dict[int, tuple[str, int, int]]:
         """Each statement's text, calls and blocks touched so far (for --top)."""
@@ -166,33 +208,41 @@ class DatabaseCounters:
         return {int(r[0]): (str(r[1]), int(r[2]), int(r[3])) for r in rows if r[0] is not None}
 
     def read(self) -> dict[str, int]:
+        """Counts so far; a difference of two readings is what ran between them (the
+        catalogs' less what the earlier reading read of them itself)."""
         self._flush_app_connections()
+        earlier = self._readings  # readings whose own reads this one counts
+        by_relation = self._by_relation()
         with self._admin.transaction():
             self._admin.execute("select pg_stat_clear_snapshot()")
-            tuples = self._admin.execute(
-                "select tup_returned, tup_inserted + tup_updated + tup_deleted"
+            written = self._admin.execute(
+                "select tup_inserted + tup_updated + tup_deleted"
                 " from pg_stat_database where datid = %s",
                 (self._dbid,),
             ).fetchone()
             statements = self._admin.execute(
                 "select coalesce(sum(calls), 0) from pg_stat_statements"
                 " where dbid = %s and query not like %s and query not like %s"
-                " and query not like %s",
+                " and query not like %s and query not like %s",
                 (
                     self._dbid,
                     "%pg_stat_force_next_flush%",
                     "%pg_stat_user_tables%",
                     "%pg_stat_clear_snapshot%",
+                    "%pg_stat_all_tables%",
                 ),
             ).fetchone()
-        assert tuples is not None and statements is not None
+        assert written is not None and statements is not None
         return {
             "statements": int(statements[0]),
-            "rows_read": int(tuples[0]),
-            "rows_written": int(tuples[1]),
+            "rows_read": sum(by_relation["app"].values()),
+            # cumulative, less the earlier readings' own, so differences are the app's
+            "catalog_rows_read": sum(by_relation["catalogs"].values()) - earlier * self._own_reads,
+            "rows_written": int(written[0]),
         }
 
     def close(self) -> None:
+        self._own.close()
         self._admin.close()
 
 
@@ -377,6 +427,16 @@ def rearm(conn: psycopg.Connection, job: dict[str, Any], now: datetime) -> None:
             "ids": who["sync"],
         },
     )
+    # Nobody else's poll comes during the round (a club of 20,000 plans about 200 polls
+    # a window, and the warm-up's plans fall from now on): the polls planned before
+    # the round's end move past it, so the same 50 are due for the whole measurement.
+    conn.execute(
+        "update strava_connections set next_poll_at = %(after)s"
+        " + make_interval(secs => rider_id * 104729 %% (19 * 3600))"
+        " where (next_poll_at < %(after)s or next_poll_at is null)"
+        " and rider_id <> all(%(ids)s)",
+        {"after": now + ROUND_PLANNED_AFTER, "ids": who["sync"]},
+    )
     history_ids = [a["id"] for rider in who["discover"] for a in job["history"][str(rider)]]
     conn.execute("delete from activities where strava_id = any(%s)", (history_ids,))
     conn.execute(
@@ -418,6 +478,17 @@ def replanning(client: Any) -> bool:
     return bool(polling.get("replan", {}).get("pending"))
 
 
+def polls_due(database: str) -> int:
+    """Active riders whose planned poll has come (read outside any call's figures)."""
+    with psycopg.connect(database) as conn:
+        row = conn.execute(
+            "select count(*) from strava_connections"
+            " where status = 'active' and next_poll_at <= now()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def measure_round(client: Any, counters: DatabaseCounters, *, top: int) -> dict[str, Any]:
     """Each call once, with its figures (and, with `top`, its costliest statements and
     the rows it read by table)."""
@@ -433,7 +504,7 @@ def measure_round(client: Any, counters: DatabaseCounters, *, top: int) -> dict[
         after = counters.read()
         results[name] = {
             "wall_s": round(wall, 3),
-            **{k: after[k] - before[k] for k in ("statements", "rows_read", "rows_written")},
+            **{k: after[k] - before[k] for k in COUNTS},
             "peak_mb": round(memory.peak_mb, 1),
             "processed": answer.get("processed"),
             "strava_requests": answer.get("strava_requests"),
@@ -514,13 +585,16 @@ def main() -> None:
     warmup_s = time.perf_counter() - started
     dbname = str(psycopg.conninfo.conninfo_to_dict(args.database)["dbname"])
     counters = DatabaseCounters(args.stats_url, dbname, pool, args.database)
-    rounds = []
+    rounds: list[dict[str, Any]] = []
+    polls: list[dict[str, int]] = []  # riders whose poll had come, at each round's ends
     for index in range(args.rounds):
         with psycopg.connect(args.database) as conn:
             rearm(conn, job, datetime.now(UTC))
         with psycopg.connect(args.database, autocommit=True) as conn:
             conn.execute("vacuum analyze")
+        due_at_start = polls_due(args.database)
         rounds.append(measure_round(client, counters, top=args.top if index == 0 else 0))
+        polls.append({"due_at_start": due_at_start, "due_at_end": polls_due(args.database)})
     results = {}
     for name in CALLS:
         runs = [r[name] for r in rounds]
@@ -531,8 +605,7 @@ def main() -> None:
                 for k in ("wall_s", "peak_mb")
             },
             **{  # counts: a round's own (the lower middle one)
-                k: statistics.median_low(run[k] for run in runs)
-                for k in ("statements", "rows_read", "rows_written")
+                k: statistics.median_low(run[k] for run in runs) for k in COUNTS
             },
             "wall_max_s": max(run["wall_s"] for run in runs),
             "walls_s": [run["wall_s"] for run in runs],
@@ -548,6 +621,7 @@ def main() -> None:
                 "seeded_s": round(seeded_s, 1),
                 "warmup_s": round(warmup_s, 1),
                 "warmup_sync_calls": warmup_calls,
+                "polls_due": polls,
             },
             f,
         )

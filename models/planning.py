@@ -124,21 +124,27 @@ def fleet_counts(conn: Conn) -> dict[str, int]:
     return {"riders": int(row["riders"]), "polls_per_day": int(row["polls_per_day"])}
 
 
-def riders_polled_before(conn: Conn, *, until: datetime) -> int:
+def riders_polled_before(conn: Conn, *, until: datetime, cap: int | None = None) -> int:
     """Active auto-sync riders whose next poll comes before `until` (or was never
-    planned): read from the index of planned polls, so it costs what is due."""
+    planned): read from the index of planned polls, so it costs what is due; with
+    `cap`, counted up to `cap` only (a bigger club has more polls in a window, and a
+    decision that cannot tell more than `cap` apart need not read them)."""
+    if cap is not None and cap <= 0:
+        return 0
     row = conn.execute(
         """
-        select count(*) as n
-          from strava_connections c join riders r on r.id = c.rider_id
-         where c.status = 'active' and r.auto_sync
-           and c.rider_id in (select rider_id from strava_connections
-                               where status = 'active' and next_poll_at < %(until)s
-                              union all
-                              select rider_id from strava_connections
-                               where status = 'active' and next_poll_at is null)
+        select count(*) as n from (
+          select 1
+            from strava_connections c join riders r on r.id = c.rider_id
+           where c.status = 'active' and r.auto_sync
+             and c.rider_id in (select rider_id from strava_connections
+                                 where status = 'active' and next_poll_at < %(until)s
+                                union all
+                                select rider_id from strava_connections
+                                 where status = 'active' and next_poll_at is null)
+           limit %(cap)s) polled
         """,
-        {"until": until},
+        {"until": until, "cap": cap},
     ).fetchone()
     assert row is not None
     return int(row["n"])

@@ -101,10 +101,12 @@ _SYNC_DUE_EVERYONE = f"""
 
 def _due(everyone: bool) -> str:
     """The condition on `c` (a connection) and `r` (its rider) of being due; a planned
-    call looks only at the candidates the indexes of planned polls give."""
+    call looks only at the candidates the indexes of planned polls give, read once
+    into an array (as `in (...)`, the planner may read them again for each rider it
+    looks at: the riders due, squared)."""
     if everyone:
         return _SYNC_DUE_EVERYONE
-    return f"c.rider_id in ({DUE_CANDIDATES}) and {_SYNC_DUE}"
+    return f"c.rider_id = any(array({DUE_CANDIDATES})) and {_SYNC_DUE}"
 
 
 LEASE_COLUMNS = """

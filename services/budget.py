@@ -350,7 +350,8 @@ class RateBudget:
         # With settings, each class keeps to its share of the window (services/planning).
         self._settings = settings
         self._block_size = max(1, block_size)
-        self._needs: tuple[datetime, schedule.Needs] | None = None
+        # The classes' needs, as each class's allowance depends on them, for one window.
+        self._needs: tuple[datetime, dict[WorkClass, schedule.Needs]] | None = None
         self._blocks: dict[WorkClass, _Block] = {}
         self._known: models.budget.BudgetRow | None = None  # the row as last read or written
         self._lock = RLock()
@@ -381,19 +382,31 @@ class RateBudget:
         return 0 if self._for_sync_now else reserve_size(budget, self._reserve_fraction)
 
     def _class_needs(
-        self, budget: models.budget.BudgetRow, now: datetime, conn: models.Conn | None = None
+        self,
+        budget: models.budget.BudgetRow,
+        now: datetime,
+        work_class: WorkClass,
+        conn: models.Conn | None = None,
     ) -> schedule.Needs:
-        """The classes' needs, read once a window per call (outside the row's lock)."""
+        """The classes' needs as `work_class`'s allowance depends on them, read once a
+        window per call and class (outside the row's lock)."""
         assert self._settings is not None
         window = window_start(now)
         if self._needs is None or self._needs[0] != window:
+            self._needs = (window, {})
+        known = self._needs[1]
+        if work_class not in known:
             if conn is None:
                 with self._db.connection() as own:
-                    needs, _ = planning.class_needs(own, budget, self._settings, now)
+                    needs, _ = planning.class_needs(
+                        own, budget, self._settings, now, for_class=work_class
+                    )
             else:
-                needs, _ = planning.class_needs(conn, budget, self._settings, now)
-            self._needs = (window, needs)
-        return self._needs[1]
+                needs, _ = planning.class_needs(
+                    conn, budget, self._settings, now, for_class=work_class
+                )
+            known[work_class] = needs
+        return known[work_class]
 
     def _room(
         self,
@@ -452,7 +465,7 @@ class RateBudget:
             return True
         with self._db.connection() as conn:
             budget = roll_windows(models.budget.read_rate_budget(conn), now)
-            needs = self._class_needs(budget, now, conn)
+            needs = self._class_needs(budget, now, work_class, conn)
             room = self._room(conn, budget, needs, work_class, now)
         self._known = budget
         return room is None or room > 0
@@ -480,7 +493,7 @@ class RateBudget:
         reserve a new one under the row's lock (the caller holds the call's lock)."""
         needs = None
         if self._settings is not None and work_class is not WorkClass.SYNC_NOW:
-            needs = self._class_needs(self._known or self._read(), now)
+            needs = self._class_needs(self._known or self._read(), now, work_class)
         with self._db.connection() as conn:
             budget = models.budget.read_rate_budget(conn, for_update=True)
             budget = self._return_blocks(conn, budget, now, only=work_class)

@@ -55,11 +55,18 @@ def _day_limit(budget: models.budget.BudgetRow) -> int:
 
 
 def class_needs(
-    conn: models.Conn, budget: models.budget.BudgetRow, settings: Settings, now: datetime
+    conn: models.Conn,
+    budget: models.budget.BudgetRow,
+    settings: Settings,
+    now: datetime,
+    *,
+    for_class: WorkClass | None = None,
 ) -> tuple[schedule.Needs, dict[str, int]]:
     """Every class's expected need at `now`, and the backfill's backlog; from counts kept
     as riders change (the fleet's planned polls), the riders due in this window (an
-    index of planned polls), and backlogs counted up to a day's whole budget."""
+    index of planned polls), and backlogs counted up to a day's whole budget. With
+    `for_class`, the needs that class's allowance depends on: the window's polls are
+    counted only as far as they can change its requests."""
     day_left = (next_day_reset(now) - now) / DAY
     sync_now_per_day = math.ceil(
         models.budget.class_requests_per_day(
@@ -67,7 +74,13 @@ def class_needs(
         )
     )
     fleet = models.planning.fleet_counts(conn)
-    polls_window = models.planning.riders_polled_before(conn, until=next_window_reset(now))
+    polls_cap = None
+    if for_class is not None:
+        window_limit = min(budget.limit_15min, budget.read_limit_15min)
+        polls_cap = schedule.window_polls_that_matter(for_class, window_limit)
+    polls_window = models.planning.riders_polled_before(
+        conn, until=next_window_reset(now), cap=polls_cap
+    )
     backlog = models.planning.backfill_backlog(
         conn,
         max_attempts=settings.enrich_max_attempts,

@@ -246,6 +246,18 @@ def allowance(cls: WorkClass, state: BudgetState, needs: Needs, now: datetime) -
     return Allowance(cls, max(0, limits[binds]), binds, limits)
 
 
+def window_polls_that_matter(cls: WorkClass, window_limit: int) -> int:
+    """How many of the incremental class's polls in this window the requests an
+    allowance grants `cls` depend on, so counting them may stop there: none for the
+    classes above the backfill (what incremental holds binds only the classes below
+    it); for those, one more than the window's limit (a hold past the window's headroom
+    leaves them nothing, however many more polls there are). Counting costs then what
+    the limit is, not what the club is."""
+    if WorkClass.INCREMENTAL not in PRIORITY[: PRIORITY.index(cls)]:
+        return 0
+    return max(0, window_limit) + 1
+
+
 # --- the plan, for the status JSON ----------------------------------------------------
 
 

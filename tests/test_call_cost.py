@@ -13,6 +13,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from fake_strava import FakeStrava
+from services.strava import next_window_reset
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, cron_headers
 from tests.factories import connect_rider, execute
 from tests.test_one_clock import VirtualClock, on_virtual_time
@@ -108,7 +109,10 @@ def app_backends_gone(database: str) -> None:
     raise AssertionError("the app's connections did not end")
 
 
-def test_a_sync_call_in_a_large_club_reads_what_is_due(make_app, strava, database, clock):
+def sync_call_reads(make_app, strava, database, clock, *, club_polls_in_window: bool):
+    """Rows of riders and connections one sync-strava call reads with DUE riders due in
+    a club of CLUB; the club's polls planned hours ahead, or later in the call's own
+    15-minute window (not due during the call, but counted among the window's polls)."""
     due = [connect_rider(database, strava, 8800 + i, activities=3) for i in range(DUE)]
     seed_club(database, CLUB, NOON)
     warm = on_virtual_time(make_app(), clock)
@@ -125,14 +129,24 @@ def test_a_sync_call_in_a_large_club_reads_what_is_due(make_app, strava, databas
     else:
         raise AssertionError("the club's plan never settled")
     warm.extensions["strava_sync"].db.close()
-    clock.advance(seconds=60)
+    # The call runs 30 s into a 15-minute window of Strava's.
+    window_end = next_window_reset(clock.now()) + timedelta(minutes=15)
+    clock.advance(seconds=(window_end - clock.now()).total_seconds() - 15 * 60 + 30)
     # Their polls come again; nobody else's does (the seeded riders have no tokens).
-    execute(
-        database,
-        "update strava_connections set next_poll_at = greatest(next_poll_at, %s)"
-        " where athlete_id >= 900000000",
-        clock.now() + timedelta(hours=1),
-    )
+    if club_polls_in_window:  # spread over the window's last 13 minutes
+        execute(
+            database,
+            "update strava_connections set next_poll_at = %s - make_interval("
+            " secs => 1 + rider_id * 7919 %% (13 * 60)) where athlete_id >= 900000000",
+            window_end,
+        )
+    else:
+        execute(
+            database,
+            "update strava_connections set next_poll_at = greatest(next_poll_at, %s)"
+            " where athlete_id >= 900000000",
+            clock.now() + timedelta(hours=1),
+        )
     execute(
         database,
         "update strava_connections set next_poll_at = %s, last_synced_at = %s,"
@@ -151,8 +165,23 @@ def test_a_sync_call_in_a_large_club_reads_what_is_due(make_app, strava, databas
     app_backends_gone(database)
     after = rows_read(database)
     assert body["succeeded"] == DUE and body["processed"] == DUE, body
-    read = {t: after[t] - before[t] for t in TABLES}
+    assert clock.now() < window_end - timedelta(minutes=13), "the club's polls came due"
+    return {t: after[t] - before[t] for t in TABLES}
+
+
+def test_a_sync_call_in_a_large_club_reads_what_is_due(make_app, strava, database, clock):
+    read = sync_call_reads(make_app, strava, database, clock, club_polls_in_window=False)
     # One scan of every rider reads CLUB rows; what is due is DUE riders, each looked at
     # a few dozen times (the claim, each page, the plan, the wrap-up, the counts of what
     # is left), through indexes.
+    assert sum(read.values()) < CLUB / 5, read
+
+
+def test_a_sync_call_reads_none_of_the_polls_planned_later_in_its_window(
+    make_app, strava, database, clock
+):
+    """A club of CLUB whose polls all fall later in this window (a big club has hundreds
+    a window): the call still reads what is due, not the window's planned polls (its
+    own class's share does not depend on them)."""
+    read = sync_call_reads(make_app, strava, database, clock, club_polls_in_window=True)
     assert sum(read.values()) < CLUB / 5, read

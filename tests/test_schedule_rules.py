@@ -115,6 +115,37 @@ def test_requests_taken_one_by_one_in_any_order_never_pass_a_limit():
         assert state.day_used <= max(state.day_limit, state.day_used - sent)
 
 
+def test_counting_the_windows_polls_up_to_what_matters_changes_no_allowance():
+    """The incremental class's polls in this window counted only up to
+    window_polls_that_matter (as a call counts them; the count also floors today's
+    need): every class is allowed the same requests as with the whole count, for clubs
+    whose window holds many times the limit."""
+    rng = random.Random(8_010)
+    for _ in range(CASES):
+        state, now = random_state(rng), random_now(rng)
+        base = random_needs(rng, state)
+        polls = rng.choice([0, rng.randint(0, 3 * state.window_limit), 40 * state.window_limit])
+        day_polls = rng.randint(0, state.day_limit)
+
+        def needs_counting(count: int, base: Needs = base, day_polls: int = day_polls) -> Needs:
+            return replace(
+                base,
+                window={**base.window, W.INCREMENTAL: count},
+                day={**base.day, W.INCREMENTAL: max(count, day_polls)},
+            )
+
+        whole = needs_counting(polls)
+        for cls in PRIORITY:
+            cap = schedule.window_polls_that_matter(cls, state.window_limit)
+            counted = needs_counting(min(polls, cap))
+            assert (
+                schedule.allowance(cls, state, counted, now).requests
+                == schedule.allowance(cls, state, whole, now).requests
+            ), (cls, polls, cap)
+        assert schedule.window_polls_that_matter(W.INCREMENTAL, state.window_limit) == 0
+        assert schedule.window_polls_that_matter(W.DISCOVER, state.window_limit) > 0
+
+
 def test_lower_classes_spending_all_they_may_leave_the_higher_classes_their_needs():
     rng = random.Random(8_003)
     for _ in range(CASES):
