@@ -9,8 +9,9 @@ Two decisions are made here with the policy:
   Strava's headers from the answer they arrive in;
 - when each rider is polled next: a call plans the riders it synced (`plan_riders`); the
   whole club is re-planned (`continue_replan`) only when the plan itself changes (its
-  kind, or, polling by need, the incremental share), at most once a window, a slice of
-  riders at a time inside the calls' time budgets.
+  kind, or, polling by need, the incremental share) or, polling by need, once it is
+  REPLAN_EVERY old, at most once a window, a slice of riders at a time inside the
+  calls' time budgets.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ if TYPE_CHECKING:
 TYPICAL_HISTORY_PAGES = 6
 # Riders a slice of a whole-club re-plan reads (its survey, or its plans).
 REPLAN_SLICE = 250
+# Polling by need, the club is re-planned this long after its last plan even when the
+# share stands: the level was set for the riders' rates as they were, and rates change
+# (a history walked in the backfill's first days turns newcomers into riders of known,
+# higher rates; a season starts). A level kept from a club of newcomers gave each rider
+# several polls a day once their histories were in: the incremental class spent 2.5x
+# its share and the backfill waited.
+REPLAN_EVERY = timedelta(hours=1)
 BY_NEED, SAFETY_NET = "by_need", "safety_net"
 
 
@@ -318,7 +326,8 @@ def plan_riders(conn: models.Conn, rider_ids: list[int], settings: Settings, now
 
 def replan_due(state: models.planning.PlanState | None, target: PlanTarget, now: datetime) -> bool:
     """Whether to start a whole-club re-plan: none was made, its kind changed, or (by
-    need) its share; and none started in this window."""
+    need) its share, or (by need) it is REPLAN_EVERY old; and none started in this
+    window."""
     if state is None or state.kind is None:
         changed = True
     elif state.replan_phase is not None:
@@ -326,7 +335,12 @@ def replan_due(state: models.planning.PlanState | None, target: PlanTarget, now:
         changed = changed and not (target.kind == SAFETY_NET == state.replan_kind)
     else:
         changed = state.kind != target.kind or (
-            target.kind == BY_NEED and state.share_per_day != target.share_per_day
+            target.kind == BY_NEED
+            and (
+                state.share_per_day != target.share_per_day
+                or state.planned_at is None
+                or now - state.planned_at >= REPLAN_EVERY
+            )
         )
     if not changed:
         return False

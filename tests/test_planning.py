@@ -261,3 +261,31 @@ def test_the_club_is_replanned_when_the_share_changes_at_most_once_a_window(
     assert sum(p["polls_per_day"] for p in plans(database).values()) == sum(
         p["polls_per_day"] for p in before.values()
     )
+
+
+def test_a_club_whose_rates_changed_is_replanned_within_the_hour_to_fit_its_share(
+    app, fake, database, clock
+):
+    """A plan made while the riders were newcomers (no uploads known: the backfill had
+    not walked their histories yet) is made again once it is an hour old, the share
+    unchanged, so the club's polls fit the share once the riders' uploads are known."""
+    rng = random.Random(3)
+    riders = [connect_rider(database, fake, 7400 + i) for i in range(30)]
+    execute(database, "update strava_rate_budget set read_limit_daily = 100")
+    runtime = app.extensions["strava_sync"]
+    assert replan(runtime, seconds=100).complete
+    [plan] = query(database, "select share_per_day from poll_plan")
+    share = plan["share_per_day"]
+    assert recount(database)["polls_per_day"] <= share
+    for rider in riders:  # their histories walked: each uploads about twice a day
+        seed_uploads(database, rider, 2, rng.randrange(24), rng)
+    with runtime.db.connection() as conn:  # each synced in the level as last planned
+        planning.plan_riders(conn, riders, runtime.settings, runtime.clock())
+    assert recount(database)["polls_per_day"] > share  # the newcomers' level, overspent
+    clock.advance(minutes=59)
+    assert replan(runtime, seconds=100).slices == 0  # the same share, under the hour
+    clock.advance(minutes=1)
+    assert replan(runtime, seconds=100).complete
+    assert recount(database)["polls_per_day"] <= share
+    [again] = query(database, "select share_per_day from poll_plan")
+    assert again["share_per_day"] == share
