@@ -8,14 +8,18 @@ thread keeps its own offset from the call's start (a worker thread starts where 
 thread that spawned the pool stood), so requests made side by side by a call's workers
 overlap in virtual time as they would on a real network; the thread driving the app
 (blocked while the pool works) then reads the latest of them, and so does the clock
-once the call returns.
+once the call returns. A call's bound on its Strava requests in flight (`places`) is
+kept on the clock too: a thread that waited for a place starts its request when the
+request it followed ended, in virtual time as in real time.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from services.calls import Runtime
 
@@ -58,6 +62,15 @@ class VirtualClock:
         with self._lock:
             self._offsets[threading.get_ident()] = self._offset() + seconds
 
+    def places(self, size: int) -> VirtualPlaces:
+        """A bound of `size` requests in flight, on this clock (Runtime.places)."""
+        return VirtualPlaces(self, size)
+
+    def _wait_until(self, at: float) -> None:
+        with self._lock:
+            ident = threading.get_ident()
+            self._offsets[ident] = max(self._offset(), at - self._base)
+
     def settle(self) -> float:
         """A call has returned: the clock moves to the latest of its threads."""
         with self._lock:
@@ -73,9 +86,33 @@ class VirtualClock:
             return self._base
 
 
+class VirtualPlaces:
+    """A semaphore of `size` places whose waits are also spent on the virtual clock:
+    each place remembers the instant its last holder let go, and the next holder's
+    request starts no earlier."""
+
+    def __init__(self, clock: VirtualClock, size: int) -> None:
+        self._clock = clock
+        self._places = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._free_at = [float("-inf")] * size  # a heap of the instants places came free
+
+    def __enter__(self) -> VirtualPlaces:
+        self._places.acquire()
+        with self._lock:
+            free_at = heapq.heappop(self._free_at)
+        self._clock._wait_until(free_at)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._lock:
+            heapq.heappush(self._free_at, self._clock.time())
+        self._places.release()
+
+
 # --- the service on it --------------------------------------------------------------------
 
 
 def on_clock(runtime: Runtime, clock: VirtualClock) -> Runtime:
     """The app's runtime with the virtual clock and timer (services/clock.py's seams)."""
-    return replace(runtime, clock=clock.now, timer=clock.monotonic)
+    return replace(runtime, clock=clock.now, timer=clock.monotonic, places=clock.places)

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -62,6 +63,16 @@ CALL_CLASSES: dict[str, WorkClass] = {
     "enrich": WorkClass.ENRICH_OLD,
 }
 
+# Items worked on at once for each Strava request in flight (Call.run).
+ITEMS_PER_REQUEST = 2
+
+
+def items_at_once(sync_workers: int) -> int:
+    """Riders or races a call works on at once with SYNC_WORKERS requests in flight: twice
+    as many, so storing one overlaps another's request; with 1, one after another."""
+    return sync_workers * ITEMS_PER_REQUEST if sync_workers > 1 else 1
+
+
 # The calls about one rider (a press, a disconnect, an event in the callback) reserve
 # their requests a few at a time: a larger block would hold what other riders' presses
 # need until the call ends.
@@ -84,7 +95,9 @@ class Runtime:
 
     The clock is the service's only "now" (every decision, in Python and in SQL); the
     timer (monotonic seconds) only measures time budgets within a call. A simulation
-    replaces both, e.g. `dataclasses.replace(runtime, clock=v.now, timer=v.monotonic)`.
+    replaces both, e.g. `dataclasses.replace(runtime, clock=v.now, timer=v.monotonic)`,
+    and `places` (a call's bound on its Strava requests in flight, made per call), so
+    that requests waiting for a place wait on its clock too.
     """
 
     settings: Settings
@@ -92,6 +105,7 @@ class Runtime:
     sealer: Sealer
     clock: Clock = utcnow
     timer: Timer = monotonic
+    places: Callable[[int], AbstractContextManager[Any]] = threading.BoundedSemaphore
 
 
 @dataclass
@@ -148,7 +162,7 @@ class Call:
             work_class=CALL_CLASSES[kind],
             clock=runtime.clock,
             settings=settings,
-            block_size=SMALL_BLOCK if kind in ONE_RIDER_CALLS else settings.sync_workers,
+            block_size=SMALL_BLOCK if kind in ONE_RIDER_CALLS else items_at_once(settings.sync_workers),
         )
         self.strava = StravaClient(
             api_url=settings.strava_api_url,
@@ -159,6 +173,7 @@ class Call:
             deadline=self.deadline,
             timeout_s=settings.strava_timeout_s,
             pool_size=max(4, settings.sync_workers * 2),
+            in_flight=runtime.places(settings.sync_workers),
             clock=runtime.clock,
             timer=runtime.timer,
         )
@@ -203,7 +218,12 @@ class Call:
     def run(
         self, items: Sequence[T], work: Callable[[T], Outcome], not_started: Callable[[T], Outcome]
     ) -> list[Outcome]:
-        """Work through items on a small pool; items reached after a stop are not started."""
+        """Work through items on a small pool; items reached after a stop are not started.
+
+        The pool has twice as many threads as the call may have Strava requests in flight
+        (SYNC_WORKERS, held by the client): while one item's answer is being stored,
+        another's request is already waiting on Strava, so storing costs no Strava time.
+        """
 
         def one(item: T) -> Outcome:
             if self.should_stop():
@@ -212,7 +232,7 @@ class Call:
 
         if not items:
             return []
-        workers = max(1, min(self.settings.sync_workers, len(items)))
+        workers = max(1, min(items_at_once(self.settings.sync_workers), len(items)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=self.kind) as pool:
             return list(pool.map(one, items))
 

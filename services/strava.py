@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -323,12 +324,15 @@ class StravaClient:
         connect_timeout_s: float = 3.05,
         retries: int = 2,
         pool_size: int = 16,
+        in_flight: AbstractContextManager[Any] | None = None,
         clock: Clock = utcnow,
         timer: Timer = monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """`deadline` is a reading of `timer`; `clock` dates a 429's reset; `retries`
-        is how often a GET is tried again after a 5xx, a timeout or a connection error."""
+        is how often a GET is tried again after a 5xx, a timeout or a connection error;
+        `in_flight` (a semaphore, entered around each attempt) bounds the requests the
+        client's threads have in flight at once."""
         self.api_url = api_url.rstrip("/")
         self.oauth_url = oauth_url.rstrip("/")
         self._client_id = client_id
@@ -342,6 +346,7 @@ class StravaClient:
         self.retries = retries
         self._sleep = sleep
         self.requests_made = 0
+        self._in_flight = in_flight
         # No transport retries: _send retries itself, so that each attempt is reserved
         # from the budget and a retry that cannot fit in the deadline hands the work back.
         adapter = HTTPAdapter(max_retries=0, pool_connections=2, pool_maxsize=pool_size)
@@ -542,26 +547,19 @@ class StravaClient:
         gate = self.rate_gate if retry else None
         attempt = 0
         while True:
-            began = self._timer()
-            left = None if self.deadline is None else self.deadline - began
-            if gate is not None:
-                gate.reserve()
             response: requests.Response | None = None
-            try:
-                response = self._attempt(method, url, **kwargs)
-            except requests.RequestException as exc:
-                if self._cut_by_deadline(exc, left):
-                    raise DeadlineReached("time budget spent during a Strava request") from None
-                # The exception text can hold the URL (never a token); keep only its class.
-                failure = StravaUnavailable(f"Strava unreachable ({type(exc).__name__})")
-            else:
-                if gate is not None:
-                    gate.record(
-                        RateLimitSnapshot.from_headers(response.headers),
-                        status=response.status_code,
-                    )
-                if not retry or response.status_code not in RETRY_STATUSES:
-                    return response
+            with self._in_flight or nullcontext():
+                began = self._timer()
+                left = None if self.deadline is None else self.deadline - began
+                try:
+                    response = self._exchange(gate, method, url, **kwargs)
+                except requests.RequestException as exc:
+                    if self._cut_by_deadline(exc, left):
+                        raise DeadlineReached("time budget spent during a Strava request") from None
+                    # The exception text can hold the URL (never a token); keep its class.
+                    failure = StravaUnavailable(f"Strava unreachable ({type(exc).__name__})")
+            if response is not None and (not retry or response.status_code not in RETRY_STATUSES):
+                return response
             if not retry or attempt >= self.retries:
                 if response is not None:
                     return response
@@ -574,6 +572,22 @@ class StravaClient:
                 raise DeadlineReached("the next retry would not fit in the time budget")
             if backoff:
                 self._sleep(backoff)
+
+    def _exchange(
+        self, gate: RateGate | None, method: str, url: str, **kwargs: Any
+    ) -> requests.Response:
+        """One attempt: its request reserved from the budget, sent, and its answer's rate
+        headers recorded. Under `in_flight` the three happen while the attempt holds
+        its place, so a request that waited for one is reserved after the answers before
+        it were recorded (a 429 among them refuses it)."""
+        if gate is not None:
+            gate.reserve()
+        response = self._attempt(method, url, **kwargs)
+        if gate is not None:
+            gate.record(
+                RateLimitSnapshot.from_headers(response.headers), status=response.status_code
+            )
+        return response
 
     def _cut_by_deadline(self, exc: requests.RequestException, left: float | None) -> bool:
         """Whether an attempt failed because the call's time ran out: it ended at the

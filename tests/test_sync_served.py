@@ -83,6 +83,41 @@ def test_two_calls_at_once_process_each_rider_exactly_once(served, served_app, d
     assert query(database, "select count(*) as n from activities")[0]["n"] == 100
 
 
+class InFlight:
+    """A WSGI wrapper counting the requests the app being wrapped is answering at once."""
+
+    def __init__(self, app):
+        self.app, self.now, self.most = app, 0, 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return list(self.app(environ, start_response))
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+def test_a_call_keeps_to_sync_workers_requests_in_flight_while_storing_others(
+    make_app, database
+):
+    fake = unlimited_fake()
+    fake.latency_s = 0.05
+    counted = InFlight(fake.wsgi_app)
+    riders = [connect_rider(database, fake, 470 + i, activities=20) for i in range(16)]
+    with ServedFake(*serve_app(counted, name="fake-strava")) as server:
+        app = make_app(
+            strava_api_url=server.api_url, strava_oauth_url=server.oauth_url, sync_workers=3
+        )
+        body = post(app.test_client(), limit=16)
+    assert body["succeeded"] == len(riders)
+    assert counted.most == 3  # the bound is reached and never passed
+    assert query(database, "select count(*) as n from activities")[0]["n"] == 16 * 20
+
+
 def test_a_call_never_runs_past_its_time_budget(make_app, database):
     """On the service's own clock, so that a loaded machine changes nothing: Strava takes
     0.4 s of it a request (tests/clocked_strava.py)."""
