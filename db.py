@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg import generators, pq
@@ -44,6 +46,11 @@ POOL_TIMEOUT_S = 4.0
 # The round trip that checks a pooled connection at checkout (unbounded in psycopg_pool's
 # own check): a pooler that has stopped answering fails the check instead of hanging it.
 CHECK_TIMEOUT_S = 2.0
+# A connection back in the pool for less than this is handed out unchecked: within a call
+# connections come back every few milliseconds, and the check is a round trip each time;
+# what it guards against is a connection left idle (an instance thawed, a pooler's idle
+# timeout), which is always older.
+CHECK_AFTER_IDLE_S = 1.0
 # A connected peer that stops acknowledging what we send (a host gone, a NAT mapping
 # dropped) breaks the connection after this long instead of TCP's ~15 minutes.
 TCP_USER_TIMEOUT_MS = 5_000
@@ -183,6 +190,7 @@ class Database:
         self._lock = Lock()
         self._failures = 0  # failed attempts to open, counted when each ends
         self._failure: BaseException | None = None
+        self._returned_at: WeakKeyDictionary[models.Conn, float] = WeakKeyDictionary()
 
     @property
     def pool(self) -> ConnectionPool[models.Conn]:
@@ -218,6 +226,7 @@ class Database:
             # A serverless instance can thaw holding connections the pooler has closed:
             # check each on checkout (one round trip, bounded) rather than fail the request.
             check=self._check,
+            reset=self._returned,
             min_size=1,
             max_size=self._max_size,
             open=False,
@@ -235,10 +244,18 @@ class Database:
             raise
         return pool
 
+    def _returned(self, conn: models.Conn) -> None:
+        """The pool's reset callback: when the connection came back."""
+        self._returned_at[conn] = time.monotonic()
+
     def _check(self, conn: models.Conn) -> None:
-        """ConnectionPool.check_connection's empty query, with a time limit."""
+        """ConnectionPool.check_connection's empty query, with a time limit, for a
+        connection idle for CHECK_AFTER_IDLE_S or more (or never used)."""
         if conn.closed:
             raise psycopg.OperationalError("the connection is closed")
+        returned_at = self._returned_at.get(conn)
+        if returned_at is not None and time.monotonic() - returned_at < CHECK_AFTER_IDLE_S:
+            return
         pgconn = conn.pgconn
         try:
             # Outside a transaction an empty query starts none (the pool's own check
@@ -264,9 +281,29 @@ class Database:
         would be dropped silently. A transaction-scoped setting holds on a direct
         connection, a session pooler and a transaction pooler alike.
         """
-        with self.pool.connection() as conn:
-            limit_statements(conn, self.statement_timeout_ms)
-            yield conn
+        pool = self.pool
+        conn = self._begun(pool)
+        try:
+            with conn:
+                yield conn
+        finally:
+            pool.putconn(conn)
+
+    def _begun(self, pool: ConnectionPool[models.Conn]) -> models.Conn:
+        """A pooled connection with its unit of work begun (the SET LOCAL). One the
+        pool handed out unchecked (back for less than CHECK_AFTER_IDLE_S) may turn out
+        broken at that first statement, closed under the pool since: it is given back
+        (the pool replaces it) and another taken, since nothing of the work was sent."""
+        for _ in range(self._max_size + 1):
+            conn = pool.getconn()
+            try:
+                limit_statements(conn, self.statement_timeout_ms)
+                return conn
+            except BaseException:
+                pool.putconn(conn)
+                if not conn.broken:
+                    raise
+        raise psycopg.OperationalError("every pooled connection was broken")
 
     def describe(self) -> str:
         """Where this database is (describe_database), never the password."""
