@@ -1,7 +1,8 @@
 """Benchmarks of the core sync, printed as figures (not asserted):
 
-1. one 50-rider sync-strava call against a fake Strava answering in 150 ms, with riders
-   processed by the pool, and one after another, side by side;
+1. one 50-rider sync-strava call against a fake Strava answering in 150 ms, served from a
+   process of its own (bench/apart.py: Strava is another machine, not a thread sharing
+   the service's CPU), with riders processed by the pool, and one after another;
 2. storing a 200-activity page with the one-statement bulk upsert against one INSERT a
    row, on the same database (over a local socket, then through a loopback proxy adding
    a network round trip);
@@ -34,6 +35,7 @@ from psycopg.rows import dict_row
 import db as dbmod
 import models
 from app_factory import create_app
+from bench.apart import serve_apart
 from bench.support import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -45,7 +47,7 @@ from bench.support import (
     table,
     temporary_database,
 )
-from fake_strava import UNREACHED_LIMITS, FakeStrava, make_activities, serve
+from fake_strava import UNREACHED_LIMITS, FakeStrava, make_activities
 from scripts.seeding import connect_athlete
 from services.activities import page_rows
 
@@ -119,11 +121,12 @@ def bench_call() -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = [
         ("riders processed", "wall time (s)", "Strava requests", "activities added")
     ]
-    with temporary_database() as url, serve(fake) as server:
+    with temporary_database() as url:
         connect_fleet(url, fake, RIDERS)
-        pooled = one_call(url, server, workers=8)
-        serial = one_call(url, server, workers=1)
-    for label, run in (("8 at a time (default pool)", pooled), ("one after another", serial)):
+        with serve_apart(fake) as server:
+            pooled = one_call(url, server, workers=8)
+            serial = one_call(url, server, workers=1)
+    for label, run in (("8 requests in flight (default)", pooled), ("one after another", serial)):
         rows.append((label, f"{run['wall_s']:.2f}", str(run["requests"]), str(run["added"])))
     rows.append(("speed-up", f"{serial['wall_s'] / pooled['wall_s']:.1f}x", "", ""))
     return rows
@@ -239,18 +242,24 @@ def bench_eddington(activities: int = 10_000, repeats: int = 9) -> list[tuple[st
 
 # One pooled 50-rider call in a fresh process, run in a tree's checkout: only names that
 # every version of bench/sync.py and bench/support.py has.
+# The fake is served from a process of its own (bench/apart.py, loaded by its path: the
+# other tree may not have it) once the fleet is connected.
 _ONE_CALL = """
-import json, logging
+import importlib.util, json, logging, sys
 logging.disable(logging.INFO)
 from bench.support import CLIENT_ID, CLIENT_SECRET, temporary_database
 from bench.sync import LATENCY_S, RIDERS, connect_fleet, one_call
-from fake_strava import UNREACHED_LIMITS, FakeStrava, serve
+from fake_strava import UNREACHED_LIMITS, FakeStrava
+spec = importlib.util.spec_from_file_location("apart", sys.argv[1])
+apart = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(apart)
 fake = FakeStrava(
     client_id=CLIENT_ID, client_secret=CLIENT_SECRET, latency_s=LATENCY_S, **UNREACHED_LIMITS
 )
-with temporary_database() as url, serve(fake) as server:
+with temporary_database() as url:
     connect_fleet(url, fake, RIDERS)
-    print(json.dumps(one_call(url, server, workers=8)))
+    with apart.serve_apart(fake) as server:
+        print(json.dumps(one_call(url, server, workers=8)))
 """
 
 
@@ -270,7 +279,7 @@ def compare(ref: str, rounds: int) -> None:
             order = trees if index % 2 == 0 else list(reversed(trees))
             for label, tree in order:
                 done = subprocess.run(
-                    [sys.executable, "-c", _ONE_CALL],
+                    [sys.executable, "-c", _ONE_CALL, str(ROOT / "bench" / "apart.py")],
                     cwd=tree,
                     env=env,
                     check=True,
@@ -284,7 +293,7 @@ def compare(ref: str, rounds: int) -> None:
         this, base = (statistics.median(walls[label]) for label, _ in trees)
         rows.append(("median", f"{this:.2f}", f"{base:.2f}", f"{this / base:.2f}x"))
     print(
-        f"One pooled sync-strava call over {RIDERS} riders (8 at a time), fake Strava"
+        f"One pooled sync-strava call over {RIDERS} riders (SYNC_WORKERS=8), fake Strava"
         f" answering in {LATENCY_S * 1000:.0f} ms, a fresh process each, wall time (s):"
     )
     print(table(rows))
