@@ -18,24 +18,42 @@ Unit = tuple[int, int]  # latitude and longitude in 1e-5 degrees (the polyline's
 def decode(route: str) -> list[Unit] | None:
     """The points of an encoded polyline, exactly, in its own units; None when it is not
     one (a character out of range, or cut off mid-value or mid-point)."""
-    values: list[int] = []
-    value = shift = 0
-    for char in route:
-        byte = ord(char) - 63
+    read = _read(route)
+    return None if read is None else list(zip(read[0], read[1], strict=True))
+
+
+def _read(route: str) -> tuple[list[int], list[int], list[int]] | None:
+    """decode's work: the points' latitudes and longitudes, and where each point's
+    characters end in `route` (so a stretch of the route can be cut out as it is)."""
+    try:
+        data = route.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    lats: list[int] = []
+    lngs: list[int] = []
+    ends: list[int] = []
+    value = shift = lat = lng = 0
+    dlat: int | None = None
+    for index, char in enumerate(data):
+        byte = char - 63
         if byte < 0 or byte > 63 or shift > 60:
             return None
         value |= (byte & 0x1F) << shift
         shift += 5
         if byte < 0x20:
-            values.append(~(value >> 1) if value & 1 else value >> 1)
+            delta = ~(value >> 1) if value & 1 else value >> 1
             value = shift = 0
-    if shift or len(values) % 2:
+            if dlat is None:
+                dlat = delta
+            else:
+                lat, lng = lat + dlat, lng + delta
+                lats.append(lat)
+                lngs.append(lng)
+                ends.append(index + 1)
+                dlat = None
+    if shift or dlat is not None:
         return None
-    points, lat, lng = [], 0, 0
-    for dlat, dlng in zip(values[::2], values[1::2], strict=True):
-        lat, lng = lat + dlat, lng + dlng
-        points.append((lat, lng))
-    return points
+    return lats, lngs, ends
 
 
 def _encode_value(value: int) -> str:
@@ -92,20 +110,21 @@ def trim_route(route: str | None, trim_m: int) -> str | None:
         return None
     if trim_m <= 0:
         return route
-    points = decode(route)
-    if points is None or len(points) < 2:
+    read = _read(route)
+    if read is None or len(read[0]) < 2:
         return None
-    lats = [math.radians(lat / 1e5) for lat, _ in points]
-    lngs = [math.radians(lng / 1e5) for _, lng in points]
+    units_lat, units_lng, ends = read
+    lats = [math.radians(lat / 1e5) for lat in units_lat]
+    lngs = [math.radians(lng / 1e5) for lng in units_lng]
     coss = [math.cos(lat) for lat in lats]
     along = [0.0]
-    for i in range(1, len(points)):
+    for i in range(1, len(lats)):
         step = _flat(lats[i - 1], lngs[i - 1], coss[i - 1], lats[i], lngs[i], coss[i])
         along.append(along[-1] + step)
     total = along[-1]
     if total <= 2 * trim_m:
         return None
-    half, end = total / 2, len(points) - 1
+    half, end = total / 2, len(lats) - 1
 
     def near(i: int, j: int) -> bool:
         return _flat(lats[i], lngs[i], coss[i], lats[j], lngs[j], coss[j]) < trim_m
@@ -122,4 +141,6 @@ def trim_route(route: str | None, trim_m: int) -> str | None:
             break
     if last - first < 1:
         return None  # fewer than two points left: no route
-    return encode(points[first : last + 1])
+    # The first point kept, from 0 as a polyline starts; the steps after it as they were.
+    head = _encode_value(units_lat[first]) + _encode_value(units_lng[first])
+    return head + route[ends[first] : ends[last]]
