@@ -110,7 +110,11 @@ def iso_z(moment: datetime) -> str:
 
 def parse_iso_z(text: str) -> datetime:
     """Parse a Strava UTC timestamp ("...Z") into an aware datetime."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    # fromisoformat is many times faster than strptime (worlds of 300,000 activities are
+    # read); the shape is checked first, since it also reads forms Strava never sends.
+    if len(text) != 20 or text[10] != "T" or text[19] != "Z" or not text[:4].isdigit():
+        raise ValueError(f"not a Strava UTC timestamp: {text!r}")
+    return datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
 
 
 def summary_athlete(athlete_id: int, firstname: str, lastname: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import html
 import json
+import pickle
 import random
 import re
 import secrets
@@ -164,6 +165,13 @@ def _int_param(query: Mapping[str, str], name: str, *, minimum: int | None = Non
     return value
 
 
+def _copy(document: Any) -> Any:
+    """A deep copy of a JSON-like document (what is stored never shares a list or a dict
+    with what was given or answered): a pickle round trip, several times faster than
+    copy.deepcopy for the 300,000 activities of a fleet's world."""
+    return pickle.loads(pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL))
+
+
 def _start_epoch(summary: Mapping[str, Any]) -> int:
     """Epoch seconds of a summary's start_date."""
     return int(parse_iso_z(summary["start_date"]).timestamp())
@@ -274,7 +282,7 @@ class FakeStrava:
 
     def add_activities(self, athlete_id: int, activities: Iterable[dict[str, Any]]) -> None:
         """Store summary activities of an athlete, replacing any with the same id."""
-        incoming = [copy.deepcopy(activity) for activity in activities]
+        incoming = [_copy(activity) for activity in activities]
         with self._lock:
             for summary in incoming:
                 owner = summary.get("athlete", {}).get("id", athlete_id)
@@ -327,7 +335,7 @@ class FakeStrava:
         """Copies of an athlete's current summaries, oldest first."""
         with self._lock:
             owned = sorted(self._owned.get(athlete_id, {}).values(), key=_chronological)
-            return [copy.deepcopy(stored.summary) for stored in owned]
+            return [_copy(stored.summary) for stored in owned]
 
     # ---- tokens / OAuth -----------------------------------------------------------------
 
