@@ -162,7 +162,7 @@ class Call:
             work_class=CALL_CLASSES[kind],
             clock=runtime.clock,
             settings=settings,
-            block_size=SMALL_BLOCK if kind in ONE_RIDER_CALLS else items_at_once(settings.sync_workers),
+            block_size=SMALL_BLOCK if kind in ONE_RIDER_CALLS else settings.sync_workers,
         )
         self.strava = StravaClient(
             api_url=settings.strava_api_url,
