@@ -49,21 +49,67 @@ def retrim_state(conn: Conn) -> RetrimState | None:
 def lock_stale_routes(
     conn: Conn, *, after_id: int, trim_m: int, limit: int
 ) -> list[dict[str, Any]]:
-    """The next `limit` activities after `after_id` (by id) whose stored club routes were
-    not cut with `trim_m`, locked until the transaction ends (rows another call is
-    writing are skipped: that write cuts them with the trim of the day)."""
+    """The next `limit` activities of riders who share, after `after_id` (by id), whose
+    stored club routes were not cut with `trim_m`, locked until the transaction ends (rows
+    another call is writing are skipped: that write cuts them with the trim of the day).
+    Other riders' routes are cut if and when they turn sharing on."""
     return conn.execute(
         """
         select id, summary_polyline, polyline from activities
          where id > %(after)s
            and (club_summary_trim_m is distinct from %(trim)s
                 or (polyline is not null and club_polyline_trim_m is distinct from %(trim)s))
+           and rider_id in (select id from riders where share_with_club_at is not null)
          order by id
          limit %(limit)s
          for update skip locked
         """,
         {"after": after_id, "trim": trim_m, "limit": limit},
     ).fetchall()
+
+
+def riders_with_routes_pending(conn: Conn, *, limit: int) -> list[int]:
+    """Riders who turned sharing on and whose routes are not all cut yet (an index of the
+    few, never every rider)."""
+    rows = conn.execute(
+        "select id from riders where club_routes_pending_since is not null order by id limit %s",
+        (limit,),
+    ).fetchall()
+    return [int(r["id"]) for r in rows]
+
+
+def lock_routes_to_cut(
+    conn: Conn, *, rider_id: int, trim_m: int, limit: int
+) -> list[dict[str, Any]]:
+    """The next `limit` activities of a rider whose club routes were not cut with
+    `trim_m` (or at all), locked as lock_stale_routes locks them."""
+    return conn.execute(
+        """
+        select id, summary_polyline, polyline from activities
+         where rider_id = %(rider_id)s
+           and (club_summary_trim_m is distinct from %(trim)s
+                or (polyline is not null and club_polyline_trim_m is distinct from %(trim)s))
+         order by id
+         limit %(limit)s
+         for update skip locked
+        """,
+        {"rider_id": rider_id, "trim": trim_m, "limit": limit},
+    ).fetchall()
+
+
+def routes_cut(conn: Conn, *, rider_id: int, pending_before: datetime) -> bool:
+    """Every route of the rider is cut: no longer pending, unless sharing was turned on
+    after `pending_before` (a call that leased the rider before that could still be
+    storing routes it did not cut). Returns whether the rider left the pending ones."""
+    row = conn.execute(
+        """
+        update riders set club_routes_pending_since = null
+         where id = %(rider_id)s and club_routes_pending_since < %(before)s
+        returning id
+        """,
+        {"rider_id": rider_id, "before": pending_before},
+    ).fetchone()
+    return row is not None
 
 
 def save_club_routes(conn: Conn, *, routes: list[dict[str, Any]], trim_m: int) -> int:
@@ -103,12 +149,16 @@ def advance_retrim(conn: Conn, *, after_id: int, trim_m: int, done: bool) -> Non
 
 def set_sharing(conn: Conn, *, rider_id: int, share: bool, now: datetime) -> datetime | None:
     """Turn a rider's sharing on (keeping the first consent's time) or off (at once);
-    returns since when the rider shares, or None."""
+    returns since when the rider shares, or None. Turning it on makes the rider's routes
+    pending: stored while they did not share, they were not cut for the club."""
     row = conn.execute(
         """
         update riders
            set share_with_club_at = case when %(share)s
-                                         then coalesce(share_with_club_at, %(now)s) end
+                                         then coalesce(share_with_club_at, %(now)s) end,
+               club_routes_pending_since = case
+                   when %(share)s and share_with_club_at is null then %(now)s
+                   else club_routes_pending_since end
          where id = %(rider_id)s
         returning share_with_club_at
         """,

@@ -32,6 +32,8 @@ class RiderLease:
     # What a history walk's progress and completion estimate are measured with.
     history_activities: int = 0
     athlete_created_at: datetime | None = None
+    # Whether the rider shares with the club: only then are routes cut as they are stored.
+    shares_with_club: bool = False
 
     @property
     def read_all(self) -> bool:
@@ -113,7 +115,9 @@ LEASE_COLUMNS = """
     c.rider_id, c.athlete_id, c.lease_token, c.scope, c.sync_cursor, c.connected_at,
     c.history_walk_started_at, c.history_cursor,
     c.sync_listing_after, c.sync_listing_page, c.sync_listing_newest, c.last_synced_at,
-    c.history_activities, c.athlete_created_at
+    c.history_activities, c.athlete_created_at,
+    (select r.share_with_club_at is not null from riders r where r.id = c.rider_id)
+        as shares_with_club
 """
 
 

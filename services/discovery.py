@@ -178,7 +178,7 @@ def walk_rider(
         rows = page_rows(
             summaries,
             min_race_distance_km=settings.race_min_distance_km,
-            route_trim_m=settings.club_route_trim_m,
+            route_trim_m=settings.club_route_trim_m if lease.shares_with_club else None,
         )
         step = next_step(len(summaries), oldest_start(rows), cursor=cursor, read_all=lease.read_all)
         with call.db.connection() as conn:

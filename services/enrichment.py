@@ -21,7 +21,7 @@ from services.progress import Progress
 from services.progress import races as race_progress
 from services.routes import trim_route
 from services.schedule import RECENT_RACE_DAYS, WorkClass, race_class
-from services.sharing import retrim_routes
+from services.sharing import cut_pending_routes, retrim_routes
 from services.strava import NotFound
 from services.tokens import NeedsReauth
 
@@ -325,8 +325,10 @@ def _share_class(conn: models.Conn, call: Call) -> WorkClass:
 
 def _remaining(runtime: Runtime, conn: models.Conn, call: Call) -> int:
     """The races still due; first, with the time left, the club's stored routes are cut
-    again if the trim changed (the enrich call is the routes' job)."""
+    again if the trim changed, and those of riders who turned sharing on (the enrich
+    call is the routes' job)."""
     retrim_routes(runtime, time_left=call.time_left)
+    cut_pending_routes(runtime, time_left=call.time_left)
     return models.enrichment.count_races_due_for_enrichment(
         conn, max_attempts=runtime.settings.enrich_max_attempts, now=call.started_at
     )

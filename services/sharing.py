@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import models
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 RETRIM_BATCH = 200
 # Time kept back from a call's budget when the pass runs at its end.
 RETRIM_MARGIN_S = 1.0
+# Time the switch's request spends cutting the routes of a rider who turned sharing on.
+CUT_ON_SHARING_S = 2.0
 
 
 def club_settings_writer(settings: Settings) -> Callable[[models.Conn], None]:
@@ -84,6 +87,13 @@ def set_sharing(runtime: Runtime, identity: RiderIdentity, *, share: bool) -> di
             if rider_id is not None
             else None
         )
+    if since is not None and rider_id is not None:
+        # Most histories are cut in well under a second: shown as soon as the switch is
+        # on. What is left (a long history) the enrich calls cut.
+        ends = runtime.timer() + CUT_ON_SHARING_S
+        cut_pending_routes(
+            runtime, time_left=lambda: ends - runtime.timer(), rider_ids=[rider_id], margin_s=0
+        )
     return sharing_json(since, trim)
 
 
@@ -95,6 +105,53 @@ def athletes(settings: Settings, connected: int) -> dict[str, Any]:
         "capacity": capacity,
         "full": capacity is not None and connected >= capacity,
     }
+
+
+def cut_pending_routes(
+    runtime: Runtime,
+    *,
+    time_left: Callable[[], float],
+    rider_ids: list[int] | None = None,
+    batch: int = RETRIM_BATCH,
+    margin_s: float = RETRIM_MARGIN_S,
+) -> int:
+    """Cut the routes of riders who turned sharing on (stored while they did not share,
+    they were not cut), a batch at a time while `time_left()` allows: `rider_ids`, or
+    the pending riders. A rider stays pending until a pass finds nothing left to cut a
+    lease's life after they turned sharing on, so that a call which leased them before
+    cannot leave a route uncut behind it. Returns the activities cut."""
+    settings = runtime.settings
+    trim = settings.club_route_trim_m
+    done = 0
+    if rider_ids is None:
+        with runtime.db.connection() as conn:
+            rider_ids = models.sharing.riders_with_routes_pending(conn, limit=batch)
+    for rider_id in rider_ids:
+        while time_left() > margin_s:
+            with runtime.db.connection() as conn:
+                rows = models.sharing.lock_routes_to_cut(
+                    conn, rider_id=rider_id, trim_m=trim, limit=batch
+                )
+                models.sharing.save_club_routes(conn, routes=cut(rows, trim), trim_m=trim)
+                if len(rows) < batch:
+                    since = runtime.clock() - timedelta(seconds=settings.lease_ttl_s)
+                    models.sharing.routes_cut(conn, rider_id=rider_id, pending_before=since)
+            done += len(rows)
+            if len(rows) < batch:
+                break
+    return done
+
+
+def cut(rows: list[dict[str, Any]], trim: int) -> list[dict[str, Any]]:
+    """Activities' routes as the club may see them (services/routes.trim_route)."""
+    return [
+        {
+            "id": r["id"],
+            "club_summary_polyline": trim_route(r["summary_polyline"], trim),
+            "club_polyline": trim_route(r["polyline"], trim),
+        }
+        for r in rows
+    ]
 
 
 def retrim_routes(
@@ -114,18 +171,7 @@ def retrim_routes(
             rows = models.sharing.lock_stale_routes(
                 conn, after_id=state.after_id, trim_m=trim, limit=batch
             )
-            models.sharing.save_club_routes(
-                conn,
-                routes=[
-                    {
-                        "id": r["id"],
-                        "club_summary_polyline": trim_route(r["summary_polyline"], trim),
-                        "club_polyline": trim_route(r["polyline"], trim),
-                    }
-                    for r in rows
-                ],
-                trim_m=trim,
-            )
+            models.sharing.save_club_routes(conn, routes=cut(rows, trim), trim_m=trim)
             finished = len(rows) < batch
             models.sharing.advance_retrim(
                 conn,

@@ -130,7 +130,7 @@ def _sync_listing(
         rows = page_rows(
             summaries,
             min_race_distance_km=settings.race_min_distance_km,
-            route_trim_m=settings.club_route_trim_m,
+            route_trim_m=settings.club_route_trim_m if lease.shares_with_club else None,
         )
         ended = listing_ended(len(summaries), read_all=lease.read_all)
         page_newest = newest_start(rows)

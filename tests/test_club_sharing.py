@@ -256,9 +256,10 @@ def read_as(database: str, role: str, user: uuid.UUID | None, sql: str, *params:
         return conn.execute(sql, params).fetchall()
 
 
-def seed_two_riders(web: Any, database: str, client: Any) -> dict[str, Any]:
+def seed_two_riders(web: Any, database: str, client: Any, issuer: Any) -> dict[str, Any]:
     """Anna shares, Ben does not; each has rides Strava shows to everyone, one to
-    followers only and one to nobody, with real routes; then a sync stores them."""
+    followers only and one to nobody, with real routes; then a sync stores them, and
+    Anna turns sharing on (her routes, stored uncut, are cut then)."""
     out: dict[str, Any] = {}
     for name, athlete in (("anna", 7711), ("ben", 7712)):
         rider, user = link(database, web, athlete, activities=6, name=name.title())
@@ -272,14 +273,15 @@ def seed_two_riders(web: Any, database: str, client: Any) -> dict[str, Any]:
         web.update_activity(rides[4]["id"], private=True)
         out[name] = {"rider": rider, "user": user, "rides": [r["id"] for r in rides]}
     assert client.post("/api/cron/sync-strava", headers=cron_headers()).get_json()["succeeded"] == 2
-    execute(
-        database, "update riders set share_with_club_at = now() where id = %s", out["anna"]["rider"]
-    )
+    assert query(database, "select count(club_summary_polyline) as n from activities") == [
+        {"n": 0}  # nobody shares yet: no route was cut
+    ]
+    assert put(client, issuer, out["anna"]["user"], {"share": True}).status_code == 200
     return out
 
 
-def test_members_see_only_what_consent_and_visibility_allow(client, web, database):
-    riders = seed_two_riders(web, database, client)
+def test_members_see_only_what_consent_and_visibility_allow(client, web, issuer, database):
+    riders = seed_two_riders(web, database, client, issuer)
     anna, ben = riders["anna"], riders["ben"]
     everyone = {
         r["strava_id"]
@@ -431,6 +433,74 @@ def test_routes_stored_before_the_cut_are_cut_by_the_pass(make_app, web, databas
             check_trim(stored[row["strava_id"]], row["summary_polyline"], 500)
     assert query(database, "select routes_trim_m from club_settings") == [{"routes_trim_m": 500}]
     assert retrim_routes(runtime, time_left=lambda: 10.0) == 0  # done: nothing read
+
+
+def test_a_rider_turning_sharing_on_has_every_route_cut_before_leaving_the_pending(
+    make_app, auth_settings, web, issuer, database
+):
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from services.sharing import cut_pending_routes
+
+    rider, user = link(database, web, 7741, activities=30)
+    app = make_app(**auth_settings)
+    client = app.test_client()
+    client.post("/api/cron/sync-strava", headers=cron_headers())
+    routes = {
+        r["id"]: r["summary_polyline"]
+        for r in query(database, "select id, summary_polyline from activities")
+    }
+    assert len(routes) == 30
+    assert query(database, "select count(club_summary_trim_m) as n from activities") == [{"n": 0}]
+    # The switch's request cuts the rider's routes (30 take well under its 2 s).
+    assert put(client, issuer, user, {"share": True}).status_code == 200
+    cut = query(database, "select id, club_summary_polyline, club_summary_trim_m from activities")
+    assert {r["club_summary_trim_m"] for r in cut} == {500}
+    for row in cut:
+        if routes[row["id"]] is not None:
+            check_trim(routes[row["id"]], row["club_summary_polyline"], 500)
+    # Still pending: a call that leased the rider before the switch may yet store a page
+    # without cutting it, as this one row stands for.
+    pending = "select club_routes_pending_since as since from riders where id = %s"
+    switched = query(database, pending, rider)[0]["since"]
+    assert switched is not None
+    execute(
+        database,
+        "update activities set club_summary_polyline = null, club_summary_trim_m = null"
+        " where id = (select min(id) from activities)",
+    )
+    runtime = app.extensions["strava_sync"]
+    soon = replace(runtime, clock=lambda: switched + timedelta(seconds=60))
+    assert cut_pending_routes(soon, time_left=lambda: 10.0) == 1
+    assert query(database, pending, rider)[0]["since"] == switched  # within a lease's life
+    # Once a lease's life has passed, a pass that finds nothing left ends the pending.
+    later = replace(runtime, clock=lambda: switched + timedelta(seconds=121))
+    ticks = iter([10.0, 0.0])  # time for one batch of 12: more is left, still pending
+    execute(database, "update activities set club_summary_trim_m = null")
+    assert cut_pending_routes(later, time_left=lambda: next(ticks), batch=12) == 12
+    assert query(database, pending, rider)[0]["since"] == switched
+    assert cut_pending_routes(later, time_left=lambda: 10.0, batch=12) == 18
+    assert query(database, pending, rider) == [{"since": None}]
+    assert cut_pending_routes(later, time_left=lambda: 10.0) == 0  # nobody pending
+
+
+def test_a_trim_change_cuts_again_only_the_routes_of_riders_who_share(make_app, web, database):
+    sharing, _ = link(database, web, 7742, activities=3)
+    keeping, _ = link(database, web, 7743, activities=3)
+    app = make_app()
+    app.test_client().post("/api/cron/sync-strava", headers=cron_headers())
+    execute(database, "update riders set share_with_club_at = now() where id = %s", sharing)
+    make_app(club_route_trim_m=800).test_client().post("/api/cron/enrich", headers=cron_headers())
+    trims = query(
+        database,
+        "select rider_id, array_agg(distinct club_summary_trim_m) as trims from activities"
+        " group by rider_id order by rider_id",
+    )
+    assert trims == [
+        {"rider_id": sharing, "trims": [800]},
+        {"rider_id": keeping, "trims": [None]},  # cut if and when they turn sharing on
+    ]
 
 
 # --- privacy changes and deauthorization ------------------------------------------------
