@@ -101,9 +101,7 @@ class InFlight:
                 self.now -= 1
 
 
-def test_a_call_keeps_to_sync_workers_requests_in_flight_while_storing_others(
-    make_app, database
-):
+def test_a_call_keeps_to_sync_workers_requests_in_flight_while_storing_others(make_app, database):
     fake = unlimited_fake()
     fake.latency_s = 0.05
     counted = InFlight(fake.wsgi_app)
