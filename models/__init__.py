@@ -20,6 +20,7 @@ from models import (  # noqa: F401  (imported so that `import models` reaches ev
     runs,
     sharing,
     status,
+    suspicion,
     sync,
     tokens,
     weather,

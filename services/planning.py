@@ -16,7 +16,7 @@ from typing import Any
 
 import models
 from config import Settings
-from services import schedule, webhooks
+from services import schedule, suspicion, webhooks
 from services.schedule import DAY, WorkClass
 from services.strava import next_day_reset, next_window_reset
 
@@ -167,6 +167,9 @@ def replan_polls(
     if events.healthy:
         polls = schedule.safety_net_plan(
             habits(rows), share, settings.sync_min_interval_s, now, events.reason
+        )
+        polls = suspicion.add_suspicions(
+            conn, rows, polls, floor_s=settings.sync_min_interval_s, now=now
         )
     else:
         polls = schedule.poll_plan(habits(rows), share, settings.sync_min_interval_s, now)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
@@ -800,3 +800,272 @@ def enrich_order(races: Iterable[tuple[int, datetime, int]]) -> list[int]:
             ranked.append((rank, -start.timestamp(), -race, rider))
     ranked.sort()
     return [-race for _, _, race, _ in ranked]
+
+
+# --- suspicion polls: an upload likely by now whose event has not come ----------------
+
+# While events arrive, a rider is polled, once, shortly after the moment their habit says
+# an upload is likely since the service last heard from them (an event, or a poll):
+# when at least SUSPICION_LIKELY is the chance of one upload or more. A lost event then
+# waits hours, not a day. The budget may ask for a higher bar (suspicion_bar).
+SUSPICION_LIKELY = 0.4
+# "Shortly after": Strava's own processing of an upload, and the cron's pace.
+SUSPICION_AFTER_S = 10 * 60
+# How far ahead a suspicion is looked for: a rider this quiet waits for the safety net.
+SUSPICION_HORIZON_S = 7 * DAY_S
+# Ride end to upload when no event of the rider says how long it takes; an event later
+# than UPLOAD_DELAY_MAX_S after its ride is a ride entered late (or a history uploaded
+# at once), not the habit.
+DEFAULT_UPLOAD_DELAY_S = 30 * 60
+UPLOAD_DELAY_MAX_S = 12 * HOUR_S
+# How much a weekday's own uploads count against the like days' (weekdays, weekends):
+# four weeks hold four of each weekday, too few to stand alone.
+OWN_DAY_WEIGHT = 0.5
+# A uniform prior, in uploads over HABIT_DAYS, so no hour of the week is certain silence.
+SUSPICION_PRIOR_UPLOADS = 0.5
+_WEEK_HOURS = 7 * 24
+_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+
+
+@dataclass(frozen=True)
+class UploadHabit:
+    """What a suspicion needs to know about one rider."""
+
+    rider_id: int
+    ride_ends: tuple[datetime, ...]  # ends of rides started over the last HABIT_DAYS
+    upload_delays_s: tuple[float, ...]  # observed: an activity's create event after its end
+    utc_offset_s: int
+    last_heard_at: datetime | None  # the rider's last event or poll
+
+
+@dataclass(frozen=True)
+class Suspicion:
+    """When a rider's habit says an upload is likely, unheard of, and the poll for it."""
+
+    rider_id: int
+    poll_at: datetime | None  # None: nothing likely within the horizon (or nothing heard)
+    likely_at: datetime | None
+    uploads_a_day: float
+    reason: str
+
+
+def upload_delay_s(habit: UploadHabit) -> float:
+    """The rider's usual time from a ride's end to its upload: the median of what their
+    events showed (up to UPLOAD_DELAY_MAX_S), else DEFAULT_UPLOAD_DELAY_S."""
+    delays = sorted(d for d in habit.upload_delays_s if 0 <= d <= UPLOAD_DELAY_MAX_S)
+    if not delays:
+        return float(DEFAULT_UPLOAD_DELAY_S)
+    return delays[len(delays) // 2]
+
+
+def _week_hour(moment: datetime, offset_s: int) -> int:
+    """Local hour of the week (Monday 00:00 = 0)."""
+    local_hours = int((moment.timestamp() + offset_s) // HOUR_S)
+    return (local_hours + _EPOCH_WEEKDAY * 24) % _WEEK_HOURS
+
+
+def upload_profile(habit: UploadHabit, now: datetime) -> list[float]:
+    """Expected uploads in each local hour of the week (168 values), from the rider's
+    rides over the last HABIT_DAYS shifted by their upload delay: each hour smoothed with
+    its neighbours, each weekday pooled with its like days, and a small uniform prior."""
+    since = now - timedelta(days=HABIT_DAYS)
+    weeks = HABIT_DAYS / 7
+    delay = timedelta(seconds=upload_delay_s(habit))
+    raw = [0.0] * _WEEK_HOURS
+    for end in habit.ride_ends:
+        if since <= end <= now:
+            raw[_week_hour(end + delay, habit.utc_offset_s)] += 1
+    centre = 1 - 2 * NEIGHBOUR_WEIGHT
+    smooth = [
+        centre * raw[h] + NEIGHBOUR_WEIGHT * (raw[h - 1] + raw[(h + 1) % _WEEK_HOURS])
+        for h in range(_WEEK_HOURS)
+    ]
+    kinds = (range(5), range(5, 7))  # weekdays, weekend days
+    pooled = [0.0] * _WEEK_HOURS
+    for days in kinds:
+        for hour in range(24):
+            mean = sum(smooth[d * 24 + hour] for d in days) / len(days)
+            for d in days:
+                own = smooth[d * 24 + hour]
+                pooled[d * 24 + hour] = OWN_DAY_WEIGHT * own + (1 - OWN_DAY_WEIGHT) * mean
+    prior = SUSPICION_PRIOR_UPLOADS / _WEEK_HOURS
+    return [(p + prior) / weeks for p in pooled]
+
+
+def expected_uploads(
+    profile: Sequence[float], offset_s: int, start: datetime, end: datetime
+) -> float:
+    """Uploads the profile expects in [start, end)."""
+    total, moment = 0.0, start
+    while moment < end:
+        local = moment.timestamp() + offset_s
+        hour_end = datetime.fromtimestamp(local - local % HOUR_S + HOUR_S - offset_s, UTC)
+        step_end = min(end, hour_end)
+        total += profile[_week_hour(moment, offset_s)] * (step_end - moment).total_seconds()
+        moment = step_end
+    return total / HOUR_S
+
+
+def likely_by(
+    profile: Sequence[float], offset_s: int, since: datetime, expected: float, horizon_s: int
+) -> datetime | None:
+    """The first moment after `since` by which the profile expects `expected` uploads,
+    within `horizon_s`; None if it expects fewer by then."""
+    acc, moment = 0.0, since
+    limit = since + timedelta(seconds=horizon_s)
+    while moment < limit:
+        local = moment.timestamp() + offset_s
+        hour_end = datetime.fromtimestamp(local - local % HOUR_S + HOUR_S - offset_s, UTC)
+        step_end = min(limit, hour_end)
+        rate = profile[_week_hour(moment, offset_s)] / HOUR_S
+        gain = rate * (step_end - moment).total_seconds()
+        if acc + gain >= expected - 1e-12 and rate > 0:
+            return moment + timedelta(seconds=(expected - acc) / rate)
+        acc += gain
+        moment = step_end
+    return None
+
+
+def suspicion_bar(uploads_a_day: Iterable[float], idle_per_day: float) -> float:
+    """How likely an upload must be before a suspicion poll (a chance, 0 to 1): at least
+    SUSPICION_LIKELY, higher when the idle part of the incremental share is too small
+    for the polls that bar would cost. Polling whenever `bar` expected uploads have
+    piled up costs at most uploads-a-day / bar polls a day a rider (events cut it down:
+    each one heard starts the count again). 1.0: no idle budget, no suspicion polls."""
+    if idle_per_day <= 0:
+        return 1.0
+    wanted = sum(uploads_a_day)
+    expected = -math.log(1 - SUSPICION_LIKELY)
+    needed = wanted / idle_per_day
+    return 1 - math.exp(-max(expected, needed))
+
+
+def suspicion_idle_per_day(
+    share_per_day: int, planned_polls_per_day: float, event_fetches_per_day: float
+) -> float:
+    """The idle part of the incremental class's daily share: what its planned polls and
+    the events' fetches leave of it."""
+    return max(0.0, share_per_day - planned_polls_per_day - event_fetches_per_day)
+
+
+def _weekdays(profile: Sequence[float]) -> str:
+    names = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    per_day = [sum(profile[d * 24 : d * 24 + 24]) for d in range(7)]
+    top = max(per_day)
+    busy = [names[d] for d in range(7) if per_day[d] >= 0.75 * top]
+    return "every day" if len(busy) == 7 else "/".join(busy)
+
+
+def _local_hhmm(moment: datetime, offset_s: int) -> str:
+    local = datetime.fromtimestamp(moment.timestamp() + offset_s, UTC)
+    return local.strftime("%a %H:%M")
+
+
+def suspicion(habit: UploadHabit, bar: float, floor_s: int, now: datetime) -> Suspicion:
+    """When to poll a rider whose events arrive, on the chance an upload's event was
+    lost: once, SUSPICION_AFTER_S after the moment the habit gives an upload at least a
+    `bar` chance since the rider was last heard from (never before the floor after the
+    last poll, never in the past). A rider heard from since starts the count again."""
+    profile = upload_profile(habit, now)
+    per_day = sum(profile) / 7
+    habit_words = (
+        f"uploads ~{per_day:.1f} a day, mostly {_weekdays(profile)}, about"
+        f" {_hours(upload_delay_s(habit))} after a ride"
+    )
+    if habit.last_heard_at is None:
+        return Suspicion(habit.rider_id, None, None, per_day, f"{habit_words}; never polled yet")
+    if bar >= 1.0:
+        return Suspicion(
+            habit.rider_id, None, None, per_day,
+            f"{habit_words}; no idle budget today for a poll on suspicion",
+        )  # fmt: skip
+    expected = -math.log(1 - bar)
+    likely = likely_by(
+        profile, habit.utc_offset_s, habit.last_heard_at, expected, SUSPICION_HORIZON_S
+    )
+    heard = _local_hhmm(habit.last_heard_at, habit.utc_offset_s)
+    if likely is None:
+        return Suspicion(
+            habit.rider_id, None, None, per_day,
+            f"{habit_words}; heard from {heard} local: no upload likely within a week",
+        )  # fmt: skip
+    at = max(
+        likely + timedelta(seconds=SUSPICION_AFTER_S),
+        habit.last_heard_at + timedelta(seconds=floor_s),
+        now,
+    )
+    words = (
+        f"{habit_words}; nothing heard since {heard} local, an upload is {bar:.0%} likely by"
+        f" {_local_hhmm(likely, habit.utc_offset_s)}: one poll on suspicion at"
+        f" {_local_hhmm(at, habit.utc_offset_s)} local"
+    )
+    return Suspicion(habit.rider_id, at, likely, per_day, words)
+
+
+def with_suspicions(
+    polls: PollPlan, suspicions: Mapping[int, Suspicion], bar: float, now: datetime
+) -> PollPlan:
+    """The safety net's plan with each rider's poll on suspicion where it comes first
+    (the daily poll stays: it follows the suspicion's). A rider with a suspicion poll in
+    the next day is planned for two polls a day, so the incremental class's need holds
+    them out of the backfill's pool."""
+    decisions: dict[int, PollDecision] = {}
+    extra = 0
+    for rider_id, decision in polls.decisions.items():
+        found = suspicions.get(rider_id)
+        if found is None or found.poll_at is None or found.poll_at >= decision.next_poll_at:
+            tail = f"; on suspicion: {found.reason}" if found is not None else ""
+            decisions[rider_id] = replace(decision, reason=decision.reason + tail)
+            continue
+        soon = found.poll_at < now + DAY
+        extra += soon
+        decisions[rider_id] = replace(
+            decision,
+            next_poll_at=found.poll_at,
+            polls_per_day=decision.polls_per_day + soon,
+            reason=f"poll on suspicion: {found.reason}; then {decision.reason}",
+        )
+    note = f"{polls.note}; {extra} polls on suspicion in the next day (an upload {bar:.0%} likely)"
+    expected = polls.expected_per_day + extra
+    return PollPlan(decisions, polls.share_per_day, expected, polls.fits, note)
+
+
+# --- the weekly look back --------------------------------------------------------------
+
+# Once a week each rider's poll lists the last LOOK_BACK_DAYS whatever the cursor, and
+# reads to an empty page even with activity:read_all (a short read_all page is trusted
+# to end a listing everywhere else, to save a request; Strava warns it need not be the
+# last): uploads dated back and edits whose events were lost are found within a week.
+LOOK_BACK_DAYS = 60
+LOOK_BACK_EVERY_S = 7 * DAY_S
+
+
+def look_back_slot(rider_id: int, now: datetime) -> datetime:
+    """The rider's latest weekly moment at or before `now`: each rider has an offset of
+    its own into the week (golden-ratio steps by id), so the fleet's look backs spread
+    over the week."""
+    offset = int((rider_id * _SPREAD) % 1 * LOOK_BACK_EVERY_S)
+    t = now.timestamp()
+    return datetime.fromtimestamp(t - (t - offset) % LOOK_BACK_EVERY_S, UTC)
+
+
+def look_back_due(
+    rider_id: int,
+    *,
+    last_look_back_at: datetime | None,
+    connected_at: datetime,
+    last_synced_at: datetime | None,
+    now: datetime,
+) -> bool:
+    """Whether the rider's next listing is its look back: its weekly moment has passed
+    since the last look back (or since the connection). Never the first listing (the
+    history walk and the overlap cover what came before)."""
+    if last_synced_at is None:
+        return False
+    since = last_look_back_at or connected_at
+    return since < look_back_slot(rider_id, now)
+
+
+def look_back_after(now: datetime) -> datetime:
+    """Where a look back's listing starts."""
+    return now - timedelta(days=LOOK_BACK_DAYS)

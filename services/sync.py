@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import models
+from services import schedule
 from services.activities import listing_ended, newest_start, page_rows
 from services.budget import roll_windows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
@@ -85,6 +86,7 @@ def sync_rider(
     events_healthy: bool,
     progress: Progress | None = None,
     last_phase: bool = True,
+    look_back: bool = False,
 ) -> Outcome:
     """List the rider's new activities page by page and store them.
 
@@ -93,6 +95,9 @@ def sync_rider(
     listing is complete, nothing says which activities after the old cursor are stored.
     Each page's transaction also carries the rider's live progress when one is due (the
     end of the listing ends the run unless `last_phase` is false: Sync now goes on).
+
+    With `look_back` (the scheduled poll's, not Sync now's) the rider's weekly look back,
+    when due, replaces the overlap: the last LOOK_BACK_DAYS listed to an empty page.
     """
     settings = call.settings
     need = ListingNeed(
@@ -101,7 +106,18 @@ def sync_rider(
         read_all=lease.read_all,
         rider_id=lease.rider_id,
     )
-    start = listing_start(lease, listing_overlap(need, settings.sync_overlap_days, call.now()))
+    now = call.now()
+    looking_back = look_back and schedule.look_back_due(
+        lease.rider_id,
+        last_look_back_at=lease.last_look_back_at,
+        connected_at=lease.connected_at,
+        last_synced_at=lease.last_synced_at,
+        now=now,
+    )
+    start = listing_start(lease, listing_overlap(need, settings.sync_overlap_days, now))
+    if looking_back and not start.resumed:
+        back = min(start.after, schedule.look_back_after(now))
+        start = ListingStart(back, 1, lease.sync_cursor, False)
     after = int(start.after.timestamp())
     newest, page = start.newest, start.page
     counts = {"pages": 0, "fetched": 0, "added": 0, "updated": 0, "races": 0}
@@ -116,7 +132,8 @@ def sync_rider(
             min_race_distance_km=settings.race_min_distance_km,
             route_trim_m=settings.club_route_trim_m,
         )
-        ended = listing_ended(len(summaries), read_all=lease.read_all)
+        # A look back trusts no short page: it reads to the empty one.
+        ended = listing_ended(len(summaries), read_all=lease.read_all and not looking_back)
         page_newest = newest_start(rows)
         if page_newest is not None and (newest is None or page_newest > newest):
             newest = page_newest
@@ -153,6 +170,7 @@ def sync_rider(
                     added=counts["added"],
                     updated=counts["updated"],
                     now=now,
+                    looked_back=looking_back,
                 )
                 # New or edited rides (a resumed listing may have stored them earlier).
                 if counts["added"] or counts["updated"] or start.resumed:
@@ -169,7 +187,9 @@ def _sync_or_record_failure(
 ) -> Outcome:
     progress = Progress(lease.rider_id, call.now)
     try:
-        outcome = sync_rider(call, lease, events_healthy=events_healthy, progress=progress)
+        outcome = sync_rider(
+            call, lease, events_healthy=events_healthy, progress=progress, look_back=True
+        )
     except Exception as exc:  # each rider is isolated: one failing never stops the others
         outcome = call.settle_rider(lease, exc)
         report_stop(call, progress, SYNC, outcome)

@@ -1,0 +1,140 @@
+"""Polls on suspicion and the weekly look back against the real Postgres, on virtual time:
+a club whose events arrive (the workflows' schedule: events every 5 minutes, sync-strava
+hourly), one rider's event lost; the poll the habit asks for finds the ride within
+hours, not at the next day's safety net, and a manual entry dated weeks back whose event
+was lost is found by the rider's look back within the week."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fake_strava.data import make_activity
+from services import schedule
+from tests.factories import connect_rider, query
+from tests.test_webhook_polling import LIST, club  # noqa: F401  (the fixture)
+
+HABIT_RIDER = 9401
+
+
+def _reader(club, athlete: int):  # noqa: F811
+    def row() -> dict:
+        [found] = query(
+            club.database,
+            "select c.rider_id, c.next_poll_at, c.poll_reason, c.last_synced_at,"
+            " c.last_look_back_at from strava_connections c where c.athlete_id = %s",
+            athlete,
+        )
+        return found
+
+    return row
+
+
+def _daily_rider(club, athlete: int, *, first_id: int, hour_utc: int) -> int:  # noqa: F811
+    """A rider who rode every day of the last four weeks at `hour_utc` (an hour each),
+    connected now; their rides go in with the first listing."""
+    now = club.clock.now()
+    rider = connect_rider(club.database, club.fake, athlete, sync_cursor=now - timedelta(days=29))
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    rides = [
+        make_activity(
+            first_id + day,
+            athlete_id=athlete,
+            start_date=midnight - timedelta(days=day) + timedelta(hours=hour_utc),
+            zone="Etc/UTC",
+            elapsed_time=3600,
+            moving_time=3300,
+        )
+        for day in range(1, 29)
+    ]
+    # Uploaded long ago: their events are not news now.
+    club.fake.push.loss = 1.0
+    club.fake.add_activities(athlete, rides)
+    club.fake.push.loss = 0.0
+    club.riders[athlete] = rider
+    return rider
+
+
+def test_a_ride_whose_event_was_lost_is_found_by_a_poll_on_suspicion(club):  # noqa: F811
+    rider = _daily_rider(club, HABIT_RIDER, first_id=8_100_000, hour_utc=17)
+    club.cron("sync-strava")  # everyone's first listing: the habit is known
+    row = _reader(club, HABIT_RIDER)
+    busy = next(a for a in club.riders if a != HABIT_RIDER)
+    # Events arrive (another rider uploads) until just before the habit's hour.
+    now = club.clock.now()
+    until_ride = datetime(now.year, now.month, now.day, 18, 20, tzinfo=UTC) - now
+    club.live(int(until_ride.total_seconds() // 3600), uploads_per_hour=0.5, only=busy)
+    club.clock.advance(seconds=(datetime(now.year, now.month, now.day, 18, 20, tzinfo=UTC)
+                                - club.clock.now()).total_seconds())  # fmt: skip
+    planned = row()
+    # The plan says why: an upload is likely this evening and none was heard of.
+    assert planned["poll_reason"].startswith("poll on suspicion:"), planned["poll_reason"]
+    assert "nothing heard since" in planned["poll_reason"]
+    assert club.clock.now() < planned["next_poll_at"] < club.clock.now() + timedelta(hours=2), planned["poll_reason"]
+    daily_poll = schedule.safety_net_time(rider)  # the safety net's own time of day
+
+    # The ride ends at 18:05 and is uploaded at 18:20: its event is lost.
+    uploaded_at = club.clock.now()
+    ride = make_activity(
+        8_200_000, athlete_id=HABIT_RIDER, start_date=uploaded_at - timedelta(minutes=80),
+        zone="Etc/UTC", elapsed_time=3600, moving_time=3300,
+    )  # fmt: skip
+    club.fake.push.loss = 1.0
+    club.fake.add_activities(HABIT_RIDER, [ride])
+    club.fake.push.loss = 0.0
+    assert club.fake.push.log.lost >= 1
+
+    found_at = None
+    for _ in range(4 * 12):  # four hours in the workflows' steps
+        club.live(1, uploads_per_hour=0.5, only=busy)
+        if ride["id"] in club.stored(HABIT_RIDER):
+            found_at = club.clock.now()
+            break
+    assert found_at is not None, "the poll on suspicion did not find the ride"
+    assert found_at - uploaded_at <= timedelta(hours=2)
+    # It was the suspicion's poll, not the safety net's daily one.
+    window = {
+        int((uploaded_at + timedelta(minutes=m)).timestamp()) % 86_400 // 60
+        for m in range(0, int((found_at - uploaded_at).total_seconds() // 60) + 1)
+    }
+    assert daily_poll // 60 not in window
+    # Once: the next poll after the find is not another suspicion that evening.
+    after = row()
+    assert after["next_poll_at"] > found_at + timedelta(hours=2), after
+
+
+def test_a_backdated_entry_whose_event_was_lost_is_found_by_the_weekly_look_back(club):  # noqa: F811
+    club.cron("sync-strava")  # first listings
+    athlete = next(iter(club.riders))
+    row = _reader(club, athlete)
+    assert row()["last_look_back_at"] is None
+    entered_at = club.clock.now()
+    manual = make_activity(
+        8_300_000, athlete_id=athlete, start_date=entered_at - timedelta(days=30),
+        manual=True, distance_m=40_000,
+    )  # fmt: skip
+    club.fake.push.loss = 1.0
+    club.fake.add_activities(athlete, [manual])
+    club.fake.push.loss = 0.0
+    club.fake.reset_log()
+    found_at = None
+    for _ in range(8 * 24 // 3):  # eight days, three hours at a time
+        club.live(3, uploads_per_hour=0.3, step_min=30)
+        if manual["id"] in club.stored(athlete):
+            found_at = club.clock.now()
+            break
+    assert found_at is not None, "the look back did not find the entry dated back"
+    assert found_at - entered_at <= timedelta(days=8)
+    looked = row()["last_look_back_at"]
+    assert looked is not None and entered_at < looked <= found_at
+    # The listing that found it went 60 days back, and past a short read_all page to the
+    # empty one.
+    rider_id = club.riders[athlete]
+    pages = [
+        r.query
+        for r in club.fake.requests
+        if r.path.endswith(LIST)
+        and r.athlete_id == athlete
+        and int(r.query["after"]) <= int((looked - timedelta(days=59)).timestamp())
+    ]
+    assert {p.get("page", "1") for p in pages} >= {"1", "2"}, pages
+    assert rider_id
