@@ -69,7 +69,8 @@ def test_a_ride_whose_event_was_lost_is_found_by_a_poll_on_suspicion(club):  # n
     # The plan says why: an upload is likely this evening and none was heard of.
     assert planned["poll_reason"].startswith("poll on suspicion:"), planned["poll_reason"]
     assert "nothing heard since" in planned["poll_reason"]
-    assert club.clock.now() < planned["next_poll_at"] < club.clock.now() + timedelta(hours=2), planned["poll_reason"]
+    soon = club.clock.now() + timedelta(hours=2)
+    assert club.clock.now() < planned["next_poll_at"] < soon, planned["poll_reason"]
     daily_poll = schedule.safety_net_time(rider)  # the safety net's own time of day
 
     # The ride ends at 18:05 and is uploaded at 18:20: its event is lost.
