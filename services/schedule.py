@@ -956,6 +956,10 @@ def _weekdays(profile: Sequence[float]) -> str:
     return "every day" if len(busy) == 7 else "/".join(busy)
 
 
+def _delay_words(seconds: float) -> str:
+    return f"{round(seconds / 60)} min" if seconds < HOUR_S else _hours(seconds)
+
+
 def _local_hhmm(moment: datetime, offset_s: int) -> str:
     local = datetime.fromtimestamp(moment.timestamp() + offset_s, UTC)
     return local.strftime("%a %H:%M")
@@ -970,7 +974,7 @@ def suspicion(habit: UploadHabit, bar: float, floor_s: int, now: datetime) -> Su
     per_day = sum(profile) / 7
     habit_words = (
         f"uploads ~{per_day:.1f} a day, mostly {_weekdays(profile)}, about"
-        f" {_hours(upload_delay_s(habit))} after a ride"
+        f" {_delay_words(upload_delay_s(habit))} after a ride"
     )
     if habit.last_heard_at is None:
         return Suspicion(habit.rider_id, None, None, per_day, f"{habit_words}; never polled yet")
