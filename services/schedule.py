@@ -1073,3 +1073,9 @@ def look_back_due(
 def look_back_after(now: datetime) -> datetime:
     """Where a look back's listing starts."""
     return now - timedelta(days=LOOK_BACK_DAYS)
+
+
+def lists_back(after: datetime, now: datetime) -> bool:
+    """Whether a listing from `after` is a look back's (begun up to a day ago, as one
+    resumed after a cut)."""
+    return after <= look_back_after(now) + DAY

@@ -118,6 +118,9 @@ def sync_rider(
     if looking_back and not start.resumed:
         back = min(start.after, schedule.look_back_after(now))
         start = ListingStart(back, 1, lease.sync_cursor, False)
+    # A listing cut short resumes as it began: only a look back's counts as one (an
+    # ordinary one finishes first, and the look back waits for the next poll).
+    looking_back = looking_back and schedule.lists_back(start.after, now)
     after = int(start.after.timestamp())
     newest, page = start.newest, start.page
     counts = {"pages": 0, "fetched": 0, "added": 0, "updated": 0, "races": 0}

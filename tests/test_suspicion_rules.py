@@ -240,3 +240,7 @@ def test_the_look_back_is_due_after_the_riders_weekly_moment():
     )  # fmt: skip
     assert not fresh  # connected since the slot: next week's
     assert schedule.look_back_after(now) == now - timedelta(days=60)
+    # A listing resumed after a cut is a look back's only if it began 60 days back.
+    assert schedule.lists_back(now - timedelta(days=60), now)
+    assert schedule.lists_back(now - timedelta(days=59, hours=1), now)  # begun an hour ago
+    assert not schedule.lists_back(now - timedelta(days=7), now)  # an ordinary overlap
