@@ -5,12 +5,17 @@
                                           the main job on embedded defaults (no Strava, no Supabase)
     python3 dev.py test [PYTEST ARGS]     lint and format (ruff), types (mypy), the test suite
     python3 dev.py bench                  the benchmark figures (bench.sync, then bench.discovery)
+    python3 dev.py mutants [--max-children N] [--report] [MODULE ...]
+                                          mutation testing of the pure modules (mutmut), a table
     python3 dev.py stop                   stop the embedded Postgres under DATA_DIR (default .data)
 
-demo, test and bench first make .venv/ and install requirements-dev.txt into it (again
-only when the requirements change), then run inside it; demo's option and test's pytest
-arguments (for example -k sync) are passed on. The embedded Postgres they start stays up
-between commands, since starting it costs seconds: `stop` ends it.
+demo, test, bench and mutants first make .venv/ and install requirements-dev.txt into it
+(again only when the requirements change), then run inside it; demo's option, test's
+pytest arguments (for example -k sync, or -m slow for the simulations at full size, which
+CI runs too) and mutants' options and modules are passed on. The suite runs on every core
+(pytest-xdist's -n auto). The embedded Postgres they start stays up between commands,
+since starting it costs seconds: `stop` ends it. mutants is not part of test: it takes a
+while (scripts/mutants.py).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import sys
 import venv
 from pathlib import Path
 
-TASKS = ("demo", "test", "bench", "stop")
+TASKS = ("demo", "test", "bench", "mutants", "stop")
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -129,6 +134,8 @@ def main(argv: list[str]) -> int:
         return run("-m", "scripts.demo", *rest)
     if task == "bench":
         return run("-m", "bench.sync") or run("-m", "bench.discovery")
+    if task == "mutants":
+        return run("-m", "scripts.mutants", *rest)
     checks = (
         ("-m", "ruff", "check", "."),
         ("-m", "ruff", "format", "--check", "."),
@@ -138,7 +145,9 @@ def main(argv: list[str]) -> int:
         failed = run(*check)
         if failed:
             return failed
-    return run("-m", "pytest", *rest)
+    # pytest-xdist: a worker per core, each with a database of its own (tests/conftest.py
+    # also says how the tests are shared among them).
+    return run("-m", "pytest", "-n", "auto", *rest)
 
 
 if __name__ == "__main__":

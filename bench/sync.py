@@ -8,25 +8,37 @@
 3. recomputing a rider's Eddington number over 10,000 activities (one statement).
 
 Run: python3 dev.py bench (this, then bench.discovery), or .venv/bin/python -m bench.sync
-(no options; the embedded Postgres under DATA_DIR, or DATABASE_URL's server)
+(the embedded Postgres under DATA_DIR, or DATABASE_URL's server).
+
+`.venv/bin/python -m bench.sync --baseline REF [--rounds 5]` measures only the 50-rider
+pooled call, this tree's and REF's (checked out in a temporary git worktree) in turns,
+each in a fresh process as a cold serverless instance would be, on the same database
+server, and prints each call's wall time, the medians and their ratio.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import os
 import statistics
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg.rows import dict_row
 
+import db as dbmod
 import models
 from app_factory import create_app
 from bench.support import (
     CLIENT_ID,
     CLIENT_SECRET,
     CRON_SECRET,
+    ROOT,
     SEALER,
     LatencyProxy,
     bench_settings,
@@ -225,8 +237,68 @@ def bench_eddington(activities: int = 10_000, repeats: int = 9) -> list[tuple[st
     ]
 
 
+# One pooled 50-rider call in a fresh process, run in a tree's checkout: only names that
+# every version of bench/sync.py and bench/support.py has.
+_ONE_CALL = """
+import json, logging
+logging.disable(logging.INFO)
+from bench.support import CLIENT_ID, CLIENT_SECRET, temporary_database
+from bench.sync import LATENCY_S, RIDERS, connect_fleet, one_call
+from fake_strava import UNREACHED_LIMITS, FakeStrava, serve
+fake = FakeStrava(
+    client_id=CLIENT_ID, client_secret=CLIENT_SECRET, latency_s=LATENCY_S, **UNREACHED_LIMITS
+)
+with temporary_database() as url, serve(fake) as server:
+    connect_fleet(url, fake, RIDERS)
+    print(json.dumps(one_call(url, server, workers=8)))
+"""
+
+
+def compare(ref: str, rounds: int) -> None:
+    """The pooled 50-rider call, this tree's and `ref`'s, in turns."""
+    from bench.scale import checkout  # the worktree helper
+
+    data_dir = ROOT / (os.environ.get("DATA_DIR") or ".data")
+    server = os.environ.get("DATABASE_URL") or dbmod.embedded_database_url(data_dir)
+    env = {**os.environ, "DATABASE_URL": server}
+    env.pop("PYTHONPATH", None)
+    with checkout(ref) as (commit, path):
+        trees = [("this", ROOT), (f"baseline {commit}", path)]
+        walls: dict[str, list[float]] = {label: [] for label, _ in trees}
+        rows: list[tuple[str, ...]] = [("round", *(label for label, _ in trees), "ratio")]
+        for index in range(rounds):
+            order = trees if index % 2 == 0 else list(reversed(trees))
+            for label, tree in order:
+                done = subprocess.run(
+                    [sys.executable, "-c", _ONE_CALL],
+                    cwd=tree,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                walls[label].append(result["wall_s"])
+            this, base = (walls[label][-1] for label, _ in trees)
+            rows.append((str(index + 1), f"{this:.2f}", f"{base:.2f}", f"{this / base:.2f}x"))
+        this, base = (statistics.median(walls[label]) for label, _ in trees)
+        rows.append(("median", f"{this:.2f}", f"{base:.2f}", f"{this / base:.2f}x"))
+    print(
+        f"One pooled sync-strava call over {RIDERS} riders (8 at a time), fake Strava"
+        f" answering in {LATENCY_S * 1000:.0f} ms, a fresh process each, wall time (s):"
+    )
+    print(table(rows))
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python3 -m bench.sync")
+    parser.add_argument("--baseline", metavar="REF", help="only the 50-rider call, against REF")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
     logging.disable(logging.INFO)  # the figures, not the service's log lines
+    if args.baseline:
+        compare(args.baseline, args.rounds)
+        return
     print(
         f"One sync-strava call over {RIDERS} riders, fake Strava answering in "
         f"{LATENCY_S * 1000:.0f} ms over loopback HTTP:"

@@ -13,6 +13,10 @@ from fake_strava.server import API_PREFIX, OAUTH_PREFIX, FakeStrava
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
+# How often serve_forever() looks for a shutdown(): socketserver's default of 0.5 s is
+# what every stop() would wait, and tests stop hundreds of servers.
+SHUTDOWN_POLL_S = 0.01
+
 
 class _QuietHandler(WSGIRequestHandler):
     """Request handler without werkzeug's access log: benchmarks make thousands of calls."""
@@ -52,7 +56,12 @@ def serve_app(
 ) -> tuple[BaseWSGIServer, threading.Thread]:
     """Start a threaded HTTP server for a WSGI app in a daemon thread (port 0: any free)."""
     server = make_server(host, port, wsgi_app, threaded=True, request_handler=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": SHUTDOWN_POLL_S},
+        name=name,
+        daemon=True,
+    )
     thread.start()
     return server, thread
 

@@ -26,6 +26,11 @@ class BudgetRow:
     blocked_until: datetime | None
     blocked_reason: str | None
     headers_seen_at: datetime | None
+    # Of the usage, what other clients of the application used (the rest is reserved).
+    external_usage_15min: int = 0
+    external_usage_daily: int = 0
+    external_read_usage_15min: int = 0
+    external_read_usage_daily: int = 0
 
 
 _BUDGET_FIELDS = list(BudgetRow.__dataclass_fields__)
@@ -44,16 +49,42 @@ def read_rate_budget(conn: Conn, *, for_update: bool = False) -> BudgetRow:
     return BudgetRow(**row)
 
 
-def count_request(conn: Conn, *, window_start: datetime, work_class: str) -> None:
-    """One Strava request reserved by `work_class` in the window starting `window_start`."""
+def count_request(
+    conn: Conn, *, window_start: datetime, work_class: str, requests: int = 1
+) -> None:
+    """Strava requests reserved by `work_class` in the window starting `window_start`
+    (a negative count gives back a block's unused part)."""
     conn.execute(
         """
         insert into strava_request_windows as w (window_start, work_class, requests)
-        values (%s, %s, 1)
-        on conflict (window_start, work_class) do update set requests = w.requests + 1
+        values (%(window)s, %(class)s, greatest(0, %(n)s))
+        on conflict (window_start, work_class)
+        do update set requests = greatest(0, w.requests + %(n)s)
         """,
-        (window_start, work_class),
+        {"window": window_start, "class": work_class, "n": requests},
     )
+
+
+def window_class_requests(conn: Conn, *, window_start: datetime) -> dict[str, int]:
+    """Requests each class has reserved in the window (read under the budget's lock)."""
+    rows = conn.execute(
+        "select work_class, requests from strava_request_windows where window_start = %s",
+        (window_start,),
+    ).fetchall()
+    return {r["work_class"]: int(r["requests"]) for r in rows}
+
+
+def class_requests_per_day(conn: Conn, *, work_class: str, day_start: datetime) -> float:
+    """The class's requests a day, on average over the seven days before `day_start`."""
+    row = conn.execute(
+        """
+        select coalesce(sum(requests), 0) / 7.0 as per_day from strava_request_windows
+         where window_start >= %(day)s - interval '7 days' and window_start < %(day)s
+           and work_class = %(class)s
+        """,
+        {"day": day_start, "class": work_class},
+    ).fetchone()
+    return float(row["per_day"]) if row else 0.0
 
 
 def requests_by_class(conn: Conn, *, since: datetime) -> list[dict[str, Any]]:
@@ -103,12 +134,3 @@ def class_requests(conn: Conn, *, window_start: datetime, day_start: datetime) -
         {"window": window_start, "day": day_start},
     ).fetchall()
     return {r["work_class"]: r for r in rows}
-
-
-def class_requests_now(conn: Conn, *, window_start: datetime, work_class: str) -> int:
-    """Requests `work_class` has reserved in the window (read under the budget's lock)."""
-    row = conn.execute(
-        "select requests from strava_request_windows where window_start = %s and work_class = %s",
-        (window_start, work_class),
-    ).fetchone()
-    return int(row["requests"]) if row else 0

@@ -81,8 +81,9 @@ def save_club_routes(conn: Conn, *, routes: list[dict[str, Any]], trim_m: int) -
           from json_to_recordset(%(routes)s::json)
                as r(id bigint, club_summary_polyline text, club_polyline text)
          where a.id = r.id
+           and a.id = any(%(ids)s)  -- an array the planner counts: never every activity
         """,
-        {"routes": json.dumps(routes), "trim": trim_m},
+        {"routes": json.dumps(routes), "trim": trim_m, "ids": [int(r["id"]) for r in routes]},
     ).rowcount
 
 

@@ -40,7 +40,7 @@ class RiderLease:
 
 
 # Not synced (or tried) since the open sync round opened; every rider when none is open.
-_NOT_DONE_IN_ROUND = """
+NOT_DONE_IN_ROUND = """
     (c.last_sync_attempt_at is null
      or c.last_sync_attempt_at < coalesce(
          (select w.opened_at from work_rounds w
@@ -50,7 +50,7 @@ _NOT_DONE_IN_ROUND = """
 
 # The rider's poll is due at %(now)s: its planned time has come (none planned: at once)
 # and the floor since the last sync has passed; a listing cut short resumes at once.
-_POLL_DUE = """
+POLL_DUE = """
     (c.sync_listing_page is not null
      or ((c.next_poll_at is null or c.next_poll_at <= %(now)s)
          and (c.last_synced_at is null
@@ -65,8 +65,23 @@ _SYNC_DUE = f"""
     c.status = 'active' and r.auto_sync
     and (c.lease_expires_at is null or c.lease_expires_at < %(now)s)
     and (c.next_attempt_at is null or c.next_attempt_at <= %(now)s)
-    and {_POLL_DUE}
-    and {_NOT_DONE_IN_ROUND}
+    and {POLL_DUE}
+    and {NOT_DONE_IN_ROUND}
+"""
+
+
+# Riders whose poll may be due at %(now)s, found through the indexes of planned polls and
+# of unfinished listings (migration plan_what_changed), so finding what is due reads what
+# is due, not every rider; _SYNC_DUE then decides.
+DUE_CANDIDATES = """
+    select rider_id from strava_connections
+     where status = 'active' and next_poll_at <= %(now)s
+    union all
+    select rider_id from strava_connections
+     where status = 'active' and next_poll_at is null
+    union all
+    select rider_id from strava_connections
+     where status = 'active' and sync_listing_page is not null
 """
 
 
@@ -81,12 +96,18 @@ _SYNC_DUE_EVERYONE = f"""
     and (c.lease_expires_at is null or c.lease_expires_at < %(now)s)
     and (c.next_attempt_at is null or c.next_attempt_at <= %(now)s)
     and (c.sync_listing_page is not null or {_FLOOR_PASSED})
-    and {_NOT_DONE_IN_ROUND}
+    and {NOT_DONE_IN_ROUND}
 """
 
 
 def _due(everyone: bool) -> str:
-    return _SYNC_DUE_EVERYONE if everyone else _SYNC_DUE
+    """The condition on `c` (a connection) and `r` (its rider) of being due; a planned
+    call looks only at the candidates the indexes of planned polls give, read once
+    into an array (as `in (...)`, the planner may read them again for each rider it
+    looks at: the riders due, squared)."""
+    if everyone:
+        return _SYNC_DUE_EVERYONE
+    return f"c.rider_id = any(array({DUE_CANDIDATES})) and {_SYNC_DUE}"
 
 
 LEASE_COLUMNS = """
@@ -127,7 +148,8 @@ def close_sync_round(conn: Conn, *, now: datetime) -> None:
         update work_rounds set closed_at = %(now)s
          where kind = 'sync-strava' and closed_at is null
            and not exists (select 1 from strava_connections
-                            where lease_kind = 'sync' and lease_expires_at >= %(now)s)
+                            where lease_token is not null and lease_kind = 'sync'
+                              and lease_expires_at >= %(now)s)
         """,
         {"now": now},
     )
@@ -201,7 +223,7 @@ def sync_waiting(
     """For a call that took nothing: the earliest end of a lease on a rider otherwise
     due (`held_until`), the earliest retry of one backing off (`backing_off_until`),
     and the earliest planned poll (`next_planned_at`; None when nobody is planned)."""
-    due = _FLOOR_PASSED if everyone else _POLL_DUE
+    due = _FLOOR_PASSED if everyone else POLL_DUE
     order = "c.last_synced_at nulls first" if everyone else "c.next_poll_at nulls first"
     planned = (
         "coalesce(s.last_synced_at + make_interval(secs => %(min_interval_s)s), %(now)s)"
@@ -434,7 +456,7 @@ SYNC_STATE = f"""
       when c.lease_expires_at >= %(now)s then 'in_progress'
       when not r.auto_sync then 'paused'
       when c.next_attempt_at > %(now)s then 'backing_off'
-      when {_POLL_DUE} and {_NOT_DONE_IN_ROUND} then 'due'
+      when {POLL_DUE} and {NOT_DONE_IN_ROUND} then 'due'
       else 'up_to_date'
     end
 """

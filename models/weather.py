@@ -232,18 +232,23 @@ def save_weather_source(conn: Conn, values: dict[str, Any]) -> None:
 
 def weather_counts(conn: Conn, *, max_attempts: int) -> dict[str, int]:
     """Activities by weather state, for the fleet status."""
+    # The settled states from an index of weather states (entries, not rows); the rest
+    # from the weather queue's index.
     row = conn.execute(
         """
-        select count(*) filter (where weather_status = 'done') as done,
-               count(*) filter (where weather_status is null and duplicate_of is null)
-                   as pending,
-               count(*) filter (where weather_status = 'waiting') as waiting,
-               count(*) filter (where weather_status = 'failed'
-                                  and weather_attempts < %(max)s) as backing_off,
-               count(*) filter (where weather_status = 'failed'
-                                  and weather_attempts >= %(max)s) as failed,
-               count(*) filter (where weather_status = 'skipped') as skipped
-          from activities
+        select (select count(*) from activities where weather_status = 'done') as done,
+               q.pending, q.waiting, q.backing_off, q.failed,
+               (select count(*) from activities where weather_status = 'skipped') as skipped
+          from (select
+                  count(*) filter (where weather_status is null and duplicate_of is null)
+                      as pending,
+                  count(*) filter (where weather_status = 'waiting') as waiting,
+                  count(*) filter (where weather_status = 'failed'
+                                     and weather_attempts < %(max)s) as backing_off,
+                  count(*) filter (where weather_status = 'failed'
+                                     and weather_attempts >= %(max)s) as failed
+                  from activities
+                 where weather_status is null or weather_status in ('waiting', 'failed')) q
         """,
         {"max": max_attempts},
     ).fetchone()

@@ -80,6 +80,16 @@ def count_pending_events(conn: Conn, *, rider_id: int) -> int:
     return int(row["n"]) if row else 0
 
 
+def has_pending_events(conn: Conn, *, rider_id: int) -> bool:
+    """Whether the rider has an event waiting (one look at the pending events' index)."""
+    row = conn.execute(
+        "select exists (select 1 from strava_webhook_events"
+        " where rider_id = %s and status = 'pending') as pending",
+        (rider_id,),
+    ).fetchone()
+    return bool(row and row["pending"])
+
+
 def store_webhook_event(
     conn: Conn,
     *,

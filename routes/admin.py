@@ -10,7 +10,8 @@ from flask import Blueprint, jsonify, request
 from routes.errors import ApiError
 from routes.guards import require_cron_secret, runtime
 from services.discovery import request_full_refresh
-from services.duplicates import OverruleError, overrule
+from services.duplicate_overrule import overrule
+from services.duplicates import OverruleError
 from services.status import (
     ITEM_PAGE,
     ITEM_PAGE_MAX,

@@ -37,7 +37,7 @@ def parse_start_date(value: Any) -> datetime:
     if not isinstance(value, str):
         raise BadPayload("activity start_date missing")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)  # reads "Z" as UTC since Python 3.11
     except ValueError:
         raise BadPayload("activity start_date is not ISO 8601") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -62,6 +62,12 @@ CALL_CLASSES: dict[str, WorkClass] = {
     "enrich": WorkClass.ENRICH_OLD,
 }
 
+# The calls about one rider (a press, a disconnect, an event in the callback) reserve
+# their requests a few at a time: a larger block would hold what other riders' presses
+# need until the call ends.
+ONE_RIDER_CALLS = frozenset({"sync-now", "disconnect", "webhook"})
+SMALL_BLOCK = 2
+
 # Request counts per window are kept this long: the status's 24-hour chart, and a week
 # of history for the rate plan.
 REQUEST_WINDOW_DAYS = 8
@@ -142,6 +148,7 @@ class Call:
             work_class=CALL_CLASSES[kind],
             clock=runtime.clock,
             settings=settings,
+            block_size=SMALL_BLOCK if kind in ONE_RIDER_CALLS else settings.sync_workers,
         )
         self.strava = StravaClient(
             api_url=settings.strava_api_url,
@@ -185,6 +192,10 @@ class Call:
 
     def close(self) -> None:
         self.strava.close()
+        try:
+            self.budget.release()
+        except Exception:  # what is not given back stays counted: never more than a block
+            log.warning("could not give back the call's unused requests", exc_info=True)
 
     def elapsed_ms(self) -> int:
         return int((self.runtime.timer() - self.started) * 1000)
@@ -315,15 +326,16 @@ def bounded_call(
     work: Callable[[Call, T], Outcome],
     hand_back: Callable[[Call, T], Outcome],
     remaining: Callable[[models.Conn, Call], int],
+    wrap_up: Callable[[Call, list[Outcome]], None] | None = None,
     waiting: Callable[[models.Conn, Call], Waiting] | None = None,
     share_class: Callable[[models.Conn, Call], WorkClass] | None = None,
 ) -> dict[str, Any]:
     """One cron call, recorded in cron_runs: claim work with a lease (committed at once),
     do it on the pool, hand back what was not started, count what is still due of the
-    work that was due when the call started. A call that took nothing says why
-    (`idle_reason`, `next_due_at`; `waiting` reads what its kind of work has waiting).
-    `share_class` names the class whose share decides whether the call claims anything
-    (by default the call's own)."""
+    work that was due when the call started, then wrap up (what the work changed, within
+    the call's time). A call that took nothing says why (`idle_reason`, `next_due_at`;
+    `waiting` reads what its kind of work has waiting). `share_class` names the class
+    whose share decides whether the call claims anything (by default the call's own)."""
 
     def body() -> dict[str, Any]:
         call = Call(runtime, kind=kind)
@@ -337,6 +349,8 @@ def bounded_call(
             )
             with runtime.db.connection() as conn:
                 left = remaining(conn, call)
+            if wrap_up is not None:
+                wrap_up(call, outcomes)
             answer = call.answer(outcomes, remaining=left)
             if took_nothing(answer["items"]):
                 with runtime.db.connection() as conn:

@@ -8,16 +8,16 @@ whose distances differ by at most 15% are one ride. Both rows stay; the lesser c
 marked `duplicate_of` the one kept (a bike computer over a phone, then the longer, then
 the first upload). The mark is recomputed from the rows each time, so an edit that makes
 them differ undoes it, and deleting the kept one unmarks the copy (on delete set null).
-The Eddington number leaves copies out. An operator can overrule a pair.
+The Eddington number leaves copies out. An operator can overrule a pair
+(services/duplicate_overrule.py).
+
+Here, without I/O: what an operator's overrule may say and what is stored for it, and
+how copies are shown.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import models
-from services.calls import Runtime
-from services.eddington import recompute
 
 VERDICTS = ("distinct", "duplicate", "auto")
 
@@ -31,47 +31,35 @@ class OverruleError(ValueError):
         self.message = message
 
 
-def overrule(
-    runtime: Runtime,
-    rider_id: int,
-    *,
-    activity_ids: list[int],
-    verdict: str,
-    keep: int | None = None,
-) -> dict[str, Any]:
-    """An operator's word on a pair of a rider's activities (Strava ids): `distinct`
-    (never pair them), `duplicate` (pair them, keeping `keep`, by default the copy the
-    rule would keep) or `auto` (back to the rule). Marks are recomputed at once, and the
-    Eddington number with them."""
+def check_overrule(activity_ids: list[int], verdict: str, keep: int | None) -> None:
+    """Refuse an overrule that gives no known verdict, does not name two different
+    activities, or names a copy to keep other than for `duplicate` or outside the pair."""
     if verdict not in VERDICTS:
         raise OverruleError("verdict", "verdict must be one of: " + ", ".join(VERDICTS))
     if len(activity_ids) != 2 or activity_ids[0] == activity_ids[1]:
         raise OverruleError("activity_ids", "activity_ids must be two different activities")
     if keep is not None and (verdict != "duplicate" or keep not in activity_ids):
         raise OverruleError("keep", "keep must be one of the pair, and only for 'duplicate'")
+
+
+def stored_overrule(verdict: str, keep: int | None) -> tuple[str | None, int | None]:
+    """What is stored for a verdict, (verdict, copy kept): nothing for `auto` (back to the
+    rule), and a copy to keep only for `duplicate`."""
+    return (None if verdict == "auto" else verdict), (keep if verdict == "duplicate" else None)
+
+
+def overrule_answer(
+    rider_id: int,
+    activity_ids: list[int],
+    verdict: str,
+    duplicates: list[dict[str, Any]],
+    eddington: tuple[int, int],
+) -> dict[str, Any]:
+    """The answer to an overrule: the pair's mark now (among the rider's copies, as
+    models.duplicates.rider_duplicates lists them) and the Eddington numbers (miles, km)."""
     first, second = activity_ids
-    now = runtime.clock()
-    with runtime.db.connection() as conn:
-        span = models.duplicates.activity_span(conn, rider_id=rider_id, strava_ids=activity_ids)
-        owned = models.duplicates.count_rider_activities(
-            conn, rider_id=rider_id, strava_ids=activity_ids
-        )
-        if span is None or owned != 2:
-            raise OverruleError("activity_ids", "both activities must be this rider's")
-        if verdict == "duplicate" and keep is None:
-            keep = models.duplicates.better_copy(conn, strava_ids=activity_ids)
-        models.duplicates.save_duplicate_overrule(
-            conn,
-            rider_id=rider_id,
-            strava_ids=(first, second),
-            verdict=None if verdict == "auto" else verdict,
-            keep_strava_id=keep if verdict == "duplicate" else None,
-            now=now,
-        )
-        models.duplicates.mark_duplicates(conn, rider_id=rider_id, since=span[0], until=span[1])
-        duplicates = models.duplicates.rider_duplicates(conn, rider_id=rider_id)
-    miles, km = recompute(runtime.db, rider_id, now=now)
     pair = [d for d in duplicates if {d["activity_id"], d["duplicate_of"]} == {first, second}]
+    miles, km = eddington
     return {
         "rider_id": rider_id,
         "activity_ids": [first, second],

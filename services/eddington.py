@@ -1,22 +1,18 @@
 """The cycling Eddington number: the largest E such that the rider rode at least E miles
 (or kilometres) on at least E days.
 
-The stored numbers are computed by one SQL statement (models.activities.recompute_eddington) after a
-sync that wrote rides; the pure functions here state the rule and check it in tests.
+The stored numbers are computed by one SQL statement (models.activities.recompute_eddington)
+after a sync that wrote rides; the pure functions here state the rule, and the tests check
+the SQL against them.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import date, datetime
-from typing import TYPE_CHECKING
+from datetime import date
 
-import models
 from models.base import RIDE_SPORTS
-
-if TYPE_CHECKING:
-    from db import Database
 
 METRES_PER_MILE = 1609.344
 METRES_PER_KM = 1000.0
@@ -49,9 +45,3 @@ def eddington_numbers(rides: Iterable[tuple[date, str, float]]) -> tuple[int, in
         eddington(m / METRES_PER_MILE for m in metres),
         eddington(m / METRES_PER_KM for m in metres),
     )
-
-
-def recompute(db: Database, rider_id: int, *, now: datetime) -> tuple[int, int]:
-    """Recompute and store a rider's numbers (miles, km) in the database, at `now`."""
-    with db.connection() as conn:
-        return models.activities.recompute_eddington(conn, rider_id=rider_id, now=now)

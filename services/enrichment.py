@@ -267,21 +267,38 @@ def enrich_rider_races(
 def run_enrich(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     """One bounded `enrich` call: claim due races, fetch their details, answer."""
     settings = runtime.settings
-    return bounded_call(
-        runtime,
-        "enrich",
-        claim=lambda conn, call: models.enrichment.claim_races_for_enrichment(
+    old_share_spent = False
+
+    def claim(conn: models.Conn, call: Call) -> list[models.enrichment.RaceLease]:
+        # Old races whose share is spent are left unclaimed: claimed beside recent ones,
+        # the first refused would stop the whole call, recent races with it.
+        nonlocal old_share_spent
+        old_share_spent = not call.budget.share_left(WorkClass.ENRICH_OLD)
+        recent_since = call.started_at - timedelta(days=RECENT_RACE_DAYS)
+        return models.enrichment.claim_races_for_enrichment(
             conn,
             lease_token=call.lease_token,
             limit=limit,
             lease_ttl_s=settings.lease_ttl_s,
             max_attempts=settings.enrich_max_attempts,
             now=call.started_at,
-            recent_since=call.started_at - timedelta(days=RECENT_RACE_DAYS),
-        ),
+            recent_since=recent_since,
+            started_since=recent_since if old_share_spent else None,
+        )
+
+    def wrap_up(call: Call, outcomes: list[Outcome]) -> None:
+        if old_share_spent:  # the old races wait for their share: the call says so
+            with call.budget.working_as(WorkClass.ENRICH_OLD):
+                call.budget.check_share()
+
+    return bounded_call(
+        runtime,
+        "enrich",
+        claim=claim,
         work=_enrich_or_record_failure,
         hand_back=_hand_back,
         remaining=lambda conn, call: _remaining(runtime, conn, call),
+        wrap_up=wrap_up,
         waiting=lambda conn, call: Waiting(
             **models.enrichment.enrichment_waiting(
                 conn, max_attempts=settings.enrich_max_attempts, now=call.now()

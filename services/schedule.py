@@ -246,6 +246,18 @@ def allowance(cls: WorkClass, state: BudgetState, needs: Needs, now: datetime) -
     return Allowance(cls, max(0, limits[binds]), binds, limits)
 
 
+def window_polls_that_matter(cls: WorkClass, window_limit: int) -> int:
+    """How many of the incremental class's polls in this window the requests an
+    allowance grants `cls` depend on, so counting them may stop there: none for the
+    classes above the backfill (what incremental holds binds only the classes below
+    it); for those, one more than the window's limit (a hold past the window's headroom
+    leaves them nothing, however many more polls there are). Counting costs then what
+    the limit is, not what the club is."""
+    if WorkClass.INCREMENTAL not in PRIORITY[: PRIORITY.index(cls)]:
+        return 0
+    return max(0, window_limit) + 1
+
+
 # --- the plan, for the status JSON ----------------------------------------------------
 
 
@@ -493,65 +505,178 @@ def poll_times(histogram: Sequence[float], polls: int) -> tuple[int, ...]:
     return tuple(sorted(set(times)))
 
 
-def _spread(weights: Sequence[float], spare: int, caps: Sequence[int]) -> list[int]:
-    """Split `spare` whole polls in proportion to weights, none above its cap: water-fill
-    the reals, then hand out the remainders largest first."""
-    n = len(weights)
-    extra = [0.0] * n
-    active = {i for i in range(n) if caps[i] > 0 and weights[i] > 0}
-    left = float(min(spare, sum(caps)))
-    while active and left > 1e-9:
-        total = sum(weights[i] for i in active)
-        hit = {i for i in active if left * weights[i] / total >= caps[i] - extra[i]}
-        if not hit:
-            for i in active:
-                extra[i] += left * weights[i] / total
-            break
-        for i in hit:
-            left -= caps[i] - extra[i]
-            extra[i] = caps[i]
-        active -= hit
-    whole = [math.floor(x + 1e-9) for x in extra]
-    remainder = math.floor(sum(extra) + 1e-9) - sum(whole)
-    by_fraction = sorted(range(n), key=lambda i: (-(extra[i] - whole[i]), i))
-    for i in by_fraction:
-        if remainder <= 0:
-            break
-        if whole[i] < caps[i]:
-            whole[i] += 1
-            remainder -= 1
-    return whole
-
-
 def _found_per_day(rate: float, polls: int) -> float:
     """Expected polls a day that find something (uploads as a Poisson process)."""
     return polls * (1 - math.exp(-rate / polls)) if rate > 0 else 0.0
 
 
-def _allocate(
-    rates: Sequence[float], share_per_day: int, floor_s: int
-) -> tuple[list[int], list[float]]:
-    """Polls a day for each rider: one each, then the largest spare (follow-ups after a
-    find counted) that keeps the expected total within the share."""
-    n = len(rates)
-    cap = max(1, DAY_S // max(1, floor_s)) - 1
-    weights = [r + PRIOR_UPLOADS_PER_DAY for r in rates]
+# --- the fleet's level: how many polls a day each rider gets ---------------------------
+#
+# Every rider gets one poll a day; the share's spare polls go in proportion to a weight
+# (upload rate plus a prior), none above the floor's cap: rider i gets
+# 1 + min(cap, floor(level x weight_i)) for the fleet's largest `level` whose expected
+# total (polls and follow-ups after finds) fits the share. One number says it all, so a
+# rider re-planned alone (after its own sync) gets what a whole-club plan would give it.
+#
+# Riders with the same habit would all step up at the same level, in lumps as large as
+# the group; a rider's tie step (its id modulo TIE_STEPS) raises its weight by up to
+# TIE_SPREAD, so they step up a few at a time. TIE_SPREAD stays far below the gap
+# between two habits (one upload in HABIT_DAYS against ten a day: 1/280), so a rider who
+# uploads more never gets fewer polls.
+TIE_STEPS = 32
+TIE_SPREAD = 1e-3
 
-    def attempt(spare: int) -> tuple[list[int], list[float], float]:
-        polls = [1 + e for e in _spread(weights, spare, [cap] * n)]
-        found = [_found_per_day(r, p) for r, p in zip(rates, polls, strict=True)]
-        return polls, found, sum(polls) + sum(found)
 
-    low, high = 0, max(0, share_per_day - n)
-    best = attempt(0)
-    while low <= high:  # the largest spare whose expected total fits
-        mid = (low + high) // 2
-        trial = attempt(mid)
-        if trial[2] <= share_per_day:
-            best, low = trial, mid + 1
-        else:
-            high = mid - 1
-    return best[0], best[1]
+def tie_step(rider_id: int) -> int:
+    """A rider's place among riders of the same habit (see TIE_STEPS)."""
+    return rider_id % TIE_STEPS
+
+
+def _weight(rate: float, step: int) -> float:
+    return (rate + PRIOR_UPLOADS_PER_DAY) * (1 + TIE_SPREAD * step / TIE_STEPS)
+
+
+def _polls_at(level: float, rate: float, step: int, cap: int) -> int:
+    return 1 + min(cap, math.floor(level * _weight(rate, step) + 1e-9))
+
+
+def floor_cap(floor_s: int) -> int:
+    """Polls above one a day the floor leaves room for."""
+    return max(1, DAY_S // max(1, floor_s)) - 1
+
+
+@dataclass(frozen=True)
+class FleetSurvey:
+    """What the fleet's level depends on: riders counted by uploads over HABIT_DAYS and
+    tie step, and newcomers (no upload known yet) by tie step. Surveys of parts of the
+    fleet add up, so a whole-club plan can read the club a slice at a time."""
+
+    known: Mapping[tuple[int, int], int] = field(default_factory=dict)
+    newcomers: Mapping[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, riders: Iterable[tuple[int, int | None]]) -> FleetSurvey:
+        """From (rider_id, uploads over HABIT_DAYS, None for a newcomer) pairs."""
+        known: dict[tuple[int, int], int] = defaultdict(int)
+        newcomers: dict[int, int] = defaultdict(int)
+        for rider_id, uploads in riders:
+            if uploads is None:
+                newcomers[tie_step(rider_id)] += 1
+            else:
+                known[(uploads, tie_step(rider_id))] += 1
+        return cls(dict(known), dict(newcomers))
+
+    def plus(self, other: FleetSurvey) -> FleetSurvey:
+        known, newcomers = dict(self.known), dict(self.newcomers)
+        for key, n in other.known.items():
+            known[key] = known.get(key, 0) + n
+        for step, n in other.newcomers.items():
+            newcomers[step] = newcomers.get(step, 0) + n
+        return FleetSurvey(known, newcomers)
+
+    @property
+    def riders(self) -> int:
+        return sum(self.known.values()) + sum(self.newcomers.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "known": [[u, s, n] for (u, s), n in sorted(self.known.items())],
+            "newcomers": [[s, n] for s, n in sorted(self.newcomers.items())],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> FleetSurvey:
+        data = data or {}
+        return cls(
+            {(int(u), int(s)): int(n) for u, s, n in data.get("known", ())},
+            {int(s): int(n) for s, n in data.get("newcomers", ())},
+        )
+
+
+@dataclass(frozen=True)
+class FleetLevel:
+    """The fleet's plan in numbers: the level, a newcomer's assumed rate, the floor's cap,
+    and what the fleet is expected to take of its share."""
+
+    level: float
+    typical: float
+    cap: int
+    riders: int
+    share_per_day: int
+    expected_per_day: float
+    fits: bool
+
+    @property
+    def note(self) -> str:
+        if self.fits:
+            return (
+                f"{self.expected_per_day:.0f} polls a day expected of a share of "
+                f"{self.share_per_day}"
+            )
+        return (
+            f"does not fit: {self.riders} riders need {self.expected_per_day:.0f} polls a day"
+            " (one each, plus follow-ups after finds), the share is"
+            f" {self.share_per_day}; once a day anyway"
+        )
+
+    def polls(self, rate: float, step: int) -> int:
+        """Planned polls a day of a rider uploading `rate` a day, at its tie step."""
+        return _polls_at(self.level, rate, step, self.cap)
+
+
+def fleet_level(survey: FleetSurvey, share_per_day: int, floor_s: int) -> FleetLevel:
+    """The largest level whose expected polls (one a rider at least, follow-ups after
+    finds counted) fit `share_per_day`; at a share below one a rider, level 0."""
+    cap = floor_cap(floor_s)
+    known = sorted((u / HABIT_DAYS, n) for (u, _), n in survey.known.items() if n)
+    count = sum(n for _, n in known)
+    typical, seen = NEWCOMER_RATE, 0
+    for rate, n in known:  # the median known rate (the upper one of an even count)
+        seen += n
+        if seen > count // 2:
+            typical = rate
+            break
+    cells = [(u / HABIT_DAYS, s, n) for (u, s), n in survey.known.items()]
+    cells += [(typical, s, n) for s, n in survey.newcomers.items()]
+
+    def expected(level: float) -> float:
+        total = 0.0
+        for rate, step, n in cells:
+            polls = _polls_at(level, rate, step, cap)
+            total += n * (polls + _found_per_day(rate, polls))
+        return total
+
+    low, high = 0.0, (cap + 1) / PRIOR_UPLOADS_PER_DAY
+    if expected(high) <= share_per_day:
+        low = high
+    elif expected(low) <= share_per_day:
+        for _ in range(64):  # the largest level that fits
+            middle = (low + high) / 2
+            if expected(middle) <= share_per_day:
+                low = middle
+            else:
+                high = middle
+    total = expected(low)
+    return FleetLevel(
+        level=low,
+        typical=typical,
+        cap=cap,
+        riders=survey.riders,
+        share_per_day=share_per_day,
+        expected_per_day=total,
+        fits=total <= share_per_day,
+    )
+
+
+def rider_uploads(rider: RiderHabit, now: datetime) -> int | None:
+    """Uploads over the last HABIT_DAYS; None for a newcomer (none, and no upload known)."""
+    since = now - timedelta(days=HABIT_DAYS)
+    uploads = sum(1 for t in rider.uploads if since <= t <= now)
+    return None if uploads == 0 and rider.last_upload_at is None else uploads
+
+
+def survey(riders: Iterable[RiderHabit], now: datetime) -> FleetSurvey:
+    return FleetSurvey.of((r.rider_id, rider_uploads(r, now)) for r in riders)
 
 
 def _peak(histogram_raw: Sequence[float]) -> tuple[int, int] | None:
@@ -608,6 +733,34 @@ def next_planned(times: Sequence[int], offset_s: int, after: datetime) -> dateti
     return after + DAY  # no times at all: not reached, poll_plan always plans one
 
 
+def poll_decision(
+    rider: RiderHabit, fleet: FleetLevel, floor_s: int, now: datetime
+) -> PollDecision:
+    """One rider's next poll in the fleet's plan: its polls a day from the fleet's level,
+    placed at its usual local hours, never closer than `floor_s`, sooner after a poll
+    that found something."""
+    uploads = rider_uploads(rider, now)
+    is_new = uploads is None
+    rate = fleet.typical if uploads is None else uploads / HABIT_DAYS
+    count = fleet.polls(rate, tie_step(rider.rider_id))
+    times = poll_times(hour_histogram(rider, now), count)
+    nxt, forward = _next_poll(rider, times, floor_s, now)
+    interval = 0 if rider.last_poll_at is None else int((nxt - rider.last_poll_at).total_seconds())
+    return PollDecision(
+        rider_id=rider.rider_id,
+        next_poll_at=nxt,
+        interval_s=interval,
+        polls_per_day=count,
+        found_per_day=_found_per_day(rate, count),
+        local_times_s=times,
+        utc_offset_s=rider.utc_offset_s,
+        floor_s=floor_s,
+        reason=_newcomer_reason(fleet.typical, len(times), fleet.fits)
+        if is_new
+        else _reason(rider, upload_rate(rider, now), times, floor_s, fleet.fits, forward, now),
+    )
+
+
 def poll_plan(
     riders: Iterable[RiderHabit], share_per_day: int, floor_s: int, now: datetime
 ) -> PollPlan:
@@ -615,45 +768,32 @@ def poll_plan(
     polls above one a day in proportion to upload rate, placed at the rider's usual
     local hours, never closer than `floor_s`, sooner after a poll that found something."""
     fleet = list(riders)
-    observed = [upload_rate(r, now) for r in fleet]
-    new = [rate == 0 and r.last_upload_at is None for r, rate in zip(fleet, observed, strict=True)]
-    known = sorted(rate for rate, is_new in zip(observed, new, strict=True) if not is_new)
-    typical = known[len(known) // 2] if known else NEWCOMER_RATE
-    rates = [typical if is_new else rate for rate, is_new in zip(observed, new, strict=True)]
-    polls, found = _allocate(rates, share_per_day, floor_s)
-    expected = sum(polls) + sum(found)
-    fits = expected <= share_per_day
-    if fits:
-        note = f"{expected:.0f} polls a day expected of a share of {share_per_day}"
+    level = fleet_level(survey(fleet, now), share_per_day, floor_s)
+    decisions = {r.rider_id: poll_decision(r, level, floor_s, now) for r in fleet}
+    expected = sum(d.polls_per_day + d.found_per_day for d in decisions.values())
+    return PollPlan(decisions, share_per_day, expected, level.fits, level.note)
+
+
+def safety_net_decision(rider: RiderHabit, floor_s: int, now: datetime, why: str) -> PollDecision:
+    """One rider's daily safety-net poll (see safety_net_plan)."""
+    times = (safety_net_time(rider.rider_id),)
+    if rider.last_poll_at is None:
+        nxt, interval = now, 0
     else:
-        note = (
-            f"does not fit: {len(fleet)} riders need {expected:.0f} polls a day (one each, "
-            f"plus follow-ups after finds), the share is {share_per_day}; once a day anyway"
-        )
-    decisions: dict[int, PollDecision] = {}
-    for rider, rate, is_new, count, found_rate in zip(
-        fleet, observed, new, polls, found, strict=True
-    ):
-        histogram = hour_histogram(rider, now)
-        times = poll_times(histogram, count)
-        nxt, forward = _next_poll(rider, times, floor_s, now)
-        interval = (
-            0 if rider.last_poll_at is None else int((nxt - rider.last_poll_at).total_seconds())
-        )
-        decisions[rider.rider_id] = PollDecision(
-            rider_id=rider.rider_id,
-            next_poll_at=nxt,
-            interval_s=interval,
-            polls_per_day=count,
-            found_per_day=found_rate,
-            local_times_s=times,
-            utc_offset_s=rider.utc_offset_s,
-            floor_s=floor_s,
-            reason=_reason(rider, rate, times, floor_s, fits, forward, now)
-            if not is_new
-            else _newcomer_reason(typical, len(times), fits),
-        )
-    return PollPlan(decisions, share_per_day, expected, fits, note)
+        nxt = max(now, poll_after(times, 0, floor_s, rider.last_poll_at))
+        interval = int((nxt - rider.last_poll_at).total_seconds())
+    at = f"{times[0] // HOUR_S:02d}:{times[0] % HOUR_S // 60:02d} UTC"
+    return PollDecision(
+        rider_id=rider.rider_id,
+        next_poll_at=nxt,
+        interval_s=interval,
+        polls_per_day=1,
+        found_per_day=0.0,
+        local_times_s=times,
+        utc_offset_s=0,
+        floor_s=floor_s,
+        reason=f"{why}; this rider's daily poll at {at}",
+    )
 
 
 # Riders' safety-net polls are spread through the day by id (the golden ratio's steps
@@ -673,26 +813,7 @@ def safety_net_plan(
     once a day at a time of its own, listing after its cursor, since deliveries can be
     lost; no follow-up after a find (a find means one event was lost, not a busy day)."""
     fleet = list(riders)
-    decisions: dict[int, PollDecision] = {}
-    for rider in fleet:
-        times = (safety_net_time(rider.rider_id),)
-        if rider.last_poll_at is None:
-            nxt, interval = now, 0
-        else:
-            nxt = max(now, poll_after(times, 0, floor_s, rider.last_poll_at))
-            interval = int((nxt - rider.last_poll_at).total_seconds())
-        at = f"{times[0] // HOUR_S:02d}:{times[0] % HOUR_S // 60:02d} UTC"
-        decisions[rider.rider_id] = PollDecision(
-            rider_id=rider.rider_id,
-            next_poll_at=nxt,
-            interval_s=interval,
-            polls_per_day=1,
-            found_per_day=0.0,
-            local_times_s=times,
-            utc_offset_s=0,
-            floor_s=floor_s,
-            reason=f"{why}; this rider's daily poll at {at}",
-        )
+    decisions = {r.rider_id: safety_net_decision(r, floor_s, now, why) for r in fleet}
     expected = float(len(fleet))
     note = f"{why}: {len(fleet)} polls a day (one per rider) of a share of {share_per_day}"
     return PollPlan(decisions, share_per_day, expected, expected <= share_per_day, note)

@@ -374,12 +374,20 @@ def requests_by_class(rows: list[dict[str, Any]], now: datetime) -> dict[str, An
 
 
 def rate_plan(
-    here: planning.Situation, poll_share: int, *, backlog_requests: int, now: datetime
+    here: planning.Situation,
+    poll_share: int,
+    *,
+    backlog_requests: int,
+    now: datetime,
+    polls: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The scheduler's plan: each class's share and use in this window and today, when
-    the backlog completes at that pace, and the polling's share of the day."""
+    the backlog completes at that pace, and the polling's share of the day (with the
+    plan the riders' polls follow, and a whole-club re-plan under way)."""
     completes = schedule.projected_completion(backlog_requests, here.state, here.needs, now)
     planned = here.needs.per_day.get(schedule.WorkClass.INCREMENTAL, 0)
+    polls = polls or {}
+    replan = polls.get("replan") or {}
     return {
         **schedule.plan(here.state, here.needs, now).as_dict(),
         "backlog": {
@@ -391,6 +399,15 @@ def rate_plan(
             "share_per_day": poll_share,
             "planned_per_day": planned,
             "fits": planned <= poll_share,
+            "kind": polls.get("kind"),
+            "note": polls.get("note"),
+            "planned_at": iso(polls.get("planned_at")),
+            "replan": {
+                "pending": bool(replan.get("pending", False)),
+                "phase": replan.get("phase"),
+                "riders_done": replan.get("riders_done"),
+                "started_at": iso(replan.get("started_at")),
+            },
         },
     }
 
@@ -561,7 +578,7 @@ def admin_status(
             offset=riders_offset,
             now=now,
         )
-        buckets = models.status.status_sync_buckets(
+        riders = models.status.rider_state_counts(
             conn, min_interval_s=settings.sync_min_interval_s, now=now
         )
         due_now = models.sync.count_riders_due_for_sync(
@@ -572,7 +589,7 @@ def admin_status(
         )
         histories = models.status.incomplete_histories(conn)
         races = models.status.race_counts(conn, max_attempts=settings.enrich_max_attempts)
-        auto_sync_riders = models.status.count_auto_sync_riders(conn)
+        auto_sync_riders = models.planning.fleet_counts(conn)["riders"]
         budget = models.budget.read_rate_budget(conn)
         runs = models.runs.last_runs(conn, kinds=RUN_KINDS, per_kind=RUNS_PER_KIND)
         weather = weather_status(conn, now)  # the weather source's breaker and counts
@@ -581,16 +598,14 @@ def admin_status(
         rolled = roll_windows(budget, now)
         here = planning.situation(conn, rolled, settings, now)
         poll_share = planning.incremental_share(conn, rolled, settings)
+        polls = planning.replan_status(conn)
         day = {row["kind"]: row for row in models.runs.run_stats_since(conn, hours=24, now=now)}
         stuck, stalled_count = fleet_stuck(conn, settings, budget, now)
         alerts = alert_status(conn, settings)
     by_kind = Counter(item["kind"] for item in stuck)
     by_kind["race_stalled"] = stalled_count  # only the oldest LISTED_MAX are listed
-    by_connection = dict.fromkeys(CONNECTION_STATUSES, 0)
-    by_state = dict.fromkeys(SYNC_STATES, 0)
-    for row in buckets:
-        by_connection[row["connection"]] = by_connection.get(row["connection"], 0) + row["riders"]
-        by_state[row["sync_state"]] = by_state.get(row["sync_state"], 0) + row["riders"]
+    by_connection = {k: riders["by_connection_status"][k] for k in CONNECTION_STATUSES}
+    by_state = {k: riders["by_sync_state"][k] for k in SYNC_STATES}
     reserve = reserve_size(budget, settings.sync_now_reserve)
     active_histories = [h for h in histories if h["status"] == "active"]
     discover_requests = sum(history_requests_left(h) for h in active_histories)
@@ -614,16 +629,16 @@ def admin_status(
             settings, by_connection.get("active", 0) + by_connection.get("needs_reauth", 0)
         ),
         "riders": {
-            "total": sum(row["riders"] for row in buckets),
+            "total": riders["total"],
             "by_connection_status": by_connection,
             "by_sync_state": by_state,
             "due_now": due_now,
             # What "everyone now" (sync-strava?all=true) would take, and cost: a listing
             # each (more for a rider with over 200 new activities).
             "everyone_now": {"riders": everyone_now, "requests": everyone_now},
-            "never_synced": sum(row["never_synced"] for row in buckets),
+            "never_synced": riders["never_synced"],
             "list": {
-                "count": sum(row["riders"] for row in buckets),
+                "count": riders["total"],
                 "offset": riders_offset,
                 "limit": riders_limit,
                 "items": [rider_entry(row) for row in rider_page],
@@ -676,7 +691,7 @@ def admin_status(
             "cron_share_daily": rate["cron_share_daily"],
         },
         "requests": requests_by_class(request_windows, now),
-        "plan": rate_plan(here, poll_share, backlog_requests=total_requests, now=now),
+        "plan": rate_plan(here, poll_share, backlog_requests=total_requests, now=now, polls=polls),
         "runs": {
             kind: {
                 "last": [_run_summary(r) for r in runs if r["kind"] == kind],

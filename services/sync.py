@@ -10,11 +10,10 @@ from typing import Any
 import models
 from services import schedule
 from services.activities import listing_ended, newest_start, page_rows
-from services.budget import roll_windows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
 from services.events import process_rider_events
 from services.idle import Waiting
-from services.planning import replan_polls, webhook_health
+from services.planning import continue_replan, plan_riders, webhook_health
 from services.progress import SYNC, Progress, listing, report_stop
 from services.strava import PER_PAGE_MAX
 
@@ -99,6 +98,28 @@ def sync_rider(
     With `look_back` (the scheduled poll's, not Sync now's) the rider's weekly look back,
     when due, replaces the overlap: the last LOOK_BACK_DAYS listed to an empty page.
     """
+    outcome, _ = _sync_listing(
+        call,
+        lease,
+        events_healthy=events_healthy,
+        progress=progress,
+        last_phase=last_phase,
+        look_back=look_back,
+    )
+    return outcome
+
+
+def _sync_listing(
+    call: Call,
+    lease: models.sync.RiderLease,
+    *,
+    events_healthy: bool,
+    progress: Progress | None = None,
+    last_phase: bool = True,
+    look_back: bool = False,
+) -> tuple[Outcome, bool]:
+    """sync_rider, and whether the rider has webhook events waiting (looked at in the
+    last page's transaction, so a rider without any costs no transaction more)."""
     settings = call.settings
     need = ListingNeed(
         events_healthy=events_healthy,
@@ -124,6 +145,7 @@ def sync_rider(
     after = int(start.after.timestamp())
     newest, page = start.newest, start.page
     counts = {"pages": 0, "fetched": 0, "added": 0, "updated": 0, "races": 0}
+    events_waiting = False
 
     def list_page(token: str) -> list[dict[str, Any]]:
         return call.strava.list_activities(token, after=after, page=page, per_page=PER_PAGE_MAX)
@@ -178,10 +200,11 @@ def sync_rider(
                 # New or edited rides (a resumed listing may have stored them earlier).
                 if counts["added"] or counts["updated"] or start.resumed:
                     models.activities.recompute_eddington(conn, rider_id=lease.rider_id, now=now)
+                events_waiting = models.webhooks.has_pending_events(conn, rider_id=lease.rider_id)
             if progress is not None:
                 progress.report(conn, listing(counts, ended=ended, finished=ended and last_phase))
         if ended:
-            return Outcome("rider_id", lease.rider_id, SUCCEEDED, counts=counts)
+            return Outcome("rider_id", lease.rider_id, SUCCEEDED, counts=counts), events_waiting
         page += 1
 
 
@@ -190,12 +213,14 @@ def _sync_or_record_failure(
 ) -> Outcome:
     progress = Progress(lease.rider_id, call.now)
     try:
-        outcome = sync_rider(
+        outcome, events_waiting = _sync_listing(
             call, lease, events_healthy=events_healthy, progress=progress, look_back=True
         )
     except Exception as exc:  # each rider is isolated: one failing never stops the others
         outcome = call.settle_rider(lease, exc)
         report_stop(call, progress, SYNC, outcome)
+        return outcome
+    if not events_waiting:
         return outcome
     # The rider's webhook events ride along: creates the listing stored cost nothing.
     events = process_rider_events(call, lease)
@@ -228,6 +253,16 @@ def run_sync(runtime: Runtime, *, limit: int, everyone: bool = False) -> dict[st
             everyone=everyone,
         )
 
+    def wrap_up(call: Call, outcomes: list[Outcome]) -> None:
+        # What this call found moves its riders' next polls (a find brings one forward);
+        # the rest of the club keeps its plan unless the plan itself changed.
+        synced = [o.id for o in outcomes if o.status == SUCCEEDED]
+        with call.db.connection() as conn:
+            plan_riders(conn, synced, settings, call.now())
+        continue_replan(
+            call.db, settings, call.runtime.clock, call.runtime.timer, deadline=call.deadline
+        )
+
     def remaining(conn: models.Conn, call: Call) -> int:
         left = models.sync.count_riders_due_for_sync(
             conn,
@@ -235,11 +270,8 @@ def run_sync(runtime: Runtime, *, limit: int, everyone: bool = False) -> dict[st
             now=call.started_at,
             everyone=everyone,
         )
-        now = call.now()
         if left == 0:
-            models.sync.close_sync_round(conn, now=now)
-        # What this call found moves the riders' next polls (a find brings one forward).
-        replan_polls(conn, roll_windows(models.budget.read_rate_budget(conn), now), settings, now)
+            models.sync.close_sync_round(conn, now=call.now())
         return left
 
     return bounded_call(
@@ -251,6 +283,7 @@ def run_sync(runtime: Runtime, *, limit: int, everyone: bool = False) -> dict[st
         ),
         hand_back=_hand_back,
         remaining=remaining,
+        wrap_up=wrap_up,
         waiting=lambda conn, call: Waiting(
             **models.sync.sync_waiting(
                 conn,

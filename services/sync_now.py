@@ -15,6 +15,7 @@ from services.budget import try_reserve
 from services.calls import FAILED, SUCCEEDED, Call, Outcome, Runtime, recorded
 from services.clock import iso
 from services.enrichment import enrich_rider_races
+from services.planning import plan_riders
 from services.progress import SYNC, Progress, stopped, sync_now_done
 from services.rider_auth import RiderIdentity
 from services.sharing import sharing_json
@@ -284,6 +285,9 @@ def _run(call: Call, lease: models.sync.RiderLease) -> dict[str, Any]:
             with call.db.connection() as conn:
                 models.sync.clear_sync_now_cooldown(conn, rider_id=rider_id)
     outcomes: list[Outcome] = [synced]
+    if synced.status == SUCCEEDED:  # its next poll moves (a find brings it forward)
+        with call.db.connection() as conn:
+            plan_riders(conn, [rider_id], call.settings, call.now())
     if synced.status == SUCCEEDED and not call.should_stop():
         outcomes.extend(enrich_rider_races(call, rider_id, limit=ENRICH_LIMIT, live=live))
     races = outcomes[1:]

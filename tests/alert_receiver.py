@@ -1,6 +1,8 @@
 """A fake alert receiver on loopback, as Slack's, Discord's or ntfy's incoming webhooks
 answer: it takes JSON POSTs, keeps each (path and body), and answers 200 (Slack's
-"ok", Discord's 204, ntfy's JSON); it can be told to fail or to hang."""
+"ok", Discord's 204, ntfy's JSON); it can be told to fail, or to hold its answers
+until the test releases them (a receiver slower than any budget, whatever this
+machine's speed)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ class AlertReceiver:
     url: str = ""
     received: list[Received] = field(default_factory=list)
     status: int = 200
-    delay_s: float = 0.0
+    waiting: int = 0  # requests being held (see hold())
+    _gate: threading.Event | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -38,8 +41,13 @@ class AlertReceiver:
     def app(self, request: Request) -> Response:
         if request.method != "POST":
             return Response("method not allowed", status=405)
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        gate = self._gate
+        if gate is not None:
+            with self._lock:
+                self.waiting += 1
+            gate.wait(timeout=120)
+            # Answered after the sender gave up: nothing was received.
+            return Response("held too long", status=503)
         try:
             body = json.loads(request.get_data())
         except ValueError:
@@ -51,6 +59,25 @@ class AlertReceiver:
         if request.path.startswith("/api/webhooks/"):
             return Response(status=204)  # Discord
         return Response("ok", content_type="text/plain")  # Slack, and most receivers
+
+    def hold(self) -> None:
+        """Hold every request until release(); a held one is never recorded."""
+        self._gate = threading.Event()
+
+    def held(self, count: int, *, within_s: float = 30.0) -> bool:
+        """Whether `count` requests reached the held receiver (waiting up to within_s: a
+        request the sender gave up on may reach the server's thread late)."""
+        for _ in range(int(within_s / 0.05)):
+            with self._lock:
+                if self.waiting >= count:
+                    return self.waiting == count
+            time.sleep(0.05)
+        return False
+
+    def release(self) -> None:
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.set()
 
     def bodies(self) -> list[Any]:
         with self._lock:
@@ -71,6 +98,7 @@ def serve_receiver() -> Iterator[AlertReceiver]:
     try:
         yield receiver
     finally:
+        receiver.release()
         server.shutdown()
         server.server_close()
         thread.join()

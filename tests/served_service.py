@@ -23,10 +23,11 @@ from fake_strava import FakeStrava
 from fake_strava.serve import ServedFake, serve_app
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 30.0
+HOLD_LIMIT_S = 60.0
 
 
 class InFlight:
@@ -51,6 +52,51 @@ class InFlight:
         finally:
             with self._lock:
                 self._now -= 1
+
+
+class Held:
+    """Answers held back: around(app) serves `app`, but while hold() lasts its answers to
+    requests with `path_contains` in their path wait until release(). An answer later
+    than any deadline with no clock in the test, which can then check what a call did
+    without it. release() returns once the held requests are answered (a forgotten hold
+    ends by itself after HOLD_LIMIT_S)."""
+
+    def __init__(self, *, path_contains: str = "") -> None:
+        self.path_contains = path_contains
+        self._released = threading.Event()
+        self._released.set()
+        self._done = threading.Condition()
+        self._waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        """Requests held at this instant (or being answered just after a release)."""
+        with self._done:
+            return self._waiting
+
+    def hold(self) -> None:
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+        with self._done:
+            self._done.wait_for(lambda: self._waiting == 0, timeout=HOLD_LIMIT_S)
+
+    def around(self, app: WSGIApplication) -> WSGIApplication:
+        def held(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            if self._released.is_set() or self.path_contains not in environ.get("PATH_INFO", ""):
+                return app(environ, start_response)
+            with self._done:
+                self._waiting += 1
+            try:
+                self._released.wait(HOLD_LIMIT_S)
+                return app(environ, start_response)
+            finally:
+                with self._done:
+                    self._waiting -= 1
+                    self._done.notify_all()
+
+        return held
 
 
 def serve_counted(fake: FakeStrava) -> tuple[ServedFake, InFlight]:

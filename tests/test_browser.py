@@ -115,6 +115,9 @@ def stack(database_url: str, keys) -> Iterator[Stack]:  # type: ignore[no-untype
 @pytest.fixture
 def clean(stack: Stack) -> Stack:
     _clean(stack.database_url)
+    # The fake's rate-limit windows are real time and shared by the session's tests: each
+    # test starts with nothing used, as its database starts empty.
+    stack.fake.set_usage(usage_15min=0, usage_daily=0, read_usage_15min=0, read_usage_daily=0)
     return stack
 
 
@@ -567,7 +570,10 @@ PANELS = [
 
 def troubled_fleet(stack: Stack) -> dict[str, int]:
     """A club with something to explain: a rider failing with its reason, one who must
-    reconnect, one revoked, one paused, and a sync-strava run that failed."""
+    reconnect, one revoked, one paused, and a sync-strava run that failed.
+
+    Athletes 7500-7504 on the module's fake Strava: no other test may use them, as the
+    fake keeps its athletes' activities from test to test."""
     ids = {}
     for n, name in enumerate(["Anna B.", "Ben C.", "Chloé D.", "Dev E.", "Eve F."]):
         ids[name] = connect_rider(stack.database_url, stack.fake, 7500 + n, activities=3, name=name)
@@ -965,7 +971,7 @@ def test_the_widget_hears_live_progress_and_reads_the_state_once(clean, page):
     stack = clean
     stack.club.realtime = True
     try:
-        _, user = history_walk(stack, 7501)
+        _, user = history_walk(stack, 7701)
         execute(stack.database_url, "update strava_connections set last_synced_at = now()")
         reads: list[str] = []
         page.on(
@@ -1017,10 +1023,10 @@ def test_sync_now_shows_its_progress_live(clean, page):
     stack.club.realtime = True
     now = datetime.now(UTC)
     try:
-        _, user = rider(stack, 7502)
+        _, user = rider(stack, 7702)
         execute(stack.database_url, "update strava_connections set last_synced_at = now()")
         stack.fake.add_activities(
-            7502, make_activities(7502, 250, start=now - timedelta(days=5), end=now, seed=2)
+            7702, make_activities(7702, 250, start=now - timedelta(days=5), end=now, seed=2)
         )
         open_widget(page, stack.club_url + "/", "up_to_date")
         expect(page.locator("#strava-sync")).to_have_attribute("data-live", "on")
@@ -1266,8 +1272,8 @@ def test_sharing_switch_disconnect_and_a_full_club(clean, page):
 def test_the_dashboard_shows_the_athlete_capacity(clean, page):
     stack = clean
     for n in range(8):
-        connect_rider(stack.database_url, stack.fake, 7601 + n)
-    revoked = connect_rider(stack.database_url, stack.fake, 7611)
+        connect_rider(stack.database_url, stack.fake, 7621 + n)
+    revoked = connect_rider(stack.database_url, stack.fake, 7631)
     execute(
         stack.database_url,
         "update strava_connections set status = 'revoked' where rider_id = %s",

@@ -41,7 +41,7 @@ def test_dev_py_without_a_task_lists_every_task(args: tuple[str, ...]) -> None:
     result = dev_py(*args)
     assert result.returncode == 2
     tasks = listed_tasks(result.stdout)
-    assert sorted(tasks) == sorted(dev.TASKS) == ["bench", "demo", "stop", "test"]
+    assert sorted(tasks) == sorted(dev.TASKS) == ["bench", "demo", "mutants", "stop", "test"]
     for task, line in tasks.items():  # one line each, saying what it does
         assert len(line.split(task, 1)[1].split()) >= 3, line
 

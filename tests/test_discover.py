@@ -9,8 +9,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import responses
 
+from bench.fleet_clock import VirtualClock
 from fake_strava import FakeStrava, make_activities, make_activity
-from tests.conftest import API_URL, CLIENT_ID, CLIENT_SECRET, OAUTH_URL, cron_headers
+from services.clock import monotonic
+from tests.clocked_strava import install_on_clock
+from tests.conftest import (
+    API_URL,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    OAUTH_URL,
+    cron_headers,
+    standing_timer,
+)
 from tests.factories import connect_rider, execute, query, riders_held_or_backing_off
 
 # Fixtures for the rider's view of a walk: keys, issuer, web, auth_settings.
@@ -19,6 +29,18 @@ pytest_plugins = ["tests.jwks_fixture"]
 DISCOVER = "/api/cron/discover"
 LIST = "/athlete/activities"
 NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+def make_app(make_app):
+    """Apps on a standing timer (conftest.standing_timer) unless a test gives its own:
+    Strava answers at once here, so a walk's pages take no time on the service's own
+    clock, whatever this machine's load."""
+
+    def build(*, timer=standing_timer, **overrides):
+        return make_app(timer=timer, **overrides)
+
+    return build
 
 
 def discover(client, **params):
@@ -120,7 +142,7 @@ def test_1050_activities_are_walked_over_several_calls_in_six_list_requests(
     )
     # each page takes 0.2 s: a 0.8 s budget holds two or three of them, so several calls
     strava.latency_s = 0.2
-    client = make_app(cron_time_budget_s=0.8).test_client()
+    client = make_app(cron_time_budget_s=0.8, timer=monotonic).test_client()
     marks = []  # after each call: the stored cursor, and the listings made by then
 
     def mark(_):
@@ -705,13 +727,13 @@ def test_the_completion_day_follows_the_backfill_plan():
 
 
 def test_a_walk_in_progress_tells_the_rider_when_it_should_complete(
-    make_app, web, issuer, auth_settings, database
+    make_app, fake, issuer, auth_settings, database
 ):
     import uuid
 
     rider = connect_rider(
         database,
-        web,
+        fake,
         341,
         activities=1050,
         start=NOW - timedelta(days=5 * 365),
@@ -720,25 +742,31 @@ def test_a_walk_in_progress_tells_the_rider_when_it_should_complete(
     )
     user = uuid.uuid4()
     execute(database, "update riders set auth_user_id = %s where id = %s", user, rider)
-    web.latency_s = 0.2
-    app = make_app(cron_time_budget_s=0.5, **auth_settings)
-    client = app.test_client()
-    headers = issuer.headers(issuer.es256(user))
-    before = client.get("/api/riders/me/sync", headers=headers).get_json()["history"]
-    assert before["started"] is False and before["estimated_complete_on"] is None
-    body = discover(client)
-    assert body["items"][0]["complete"] is False
-    during = client.get("/api/riders/me/sync", headers=headers).get_json()["history"]
-    assert during["started"] is True and 0 < during["percent"] < 100
-    day = datetime.fromisoformat(during["estimated_complete_on"]).date()
-    assert day >= NOW.date()
-    stored = query(
-        database,
-        "select history_estimated_complete_on from strava_connections where rider_id = %s",
-        rider,
-    )
-    assert stored[0]["history_estimated_complete_on"] == day
-    web.latency_s = 0.0
-    discover_until_complete(app.test_client())
-    after = client.get("/api/riders/me/sync", headers=headers).get_json()["history"]
-    assert after["complete"] is True and after["estimated_complete_on"] is None
+    # The walk is cut by its 0.5 s budget on the service's own timer, which each of
+    # Strava's pages moves on by 0.2 s (tests/clocked_strava.py): two pages a call of six,
+    # however long this machine takes.
+    clock = VirtualClock(NOW)
+    rsps = responses.RequestsMock(assert_all_requests_are_fired=False)
+    install_on_clock(fake, clock, rsps, latency_s=0.2)
+    issuer.install(rsps)
+    with rsps:
+        app = make_app(cron_time_budget_s=0.5, timer=clock.monotonic, **auth_settings)
+        client = app.test_client()
+        headers = issuer.headers(issuer.es256(user))
+        before = client.get("/api/riders/me/sync", headers=headers).get_json()["history"]
+        assert before["started"] is False and before["estimated_complete_on"] is None
+        body = discover(client)
+        assert body["items"][0]["complete"] is False
+        during = client.get("/api/riders/me/sync", headers=headers).get_json()["history"]
+        assert during["started"] is True and 0 < during["percent"] < 100
+        day = datetime.fromisoformat(during["estimated_complete_on"]).date()
+        assert day >= NOW.date()
+        stored = query(
+            database,
+            "select history_estimated_complete_on from strava_connections where rider_id = %s",
+            rider,
+        )
+        assert stored[0]["history_estimated_complete_on"] == day
+        discover_until_complete(app.test_client())
+        after = client.get("/api/riders/me/sync", headers=headers).get_json()["history"]
+        assert after["complete"] is True and after["estimated_complete_on"] is None

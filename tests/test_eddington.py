@@ -1,5 +1,6 @@
-"""The cycling Eddington number: the rule, a hand-computed case through a real sync, a
-brute-force check of the SQL on random data, and 10,000 activities quickly."""
+"""The cycling Eddington number in the database: a hand-computed case through a real sync,
+a brute-force check of the SQL on random data, and 10,000 activities quickly (the rule's
+own tests, without a database, are in test_eddington_rules.py)."""
 
 from __future__ import annotations
 
@@ -15,35 +16,9 @@ from fake_strava import make_activity
 from services.eddington import METRES_PER_KM, METRES_PER_MILE, eddington, eddington_numbers
 from tests.conftest import cron_headers
 from tests.factories import connect_rider, execute, query
+from tests.test_eddington_rules import brute_force
 
 MILE = METRES_PER_MILE
-
-
-def brute_force(day_metres: list[float], unit: float) -> int:
-    """Try every E: the largest with at least E days of at least E units."""
-    best = 0
-    for e in range(1, len(day_metres) + 1):
-        if sum(1 for m in day_metres if m / unit >= e) >= e:
-            best = e
-    return best
-
-
-@pytest.mark.parametrize(
-    ("values", "expected"),
-    [
-        ([], 0),
-        ([0.4], 0),
-        ([1], 1),
-        ([3, 3, 3], 3),
-        ([10, 10, 2], 2),
-        ([5, 4, 3, 2, 1], 3),
-        ([100, 100, 100, 100], 4),
-        ([2.99, 3, 3], 2),
-        ([7, 6, 5, 4, 4, 4], 4),
-    ],
-)
-def test_the_rule(values, expected):
-    assert eddington(values) == expected == brute_force(values, 1)
 
 
 def _insert(conn, rider_id, rows):

@@ -630,7 +630,8 @@ def test_install_normalizes_other_base_urls(fake: FakeStrava) -> None:
 
 
 def test_served_over_loopback_with_overlapping_latency() -> None:
-    fake = FakeStrava(latency_s=0.2)
+    latency_s = 0.5
+    fake = FakeStrava(latency_s=latency_s)
     fake.add_activities(
         ATHLETE, make_activities(ATHLETE, 10, start=NOW - timedelta(days=30), end=NOW)
     )
@@ -653,7 +654,8 @@ def test_served_over_loopback_with_overlapping_latency() -> None:
         for thread in threads:
             thread.join()
         assert results == [10] * 6
-        assert time.monotonic() - started < 0.2 * 3  # the sleeps overlapped
+        # the sleeps overlapped: one after another they would take 6 x 0.5 s at least
+        assert time.monotonic() - started < len(threads) * latency_s
 
         fake.latency_s = 0.0
         fake.fail_next(delay_s=0.3, path_contains="/athlete/activities")

@@ -27,7 +27,14 @@ def test_a_fault_injected_run_converges_on_the_fake_stravas_state(database):
     # Faults of several kinds were met (which ones a request meets depends on the order
     # the two callers reach Strava in, so not every kind in every run).
     kinds = {kind for kind, n in fake.injected.items() if n}
-    assert sum(fake.injected.values()) >= 10 and len(kinds) >= 2, fake.injected
+    # About 30% of requests fail; which requests are made (retries) varies with the two
+    # callers' timing, so the count is judged against the requests made: at least a
+    # tenth (a fixed count, 10, was missed by a run that made fewer requests).
+    faulted = sum(fake.injected.values())
+    assert faulted >= 0.1 * len(fake.requests) and len(kinds) >= 2, (
+        fake.injected,
+        len(fake.requests),
+    )
     assert {a["endpoint"] for a in answers} == {"sync-strava", "discover", "enrich"}
     # overlapping callers never took the same rider or race from each other
     assert not [i for a in answers for i in a["items"] if i.get("reason") == "lease_lost"]

@@ -36,12 +36,14 @@ from schemathesis.specs.openapi.checks import (
 
 from fake_strava import FakeStrava, serve
 from fake_strava.serve import serve_app
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, cron_headers
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, cron_headers, sizes
 from tests.factories import connect_rider, execute, hs256_rider_headers
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
 JWT_SECRET = "test-jwt-secret-for-fuzzing-8b1e"
-EXAMPLES = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 12}
+# Cases an operation, per mode: small (the default run) and full (under the slow mark).
+EXAMPLES_SMALL = {GenerationMode.POSITIVE: 5, GenerationMode.NEGATIVE: 3}
+EXAMPLES_FULL = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 12}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -105,7 +107,11 @@ def auth_for(operation: Any, rider: dict[str, str]) -> dict[str, str]:
 
 
 def fuzzer(
-    operation: Any, mode: GenerationMode, call: dict[str, Any], counted: dict[str, int]
+    operation: Any,
+    mode: GenerationMode,
+    examples: int,
+    call: dict[str, Any],
+    counted: dict[str, int],
 ) -> Any:
     """One operation's cases in one mode, sent and checked."""
     # An operation that answers any body on purpose (`x-any-body-answered`: Strava's
@@ -115,7 +121,7 @@ def fuzzer(
     negative = mode is GenerationMode.NEGATIVE and not lenient
     checks = CHECKS + ([negative_data_rejection] if negative else [])
 
-    @hypothesis.settings(SETTINGS, max_examples=EXAMPLES[mode])
+    @hypothesis.settings(SETTINGS, max_examples=examples)
     @given(case=operation.as_strategy(generation_mode=mode, headers=call["headers"]))
     def fuzz(case: Any) -> None:
         counted["cases"] += 1
@@ -127,7 +133,8 @@ def fuzzer(
     return fuzz
 
 
-def test_fuzzing_every_operation_of_the_spec(served_app):
+@pytest.mark.parametrize("examples", sizes(EXAMPLES_SMALL, EXAMPLES_FULL))
+def test_fuzzing_every_operation_of_the_spec(served_app, examples):
     base_url, rider = served_app
     schema = schemathesis.openapi.from_path(SPEC, config=CONFIG)
     findings: list[str] = []
@@ -138,16 +145,17 @@ def test_fuzzing_every_operation_of_the_spec(served_app):
         operation = result.ok()
         counted["operations"] += 1
         call = {"base_url": base_url, "session": session, "headers": auth_for(operation, rider)}
-        for mode in EXAMPLES:
+        for mode, cases in examples.items():
             try:
-                fuzzer(operation, mode, call, counted)()
+                fuzzer(operation, mode, cases, call, counted)()
             except hypothesis.errors.Unsatisfiable:
                 assert mode is GenerationMode.NEGATIVE, operation.label
                 counted["nothing_to_negate"] += 1  # no input that could be invalid
             except (AssertionError, BaseExceptionGroup) as exc:  # reported together, below
                 findings.append(f"{operation.label} ({mode}): {exc}")
     assert counted["operations"] >= 20, counted
-    assert counted["cases"] >= 300, counted
+    # (at full size at least 300: about half of what 20 + 12 an operation could give)
+    assert counted["cases"] >= 300 * sum(examples.values()) // 32, counted
     assert not findings, "\n\n".join(findings)
     print(f"\nfuzzing: {counted}")
 

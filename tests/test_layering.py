@@ -53,7 +53,7 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def python_files(root: Path) -> list[Path]:
-    skip = {".venv", ".data", "node_modules", ".git"}
+    skip = {".venv", ".data", "node_modules", ".git", ".mutmut", "mutants"}
     return [p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts)]
 
 

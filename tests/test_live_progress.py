@@ -348,18 +348,11 @@ def test_a_rider_joins_their_own_channel_only(database):
 
 
 @pytest.fixture
-def plain_database(database_url: str):
+def plain_database(scratch_database, database_url: str):
     """A database migrated without Supabase's realtime schema (a plain Postgres)."""
-    params = psycopg.conninfo.conninfo_to_dict(database_url)
-    server = psycopg.conninfo.make_conninfo(database_url, dbname="postgres")
-    name = f"strava_sync_plain_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
-    assert params["dbname"] != name
-    yield url
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+    url = scratch_database("strava_sync_plain")
+    assert url != database_url
+    return url
 
 
 def test_without_realtime_the_migration_is_a_no_op_and_progress_is_only_polled(

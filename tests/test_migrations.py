@@ -14,16 +14,8 @@ from tests.factories import connect_rider
 
 
 @pytest.fixture
-def empty_database(database_url):
-    server = database_url.replace(
-        psycopg.conninfo.conninfo_to_dict(database_url)["dbname"], "postgres"
-    )
-    name = f"strava_sync_mig_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    yield psycopg.conninfo.make_conninfo(database_url, dbname=name)
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+def empty_database(scratch_database):
+    return scratch_database("strava_sync_mig")
 
 
 def test_migrations_apply_twice_and_concurrently(empty_database):

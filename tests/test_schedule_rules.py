@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 
@@ -114,6 +115,37 @@ def test_requests_taken_one_by_one_in_any_order_never_pass_a_limit():
         assert state.day_used <= max(state.day_limit, state.day_used - sent)
 
 
+def test_counting_the_windows_polls_up_to_what_matters_changes_no_allowance():
+    """The incremental class's polls in this window counted only up to
+    window_polls_that_matter (as a call counts them; the count also floors today's
+    need): every class is allowed the same requests as with the whole count, for clubs
+    whose window holds many times the limit."""
+    rng = random.Random(8_010)
+    for _ in range(CASES):
+        state, now = random_state(rng), random_now(rng)
+        base = random_needs(rng, state)
+        polls = rng.choice([0, rng.randint(0, 3 * state.window_limit), 40 * state.window_limit])
+        day_polls = rng.randint(0, state.day_limit)
+
+        def needs_counting(count: int, base: Needs = base, day_polls: int = day_polls) -> Needs:
+            return replace(
+                base,
+                window={**base.window, W.INCREMENTAL: count},
+                day={**base.day, W.INCREMENTAL: max(count, day_polls)},
+            )
+
+        whole = needs_counting(polls)
+        for cls in PRIORITY:
+            cap = schedule.window_polls_that_matter(cls, state.window_limit)
+            counted = needs_counting(min(polls, cap))
+            assert (
+                schedule.allowance(cls, state, counted, now).requests
+                == schedule.allowance(cls, state, whole, now).requests
+            ), (cls, polls, cap)
+        assert schedule.window_polls_that_matter(W.INCREMENTAL, state.window_limit) == 0
+        assert schedule.window_polls_that_matter(W.DISCOVER, state.window_limit) > 0
+
+
 def test_lower_classes_spending_all_they_may_leave_the_higher_classes_their_needs():
     rng = random.Random(8_003)
     for _ in range(CASES):
@@ -201,6 +233,42 @@ def test_the_state_comes_from_a_budget_row_with_the_tighter_of_overall_and_read(
     state = BudgetState.from_row(row)
     assert (state.window_headroom, state.day_headroom) == (50, 700)
     assert (state.window_limit, state.day_limit) == (100, 1000)
+
+
+def test_the_state_comes_from_a_budget_row_each_limit_binding_the_other_way_round():
+    """The window bound by the read usage, the day by the overall usage."""
+    row = SimpleNamespace(
+        limit_15min=200,
+        limit_daily=3000,
+        read_limit_15min=100,
+        read_limit_daily=2000,
+        usage_15min=10,
+        usage_daily=2900,
+        read_usage_15min=95,
+        read_usage_daily=100,
+    )
+    state = BudgetState.from_row(row)
+    assert (state.window_limit, state.window_used, state.window_headroom) == (100, 95, 5)
+    assert (state.day_limit, state.day_used, state.day_headroom) == (2000, 1900, 100)
+    assert state.window_used_by == {} and state.day_used_by == {} and state.reserve == 10
+
+
+def test_the_state_from_a_budget_row_keeps_each_classs_use_and_the_reserve():
+    row = SimpleNamespace(
+        limit_15min=100,
+        limit_daily=1000,
+        read_limit_15min=100,
+        read_limit_daily=1000,
+        usage_15min=3,
+        usage_daily=30,
+        read_usage_15min=3,
+        read_usage_daily=30,
+    )
+    state = BudgetState.from_row(
+        row, window_used_by={W.DISCOVER: 3}, day_used_by={W.DISCOVER: 30}, sync_now_reserve=0.25
+    )
+    assert state.window_used_by == {W.DISCOVER: 3} and state.day_used_by == {W.DISCOVER: 30}
+    assert state.reserve == 25
 
 
 @pytest.mark.parametrize(
@@ -324,6 +392,59 @@ def test_what_a_window_leaves_flows_to_the_next_ones():
     assert schedule.allowance(W.DISCOVER, state, needs, late).requests == 90
 
 
+def test_the_backfill_takes_all_the_day_has_left_from_the_last_window_before_the_final_hour():
+    state, needs = BudgetState(100, 0, 1000, 0), Needs()
+    # 22:30-22:45: two windows left before the final hour share the day's rest.
+    before = MIDNIGHT + timedelta(hours=22, minutes=44, seconds=59)
+    assert schedule.backfill_pace(state, needs, before) == math.ceil(990 / 2)
+    # 22:45 on: the last of them, then the final hour itself, take all of it.
+    for late in (timedelta(hours=22, minutes=45), timedelta(hours=23), timedelta(hours=23.9)):
+        assert schedule.backfill_pace(state, needs, MIDNIGHT + late) == 990
+
+
+def test_a_backfill_class_leaves_a_higher_backfill_class_its_window_need_of_the_pace():
+    state = BudgetState(100, 0, 1000, 0)
+    needs = Needs(window={W.ENRICH_RECENT: 5}, day={W.ENRICH_RECENT: 5})
+    noon = MIDNIGHT + timedelta(hours=12)
+    pace = schedule.backfill_pace(state, needs, noon)
+    assert pace == math.ceil(990 / 44) == 23
+    discover = schedule.allowance(W.DISCOVER, state, needs, noon)
+    assert (discover.requests, discover.binds) == (23 - 5, "backfill pace")
+    assert discover.reason == "18 allowed: backfill pace binds"
+    assert discover.cls is W.DISCOVER and discover.limits["backfill pace"] == 18
+    recent = schedule.allowance(W.ENRICH_RECENT, state, needs, noon)
+    assert (recent.requests, recent.binds) == (23, "backfill pace")
+
+
+def test_a_backlog_todays_pool_can_finish_is_not_paced():
+    state, noon = BudgetState(100, 0, 1000, 0), MIDNIGHT + timedelta(hours=12)
+    assert schedule.backfill_pace(state, Needs(backlog=990), noon) == 990  # the whole pool
+    assert schedule.backfill_pace(state, Needs(backlog=991), noon) == 23  # paced
+
+
+def test_what_the_window_already_spent_is_counted_back_into_its_share():
+    # 29,890 left to the backfill (30,000 less 50 spent, less Sync now's 60), 50 of them
+    # spent in this window: the window's share is (29,890 + 50) / 92, less the 50.
+    state = spend(BudgetState(600, 0, 30_000, 0), W.DISCOVER, 50)
+    assert schedule.backfill_pool(state, Needs()) == 29_890
+    assert schedule.backfill_pace(state, Needs(), MIDNIGHT) == math.ceil(29_940 / 92) - 50 == 276
+
+
+def test_sync_nows_own_needs_above_its_reserve_are_held_from_the_others():
+    state = BudgetState(100, 0, 1000, 0)
+    window = Needs(window={W.SYNC_NOW: 30})
+    assert schedule.allowance(W.INCREMENTAL, state, window, NOW).requests == 70
+    assert schedule.backfill_pool(state, Needs(day={W.SYNC_NOW: 50})) == 950
+    # A window need counts for the day too, when the day's is smaller or not given.
+    assert schedule.backfill_pool(state, Needs(window={W.INCREMENTAL: 30})) == 960
+
+
+def test_the_day_headroom_binds_when_the_day_is_nearly_spent():
+    state = BudgetState(100, 0, 1000, 995)
+    allowed = schedule.allowance(W.SYNC_NOW, state, Needs(), NOW)
+    assert (allowed.requests, allowed.binds) == (5, "day headroom")
+
+
 # --- the plan and the projection ------------------------------------------------------
 
 
@@ -346,6 +467,38 @@ def test_the_plan_shows_each_classs_share_and_use_now_and_today():
     assert classes["enrich_old"]["today"]["share"] == 0
     assert classes["discover"]["binds"] == "backfill pace"
     assert list(classes) == [c.value for c in PRIORITY]
+
+
+def test_the_plan_hand_worked_class_by_class():
+    state = BudgetState(
+        100, 20, 1000, 200, window_used_by={W.INCREMENTAL: 20}, day_used_by={W.INCREMENTAL: 200}
+    )
+    needs = Needs(
+        window={W.SYNC_NOW: 2, W.INCREMENTAL: 6, W.ENRICH_RECENT: 30, W.DISCOVER: 40},
+        day={W.SYNC_NOW: 5, W.INCREMENTAL: 100, W.ENRICH_RECENT: 60, W.DISCOVER: 5000,
+             W.ENRICH_OLD: 300},
+    )  # fmt: skip
+    got = schedule.plan(state, needs, NOW).as_dict()
+    assert got["at"] == "2026-11-24T10:07:30Z"
+    assert got["window"] == {"limit": 100, "used": 20}
+    assert got["day"] == {"limit": 1000, "used": 200}
+    assert got["sync_now_reserve"] == 10 and got["windows_left_today"] == 56
+    # The day's 800 left, less Sync now's reserve and incremental's 100, over 52 windows.
+    assert got["backfill_day_pool"] == 690
+    assert got["backfill_window_pace"] == math.ceil(690 / 52) == 14
+    classes = got["classes"]
+
+    def shares(cls: WorkClass) -> tuple[int, int, int, int, int, str]:
+        c = classes[cls.value]
+        window, today = c["window"], c["today"]
+        return (window["share"], window["used"], today["share"], today["used"],
+                c["allowed_now"], c["binds"])  # fmt: skip
+
+    assert shares(W.SYNC_NOW) == (10, 0, 10, 0, 80, "window headroom")
+    assert shares(W.INCREMENTAL) == (26, 20, 300, 200, 70, "window left by higher classes")
+    assert shares(W.ENRICH_RECENT) == (14, 0, 60, 0, 14, "backfill pace")  # paced below 30
+    assert shares(W.DISCOVER) == (0, 0, 630, 0, 0, "backfill pace")
+    assert shares(W.ENRICH_OLD) == (0, 0, 0, 0, 0, "day left by higher classes")
 
 
 def test_projected_completion_hand_worked():
@@ -377,6 +530,35 @@ def test_incremental_share_follows_the_limits_and_the_fleet():
     # Backfill nearly done: what it leaves, up to 60% of the day.
     assert schedule.incremental_share_per_day(1000, 200, backfill_per_day=20) == 600
     assert schedule.incremental_share_per_day(1000, 200, backfill_per_day=500) == 500
+
+
+def test_a_future_day_gives_the_backfill_the_limit_less_the_higher_classes_daily_needs():
+    state = BudgetState(100, 0, 1000, 0)
+    per_day = {W.SYNC_NOW: 50, W.INCREMENTAL: 290}
+    assert schedule.backfill_per_day(state, Needs(per_day=per_day)) == 1000 - 50 - 290
+    assert schedule.backfill_per_day(state, Needs(per_day={W.SYNC_NOW: 50})) == 950
+    assert schedule.backfill_per_day(state, Needs()) == 990  # Sync now's reserve at least
+
+
+def test_a_backlog_completes_even_at_one_request_a_day():
+    state = BudgetState(100, 0, 1000, 1000)  # today spent
+    needs = Needs(per_day={W.INCREMENTAL: 989})  # a future day leaves the backfill 1
+    assert schedule.backfill_per_day(state, needs) == 1
+    assert schedule.projected_completion(3, state, needs, MIDNIGHT) == date(2026, 11, 27)
+
+
+def test_incremental_share_leaves_sync_now_its_reserve_as_production_passes_it():
+    reserve = BudgetState(100, 0, 1000, 0).reserve  # 10 a window, held all day
+    share = schedule.incremental_share_per_day
+    # What the backfill leaves, less the reserve, between 30% and 60% of the day.
+    assert share(1000, 200, sync_now_per_day=reserve, backfill_per_day=500) == 490
+    # A fleet larger than the day gets the day less the reserve, no more.
+    assert share(1000, 995, sync_now_per_day=reserve, backfill_per_day=1000) == 990
+    assert share(1000, 200, sync_now_per_day=reserve, backfill_per_day=1000) == 300
+    assert share(1000, 200, sync_now_per_day=reserve, backfill_per_day=0) == 600
+    # Sync now's daily need comes off what the backfill leaves, and off the whole day.
+    assert share(1000, 200, sync_now_per_day=500) == 500
+    assert share(100, 5, sync_now_per_day=100) == 0
 
 
 def test_race_recency_decides_the_enrichment_class():
@@ -444,7 +626,7 @@ def walk(decision, days: float = 2.0) -> list[datetime]:
 
 def test_poll_plan_every_rider_daily_never_under_the_floor_the_fleet_within_its_share():
     rng = random.Random(8_007)
-    for _ in range(150):
+    for _ in range(50):
         now = random_now(rng)
         fleet = random_fleet(rng, rng.randint(1, 60), now)
         floor = rng.choice([900, 1800, 3600, 3600, 7200, 4 * 3600])
@@ -611,7 +793,7 @@ def test_the_same_habit_in_two_time_zones_polls_18_hours_apart_in_utc():
 
 def test_the_incremental_need_counts_the_polls_in_the_window_and_today():
     rng = random.Random(8_013)
-    for _ in range(60):
+    for _ in range(20):
         now = random_now(rng)
         fleet = random_fleet(rng, rng.randint(1, 40), now)
         polls = schedule.poll_plan(fleet, 3 * len(fleet), 3600, now)
@@ -659,6 +841,309 @@ def test_a_realistic_fleet_at_the_default_limits():
     assert min(counts) == 1 and max(counts) >= 2
 
 
+def idle(rider_id: int) -> RiderHabit:
+    """A rider last seen uploading 40 days ago, last polled 3 hours ago."""
+    return RiderHabit(rider_id, (), 0, NOW - timedelta(hours=3), False, NOW - timedelta(days=40))
+
+
+def daily(rider_id: int, hours: tuple[float, ...], offset_h: float = 0) -> RiderHabit:
+    """A rider uploading every day of the habit at these local hours, polled 3 hours ago."""
+    offset = timedelta(hours=offset_h)
+    uploads = tuple(
+        MIDNIGHT - timedelta(days=day) + timedelta(hours=h) - offset
+        for day in range(1, schedule.HABIT_DAYS + 1)
+        for h in hours
+    )
+    return RiderHabit(rider_id, uploads, int(offset_h * HOUR), NOW - timedelta(hours=3), False)
+
+
+def test_riders_alike_share_the_polls_evenly_the_remainder_by_their_tie_step():
+    # The spare poll goes to the highest tie step (rider id modulo TIE_STEPS), not to
+    # whoever is listed first, so a rider planned alone gets the same decision.
+    assert [schedule.tie_step(i) for i in (2, 3, 4)] == [2, 3, 4]
+    polls = schedule.poll_plan([idle(2), idle(3), idle(4)], 10, 3600, NOW)
+    assert {i: d.polls_per_day for i, d in polls.decisions.items()} == {2: 3, 3: 3, 4: 4}
+    assert polls.fits and polls.expected_per_day == 10
+    assert polls.note == "10 polls a day expected of a share of 10"
+    assert polls.decisions[4].reason == "idle 40 days: 4 polls a day"
+    assert polls.decisions[2].reason == "idle 40 days: 3 polls a day"
+    listed_otherwise = schedule.poll_plan([idle(4), idle(2), idle(3)], 10, 3600, NOW)
+    assert listed_otherwise.decisions == polls.decisions
+    one_spare = schedule.poll_plan([idle(2), idle(3), idle(4)], 4, 3600, NOW).decisions
+    assert [d.polls_per_day for d in one_spare.values()] == [1, 1, 2]
+    # Twelve hours between polls: two a day at most, however large the share.
+    twice = schedule.poll_plan([idle(2), idle(3)], 10, 12 * HOUR, NOW)
+    assert [d.polls_per_day for d in twice.decisions.values()] == [2, 2]
+    assert (
+        twice.decisions[2].reason == "idle 40 days: 2 polls a day (the floor: 12 h between polls)"
+    )
+    assert twice.share_per_day == 10
+    # Seven hours between polls: three a day (24 h holds three sevens, not four).
+    thrice = schedule.poll_plan([idle(2), idle(3), idle(4)], 20, 7 * HOUR, NOW).decisions
+    assert [d.polls_per_day for d in thrice.values()] == [3, 3, 3]
+    assert thrice[2].reason == "idle 40 days: 3 polls a day (the floor: 7 h between polls)"
+    # A day between polls: once a day, and nothing to say about the floor.
+    daily_floor = schedule.poll_plan([idle(2), idle(3)], 10, 86_400, NOW).decisions
+    assert [d.polls_per_day for d in daily_floor.values()] == [1, 1]
+    assert daily_floor[2].reason == "idle 40 days: once a day"
+    assert daily_floor[2].rider_id == 2
+
+
+def test_a_busy_rider_is_held_to_the_floor_and_the_others_share_the_rest():
+    busy = RiderHabit(1, tuple(NOW - timedelta(hours=12 * k) for k in range(56)), 0, None, False)
+    polls = schedule.poll_plan([busy, idle(2), idle(3)], 10, 6 * HOUR, NOW)
+    # 2 uploads a day: four polls at most with six hours between them, each finding
+    # something with the odds of a Poisson process; the idle two take what is left.
+    assert {i: d.polls_per_day for i, d in polls.decisions.items()} == {1: 4, 2: 2, 3: 2}
+    found = 4 * (1 - math.exp(-2 / 4))
+    assert polls.decisions[1].found_per_day == pytest.approx(found)
+    assert polls.decisions[2].found_per_day == 0
+    assert polls.expected_per_day == pytest.approx(8 + found) and polls.fits
+    rider = daily(1, (18.5,))
+    assert schedule.upload_rate(rider, NOW) == 1
+    one_a_day = schedule.poll_plan([rider], 3, 3600, NOW).decisions[1]
+    count = one_a_day.polls_per_day
+    assert one_a_day.found_per_day == pytest.approx(count * (1 - math.exp(-1 / count)))
+
+
+def test_a_newcomer_is_polled_like_the_fleets_median_rider():
+    newcomer = RiderHabit(1, (), 0, None, False)
+    every_other_day = RiderHabit(
+        5, tuple(NOW - timedelta(days=2 * k + 1) for k in range(14)), 0, NOW, False
+    )
+    # Known rates 0, 0.5, 1 and 3 a day: the median rider uploads once a day.
+    fleet = [newcomer, daily(2, (9.5,)), daily(3, (1, 9, 17)), idle(4), every_other_day]
+    decisions = schedule.poll_plan(fleet, 40, 3600, NOW).decisions
+    assert decisions[1].reason.startswith(
+        "no uploads known yet: polled like a typical rider (~1.0 a day): "
+    )
+    assert decisions[1].polls_per_day == decisions[2].polls_per_day  # as the 1-a-day rider
+    alone = schedule.poll_plan([newcomer], 3, 3600, NOW)
+    assert alone.decisions[1].reason == (
+        "no uploads known yet: polled like a typical rider (~0.5 a day): 2 polls a day"
+    )
+    squeezed = schedule.poll_plan([newcomer], 1, 3600, NOW)
+    assert not squeezed.fits
+    assert squeezed.decisions[1].reason == (
+        "no uploads known yet: polled like a typical rider (~0.5 a day): once a day;"
+        " the budget's share is too small for more"
+    )
+
+
+def test_the_reason_names_the_habit_the_cadence_and_the_floor():
+    four = daily(1, (8.5, 11.5, 14.5, 17.5))  # 60% of the uploads fall in 08:00-15:00
+    habit_words = "uploads ~4.0 a day, mostly 08:00-15:00 local"
+    reason = schedule.poll_plan([four], 12, 3600, NOW).decisions[1].reason
+    assert reason == f"{habit_words}: 8 polls a day, every ~1.4 h then"  # 5 of them in 7 h
+    fewer = schedule.poll_plan([four], 8, 3600, NOW).decisions[1].reason
+    assert fewer == f"{habit_words}: 5 polls a day, every ~2.3 h then"  # 3 of them in 7 h
+    floored = schedule.poll_plan([four], 12, 4 * HOUR, NOW).decisions[1]
+    assert floored.polls_per_day == 6 == 86_400 // (4 * HOUR)
+    assert floored.reason.startswith(f"{habit_words}: 6 polls a day")
+    assert floored.reason.endswith(" (the floor: 4 h between polls)")
+    few = RiderHabit(5, (NOW - timedelta(days=3), NOW - timedelta(days=9)), 0, NOW, False)
+    assert schedule.poll_plan([few], 5, 3600, NOW).decisions[5].reason == (
+        "uploads ~0.1 a day: 4 polls a day"  # two uploads make no usual hours
+    )
+
+
+def test_usual_hours_are_the_fewest_holding_six_tenths_of_the_uploads():
+    evening = (NOW - timedelta(days=d, hours=-8) for d in (1, 2, 3))  # 18:07
+    morning = (NOW - timedelta(days=d, hours=4) for d in (4, 5))  # 06:07
+    three_of_five = RiderHabit(1, (*evening, *morning), 0, NOW, False)
+    words = schedule.poll_plan([three_of_five], 3, 900, NOW).decisions[1].reason
+    assert words.startswith("uploads ~0.2 a day, mostly 18:00-19:00 local: ")
+    # Three uploads make usual hours, counted from the habit's first instant to now.
+    since = NOW - timedelta(days=schedule.HABIT_DAYS)
+    edges = RiderHabit(2, (since, NOW - timedelta(days=1), NOW), 0, NOW, False)
+    words = schedule.poll_plan([edges], 2, 3600, NOW).decisions[2].reason
+    assert words.startswith("uploads ~0.1 a day, mostly 10:00-11:00 local: ")
+    late = schedule.poll_plan([daily(3, (23.5,))], 3, 900, NOW).decisions[3].reason
+    assert late.startswith("uploads ~1.0 a day, mostly 23:00-00:00 local: ")
+
+
+def test_every_few_hours_counts_the_polls_in_the_usual_hours_and_the_hour_after():
+    evening = daily(1, (18.5,))
+
+    def reason(share: int) -> tuple[tuple[float, ...], str]:
+        d = schedule.poll_plan([evening], share, 900, NOW).decisions[1]
+        return tuple(round(t / HOUR, 2) for t in d.local_times_s), d.reason
+
+    words = "uploads ~1.0 a day, mostly 18:00-19:00 local"
+    # Two polls in 18:00-19:00: every half hour then.
+    assert reason(4) == ((18.12, 18.81, 20.0), f"{words}: 3 polls a day, every ~0.5 h then")
+    # Three, the one at 19:11 counted with them.
+    times, said = reason(6)
+    assert times == (17.7, 18.26, 18.68, 19.18, 20.0)
+    assert said == f"{words}: 5 polls a day, every ~0.3 h then"
+    # One alone says nothing of a rhythm.
+    assert reason(3) == ((18.47, 20.0), f"{words}: 2 polls a day")
+
+
+def test_a_rider_never_polled_is_polled_now_and_no_find_is_claimed():
+    fresh = RiderHabit(1, (NOW - timedelta(days=1),) * 3, 0, None, False)
+    d = schedule.poll_plan([fresh], 2, 3600, NOW).decisions[1]
+    assert (d.next_poll_at, d.interval_s) == (NOW, 0)
+    assert d.reason == "uploads ~0.1 a day, mostly 10:00-11:00 local: once a day"
+
+
+def test_an_idle_riders_polls_are_spread_evenly_over_the_day_from_midnight():
+    for share, every_minutes in ((5, 288), (4, 360)):
+        d = schedule.poll_plan([idle(2)], share, 3600, NOW).decisions[2]
+        minutes = [round(t / 60) for t in d.local_times_s]
+        assert minutes == [every_minutes * k for k in range(share)]
+
+
+def test_a_single_daily_poll_is_at_the_hour_that_keeps_uploads_waiting_least():
+    # Uploads at 18:30 local (UTC+2), smoothed over 17:00-20:00: a poll at 20:00 keeps
+    # them waiting 1.5 hours, one at 19:00 or 21:00 longer on the whole.
+    rider = daily(1, (18.5,), offset_h=2)
+    d = schedule.poll_plan([rider], 1, 3600, NOW).decisions[1]
+    assert d.local_times_s == (20 * HOUR,)
+    assert d.next_poll_at == datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
+    assert d.reason == (
+        "uploads ~1.0 a day, mostly 18:00-19:00 local: once a day;"
+        " the budget's share is too small for more"
+    )
+
+
+def test_the_next_poll_is_the_first_planned_time_past_the_floor_within_a_day():
+    times = (8 * HOUR, 20 * HOUR)
+    last = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
+    at = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+    assert schedule.poll_after(times, 0, 3600, last) == at  # a planned time at the floor
+    assert schedule.poll_after(times, 0, 3601, last) == at + timedelta(hours=12)
+    # Local times: 08:00 at UTC+2 is 06:00 UTC.
+    assert schedule.poll_after((8 * HOUR,), 2 * HOUR, 3600, last - timedelta(hours=2)) == (
+        at - timedelta(hours=2)
+    )
+    # At most a day after the last poll; unless the floor itself is longer.
+    half_past = last + timedelta(minutes=30)
+    assert schedule.poll_after((8 * HOUR,), 0, 3600, half_past) == half_past + timedelta(days=1)
+    assert schedule.poll_after(times, 0, 2 * 86_400, last) == last + timedelta(days=2)
+    assert schedule.next_planned((), 0, last) == last + timedelta(days=1)
+    # Today's times all past: tomorrow's first.
+    evening = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+    assert schedule.next_planned(times, 0, evening) == at + timedelta(days=1)
+
+
+def test_a_find_brings_the_next_poll_to_the_follow_up_never_into_the_past():
+    rider = daily(1, (18.5,), offset_h=2)  # planned daily at 20:00 local, 18:00 UTC
+
+    def after(last_poll_ago: timedelta, floor: int) -> schedule.PollDecision:
+        found = RiderHabit(1, rider.uploads, rider.utc_offset_s, NOW - last_poll_ago, True)
+        return schedule.poll_plan([found], 1, floor, NOW).decisions[1]
+
+    half_hour = after(timedelta(minutes=30), 1800)
+    assert half_hour.next_poll_at == NOW + timedelta(minutes=30)  # an hour after the last
+    assert half_hour.reason.startswith("last poll found new activities: next in 1 h; uploads")
+    two_hours = after(timedelta(minutes=30), 2 * HOUR)
+    assert two_hours.next_poll_at == NOW + timedelta(hours=1.5)  # the floor is longer
+    assert two_hours.reason.startswith("last poll found new activities: next in 2 h; ")
+    due = after(timedelta(hours=1), 1800)  # its follow-up is now: no sooner than planned
+    assert due.next_poll_at == NOW
+    assert due.reason.startswith("uploads ~1.0 a day")
+    late = after(timedelta(hours=5), 1800)  # its follow-up is past: now, said plainly
+    assert late.next_poll_at == NOW
+    assert late.reason.startswith("uploads ~1.0 a day")
+
+
+def test_the_incremental_need_hand_worked():
+    def decision(rider_id: int, next_at: datetime, found: float) -> schedule.PollDecision:
+        return schedule.PollDecision(
+            rider_id, next_at, 0, 1, found, (12 * HOUR,), 0, 3600, "planned at noon"
+        )
+
+    in_window = decision(1, datetime(2026, 11, 24, 10, 14, 59, tzinfo=UTC), 0.5)
+    next_window = decision(2, datetime(2026, 11, 24, 10, 15, tzinfo=UTC), 0.25)
+    polls = schedule.PollPlan({1: in_window, 2: next_window}, 10, 2.75, True, "")
+    window, day, per_day = schedule.incremental_needs(polls, NOW)
+    assert window == 1
+    # Today: the first at 10:14:59 and noon, the second at 10:15 and noon; plus the
+    # finds' follow-ups for the 13 h 52 min 30 s left of the day, rounded up.
+    left = timedelta(hours=13, minutes=52, seconds=30) / timedelta(days=1)
+    assert day == 4 + math.ceil(0.75 * left) == 5
+    assert per_day == 3
+
+
+def test_uploads_count_from_exactly_the_habits_first_day_to_now():
+    since = NOW - timedelta(days=schedule.HABIT_DAYS)
+    edges = RiderHabit(1, (since, NOW), 0, None, False)
+    assert schedule.upload_rate(edges, NOW) == 2 / schedule.HABIT_DAYS
+    assert sum(schedule.hour_histogram(edges, NOW)) == pytest.approx(2 + 1)
+    outside = RiderHabit(
+        2, (since - timedelta(seconds=1), NOW + timedelta(seconds=1)), 0, None, False
+    )
+    assert schedule.upload_rate(outside, NOW) == 0
+    assert sum(schedule.hour_histogram(outside, NOW)) == pytest.approx(1.0)  # the prior only
+
+
+def test_the_hour_histogram_smooths_each_upload_over_its_neighbour_hours():
+    # Two uploads at 18:xx local (UTC+2) and one at 23:30 local, whose next hour is 00.
+    offset = 2 * HOUR
+    uploads = (
+        datetime(2026, 11, 20, 16, 10, tzinfo=UTC),
+        datetime(2026, 11, 21, 16, 50, tzinfo=UTC),
+        datetime(2026, 11, 22, 21, 30, tzinfo=UTC),
+    )
+    histogram = schedule.hour_histogram(RiderHabit(1, uploads, offset, None, False), NOW)
+    prior, side = 1 / 24, schedule.NEIGHBOUR_WEIGHT
+    centre = 1 - 2 * side
+    expected = [prior] * 24
+    expected[17] += 2 * side
+    expected[18] += 2 * centre
+    expected[19] += 2 * side
+    expected[22] += side
+    expected[23] += centre
+    expected[0] += side
+    assert histogram == pytest.approx(expected)
+    assert sum(histogram) == pytest.approx(3 + 1)  # the uploads and the prior's one
+
+
+def test_a_safety_net_poll_is_at_the_riders_own_time_of_day_in_utc():
+    riders = [RiderHabit(i, (), 3600, NOW - timedelta(hours=1), False) for i in range(1, 11)]
+    riders.append(RiderHabit(11, (), 3600, None, False))
+    plan = schedule.safety_net_plan(riders, 11, 3600, NOW, "events arriving")
+    assert plan.fits and plan.share_per_day == 11 and plan.expected_per_day == 11
+    assert plan.as_dict() == {
+        "share_per_day": 11,
+        "expected_per_day": 11.0,
+        "fits": True,
+        "note": "events arriving: 11 polls a day (one per rider) of a share of 11",
+    }
+    assert not schedule.safety_net_plan(riders, 10, 3600, NOW, "events arriving").fits
+    for rider in riders:
+        d = plan.decisions[rider.rider_id]
+        assert d.rider_id == rider.rider_id and d.utc_offset_s == 0  # UTC times, whoever
+        (at,) = d.local_times_s
+        assert 0 <= at < 86_400
+        assert d.reason.endswith(f"daily poll at {at // HOUR:02d}:{at % HOUR // 60:02d} UTC")
+        if rider.last_poll_at is None:
+            assert (d.next_poll_at, d.interval_s) == (NOW, 0)
+            continue
+        assert d.interval_s == (d.next_poll_at - rider.last_poll_at).total_seconds()
+        midnight = d.next_poll_at.replace(hour=0, minute=0, second=0, microsecond=0)
+        since_midnight = (d.next_poll_at - midnight).total_seconds()
+        assert since_midnight == at or d.next_poll_at == rider.last_poll_at + timedelta(days=1)
+
+
+def test_polls_between_count_the_start_and_not_the_end():
+    plan = schedule.safety_net_plan([RiderHabit(7, (), 0, None, False)], 1, 3600, NOW, "x")
+    decision = plan.decisions[7]  # next poll now, then daily at its own time
+    assert schedule.polls_between(decision, NOW, NOW + timedelta(seconds=1)) == 1
+    assert schedule.polls_between(decision, NOW - timedelta(hours=1), NOW) == 0
+
+
+def test_the_poll_plans_summary_rounds_the_expected_polls_to_a_tenth():
+    summary = schedule.PollPlan({}, 300, 291.26, True, "291 polls a day expected of 300")
+    assert summary.as_dict() == {
+        "share_per_day": 300,
+        "expected_per_day": 291.3,
+        "fits": True,
+        "note": "291 polls a day expected of 300",
+    }
+
+
 # --- fair shares ----------------------------------------------------------------------
 
 
@@ -702,3 +1187,54 @@ def test_enrich_order_is_fair_stable_and_deterministic():
 
 def test_discovery_walks_fewest_pages_first():
     assert schedule.discover_order([(1, 50), (2, 0), (3, 3), (4, 0)]) == [2, 4, 3, 1]
+    assert schedule.discover_order([(9, 2), (4, 2), (6, 2)]) == [4, 6, 9]  # then by rider
+
+
+def test_surveys_of_slices_add_up_to_the_whole_and_survive_storage():
+    rng = random.Random(8_017)
+    for _ in range(60):
+        now = random_now(rng)
+        fleet = random_fleet(rng, rng.randint(1, 80), now)
+        whole = schedule.survey(fleet, now)
+        cut = sorted(rng.sample(range(len(fleet) + 1), 2))
+        parts = [fleet[: cut[0]], fleet[cut[0] : cut[1]], fleet[cut[1] :]]
+        summed = schedule.FleetSurvey()
+        for part in parts:
+            stored = schedule.survey(part, now).as_json()
+            summed = summed.plus(schedule.FleetSurvey.from_json(stored))
+        assert summed == whole and summed.riders == len(fleet)
+
+
+def test_the_fleet_level_is_the_largest_that_fits_and_a_rider_alone_gets_the_same():
+    rng = random.Random(8_018)
+    for _ in range(60):
+        now = random_now(rng)
+        fleet = random_fleet(rng, rng.randint(1, 60), now)
+        floor = rng.choice([900, 1800, 3600, 7200])
+        share = rng.randint(len(fleet), 8 * len(fleet))
+        level = schedule.fleet_level(schedule.survey(fleet, now), share, floor)
+        plan = schedule.poll_plan(fleet, share, floor, now)
+        assert level.expected_per_day == pytest.approx(plan.expected_per_day)
+        rates = {}
+        for rider in fleet:
+            uploads = schedule.rider_uploads(rider, now)
+            rates[rider.rider_id] = (
+                level.typical if uploads is None else uploads / schedule.HABIT_DAYS
+            )
+        # The next level at which any rider gets one more poll a day no longer fits.
+        steps = [
+            (d.polls_per_day / schedule._weight(rates[r], schedule.tie_step(r)))
+            for r, d in plan.decisions.items()
+            if d.polls_per_day <= level.cap
+        ]
+        if level.fits and steps:
+            higher = replace(level, level=min(steps) + 1e-9)
+            expected = 0.0
+            for rider_id, rate in rates.items():
+                polls = higher.polls(rate, schedule.tie_step(rider_id))
+                expected += polls + schedule._found_per_day(rate, polls)
+            assert expected > share
+        for rider in fleet:  # planned alone, in the fleet's level: the same decision
+            assert (
+                schedule.poll_decision(rider, level, floor, now) == plan.decisions[rider.rider_id]
+            )

@@ -226,6 +226,52 @@ def test_incremental_need_is_held_from_the_backfill(app, strava, database):
         assert due.fetchone()["n"] == 6  # nobody polled yet: the polls are still owed
 
 
+def connect_new_walkers(database, strava, first_athlete, n=14):
+    """`n` riders who just connected, each with a 700-activity history that ended a week
+    ago: four pages each for discovery, and one empty listing each for their first sync."""
+    return [
+        connect_rider(
+            database,
+            strava,
+            first_athlete + i,
+            activities=700,
+            start=NOON - timedelta(days=900),
+            end=NOON - timedelta(days=8),
+            history_complete=False,
+        )
+        for i in range(n)
+    ]
+
+
+# Strava gives this application 60 read requests a window, where the budget row assumes
+# the documented 100 until an answer's headers say otherwise.
+@pytest.mark.parametrize("fake", [{"read_limit_15min": 60}], indirect=True)
+def test_shares_follow_a_lower_limit_from_the_first_answers_headers(app, strava, database):
+    riders = connect_new_walkers(database, strava, 6600)
+    client = app.test_client()
+    discover = cron(client, "discover", limit=len(riders))
+    enrich = cron(client, "enrich")
+    # The window's 60: 6 are Sync now's, 14 the due riders' polls; the backfill had 40.
+    assert discover["rate_limited"] and 0 < discover["strava_requests"] <= 40
+    assert discover["strava_requests"] + enrich["strava_requests"] <= 40
+    synced = cron(client, "sync-strava")
+    assert synced["succeeded"] == len(riders), synced
+    assert strava.count(status=429) == 0
+    assert class_requests(database, "incremental") == len(riders)
+
+
+def test_shares_follow_another_clients_usage_from_the_headers(app, strava, database):
+    riders = connect_new_walkers(database, strava, 6700)
+    strava.set_usage(usage_15min=30, read_usage_15min=30)  # another client of the app
+    client = app.test_client()
+    discover = cron(client, "discover", limit=len(riders))
+    # Of the window's 100, 30 were gone, 10 are Sync now's, 14 the due riders' polls.
+    assert discover["rate_limited"] and discover["strava_requests"] <= 46
+    synced = cron(client, "sync-strava")
+    assert synced["succeeded"] == len(riders), synced
+    assert strava.count(status=429) == 0
+
+
 def test_recent_races_are_detailed_while_discovery_holds_the_old_races_share(
     app, strava, database, clock
 ):

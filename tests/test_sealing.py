@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import stat
 
 import pytest
@@ -83,17 +84,33 @@ def test_key_text_round_trips_in_either_base64_alphabet():
     assert key.text() not in repr(key) and standard not in repr(key)
 
 
+def some_bytes(count: int, seed: int) -> bytes:
+    """Random-looking bytes, the same in every run (parameters are fixed at collection,
+    and pytest-xdist's workers must collect the same ones)."""
+    return random.Random(seed).randbytes(count)
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
         ("no-colon-here", "no ':' found"),
-        (":" + base64.b64encode(os.urandom(32)).decode(), "not a key id"),
-        ("bad id:" + base64.b64encode(os.urandom(32)).decode(), "not a key id"),
-        ("x" * 33 + ":" + base64.b64encode(os.urandom(32)).decode(), "not a key id"),
-        ("k1:" + base64.b64encode(os.urandom(31)).decode(), "31 bytes, not 32"),
-        ("k1:" + base64.b64encode(os.urandom(33)).decode(), "33 bytes, not 32"),
+        (":" + base64.b64encode(some_bytes(32, 1)).decode(), "not a key id"),
+        ("bad id:" + base64.b64encode(some_bytes(32, 2)).decode(), "not a key id"),
+        ("x" * 33 + ":" + base64.b64encode(some_bytes(32, 3)).decode(), "not a key id"),
+        ("k1:" + base64.b64encode(some_bytes(31, 4)).decode(), "31 bytes, not 32"),
+        ("k1:" + base64.b64encode(some_bytes(33, 5)).decode(), "33 bytes, not 32"),
         ("k1:not base64 at all!", "not base64"),
         ("k1:", "0 bytes"),
+    ],
+    ids=[
+        "no-colon",
+        "no-id",
+        "id-with-space",
+        "id-too-long",
+        "31-bytes",
+        "33-bytes",
+        "not-base64",
+        "no-key",
     ],
 )
 def test_malformed_keys_are_refused_without_repeating_them(text, says):

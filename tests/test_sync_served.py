@@ -1,26 +1,42 @@
 """sync-strava against the fake Strava served over real HTTP on 127.0.0.1: overlap of
-calls, the time budget, timeouts and retries."""
+calls, the time budget, timeouts and retries. The budget itself is judged on the
+service's own clock (virtual, Strava's latency spent on it), never the machine's."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 
 import pytest
+import responses
 
-from fake_strava import serve
+from bench.fleet import START
+from bench.fleet_clock import VirtualClock, on_clock
+from fake_strava.serve import ServedFake, serve_app
+from tests.clocked_strava import install_on_clock
 from tests.conftest import cron_headers
 from tests.factories import connect_rider, query, riders_held_or_backing_off, unlimited_fake
+from tests.served_service import Held
 
 SYNC = "/api/cron/sync-strava"
+LIST = "/athlete/activities"
+STRAVA_TIMEOUT_S = 20.0  # a request's own timeout, far past any budget here
 
 
 @pytest.fixture
-def served():
+def held():
+    """The fake Strava's answers to listings, which a test may hold back until released."""
+    return Held(path_contains=LIST)
+
+
+@pytest.fixture
+def served(held):
     fake = unlimited_fake()
-    with serve(fake) as server:
-        yield fake, server
+    with ServedFake(*serve_app(held.around(fake.wsgi_app), name="fake-strava")) as server:
+        try:
+            yield fake, server
+        finally:
+            held.release()
 
 
 @pytest.fixture
@@ -67,17 +83,21 @@ def test_two_calls_at_once_process_each_rider_exactly_once(served, served_app, d
     assert query(database, "select count(*) as n from activities")[0]["n"] == 100
 
 
-def test_a_call_never_runs_past_its_time_budget(served, served_app, database):
-    fake, _ = served
-    fake.latency_s = 0.4  # a slow Strava
+def test_a_call_never_runs_past_its_time_budget(make_app, database):
+    """On the service's own clock, so that a loaded machine changes nothing: Strava takes
+    0.4 s of it a request (tests/clocked_strava.py)."""
+    clock = VirtualClock(START)
+    fake = unlimited_fake(clock=clock.time)
     for i in range(12):
         connect_rider(database, fake, 400 + i, activities=3)
-    app = served_app(cron_time_budget_s=1.5, sync_workers=2)
-    started = time.monotonic()
-    body = post(app.test_client())
-    wall = time.monotonic() - started
-    assert wall < 1.5, wall
-    assert body["duration_ms"] < 1500
+    app = make_app(cron_time_budget_s=1.5, sync_workers=2)
+    app.extensions["strava_sync"] = on_clock(app.extensions["strava_sync"], clock)
+    started = clock.monotonic()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        install_on_clock(fake, clock, rsps, latency_s=0.4)
+        body = post(app.test_client())
+    assert clock.monotonic() - started <= 1.5
+    assert body["duration_ms"] <= 1500
     assert 0 < body["succeeded"] < 12
     assert body["failed"] == 0
     assert body["remaining"] == 12 - body["succeeded"] and body["done"] is False
@@ -86,14 +106,15 @@ def test_a_call_never_runs_past_its_time_budget(served, served_app, database):
     assert {i["reason"] for i in body["items"] if i["status"] == "skipped"} == {"time_budget"}
 
 
-def test_a_request_cut_by_the_budget_is_handed_back_not_failed(served, served_app, database):
+def test_a_request_cut_by_the_budget_is_handed_back_not_failed(served, served_app, held, database):
     fake, _ = served
     rider = connect_rider(database, fake, 450, activities=3)
-    fake.fail_next(1, status=200, path_contains="/athlete/activities", delay_s=3)
-    app = served_app(cron_time_budget_s=1.0)
-    started = time.monotonic()
+    held.hold()  # Strava's answer to the listing comes only once the test has looked
+    app = served_app(cron_time_budget_s=1.0, strava_timeout_s=STRAVA_TIMEOUT_S)
     body = post(app.test_client())
-    assert time.monotonic() - started < 3.0  # it did not wait for Strava's 3 s answer
+    assert held.waiting == 1  # the call answered without Strava's answer
+    # cut at the call's time left (1 s at most), not at the request's own timeout
+    assert body["duration_ms"] < STRAVA_TIMEOUT_S * 1000
     assert body["items"] == [{"rider_id": rider, "status": "skipped", "reason": "time_budget"}]
     row = query(database, "select failure_count, lease_token from strava_connections")[0]
     assert row == {"failure_count": 0, "lease_token": None}

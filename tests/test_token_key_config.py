@@ -4,7 +4,7 @@ database is shared, made once under DATA_DIR for local runs."""
 from __future__ import annotations
 
 import base64
-import os
+import random
 import subprocess
 import sys
 
@@ -20,14 +20,17 @@ K1, K2, K3 = new_key("k1"), new_key("k2"), new_key("k3")
 URL = "postgresql://u:pw@127.0.0.1:1/x"  # never connected to: the app opens its pool lazily
 
 
+# The parameters are fixed at collection: the same in every run and in each of
+# pytest-xdist's workers (which must collect the same tests), hence seeded bytes.
 @pytest.mark.parametrize(
     "value",
     [
-        "k1",  # no id
-        "k1:" + base64.urlsafe_b64encode(os.urandom(16)).decode(),  # AES-128 is not the key
-        "k 1:" + base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        "k1",
+        "k1:" + base64.urlsafe_b64encode(random.Random(1).randbytes(16)).decode(),
+        "k 1:" + base64.urlsafe_b64encode(random.Random(2).randbytes(32)).decode(),
         "k1:" + "%" * 43,
     ],
+    ids=["no-id", "16-bytes-aes-128", "id-with-space", "not-base64"],
 )
 def test_a_malformed_key_is_refused_with_its_format_and_never_echoed(value):
     with pytest.raises(ConfigError) as refused:

@@ -348,7 +348,9 @@ def test_a_refused_refresh_reads_the_row_again_and_uses_a_reconnect_that_landed(
         grant = fake.issue_tokens(ATHLETE, expires_in=60)
         writes.append(threading.Thread(target=save, args=(grant,)))
         writes[0].start()
-        for _ in range(500):  # until the write waits for the refresh's row lock
+        # Until the write waits for the refresh's row lock (30 s only guards a hang: a
+        # loaded machine may take seconds to start the thread and connect).
+        for _ in range(3000):
             if backends(database, "wait_event_type = 'Lock'"):
                 return
             time.sleep(0.01)

