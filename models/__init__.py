@@ -20,7 +20,6 @@ from models import (  # noqa: F401  (imported so that `import models` reaches ev
     runs,
     sharing,
     status,
-    suspicion,
     sync,
     tokens,
     weather,

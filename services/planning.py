@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import models
 from config import Settings
-from services import schedule, webhooks
+from services import schedule, suspicion, webhooks
 from services.clock import Timer
 from services.schedule import DAY, WorkClass
 from services.strava import next_day_reset, next_window_reset
@@ -275,7 +275,7 @@ def _decide(
 ) -> dict[int, schedule.PollDecision]:
     if target.kind == SAFETY_NET:
         return {
-            r.rider_id: schedule.safety_net_decision(r, floor_s, now, target.why)
+            r.rider_id: suspicion.suspicion_decision(r, floor_s, now, target.why)
             for r in habits(rows)
         }
     return {r.rider_id: schedule.poll_decision(r, level, floor_s, now) for r in habits(rows)}

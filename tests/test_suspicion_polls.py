@@ -1,15 +1,15 @@
 """Polls on suspicion and the weekly look back against the real Postgres, on virtual time:
 a club whose events arrive (the workflows' schedule: events every 5 minutes, sync-strava
-hourly), one rider's event lost; the poll the habit asks for finds the ride within
-hours, not at the next day's safety net, and a manual entry dated weeks back whose event
-was lost is found by the rider's look back within the week."""
+hourly), one rider's event lost; the poll placed just after the rider's usual upload
+finds the ride within the hour, not at a daily poll hours later, and a manual entry
+dated weeks back whose event was lost is found by the rider's look back within the
+week."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from fake_strava.data import make_activity
-from services import schedule
 from tests.factories import connect_rider, query
 from tests.test_webhook_polling import LIST, club  # noqa: F401  (the fixture)
 
@@ -54,24 +54,22 @@ def _daily_rider(club, athlete: int, *, first_id: int, hour_utc: int) -> int:  #
     return rider
 
 
-def test_a_ride_whose_event_was_lost_is_found_by_a_poll_on_suspicion(club):  # noqa: F811
-    rider = _daily_rider(club, HABIT_RIDER, first_id=8_100_000, hour_utc=17)
+def test_a_ride_whose_event_was_lost_is_found_by_the_poll_after_the_usual_upload(club):  # noqa: F811
+    _daily_rider(club, HABIT_RIDER, first_id=8_100_000, hour_utc=17)
     club.cron("sync-strava")  # everyone's first listing: the habit is known
     row = _reader(club, HABIT_RIDER)
     busy = next(a for a in club.riders if a != HABIT_RIDER)
     # Events arrive (another rider uploads) until just before the habit's hour.
     now = club.clock.now()
-    until_ride = datetime(now.year, now.month, now.day, 18, 20, tzinfo=UTC) - now
-    club.live(int(until_ride.total_seconds() // 3600), uploads_per_hour=0.5, only=busy)
-    club.clock.advance(seconds=(datetime(now.year, now.month, now.day, 18, 20, tzinfo=UTC)
-                                - club.clock.now()).total_seconds())  # fmt: skip
+    usual = datetime(now.year, now.month, now.day, 18, 20, tzinfo=UTC)
+    club.live(int((usual - now).total_seconds() // 3600), uploads_per_hour=0.5, only=busy)
+    club.clock.advance(seconds=(usual - club.clock.now()).total_seconds())
     planned = row()
-    # The plan says why: an upload is likely this evening and none was heard of.
-    assert planned["poll_reason"].startswith("poll on suspicion:"), planned["poll_reason"]
-    assert "nothing heard since" in planned["poll_reason"]
-    soon = club.clock.now() + timedelta(hours=2)
-    assert club.clock.now() < planned["next_poll_at"] < soon, planned["poll_reason"]
-    daily_poll = schedule.safety_net_time(rider)  # the safety net's own time of day
+    # The plan says why: rides end at 18:00, uploaded about 20 minutes later, every day.
+    assert "polls just after this rider's usual uploads" in planned["poll_reason"]
+    assert "weekdays 18:20 (" in planned["poll_reason"], planned["poll_reason"]
+    assert "after a usual upload" in planned["poll_reason"], planned["poll_reason"]
+    assert planned["next_poll_at"] == usual, planned["poll_reason"]
 
     # The ride ends at 18:05 and is uploaded at 18:20: its event is lost.
     uploaded_at = club.clock.now()
@@ -90,17 +88,12 @@ def test_a_ride_whose_event_was_lost_is_found_by_a_poll_on_suspicion(club):  # n
         if ride["id"] in club.stored(HABIT_RIDER):
             found_at = club.clock.now()
             break
-    assert found_at is not None, "the poll on suspicion did not find the ride"
-    assert found_at - uploaded_at <= timedelta(hours=2)
-    # It was the suspicion's poll, not the safety net's daily one.
-    window = {
-        int((uploaded_at + timedelta(minutes=m)).timestamp()) % 86_400 // 60
-        for m in range(0, int((found_at - uploaded_at).total_seconds() // 60) + 1)
-    }
-    assert daily_poll // 60 not in window
-    # Once: the next poll after the find is not another suspicion that evening.
+    assert found_at is not None, "the poll after the usual upload did not find the ride"
+    # The next sync-strava run after 18:20 (hourly, at 17 past): within the hour.
+    assert found_at - uploaded_at <= timedelta(hours=1, minutes=5)
+    # Once: the next poll is the next day's, not another that evening.
     after = row()
-    assert after["next_poll_at"] > found_at + timedelta(hours=2), after
+    assert after["next_poll_at"] == usual + timedelta(days=1), after
 
 
 def test_a_backdated_entry_whose_event_was_lost_is_found_by_the_weekly_look_back(club):  # noqa: F811

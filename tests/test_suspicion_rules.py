@@ -1,246 +1,203 @@
-"""Pure rules of polls on suspicion and of the weekly look back (services/schedule.py):
-seeded habits, offsets and moments; no database, no clock."""
+"""Pure rules of the polls on suspicion (services/suspicion.py): where a rider's polls go
+from their habit, the floor under them, and the reason in words; seeded habits, offsets
+and moments, no database, no clock."""
 
 from __future__ import annotations
 
-import math
 import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services import schedule
-from services.schedule import (
-    SUSPICION_AFTER_S,
-    PollDecision,
-    PollPlan,
-    Suspicion,
-    UploadHabit,
+from services import suspicion
+from services.schedule import HABIT_DAYS, RiderHabit, safety_net_time
+from services.suspicion import (
+    QUIET_MAX_S,
+    UPLOAD_DELAY_S,
+    WATCH_BAR,
+    WATCH_MAX,
+    WATCH_MIN_UPLOADS,
+    WATCH_SPAN_S,
+    Watch,
+    choose_watches,
+    next_watch,
+    suspicion_decision,
+    watch_plan,
 )
 
 HOUR = 3600
-# A Monday, 00:00 UTC.
+# A Monday, 00:00 UTC; the habits are the four weeks before NOW.
 MONDAY = datetime(2026, 11, 23, tzinfo=UTC)
+NOW = MONDAY + timedelta(days=28)
 FLOOR_S = 1800
+WHY = "events arriving: riders are polled after their usual uploads"
 
 
-def local(offset_h: int, day: int, hour: float) -> datetime:
-    """UTC instant of `hour` local time on day `day` of MONDAY's week in UTC+offset_h."""
-    return MONDAY + timedelta(days=day, hours=hour - offset_h)
+def local(offset_s: int, day: int, hour: float) -> datetime:
+    """The UTC instant of `hour` local time on day `day` after MONDAY, at UTC+offset_s."""
+    return MONDAY + timedelta(days=day, hours=hour) - timedelta(seconds=offset_s)
 
 
-def tue_thu_rider(offset_h: int = 0, *, delay_s: float = 20 * 60, weeks: int = 4) -> UploadHabit:
-    """Rides ending 18:00 local every Tuesday and Thursday of the last `weeks` weeks."""
-    ends = tuple(local(offset_h, day - 7 * w, 18.0) for w in range(1, weeks + 1) for day in (1, 3))
-    return UploadHabit(
-        rider_id=7,
-        ride_ends=ends,
-        upload_delays_s=(delay_s,) * len(ends),
-        utc_offset_s=offset_h * HOUR,
-        last_heard_at=None,
-    )
-
-
-def heard(habit: UploadHabit, at: datetime) -> UploadHabit:
-    return UploadHabit(
-        habit.rider_id, habit.ride_ends, habit.upload_delays_s, habit.utc_offset_s, at
-    )
-
-
-BAR = schedule.SUSPICION_LIKELY
-
-
-def test_a_usual_upload_unheard_of_is_polled_for_shortly_after_it_is_likely():
-    rider = heard(tue_thu_rider(), local(0, 1, 8.0))  # heard from Tuesday 08:00
-    now = local(0, 1, 9.0)
-    found = schedule.suspicion(rider, BAR, FLOOR_S, now)
-    assert found.poll_at is not None and found.likely_at is not None
-    # Uploads come 18:20 (the ride's end and the rider's 20 minutes): likely that evening.
-    assert local(0, 1, 17.0) < found.likely_at < local(0, 1, 20.0)
-    assert found.poll_at == found.likely_at + timedelta(seconds=SUSPICION_AFTER_S)
-    # The uploads the bar stands for are expected by then, exactly.
-    profile = schedule.upload_profile(rider, now)
-    expected = schedule.expected_uploads(profile, 0, local(0, 1, 8.0), found.likely_at)
-    assert expected == pytest.approx(-math.log(1 - BAR))
-    assert "on suspicion" in found.reason and "Tue/Thu" in found.reason
-    assert "about 20 min after a ride" in found.reason
-
-
-def test_an_upload_heard_of_moves_the_suspicion_to_the_next_usual_day():
-    rider = heard(tue_thu_rider(), local(0, 1, 18.4))  # Tuesday's event came
-    found = schedule.suspicion(rider, BAR, FLOOR_S, local(0, 1, 18.5))
-    assert found.poll_at is not None
-    # Not that evening again: once Wednesday's share of a weekday's uploads (the rider's
-    # days are pooled with their like days) and Thursday's have piled up.
-    assert local(0, 2, 19.0) < found.poll_at < local(0, 3, 20.5)
-
-
-@pytest.mark.parametrize("offset_h", range(-12, 15))
-def test_the_habit_is_the_riders_local_time_in_every_zone(offset_h):
-    rider = heard(tue_thu_rider(offset_h), local(offset_h, 1, 8.0))
-    found = schedule.suspicion(rider, BAR, FLOOR_S, local(offset_h, 1, 9.0))
-    assert found.poll_at is not None
-    assert local(offset_h, 1, 17.0) < found.poll_at < local(offset_h, 1, 20.5)
-
-
-def test_the_upload_delay_is_the_median_of_the_riders_events_and_shifts_the_poll():
-    late = heard(tue_thu_rider(delay_s=4 * HOUR), local(0, 1, 8.0))
-    assert schedule.upload_delay_s(late) == 4 * HOUR
-    found = schedule.suspicion(late, BAR, FLOOR_S, local(0, 1, 9.0))
-    assert found.poll_at is not None and local(0, 1, 21.0) < found.poll_at < local(0, 1, 23.5)
-    none = UploadHabit(1, (), (), 0, None)
-    assert schedule.upload_delay_s(none) == schedule.DEFAULT_UPLOAD_DELAY_S
-    mixed = UploadHabit(1, (), (600.0, 60.0, 7200.0, -5.0, 86_400.0 * 3), 0, None)
-    assert schedule.upload_delay_s(mixed) == 600.0  # the median of the sane ones
-    late = UploadHabit(1, (), (86_400.0 * 3,), 0, None)  # a history entered at once
-    assert schedule.upload_delay_s(late) == schedule.DEFAULT_UPLOAD_DELAY_S
-
-
-def test_never_before_the_floor_after_the_last_poll_nor_in_the_past():
-    rider = tue_thu_rider()
-    # Heard from just before the usual upload: the floor holds the poll back.
-    just = local(0, 1, 18.3)
-    found = schedule.suspicion(heard(rider, just), 0.01, FLOOR_S, just)
-    assert found.poll_at is not None
-    assert found.poll_at >= just + timedelta(seconds=FLOOR_S)
-    # Planned late (the moment has passed): poll now.
-    late_now = local(0, 2, 6.0)
-    found = schedule.suspicion(heard(rider, local(0, 1, 8.0)), BAR, FLOOR_S, late_now)
-    assert found.poll_at == late_now
-
-
-def test_a_quiet_rider_or_one_never_polled_gets_no_suspicion():
-    quiet = UploadHabit(3, (), (), 0, MONDAY)
-    found = schedule.suspicion(quiet, BAR, FLOOR_S, MONDAY + timedelta(hours=1))
-    assert found.poll_at is None and "no upload likely within a week" in found.reason
-    new = tue_thu_rider()
-    found = schedule.suspicion(new, BAR, FLOOR_S, MONDAY)
-    assert found.poll_at is None and "never polled" in found.reason
-
-
-def test_no_idle_budget_no_suspicion_and_a_small_one_raises_the_bar():
-    rates = [1.0] * 100  # a hundred riders uploading once a day
-    assert schedule.suspicion_bar(rates, 0) == 1.0
-    assert schedule.suspicion_bar(rates, 1000) == pytest.approx(schedule.SUSPICION_LIKELY)
-    small = schedule.suspicion_bar(rates, 50)  # two expected uploads a poll
-    assert small == pytest.approx(1 - math.exp(-2))
-    # The polls that bar costs at most (uploads a day / expected uploads a poll) fit.
-    for idle in (1, 10, 50, 144, 145, 300, 1000):
-        bar = schedule.suspicion_bar(rates, idle)
-        if bar >= 1.0:  # a hundred expected uploads a poll: none at all
-            continue
-        assert sum(rates) / -math.log(1 - bar) <= idle + 1e-9 or bar == pytest.approx(
-            schedule.SUSPICION_LIKELY
-        )
-    rider = heard(tue_thu_rider(), local(0, 1, 8.0))
-    found = schedule.suspicion(rider, 1.0, FLOOR_S, local(0, 1, 9.0))
-    assert found.poll_at is None and "no idle budget" in found.reason
-    # A higher bar waits for more of the habit's uploads.
-    low = schedule.suspicion(rider, 0.5, FLOOR_S, local(0, 1, 9.0)).poll_at
-    high = schedule.suspicion(rider, 0.8, FLOOR_S, local(0, 1, 9.0)).poll_at
-    assert low is not None and high is not None and high > low
-    assert schedule.suspicion_idle_per_day(300, 200, 65.5) == 34.5
-    assert schedule.suspicion_idle_per_day(300, 290, 65.5) == 0.0
-
-
-def test_expected_uploads_and_likely_by_agree_on_random_profiles():
-    rng = random.Random(5)
-    for _ in range(200):
-        profile = [rng.random() ** 3 / 10 for _ in range(168)]
-        offset = rng.randrange(-12, 15) * HOUR + rng.choice((0, 1800))
-        since = MONDAY + timedelta(seconds=rng.randrange(14 * 86_400))
-        target = rng.uniform(0.01, 3.0)
-        at = schedule.likely_by(profile, offset, since, target, 30 * 86_400)
-        assert at is not None and at > since
-        assert schedule.expected_uploads(profile, offset, since, at) == pytest.approx(target)
-        # Nothing short of it reaches the target.
-        before = at - timedelta(minutes=1)
-        assert before <= since or schedule.expected_uploads(profile, offset, since, before) < target
-    # A week's whole profile, from any moment, is its sum.
-    flat = [0.01] * 168
-    assert schedule.expected_uploads(flat, 0, MONDAY, MONDAY + timedelta(days=7)) == (
-        pytest.approx(1.68)
-    )
-    assert schedule.likely_by(flat, 0, MONDAY, 2.0, 7 * 86_400) is None
-
-
-def test_the_profile_counts_the_last_four_weeks_pooled_with_like_days():
-    rider = tue_thu_rider()
-    now = local(0, 1, 0.0)
-    profile = schedule.upload_profile(rider, now)
-    weekly = 8 / 4 + schedule.SUSPICION_PRIOR_UPLOADS / 4  # 8 rides in 4 weeks, and the prior
-    assert sum(profile) == pytest.approx(weekly)
-    by_day = [sum(profile[d * 24 : d * 24 + 24]) for d in range(7)]
-    assert by_day[1] == by_day[3] > by_day[0] == by_day[2] == by_day[4] > by_day[5]
-    # A ride older than four weeks is not the habit.
-    old = UploadHabit(1, (now - timedelta(days=40),), (), 0, None)
-    assert sum(schedule.upload_profile(old, now)) == pytest.approx(
-        schedule.SUSPICION_PRIOR_UPLOADS / 4
-    )
-
-
-def _decision(rider_id: int, at: datetime) -> PollDecision:
-    return PollDecision(rider_id, at, 0, 1, 0.0, (0,), 0, FLOOR_S, "the daily poll")
-
-
-def test_the_plan_takes_a_suspicion_only_when_it_comes_first_and_counts_it():
-    now = MONDAY
-    polls = PollPlan(
-        {1: _decision(1, now + timedelta(hours=10)), 2: _decision(2, now + timedelta(hours=3))},
-        300,
-        2.0,
-        True,
-        "safety net",
-    )
-    suspicions = {
-        1: Suspicion(1, now + timedelta(hours=5), now + timedelta(hours=4), 0.5, "why one"),
-        2: Suspicion(2, now + timedelta(hours=5), now + timedelta(hours=4), 0.5, "why two"),
-    }
-    plan = schedule.with_suspicions(polls, suspicions, 0.5, now)
-    one, two = plan.decisions[1], plan.decisions[2]
-    assert one.next_poll_at == now + timedelta(hours=5) and one.polls_per_day == 2
-    assert one.reason.startswith("poll on suspicion: why one; then the daily poll")
-    assert two.next_poll_at == now + timedelta(hours=3) and two.polls_per_day == 1
-    assert two.reason == "the daily poll; on suspicion: why two"
-    assert plan.expected_per_day == 3.0 and "1 polls on suspicion" in plan.note
-
-
-def test_the_look_back_comes_once_a_week_per_rider_spread_over_the_week():
-    # Every rider's slot is the latest weekly moment at or before now.
-    rng = random.Random(2)
-    for _ in range(500):
-        rider = rng.randrange(1, 100_000)
-        now = MONDAY + timedelta(seconds=rng.randrange(60 * 86_400))
-        slot = schedule.look_back_slot(rider, now)
-        assert slot <= now < slot + timedelta(days=7)
-        assert schedule.look_back_slot(rider, slot) == slot
-        assert schedule.look_back_slot(rider, slot + timedelta(days=7)) == slot + timedelta(7)
-    # 700 riders' slots fall on every day of the week, about a hundred a day.
-    days = [schedule.look_back_slot(r, MONDAY).weekday() for r in range(1, 701)]
-    assert all(80 <= days.count(d) <= 120 for d in range(7)), days
-
-
-def test_the_look_back_is_due_after_the_riders_weekly_moment():
-    rider, now = 11, MONDAY + timedelta(days=30)
-    slot = schedule.look_back_slot(rider, now)
-    connected = now - timedelta(days=20)
-
-    def due(last: datetime | None, synced: datetime | None = now) -> bool:
-        return schedule.look_back_due(
-            rider, last_look_back_at=last, connected_at=connected, last_synced_at=synced, now=now
-        )
-
-    assert due(None)  # connected before the slot, never looked back
-    assert due(slot - timedelta(seconds=1))
-    assert not due(slot) and not due(slot + timedelta(hours=1))
-    assert not due(None, synced=None)  # the first listing is never one
-    fresh = schedule.look_back_due(
-        rider, last_look_back_at=None, connected_at=slot + timedelta(minutes=1),
-        last_synced_at=now, now=now,
+def rider(ends: list[datetime], offset_s: int = 0, *, last: datetime | None = NOW) -> RiderHabit:
+    return RiderHabit(
+        rider_id=7, uploads=tuple(ends), utc_offset_s=offset_s, last_poll_at=last,
+        last_poll_found=False,
     )  # fmt: skip
-    assert not fresh  # connected since the slot: next week's
-    assert schedule.look_back_after(now) == now - timedelta(days=60)
-    # A listing resumed after a cut is a look back's only if it began 60 days back.
-    assert schedule.lists_back(now - timedelta(days=60), now)
-    assert schedule.lists_back(now - timedelta(days=59, hours=1), now)  # begun an hour ago
-    assert not schedule.lists_back(now - timedelta(days=7), now)  # an ordinary overlap
+
+
+def rides(
+    offset_s: int, hour: float, days: range, *, weekend: bool | None = None
+) -> list[datetime]:
+    """Ride ends at `hour` local on these days after MONDAY (weekdays or weekend days
+    only, if asked)."""
+    return [local(offset_s, d, hour) for d in days if weekend is None or ((d % 7) >= 5) == weekend]
+
+
+def hhmm(seconds: int) -> str:
+    return f"{seconds // HOUR:02d}:{seconds % HOUR // 60:02d}"
+
+
+@pytest.mark.parametrize("offset_s", [-8 * HOUR, -3 * HOUR - 1800, 0, 5 * HOUR + 1800, 10 * HOUR])
+def test_a_commuter_is_polled_just_after_the_usual_upload_in_their_own_zone(offset_s):
+    ends = rides(offset_s, 7.5, range(1, 28), weekend=False)  # 19 weekdays
+    plan = watch_plan(rider(ends, offset_s), NOW)
+    upload = int(7.5 * HOUR) + UPLOAD_DELAY_S
+    assert plan.weekdays == (Watch(upload, 19, 20),)
+    # No weekend rides: the weekend's one poll borrows the weekday's moment.
+    assert plan.weekend == (Watch(upload, 0, 8),)
+    assert plan.polls_per_day == 1.0
+    # Polled Monday at 08:30 local: next Tuesday at 07:50 local.
+    last = local(offset_s, 28, 8.5)
+    decision = suspicion_decision(rider(ends, offset_s, last=last), FLOOR_S, last, WHY)
+    assert decision.next_poll_at == local(offset_s, 29, 7.5) + timedelta(seconds=UPLOAD_DELAY_S)
+    assert decision.polls_per_day == 1
+    assert decision.reason.startswith(WHY + "; polls just after this rider's usual uploads")
+    assert "weekdays 07:50 (19 of 20 days); weekends 07:50 (0 of 8 days)" in decision.reason
+    assert "next Tue 07:50 local, after a usual upload (19 of 20 days)" in decision.reason
+
+
+def test_two_rides_a_day_earn_two_polls_and_the_weekend_its_own():
+    ends = (
+        rides(0, 7.0, range(28), weekend=False)
+        + rides(0, 18.0, range(28), weekend=False)
+        + rides(0, 11.0, range(28), weekend=True)
+    )
+    plan = watch_plan(rider(ends), NOW)
+    assert [w.at_s for w in plan.weekdays] == [7 * HOUR + 1200, 18 * HOUR + 1200]
+    assert [w.at_s for w in plan.weekend] == [11 * HOUR + 1200]
+    assert plan.polls_per_day == pytest.approx(12 / 7)
+    # Friday evening's poll is followed by Saturday's weekend moment, then Sunday's, then
+    # Monday's two.
+    at = local(0, 32, 18.5)
+    seen = []
+    for _ in range(5):
+        found = next_watch(plan, 0, at)
+        assert found is not None
+        at = found[0]
+        seen.append(at)
+    assert seen == [
+        local(0, 33, 11 + 1 / 3), local(0, 34, 11 + 1 / 3),
+        local(0, 35, 7 + 1 / 3), local(0, 35, 18 + 1 / 3), local(0, 36, 7 + 1 / 3),
+    ]  # fmt: skip
+
+
+def test_a_rider_without_uploads_keeps_the_safety_nets_daily_time():
+    own = (safety_net_time(7) + 2 * HOUR) % 86_400  # in local time, at UTC+2
+    plan = watch_plan(rider([], 2 * HOUR), NOW)
+    assert plan.weekdays == plan.weekend == (Watch(own, 0, 0),)
+    decision = suspicion_decision(rider([], 2 * HOUR, last=NOW), FLOOR_S, NOW, WHY)
+    assert decision.next_poll_at == NOW + timedelta(seconds=safety_net_time(7))
+    assert decision.polls_per_day == 1
+    # Uploads older than the habit's four weeks, or not yet made, count for nothing.
+    stale = [NOW - timedelta(days=HABIT_DAYS, seconds=1), NOW + timedelta(hours=1)]
+    assert watch_plan(rider(stale, 2 * HOUR), NOW) == plan
+
+
+def test_a_stretch_earns_a_second_poll_only_at_the_bar():
+    days = 20
+    need = max(WATCH_MIN_UPLOADS, int(WATCH_BAR * days + 0.999))
+    morning = [7 * HOUR] * 10  # the busiest: always taken
+    at_bar = morning + [19 * HOUR] * need
+    below = morning + [19 * HOUR] * (need - 1)
+    assert [w.at_s for w in choose_watches(at_bar, days)] == [7 * HOUR, 19 * HOUR]
+    assert [w.at_s for w in choose_watches(below, days)] == [7 * HOUR]
+    # One upload is no habit, however few the days.
+    assert [w.at_s for w in choose_watches(morning[:3] + [19 * HOUR], 2)] == [7 * HOUR]
+    # At most WATCH_MAX stretches, each the busiest of what the others left.
+    many = [h * 3 * HOUR for h in range(8) for _ in range(10 - h)]
+    chosen = choose_watches(many, days)
+    assert len(chosen) == WATCH_MAX
+    assert sorted(w.uploads for w in chosen) == [8, 9, 10]
+    assert choose_watches([], days) == ()
+
+
+def test_the_poll_goes_at_the_last_upload_of_a_stretch_and_a_stretch_may_cross_midnight():
+    # Uploads spread over 90 minutes: the poll at the latest, which finds them all.
+    spread = [int(7 * HOUR + m * 60) for m in range(0, 91, 10)]
+    [watch] = choose_watches(spread, 20)
+    assert watch.at_s == 7 * HOUR + 90 * 60 and watch.uploads == len(spread)
+    late = [23 * HOUR + 1800] * 3 + [1800] * 3  # 23:30 and 00:30: one stretch
+    [watch] = choose_watches(late, 20)
+    assert watch.at_s == 1800 and watch.uploads == 6
+    # Uploads a whole stretch apart are not one stretch.
+    apart = [7 * HOUR] * 4 + [7 * HOUR + WATCH_SPAN_S] * 3
+    assert [(w.at_s, w.uploads) for w in choose_watches(apart, 20)] == [
+        (7 * HOUR, 4), (7 * HOUR + WATCH_SPAN_S, 3),
+    ]  # fmt: skip
+
+
+def test_polls_never_come_before_the_floor_nor_in_the_past_nor_more_than_a_day_apart():
+    rng = random.Random(5)
+    for _ in range(1500):
+        offset = rng.choice((-8, -5, 0, 1, 5, 9, 10)) * HOUR + rng.choice((0, 1800))
+        ends = [
+            NOW - timedelta(days=rng.uniform(0, HABIT_DAYS), hours=0)
+            for _ in range(rng.randrange(0, 40))
+        ]
+        now = NOW + timedelta(seconds=rng.randrange(7 * 86_400))
+        last = now - timedelta(seconds=rng.randrange(0, 3 * 86_400))
+        floor_s = rng.choice((0, 60, FLOOR_S, 3 * HOUR))
+        decision = suspicion_decision(rider(ends, offset, last=last), floor_s, now, WHY)
+        nxt = decision.next_poll_at
+        assert nxt >= now
+        assert nxt >= last + timedelta(seconds=floor_s)
+        assert nxt <= max(now, last + timedelta(seconds=max(QUIET_MAX_S, floor_s)))
+        assert decision.interval_s == int((nxt - last).total_seconds())
+        assert decision.polls_per_day >= 1
+        assert "at most a day between polls" in decision.reason
+        # When it is a usual upload's poll, it is one of the plan's moments.
+        if "after a usual upload" in decision.reason and nxt > now:
+            local_s = int(nxt.timestamp() + offset) % 86_400
+            assert local_s in decision.local_times_s
+
+
+def test_a_usual_moment_missed_is_polled_at_once_and_a_quiet_plan_a_day_after():
+    ends = rides(0, 7.5, range(28), weekend=False)
+    # Last polled Monday 06:00; now Monday 12:00: Monday's 07:50 passed unpolled.
+    last, now = local(0, 28, 6.0), local(0, 28, 12.0)
+    decision = suspicion_decision(rider(ends, last=last), FLOOR_S, now, WHY)
+    assert decision.next_poll_at == now
+    # Only Saturday rides: polled Saturday, Sunday borrows nothing (it has Saturday's
+    # stretch), and the weekdays borrow it too: one poll a day at 10:20.
+    sat = rides(0, 10.0, range(28), weekend=True)
+    sat = [e for e in sat if e.weekday() == 5]
+    plan = watch_plan(rider(sat), NOW)
+    assert [w.at_s for w in plan.weekdays] == [w.at_s for w in plan.weekend] == [10 * HOUR + 1200]
+    # The first listing is at once.
+    first = suspicion_decision(rider(ends, last=None), FLOOR_S, NOW, WHY)
+    assert first.next_poll_at == NOW and first.interval_s == 0
+    assert first.reason == f"{WHY}; never polled: now"
+
+
+def test_when_no_usual_moment_comes_within_a_day_the_floor_polls_a_day_after_the_last():
+    # Weekday uploads at 01:00, weekend ones at 23:00: from Friday 01:00 the next usual
+    # moment is Saturday 23:00, 46 hours on; the floor polls Saturday 01:00.
+    ends = rides(0, 0.5, range(28), weekend=False) + rides(0, 22.5, range(28), weekend=True)
+    friday = local(0, 32, 1.0) - timedelta(minutes=10)
+    decision = suspicion_decision(rider(ends, last=friday), FLOOR_S, friday, WHY)
+    assert decision.next_poll_at == friday + timedelta(seconds=QUIET_MAX_S)
+    assert decision.reason.endswith("next a day after the last poll (no usual upload sooner)")
+    # A floor longer than a day wins over it.
+    longer = suspicion_decision(rider(ends, last=friday), 30 * HOUR, friday, WHY)
+    assert longer.next_poll_at == friday + timedelta(hours=30)
+    assert next_watch(suspicion.WatchPlan((), ()), 0, NOW) is None
