@@ -83,14 +83,16 @@ def _in_span(upload_s: int, at_s: int) -> bool:
     return 0 <= (at_s - upload_s) % DAY_S < WATCH_SPAN_S
 
 
-def choose_watches(upload_times_s: Sequence[int], days: int) -> tuple[Watch, ...]:
+def choose_watches(
+    upload_times_s: Sequence[int], days: int, most: int = WATCH_MAX
+) -> tuple[Watch, ...]:
     """The stretches of one day kind that earn a poll, busiest first, taken greedily:
     each holds uploads on at least WATCH_BAR of `days` (and WATCH_MIN_UPLOADS) not held
     by one chosen before. The busiest is always taken when any upload was seen: the day's
     one poll (the safety net's) is best spent where an upload is likeliest."""
     left = list(upload_times_s)
     chosen: list[Watch] = []
-    while left and len(chosen) < WATCH_MAX:
+    while left and len(chosen) < most:
         best_at, best = 0, 0
         for at_s in range(0, DAY_S, WATCH_STEP_S):
             count = sum(_in_span(u, at_s) for u in left)
@@ -107,7 +109,7 @@ def choose_watches(upload_times_s: Sequence[int], days: int) -> tuple[Watch, ...
     return tuple(sorted(chosen, key=lambda w: w.at_s))
 
 
-def watch_plan(rider: RiderHabit, now: datetime) -> WatchPlan:
+def watch_plan(rider: RiderHabit, now: datetime, most: int = WATCH_MAX) -> WatchPlan:
     """The rider's stretches from their ride ends over the last HABIT_DAYS. A day kind
     without any upload borrows the other's busiest stretch; a rider without any upload
     gets the safety net's time of day of their own (spread over the fleet by id)."""
@@ -118,8 +120,8 @@ def watch_plan(rider: RiderHabit, now: datetime) -> WatchPlan:
         if since <= end <= now:
             is_weekend, at_s = _local_s(end + timedelta(seconds=UPLOAD_DELAY_S), rider.utc_offset_s)
             (weekend if is_weekend else weekday).append(at_s)
-    weekdays = choose_watches(weekday, WEEKDAYS_IN_HABIT)
-    weekends = choose_watches(weekend, WEEKEND_DAYS_IN_HABIT)
+    weekdays = choose_watches(weekday, WEEKDAYS_IN_HABIT, most)
+    weekends = choose_watches(weekend, WEEKEND_DAYS_IN_HABIT, most)
     if not weekdays and not weekends:
         daily = (safety_net_time(rider.rider_id) + rider.utc_offset_s) % DAY_S
         weekdays = weekends = (Watch(daily, 0, 0),)
@@ -155,21 +157,27 @@ def _kind_words(watches: Sequence[Watch], kind: str) -> str:
     return f"{kind} {times}"
 
 
-def suspicion_decision(rider: RiderHabit, floor_s: int, now: datetime, why: str) -> PollDecision:
+def suspicion_decision(
+    rider: RiderHabit, floor_s: int, now: datetime, why: str, *, backfill: bool = False
+) -> PollDecision:
     """While events arrive: the rider's next poll is the first of their polls on
     suspicion (just after a usual upload) after the last poll and `floor_s`, or a day
-    after the last poll if none comes sooner; never in the past.
+    after the last poll if none comes sooner; never in the past. While a `backfill` runs,
+    one poll a day (the busiest stretch): what the daily safety net spent, so the
+    backfill's share pays for none of them.
 
-    A stretch in which the rider's event came is polled all the same: skipping it (a
-    re-plan at each event) saved about 4% of the polls in the fleet's world, and the
-    floor brings most of them back."""
-    plan = watch_plan(rider, now)
+    A stretch whose ride's event came is polled all the same: skipping it (a re-plan at
+    each event) saved about 4% of the polls in a quick model of the fleet bench's world,
+    and the floor brings most of them back."""
+    plan = watch_plan(rider, now, 1 if backfill else WATCH_MAX)
     offset = rider.utc_offset_s
     habit = (
         "polls just after this rider's usual uploads, local time: "
         f"{_kind_words(plan.weekdays, 'weekdays')}; {_kind_words(plan.weekend, 'weekends')}"
         f" (uploads in the {WATCH_SPAN_S // HOUR_S} h before, over {HABIT_DAYS} days)"
     )
+    if backfill:
+        habit += "; one a day while the backfill runs"
     per_day = max(1, round(plan.polls_per_day))
     times = tuple(sorted({w.at_s for w in plan.weekdays + plan.weekend}))
     if rider.last_poll_at is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fake_strava.data import make_activity
-from tests.factories import connect_rider, query
+from tests.factories import connect_rider, execute, query
 from tests.test_webhook_polling import LIST, club  # noqa: F401  (the fixture)
 
 HABIT_RIDER = 9401
@@ -29,22 +29,25 @@ def _reader(club, athlete: int):  # noqa: F811
     return row
 
 
-def _daily_rider(club, athlete: int, *, first_id: int, hour_utc: int) -> int:  # noqa: F811
-    """A rider who rode every day of the last four weeks at `hour_utc` (an hour each),
-    connected now; their rides go in with the first listing."""
+def _daily_rider(club, athlete: int, *, first_id: int, hour_utc: int | tuple[int, ...]) -> int:  # noqa: F811
+    """A rider who rode every day of the last four weeks at `hour_utc` (an hour each;
+    several hours: a ride at each), connected now; their rides go in with the first
+    listing."""
+    hours = (hour_utc,) if isinstance(hour_utc, int) else hour_utc
     now = club.clock.now()
     rider = connect_rider(club.database, club.fake, athlete, sync_cursor=now - timedelta(days=29))
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     rides = [
         make_activity(
-            first_id + day,
+            first_id + 100 * index + day,
             athlete_id=athlete,
-            start_date=midnight - timedelta(days=day) + timedelta(hours=hour_utc),
+            start_date=midnight - timedelta(days=day) + timedelta(hours=hour),
             zone="Etc/UTC",
             elapsed_time=3600,
             moving_time=3300,
         )
         for day in range(1, 29)
+        for index, hour in enumerate(hours)
     ]
     # Uploaded long ago: their events are not news now.
     club.fake.push.loss = 1.0
@@ -94,6 +97,49 @@ def test_a_ride_whose_event_was_lost_is_found_by_the_poll_after_the_usual_upload
     # Once: the next poll is the next day's, not another that evening.
     after = row()
     assert after["next_poll_at"] == usual + timedelta(days=1), after
+
+
+def _weekdays(reason: str) -> str:
+    """The weekdays' polls a reason names ("weekdays 07:20 (19 of 20 days), ...")."""
+    return reason.split("weekdays ", 1)[1].split("; weekends", 1)[0]
+
+
+def test_while_a_history_is_walked_the_polls_keep_to_one_a_day(club):  # noqa: F811
+    rider = _daily_rider(club, HABIT_RIDER, first_id=8_400_000, hour_utc=(6, 17))
+    newcomer = 9402
+    club.riders[newcomer] = connect_rider(
+        club.database, club.fake, newcomer, activities=5, history_complete=False
+    )
+    club.cron("sync-strava")  # first listings; the newcomer's history is still to walk
+    busy = next(a for a in club.riders if a not in (HABIT_RIDER, newcomer))
+    club.live(3, uploads_per_hour=1, only=busy)  # events arrive: the safety net's plans
+    row = _reader(club, HABIT_RIDER)
+    during = row()
+    assert "one a day while the backfill runs" in during["poll_reason"], during
+    # One of the two stretches a day kind (the busier in the four weeks), not both.
+    assert _weekdays(during["poll_reason"]).count(" of ") == 1, during
+    [plan] = query(
+        club.database, "select polls_per_day from strava_connections where rider_id = %s", rider
+    )
+    assert plan["polls_per_day"] == 1
+    # The history walked and its races detailed: the rider's next plan has both stretches.
+    execute(
+        club.database,
+        "update strava_connections set history_complete_at = %s where rider_id = %s",
+        club.clock.now(),
+        club.riders[newcomer],
+    )
+    club.cron("enrich")
+    polled = during["last_synced_at"]
+    for _ in range(30):
+        club.live(1, uploads_per_hour=0.5, only=busy)
+        if row()["last_synced_at"] != polled:
+            break
+    after = row()
+    assert after["last_synced_at"] != polled, "the rider was not polled again in 30 hours"
+    assert "one a day while the backfill runs" not in after["poll_reason"], after
+    weekdays = _weekdays(after["poll_reason"])
+    assert "07:20 (" in weekdays and "18:20 (" in weekdays, after
 
 
 def test_a_backdated_entry_whose_event_was_lost_is_found_by_the_weekly_look_back(club):  # noqa: F811

@@ -101,6 +101,22 @@ def test_two_rides_a_day_earn_two_polls_and_the_weekend_its_own():
     ]  # fmt: skip
 
 
+def test_while_a_backfill_runs_a_rider_keeps_one_poll_a_day_at_the_busiest_stretch():
+    ends = (
+        rides(0, 7.0, range(28), weekend=False) * 2  # the busier
+        + rides(0, 18.0, range(28), weekend=False)
+        + rides(0, 11.0, range(28), weekend=True)
+    )
+    last = local(0, 28, 8.0)  # Monday, after the morning's poll
+    calm = suspicion_decision(rider(ends, last=last), FLOOR_S, last, WHY)
+    assert calm.next_poll_at == local(0, 28, 18 + 1 / 3) and calm.polls_per_day == 2
+    busy = suspicion_decision(rider(ends, last=last), FLOOR_S, last, WHY, backfill=True)
+    assert busy.next_poll_at == local(0, 29, 7 + 1 / 3) and busy.polls_per_day == 1
+    assert busy.local_times_s == (7 * HOUR + 1200, 11 * HOUR + 1200)
+    assert "; one a day while the backfill runs;" in busy.reason
+    assert "one a day while the backfill runs" not in calm.reason
+
+
 def test_a_rider_without_uploads_keeps_the_safety_nets_daily_time():
     own = (safety_net_time(7) + 2 * HOUR) % 86_400  # in local time, at UTC+2
     plan = watch_plan(rider([], 2 * HOUR), NOW)
