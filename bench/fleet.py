@@ -99,6 +99,9 @@ JWT_SECRET = "fleet-bench-supabase-jwt-secret-0123456789abcdef"
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday, 00:00 UTC
 DAY_S = 86400.0
 PER_PAGE = 200
+# A manual entry dated back whose event was lost should be stored within this (the
+# weekly look back, and the poll that carries it).
+BACKDATED_WITHIN_S = 8 * 86400
 # Strava's documented default limits (overall 15 min, overall day, read 15 min, read
 # day) and larger tiers as multiples of them.
 TIERS: dict[str, tuple[int, int, int, int]] = {
@@ -761,6 +764,15 @@ class Simulation:
                     [self.backdated_found[a] for a in backdated_lost if a in self.backdated_found]
                 ),
                 "not_found": len(backdated_lost - set(self.backdated_found)),
+                # of those, entered BACKDATED_WITHIN_S or more before the end: found late
+                "not_found_overdue": sum(
+                    self.end - self.backdated_at[a] >= BACKDATED_WITHIN_S
+                    for a in backdated_lost - set(self.backdated_found)
+                ),
+                "found_overdue": sum(
+                    self.backdated_found[a] > BACKDATED_WITHIN_S
+                    for a in backdated_lost & set(self.backdated_found)
+                ),
             },
             "status": status["webhooks"],
         }
@@ -1171,7 +1183,10 @@ def _backdated_line(backdated: dict[str, Any] | None) -> list[str]:
     return [
         f"  manual entries dated back whose event was lost: {backdated['entries']}; entered"
         f" -> row p50 {_hours(found['p50_s'])}, max {_hours(found['max_s'])}"
-        f" ({found['n']} found, {backdated['not_found']} not)"
+        f" ({found['n']} found, {backdated['not_found']} not);"
+        f" later than {BACKDATED_WITHIN_S // 86400} days:"
+        f" {backdated.get('found_overdue', '?')} found, {backdated.get('not_found_overdue', '?')}"
+        " not found although entered that long before the end"
     ]
 
 
@@ -1180,6 +1195,7 @@ def compared_figures(r: dict[str, Any]) -> dict[str, str]:
     incremental, freshness = r["requests"]["incremental_per_day"], r["freshness"]
     missing, hooks = freshness["missing_at_end"], r["webhooks"]
     lost = hooks["freshness_event_lost"]["p95_s"] if hooks["enabled"] else None
+    lost_p50 = hooks["freshness_event_lost"]["p50_s"] if hooks["enabled"] else None
     return {
         "incremental requests a day, after the backfill": str(incremental["after_backfill"]),
         "  of them for events": str(incremental["events_after_backfill"]),
@@ -1188,8 +1204,12 @@ def compared_figures(r: dict[str, Any]) -> dict[str, str]:
         "freshness after the backfill, p95": _hours(freshness["after_backfill"]["p95_s"]),
         "freshness during the backfill, p95": _hours(freshness["during_backfill"]["p95_s"]),
         "freshness of rides whose event was lost, p95": _hours(lost),
+        "freshness of rides whose event was lost, p50": _hours(lost_p50),
         "manual entries dated back, event lost: found / max entered -> row": (
             _backdated_compared(hooks)
+        ),
+        "  later than 8 days: found late / not found, entered 8+ days before the end": (
+            _backdated_overdue(hooks)
         ),
         "backfill complete, day": str(r["backfill"]["done_after_days"]),
         "  its lower bound, days": str(r["backfill"]["lower_bound_days"]),
@@ -1219,6 +1239,16 @@ def _backdated_compared(hooks: dict[str, Any]) -> str:
         return "-"
     found = backdated["found"]
     return f"{found['n']} of {backdated['entries']} / {_hours(found['max_s'])}"
+
+
+def _backdated_overdue(hooks: dict[str, Any]) -> str:
+    """Entries stored later than BACKDATED_WITHIN_S, and entries not stored although
+    entered that long before the end (an entry near the end has had no week yet)."""
+    backdated = hooks.get("backdated_event_lost") if hooks["enabled"] else None
+    if not backdated:
+        return "-"
+    # (a report from before these counts has neither)
+    return f"{backdated.get('found_overdue', '?')} / {backdated.get('not_found_overdue', '?')}"
 
 
 def render_comparison(*columns: tuple[str, dict[str, Any]]) -> str:

@@ -32,6 +32,7 @@ class RiderLease:
     # What a history walk's progress and completion estimate are measured with.
     history_activities: int = 0
     athlete_created_at: datetime | None = None
+    last_look_back_at: datetime | None = None
     # Whether the rider shares with the club: only then are routes cut as they are stored.
     shares_with_club: bool = False
 
@@ -115,7 +116,7 @@ LEASE_COLUMNS = """
     c.rider_id, c.athlete_id, c.lease_token, c.scope, c.sync_cursor, c.connected_at,
     c.history_walk_started_at, c.history_cursor,
     c.sync_listing_after, c.sync_listing_page, c.sync_listing_newest, c.last_synced_at,
-    c.history_activities, c.athlete_created_at,
+    c.history_activities, c.athlete_created_at, c.last_look_back_at,
     (select r.share_with_club_at is not null from riders r where r.id = c.rider_id)
         as shares_with_club
 """
@@ -301,9 +302,10 @@ def finish_sync(
     added: int,
     updated: int,
     now: datetime,
+    looked_back: bool = False,
 ) -> None:
     """Advance the cursor, mark the rider synced at `now` and healthy, and release the
-    lease."""
+    lease. `looked_back`: the listing was the rider's weekly look back."""
     conn.execute(
         """
         update strava_connections
@@ -312,6 +314,8 @@ def finish_sync(
                last_sync_added = %(added)s,
                last_sync_updated = %(updated)s, last_error = null, error_class = null,
                sync_listing_after = null, sync_listing_page = null, sync_listing_newest = null,
+               last_look_back_at = case when %(looked_back)s then %(now)s
+                                        else last_look_back_at end,
                failure_count = 0, next_attempt_at = null, last_progress_at = %(now)s,
                lease_token = null, lease_kind = null, lease_expires_at = null,
                updated_at = %(now)s
@@ -322,6 +326,7 @@ def finish_sync(
             "cursor": sync_cursor,
             "added": added,
             "updated": updated,
+            "looked_back": looked_back,
             "rider_id": rider_id,
             "token": lease_token,
         },

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import models
 from config import Settings
-from services import schedule, webhooks
+from services import schedule, suspicion, webhooks
 from services.clock import Timer
 from services.schedule import DAY, WorkClass
 from services.strava import next_day_reset, next_window_reset
@@ -177,6 +177,16 @@ def incremental_share(
     )
 
 
+def backfill_waiting(conn: models.Conn, settings: Settings, now: datetime) -> bool:
+    """Whether a backfill has work waiting: a history to walk, or a race of a history to
+    detail (a race of the last day is a new ride's, detailed as it comes); one look each,
+    counting stops at the first."""
+    waiting = models.planning.backfill_backlog(
+        conn, max_attempts=settings.enrich_max_attempts, recent_since=now - DAY, cap=1
+    )
+    return bool(waiting["histories"] or waiting["old_races"])
+
+
 # --- webhooks decide the kind of plan ---------------------------------------------------
 
 
@@ -226,6 +236,8 @@ class PlanTarget:
     kind: str
     share_per_day: int
     why: str  # the safety net's reason, in words
+    # A backfill has work waiting: the safety net's polls keep to one a rider a day.
+    backfill: bool = False
 
 
 def plan_target(
@@ -275,7 +287,9 @@ def _decide(
 ) -> dict[int, schedule.PollDecision]:
     if target.kind == SAFETY_NET:
         return {
-            r.rider_id: schedule.safety_net_decision(r, floor_s, now, target.why)
+            r.rider_id: suspicion.suspicion_decision(
+                r, floor_s, now, target.why, backfill=target.backfill
+            )
             for r in habits(rows)
         }
     return {r.rider_id: schedule.poll_decision(r, level, floor_s, now) for r in habits(rows)}
@@ -311,7 +325,10 @@ def plan_riders(conn: models.Conn, rider_ids: list[int], settings: Settings, now
     if not rider_ids:
         return 0
     events = webhook_health(conn, settings, now)
-    target = PlanTarget(SAFETY_NET if events.healthy else BY_NEED, 0, events.reason)
+    kind = SAFETY_NET if events.healthy else BY_NEED
+    target = PlanTarget(
+        kind, 0, events.reason, kind == SAFETY_NET and backfill_waiting(conn, settings, now)
+    )
     state = models.planning.read_plan_state(conn)
     rows = models.planning.poll_habits(
         conn, since=now - timedelta(days=schedule.HABIT_DAYS), rider_ids=sorted(rider_ids)
@@ -449,7 +466,9 @@ def _replan_step(
     rows = models.planning.poll_habits(
         conn, since=since, after=state.replan_after, limit=REPLAN_SLICE
     )
-    plan_as = PlanTarget(state.kind or target.kind, state.share_per_day or 0, target.why)
+    kind = state.kind or target.kind
+    backfill = kind == SAFETY_NET and backfill_waiting(conn, settings, now)
+    plan_as = PlanTarget(kind, state.share_per_day or 0, target.why, backfill)
     decisions = _decide(rows, plan_as, _level(state, floor_s), floor_s, now)
     written = _save(conn, rows, decisions, now)
     complete = len(rows) < REPLAN_SLICE

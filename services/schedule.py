@@ -921,3 +921,50 @@ def enrich_order(races: Iterable[tuple[int, datetime, int]]) -> list[int]:
             ranked.append((rank, -start.timestamp(), -race, rider))
     ranked.sort()
     return [-race for _, _, race, _ in ranked]
+
+
+# --- the weekly look back --------------------------------------------------------------
+
+# Once a week each rider's poll lists the last LOOK_BACK_DAYS whatever the cursor, and
+# reads to an empty page even with activity:read_all (a short read_all page is trusted
+# to end a listing everywhere else, to save a request; Strava warns it need not be the
+# last): uploads dated back and edits whose events were lost are found within a week.
+LOOK_BACK_DAYS = 60
+LOOK_BACK_EVERY_S = 7 * DAY_S
+
+
+def look_back_slot(rider_id: int, now: datetime) -> datetime:
+    """The rider's latest weekly moment at or before `now`: each rider has an offset of
+    its own into the week (golden-ratio steps by id), so the fleet's look backs spread
+    over the week."""
+    offset = int((rider_id * _SPREAD) % 1 * LOOK_BACK_EVERY_S)
+    t = now.timestamp()
+    return datetime.fromtimestamp(t - (t - offset) % LOOK_BACK_EVERY_S, UTC)
+
+
+def look_back_due(
+    rider_id: int,
+    *,
+    last_look_back_at: datetime | None,
+    connected_at: datetime,
+    last_synced_at: datetime | None,
+    now: datetime,
+) -> bool:
+    """Whether the rider's next listing is its look back: its weekly moment has passed
+    since the last look back (or since the connection). Never the first listing (the
+    history walk and the overlap cover what came before)."""
+    if last_synced_at is None:
+        return False
+    since = last_look_back_at or connected_at
+    return since < look_back_slot(rider_id, now)
+
+
+def look_back_after(now: datetime) -> datetime:
+    """Where a look back's listing starts."""
+    return now - timedelta(days=LOOK_BACK_DAYS)
+
+
+def lists_back(after: datetime, now: datetime) -> bool:
+    """Whether a listing from `after` is a look back's (begun up to a day ago, as one
+    resumed after a cut)."""
+    return after <= look_back_after(now) + DAY

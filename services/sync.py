@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import models
+from services import schedule
 from services.activities import listing_ended, newest_start, page_rows
 from services.calls import SKIPPED, SUCCEEDED, Call, LeaseLost, Outcome, Runtime, bounded_call
 from services.events import process_rider_events
@@ -84,6 +85,7 @@ def sync_rider(
     events_healthy: bool,
     progress: Progress | None = None,
     last_phase: bool = True,
+    look_back: bool = False,
 ) -> Outcome:
     """List the rider's new activities page by page and store them.
 
@@ -92,9 +94,17 @@ def sync_rider(
     listing is complete, nothing says which activities after the old cursor are stored.
     Each page's transaction also carries the rider's live progress when one is due (the
     end of the listing ends the run unless `last_phase` is false: Sync now goes on).
+
+    With `look_back` (the scheduled poll's, not Sync now's) the rider's weekly look back,
+    when due, replaces the overlap: the last LOOK_BACK_DAYS listed to an empty page.
     """
     outcome, _ = _sync_listing(
-        call, lease, events_healthy=events_healthy, progress=progress, last_phase=last_phase
+        call,
+        lease,
+        events_healthy=events_healthy,
+        progress=progress,
+        last_phase=last_phase,
+        look_back=look_back,
     )
     return outcome
 
@@ -106,6 +116,7 @@ def _sync_listing(
     events_healthy: bool,
     progress: Progress | None = None,
     last_phase: bool = True,
+    look_back: bool = False,
 ) -> tuple[Outcome, bool]:
     """sync_rider, and whether the rider has webhook events waiting (looked at in the
     last page's transaction, so a rider without any costs no transaction more)."""
@@ -116,7 +127,21 @@ def _sync_listing(
         read_all=lease.read_all,
         rider_id=lease.rider_id,
     )
-    start = listing_start(lease, listing_overlap(need, settings.sync_overlap_days, call.now()))
+    now = call.now()
+    looking_back = look_back and schedule.look_back_due(
+        lease.rider_id,
+        last_look_back_at=lease.last_look_back_at,
+        connected_at=lease.connected_at,
+        last_synced_at=lease.last_synced_at,
+        now=now,
+    )
+    start = listing_start(lease, listing_overlap(need, settings.sync_overlap_days, now))
+    if looking_back and not start.resumed:
+        back = min(start.after, schedule.look_back_after(now))
+        start = ListingStart(back, 1, lease.sync_cursor, False)
+    # A listing cut short resumes as it began: only a look back's counts as one (an
+    # ordinary one finishes first, and the look back waits for the next poll).
+    looking_back = looking_back and schedule.lists_back(start.after, now)
     after = int(start.after.timestamp())
     newest, page = start.newest, start.page
     counts = {"pages": 0, "fetched": 0, "added": 0, "updated": 0, "races": 0}
@@ -132,7 +157,8 @@ def _sync_listing(
             min_race_distance_km=settings.race_min_distance_km,
             route_trim_m=settings.club_route_trim_m if lease.shares_with_club else None,
         )
-        ended = listing_ended(len(summaries), read_all=lease.read_all)
+        # A look back trusts no short page: it reads to the empty one.
+        ended = listing_ended(len(summaries), read_all=lease.read_all and not looking_back)
         page_newest = newest_start(rows)
         if page_newest is not None and (newest is None or page_newest > newest):
             newest = page_newest
@@ -169,6 +195,7 @@ def _sync_listing(
                     added=counts["added"],
                     updated=counts["updated"],
                     now=now,
+                    looked_back=looking_back,
                 )
                 # New or edited rides (a resumed listing may have stored them earlier).
                 if counts["added"] or counts["updated"] or start.resumed:
@@ -187,7 +214,7 @@ def _sync_or_record_failure(
     progress = Progress(lease.rider_id, call.now)
     try:
         outcome, events_waiting = _sync_listing(
-            call, lease, events_healthy=events_healthy, progress=progress
+            call, lease, events_healthy=events_healthy, progress=progress, look_back=True
         )
     except Exception as exc:  # each rider is isolated: one failing never stops the others
         outcome = call.settle_rider(lease, exc)

@@ -253,7 +253,8 @@ def health(
         return Health(
             True,
             "no event yet, and no rider has uploaded since the subscription was made:"
-            " riders are polled once a day as a safety net",
+            " riders are polled after their usual uploads, daily at least, as a safety"
+            " net",
         )
     silent = now - last_event_at
     if silent > timedelta(seconds=silence_s):
@@ -263,7 +264,11 @@ def health(
             " polling resumed at the normal cadence",
             "silent",
         )
-    return Health(True, "events arriving: riders are polled once a day as a safety net")
+    return Health(
+        True,
+        "events arriving: riders are polled after their usual uploads, daily at least,"
+        " as a safety net",
+    )
 
 
 def confirmation_due(subscription: Subscription | None, now: datetime) -> bool:

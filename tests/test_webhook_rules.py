@@ -228,7 +228,8 @@ def test_health_says_in_plain_words_why_polling_does_or_does_not_step_back():
     assert healthy.as_dict() == {
         "healthy": True,
         "state": "healthy",
-        "reason": "events arriving: riders are polled once a day as a safety net",
+        "reason": "events arriving: riders are polled after their usual uploads, daily at"
+        " least, as a safety net",
     }
     unhealthy = [
         health(None, None, NOW, silence_s=SILENCE),
@@ -278,7 +279,7 @@ def test_a_subscription_waits_for_its_first_event_a_whole_day_and_says_so():
     assert quiet.healthy and quiet.state == "healthy"
     assert quiet.reason == (
         "no event yet, and no rider has uploaded since the subscription was made:"
-        " riders are polled once a day as a safety net"
+        " riders are polled after their usual uploads, daily at least, as a safety net"
     )
 
 
