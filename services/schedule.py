@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from operator import mul
 from typing import Any, Protocol
 
 from services.strava import next_day_reset, next_window_reset
@@ -480,17 +481,18 @@ def hour_histogram(rider: RiderHabit, now: datetime) -> list[float]:
     ]
 
 
+# Hours an upload in hour k (at its middle) waits for a poll at the start of hour h:
+# _WAITS[h][k], a table so that planning a club does not work it out for every rider.
+_WAITS = tuple(tuple((h - k - 0.5) % 24 for k in range(24)) for h in range(24))
+
+
 def poll_times(histogram: Sequence[float], polls: int) -> tuple[int, ...]:
     """`polls` local times (seconds after midnight) splitting the day into intervals that
     each carry an equal share of expected uploads; each poll closes its interval. The
     cycle starts where a single daily poll would keep uploads waiting least: just after
     the usual upload hours."""
     total = sum(histogram)
-    # Hours an upload in hour k (at its middle) waits for a poll at the start of hour h.
-    start = min(
-        range(24),
-        key=lambda h: (sum(m * ((h - k - 0.5) % 24) for k, m in enumerate(histogram)), h),
-    )
+    start = min(range(24), key=lambda h: (sum(map(mul, histogram, _WAITS[h])), h))
     times: list[int] = []
     for k in range(1, polls + 1):
         target, acc = total * k / polls, 0.0
@@ -684,11 +686,13 @@ def _peak(histogram_raw: Sequence[float]) -> tuple[int, int] | None:
     total = sum(histogram_raw)
     if total < 3:
         return None
+    twice = [*histogram_raw, *histogram_raw]  # a span may run past midnight
     for length in range(1, 25):
+        held = sum(twice[:length])
         for start in range(24):
-            held = sum(histogram_raw[(start + i) % 24] for i in range(length))
             if held >= PEAK_SHARE * total:
                 return start, length
+            held += twice[start + length] - twice[start]  # counts: exact in any order
     return None
 
 
