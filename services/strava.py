@@ -354,6 +354,13 @@ class StravaClient:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers["User-Agent"] = "club-strava-sync/1.0"
+        # The environment's proxies and CA bundle, read once for the client instead of
+        # at every request (requests reads the whole environment each time, and that
+        # under the GIL the call's other threads hold).
+        found = self.session.merge_environment_settings(self.api_url, {}, None, None, None)
+        self.session.proxies.update(found["proxies"])
+        self.session.verify = found["verify"]
+        self.session.trust_env = False
 
     def close(self) -> None:
         self.session.close()
