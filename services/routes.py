@@ -66,37 +66,16 @@ def _encode_value(value: int) -> str:
     return "".join(out)
 
 
-def encode(points: list[Unit]) -> str:
-    """Points in the polyline's units as an encoded polyline (decode's inverse)."""
-    out, lat, lng = [], 0, 0
-    for plat, plng in points:
-        out.append(_encode_value(plat - lat) + _encode_value(plng - lng))
-        lat, lng = plat, plng
-    return "".join(out)
-
-
-def metres(a: Unit, b: Unit) -> float:
-    """Distance between two points in the polyline's units: the great circle, by the
-    equirectangular approximation (well under a metre off for the segments of a route
-    and the distances of a trim)."""
-    lat1, lat2 = math.radians(a[0] / 1e5), math.radians(b[0] / 1e5)
-    return _flat(
-        lat1,
-        math.radians(a[1] / 1e5),
-        math.cos(lat1),
-        lat2,
-        math.radians(b[1] / 1e5),
-        math.cos(lat2),
-    )
-
-
 def _flat(lat1: float, lng1: float, cos1: float, lat2: float, lng2: float, cos2: float) -> float:
+    """Metres between two points (radians, and their latitudes' cosines): the great
+    circle by the equirectangular approximation, well under a metre off for the segments
+    of a route and the distances of a trim."""
     dx = (lng2 - lng1) * (cos1 + cos2) / 2
     return EARTH_RADIUS_M * math.hypot(lat2 - lat1, dx)
 
 
 def trim_route(route: str | None, trim_m: int) -> str | None:
-    """`route` with at least `trim_m` metres removed from each end, re-encoded; None when
+    """`route` with at least `trim_m` metres removed from each end; None when
     nothing would be left (a route no longer than twice the trim) or it does not decode.
 
     Each end is cut at whichever comes later along the route: `trim_m` metres along it,
