@@ -46,6 +46,13 @@ def retrim_state(conn: Conn) -> RetrimState | None:
     return RetrimState(**row) if row else None
 
 
+# An activity whose club routes were not cut with %(trim)s (or not at all).
+_NOT_CUT_WITH_TRIM = """
+    (club_summary_trim_m is distinct from %(trim)s
+     or (polyline is not null and club_polyline_trim_m is distinct from %(trim)s))
+"""
+
+
 def lock_stale_routes(
     conn: Conn, *, after_id: int, trim_m: int, limit: int
 ) -> list[dict[str, Any]]:
@@ -54,11 +61,10 @@ def lock_stale_routes(
     another call is writing are skipped: that write cuts them with the trim of the day).
     Other riders' routes are cut if and when they turn sharing on."""
     return conn.execute(
-        """
+        f"""
         select id, summary_polyline, polyline from activities
          where id > %(after)s
-           and (club_summary_trim_m is distinct from %(trim)s
-                or (polyline is not null and club_polyline_trim_m is distinct from %(trim)s))
+           and {_NOT_CUT_WITH_TRIM}
            and rider_id in (select id from riders where share_with_club_at is not null)
          order by id
          limit %(limit)s
@@ -84,11 +90,10 @@ def lock_routes_to_cut(
     """The next `limit` activities of a rider whose club routes were not cut with
     `trim_m` (or at all), locked as lock_stale_routes locks them."""
     return conn.execute(
-        """
+        f"""
         select id, summary_polyline, polyline from activities
          where rider_id = %(rider_id)s
-           and (club_summary_trim_m is distinct from %(trim)s
-                or (polyline is not null and club_polyline_trim_m is distinct from %(trim)s))
+           and {_NOT_CUT_WITH_TRIM}
          order by id
          limit %(limit)s
          for update skip locked
@@ -97,19 +102,17 @@ def lock_routes_to_cut(
     ).fetchall()
 
 
-def routes_cut(conn: Conn, *, rider_id: int, pending_before: datetime) -> bool:
+def end_routes_pending(conn: Conn, *, rider_id: int, pending_before: datetime) -> None:
     """Every route of the rider is cut: no longer pending, unless sharing was turned on
     after `pending_before` (a call that leased the rider before that could still be
-    storing routes it did not cut). Returns whether the rider left the pending ones."""
-    row = conn.execute(
+    storing routes it did not cut)."""
+    conn.execute(
         """
         update riders set club_routes_pending_since = null
          where id = %(rider_id)s and club_routes_pending_since < %(before)s
-        returning id
         """,
         {"rider_id": rider_id, "before": pending_before},
-    ).fetchone()
-    return row is not None
+    )
 
 
 def save_club_routes(conn: Conn, *, routes: list[dict[str, Any]], trim_m: int) -> int:

@@ -132,17 +132,17 @@ def cut_pending_routes(
                 rows = models.sharing.lock_routes_to_cut(
                     conn, rider_id=rider_id, trim_m=trim, limit=batch
                 )
-                models.sharing.save_club_routes(conn, routes=cut(rows, trim), trim_m=trim)
+                models.sharing.save_club_routes(conn, routes=cut_routes(rows, trim), trim_m=trim)
                 if len(rows) < batch:
                     since = runtime.clock() - timedelta(seconds=settings.lease_ttl_s)
-                    models.sharing.routes_cut(conn, rider_id=rider_id, pending_before=since)
+                    models.sharing.end_routes_pending(conn, rider_id=rider_id, pending_before=since)
             done += len(rows)
             if len(rows) < batch:
                 break
     return done
 
 
-def cut(rows: list[dict[str, Any]], trim: int) -> list[dict[str, Any]]:
+def cut_routes(rows: list[dict[str, Any]], trim: int) -> list[dict[str, Any]]:
     """Activities' routes as the club may see them (services/routes.trim_route)."""
     return [
         {
@@ -171,7 +171,7 @@ def retrim_routes(
             rows = models.sharing.lock_stale_routes(
                 conn, after_id=state.after_id, trim_m=trim, limit=batch
             )
-            models.sharing.save_club_routes(conn, routes=cut(rows, trim), trim_m=trim)
+            models.sharing.save_club_routes(conn, routes=cut_routes(rows, trim), trim_m=trim)
             finished = len(rows) < batch
             models.sharing.advance_retrim(
                 conn,
